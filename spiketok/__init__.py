@@ -1,0 +1,3 @@
+"""spiketok: POYO-style spike-token transformers for neural population decoding."""
+
+__version__ = "0.1.0"
