@@ -1,0 +1,93 @@
+"""Rotary cross- and self-attention blocks built on scaled_dot_product_attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rotary import rotate
+
+
+class RotaryAttention(nn.Module):
+    """Multi-head attention of queries x (B, n, dim) over context (B, m, ctx_dim) with rotary time.
+
+    Queries and keys are rotated by their timestamps. With `rotate_value`, values are rotated by
+    the key times and the output rotated back by the query times, so the values too carry only
+    relative time (as in POYO's encoder and latent layers).
+    """
+
+    def __init__(self, dim: int, ctx_dim: int, heads: int, head_dim: int, rotate_value: bool, dropout: float = 0.0):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads, self.head_dim, self.rotate_value, self.dropout = heads, head_dim, rotate_value, dropout
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(ctx_dim, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, n, d)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_angles: torch.Tensor,
+        context: torch.Tensor,
+        ctx_angles: torch.Tensor,
+        ctx_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q = rotate(self._split(self.to_q(x)), x_angles)
+        k, v = (self._split(t) for t in self.to_kv(context).chunk(2, dim=-1))
+        k = rotate(k, ctx_angles)
+        if self.rotate_value:
+            v = rotate(v, ctx_angles)
+        mask = None if ctx_mask is None else ctx_mask[:, None, None, :]  # (B, 1, 1, m), True = attend
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.rotate_value:
+            out = rotate(out, -x_angles)
+        b, _, n, _ = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward block: (B, n, dim) -> (B, n, dim)."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.proj_in = nn.Linear(dim, 2 * mult * dim)
+        self.proj_out = nn.Linear(mult * dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, gate = self.proj_in(x).chunk(2, dim=-1)
+        return self.proj_out(self.dropout(a * F.gelu(gate)))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm rotary cross-attention plus feed-forward, with residuals."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, rotate_value: bool, ffn_mult: int, dropout: float):
+        super().__init__()
+        self.norm_q, self.norm_ctx, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = RotaryAttention(dim, dim, heads, head_dim, rotate_value, dropout)
+        self.ff = FeedForward(dim, ffn_mult, dropout)
+
+    def forward(self, x, x_angles, context, ctx_angles, ctx_mask=None) -> torch.Tensor:
+        x = x + self.attn(self.norm_q(x), x_angles, self.norm_ctx(context), ctx_angles, ctx_mask)
+        return x + self.ff(self.norm_ff(x))
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm rotary self-attention plus feed-forward, with residuals."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, ffn_mult: int, dropout: float):
+        super().__init__()
+        self.norm_attn, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = RotaryAttention(dim, dim, heads, head_dim, rotate_value=True, dropout=dropout)
+        self.ff = FeedForward(dim, ffn_mult, dropout)
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        h = self.norm_attn(x)
+        x = x + self.attn(h, angles, h, angles)
+        return x + self.ff(self.norm_ff(x))

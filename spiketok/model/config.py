@@ -1,0 +1,55 @@
+"""Model sizes: named presets and the dataclass every size is built from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a POYO model; `window` and the latent grid are shared with the tokenizer."""
+
+    dim: int = 64
+    depth: int = 2
+    num_latents_per_step: int = 8
+    latent_step: float = 0.125
+    cross_heads: int = 2
+    self_heads: int = 4
+    head_dim: int = 32
+    ffn_mult: int = 4
+    dropout: float = 0.1
+    t_min: float = 1e-4
+    t_max: float = 4.0
+    window: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+SIZES: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(dim=64, depth=2, num_latents_per_step=8, latent_step=0.125, cross_heads=2, self_heads=4, head_dim=32),
+    "poyo-1.3M": ModelConfig(dim=64, depth=6, num_latents_per_step=16, latent_step=0.125, cross_heads=2, self_heads=8, head_dim=64),
+    "poyo-11.8M": ModelConfig(dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64),
+}
+
+
+def model_config(name_or_dict: str | dict | ModelConfig) -> ModelConfig:
+    """A named size, a dict of settings (optionally with `size` as the base), or a config as is."""
+    if isinstance(name_or_dict, ModelConfig):
+        return name_or_dict
+    if isinstance(name_or_dict, str):
+        if name_or_dict not in SIZES:
+            raise ValueError(f"unknown model size {name_or_dict!r}; choose one of {list(SIZES)}")
+        return ModelConfig(**SIZES[name_or_dict].to_dict())
+    d = dict(name_or_dict)
+    base = model_config(d.pop("size", "tiny")).to_dict()
+    base.update(d)
+    return ModelConfig.from_dict(base)

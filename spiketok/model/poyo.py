@@ -1,0 +1,118 @@
+"""POYO: spike tokens -> latents (cross-attention) -> self-attention -> output queries -> readouts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .attention import CrossAttentionBlock, SelfAttentionBlock
+from .config import ModelConfig
+from .embeddings import VocabEmbedding
+from .rotary import RotaryTimeEmbedding
+
+N_TOKEN_TYPES = 3  # spike, unit start, unit end
+
+
+class TargetNormalizer(nn.Module):
+    """Per-session, per-task mean and std of the targets (from the training split)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: dict[str, dict[str, dict[str, list[float]]]] = {}
+
+    def set(self, session_id: str, task: str, mean: Sequence[float], std: Sequence[float]) -> None:
+        std = [max(float(s), 1e-6) for s in std]
+        self.stats.setdefault(session_id, {})[task] = {"mean": [float(m) for m in mean], "std": std}
+
+    def get(self, session_id: str, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            s = self.stats[session_id][task]
+        except KeyError:
+            raise KeyError(f"no normalisation statistics for session {session_id!r}, task {task!r}") from None
+        return torch.tensor(s["mean"]), torch.tensor(s["std"])
+
+    def get_extra_state(self) -> dict:
+        return {"stats": self.stats}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.stats = state["stats"]
+
+
+class POYO(nn.Module):
+    """The POYO PerceiverIO over spike tokens with rotary time.
+
+    Inputs come from `spiketok.tokenize.collate`: padded (B, n_tokens) token arrays with a mask,
+    (B, n_latents) latent ids and times, (B, n_queries) output times, sessions and tasks.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        unit_ids: Sequence[str] = (),
+        session_ids: Sequence[str] = (),
+        tasks: dict[str, int] | None = None,
+    ):
+        super().__init__()
+        c = self.config = config
+        self.unit_emb = VocabEmbedding(c.dim, unit_ids, kind="unit")
+        self.session_emb = VocabEmbedding(c.dim, session_ids, kind="session")
+        self.token_type_emb = nn.Embedding(N_TOKEN_TYPES, c.dim)
+        self.latent_emb = nn.Embedding(c.num_latents_per_step, c.dim)
+        self.rotary = RotaryTimeEmbedding(c.head_dim, c.t_min, c.t_max)
+        self.encoder = CrossAttentionBlock(c.dim, c.cross_heads, c.head_dim, True, c.ffn_mult, c.dropout)
+        self.processor = nn.ModuleList(
+            SelfAttentionBlock(c.dim, c.self_heads, c.head_dim, c.ffn_mult, c.dropout) for _ in range(c.depth)
+        )
+        self.decoder = CrossAttentionBlock(c.dim, c.cross_heads, c.head_dim, False, c.ffn_mult, c.dropout)
+        self.norm_out = nn.LayerNorm(c.dim)
+        self.readouts = nn.ModuleDict()
+        self.normalizer = TargetNormalizer()
+        for name, dim in (tasks or {}).items():
+            self.add_task(name, dim)
+        nn.init.normal_(self.token_type_emb.weight, std=0.02)
+        nn.init.normal_(self.latent_emb.weight, std=0.02)
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.readouts.keys())
+
+    def add_task(self, name: str, dim: int) -> None:
+        """A linear readout (dim -> output size) for a behaviour task."""
+        if name in self.readouts:
+            if self.readouts[name].out_features != dim:
+                raise ValueError(f"task {name!r} has {self.readouts[name].out_features} outputs, not {dim}")
+            return
+        self.readouts[name] = nn.Linear(self.config.dim, dim)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Output-query features (B, n_queries, dim) from a collated batch."""
+        x = self.unit_emb(batch["input_units"]) + self.token_type_emb(batch["input_types"])
+        x_ang = self.rotary(batch["input_times"])
+        lat = self.latent_emb(batch["latent_ids"])
+        lat_ang = self.rotary(batch["latent_times"])
+        lat = self.encoder(lat, lat_ang, x, x_ang, batch["input_mask"])
+        for block in self.processor:
+            lat = block(lat, lat_ang)
+        q = self.session_emb(batch["output_sessions"])
+        out = self.decoder(q, self.rotary(batch["output_times"]), lat, lat_ang)
+        return self.norm_out(out)
+
+    def readout(self, features: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """Normalised predictions (B, n_queries, max_task_dim); each query uses its task's readout."""
+        max_dim = max(r.out_features for r in self.readouts.values())
+        pred = features.new_zeros(*features.shape[:-1], max_dim)
+        for k, head in enumerate(self.readouts.values()):
+            sel = tasks == k
+            if sel.any():
+                pred[sel, : head.out_features] = head(features[sel]).to(pred.dtype)
+        return pred
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.readout(self.encode(batch), batch["output_tasks"])
+
+    def n_parameters(self, with_vocab: bool = False) -> int:
+        """Parameter count; by default without the unit and session tables, which grow with data."""
+        skip = set() if with_vocab else {id(self.unit_emb.weight), id(self.session_emb.weight)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)

@@ -1,0 +1,35 @@
+"""Rotary position encoding of timestamps in seconds: only relative timing reaches attention."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class RotaryTimeEmbedding(nn.Module):
+    """Maps timestamps (..., n) to rotation angles (..., n, head_dim // 2).
+
+    Periods are log-spaced from `t_min` (sub-millisecond) to `t_max` (window scale), so the
+    encoding resolves spike timing finely and still tells apart events a window apart.
+    """
+
+    def __init__(self, head_dim: int, t_min: float = 1e-4, t_max: float = 4.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary encoding, got {head_dim}")
+        periods = torch.logspace(math.log10(t_min), math.log10(t_max), head_dim // 2, dtype=torch.float64)
+        self.register_buffer("omega", 2 * math.pi / periods, persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        # Angles in float64, wrapped to [0, 2*pi), then float32: at 1e-4 s periods a float32
+        # product would lose the sub-millisecond phase once timestamps reach seconds.
+        return torch.remainder(t.double().unsqueeze(-1) * self.omega, 2 * math.pi).float()
+
+
+def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs (x[..., :h], x[..., h:]) of x (B, H, n, d) by angles (B, n, d/2)."""
+    cos, sin = angles.cos().unsqueeze(1).to(x.dtype), angles.sin().unsqueeze(1).to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
