@@ -21,10 +21,12 @@ class TargetNormalizer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stats: dict[str, dict[str, dict[str, list[float]]]] = {}
+        self.version = 0  # bumped on every change, so cached tables know when to rebuild
 
     def set(self, session_id: str, task: str, mean: Sequence[float], std: Sequence[float]) -> None:
         std = [max(float(s), 1e-6) for s in std]
         self.stats.setdefault(session_id, {})[task] = {"mean": [float(m) for m in mean], "std": std}
+        self.version += 1
 
     def get(self, session_id: str, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -38,6 +40,7 @@ class TargetNormalizer(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.stats = state["stats"]
+        self.version += 1
 
 
 class POYO(nn.Module):

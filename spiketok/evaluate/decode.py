@@ -1,0 +1,109 @@
+"""Decode a session offline: sliding windows over intervals, predictions stitched per sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.session import Behavior, Intervals, Session
+from ..data.storage import StoredSession
+from ..model.poyo import POYO
+from ..tokenize import SpikeTokenizer, collate
+from ..train.module import denormalise
+from .metrics import r2_per_dim
+from .stitching import Stitcher
+
+
+@dataclass
+class Decoded:
+    """Predictions of one session at its behaviour samples inside the decoded intervals."""
+
+    session: str
+    target: str
+    timestamps: np.ndarray  # (T,)
+    y_pred: np.ndarray  # (T, D), original units
+    y_true: np.ndarray | None  # (T, D) or None when the session has no such behaviour
+    weights: np.ndarray  # (T,) samples that count in scores
+    dims: list[str]
+
+    def r2(self) -> np.ndarray:
+        if self.y_true is None:
+            raise ValueError(f"session {self.session}: no recorded {self.target!r} to score against")
+        return r2_per_dim(self.y_true, self.y_pred, self.weights)
+
+
+def full_behavior(session: Session | StoredSession, name: str) -> Behavior:
+    return session.behavior[name] if isinstance(session, Session) else session.behavior(name)
+
+
+def is_causal(model: POYO) -> bool:
+    return bool((getattr(model, "hparams", None) or {}).get("train", {}).get("causal", False))
+
+
+@torch.no_grad()
+def decode_times(
+    model: POYO,
+    session: Session | StoredSession,
+    target: str,
+    intervals: Intervals,
+    times: np.ndarray,
+    stride: float | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (T, D) at absolute `times` inside `intervals`, and which times were covered.
+
+    Offline models: windows of the model's length every `stride` s (default half a window), each
+    covering sample averaged over the windows that hold it. Causal models: one window ending at
+    each sample, from spikes before it only.
+    """
+    c = model.config
+    tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window)
+    units = model.unit_emb.lookup(session.unit_ids).numpy()
+    sess_idx = int(model.session_emb.lookup([session.id])[0])
+    task_idx = model.task_names.index(target)
+    dim = model.readouts[target].out_features
+    stitch = Stitcher(times, dim)
+    specs: list[tuple[float, float, np.ndarray]] = []
+    causal = is_causal(model)
+    stride = c.window / 2 if stride is None else stride
+    for s, e in zip(intervals.start, intervals.end):
+        inside = times[(times >= s) & (times < e)]
+        if causal:
+            specs.extend((max(s, t - c.window), t + 1e-6, np.array([t])) for t in inside)
+            continue
+        starts = [s] if e - s <= c.window else list(np.append(np.arange(s, e - c.window, stride), e - c.window))
+        for t0 in starts:
+            t1 = min(e, t0 + c.window)
+            specs.append((t0, t1, inside[(inside >= t0) & (inside < t1)]))
+    specs = [sp for sp in specs if len(sp[2])]
+    model.eval()
+    device = next(model.parameters()).device
+    for i in tqdm(range(0, len(specs), batch_size), desc=f"decode {session.id}", disable=not progress, leave=False):
+        chunk = specs[i:i + batch_size]
+        samples = [tok(session.slice(t0, t1, behavior=[]) if isinstance(session, StoredSession) else session.slice(t0, t1),
+                       units, sess_idx, task_idx, None, output_times=out - t0) for t0, t1, out in chunk]
+        batch = {k: v.to(device) for k, v in collate(samples).items()}
+        pred = denormalise(model, model(batch), batch["output_sessions"], batch["output_tasks"]).cpu().numpy()
+        for j, (t0, _, out) in enumerate(chunk):
+            stitch.add(out, pred[j, : len(out), :dim])
+    return stitch.result()
+
+
+def decode_split(
+    model: POYO, session: Session | StoredSession, target: str, split: str = "test",
+    stride: float | None = None, batch_size: int = 32, progress: bool = False,
+) -> Decoded:
+    """Decode one split of a session at its behaviour samples; scores use weight > 0 samples only."""
+    if split not in session.splits:
+        raise KeyError(f"session {session.id} has no {split!r} split (it has {list(session.splits)})")
+    iv = session.splits[split]
+    b = full_behavior(session, target)
+    inside = iv.contains(b.timestamps)
+    times = b.timestamps[inside]
+    pred, covered = decode_times(model, session, target, iv, times, stride, batch_size, progress)
+    weights = b.weights[inside] * covered
+    return Decoded(session.id, target, times, pred, b.values[inside], weights, list(b.dims))

@@ -1,0 +1,75 @@
+"""Shared fixtures: real NWB files written with pynwb into tmp_path."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+
+def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict[str, Any]] | None = None,
+              trials: dict[str, Any] | None = None, unit_columns: dict[str, list] | None = None) -> Path:
+    """Write an NWB file with pynwb.
+
+    units: unit name -> spike times (names all digits: row ids, else a `unit_name` column); None: no units table.
+    behavior: name -> {"data", and "timestamps" or "rate" (+ "starting_time"), "unit", "kind": "spatial"|"timeseries"};
+      spatial series go in processing/behavior/Position, time series in processing/behavior.
+    trials: {"start_time": [...], "stop_time": [...], other columns: [...]}.
+    """
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.behavior import Position, SpatialSeries
+    from pynwb.file import Subject
+
+    nwb = NWBFile(session_description="test session", identifier=path.stem,
+                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc), lab="test lab",
+                  subject=Subject(subject_id="rat1", species="Rattus norvegicus"))
+    if units is not None:
+        named = not all(n.isdigit() for n in units)
+        if named:
+            nwb.add_unit_column("unit_name", "unit name")
+        for col in unit_columns or {}:
+            nwb.add_unit_column(col, col)
+        for i, (name, times) in enumerate(units.items()):
+            extra = {col: vals[i] for col, vals in (unit_columns or {}).items()}
+            if named:
+                extra["unit_name"] = name
+            nwb.add_unit(spike_times=np.asarray(times, dtype=float), id=int(name) if not named else i, **extra)
+    if behavior:
+        module = nwb.create_processing_module("behavior", "behaviour")
+        position = None
+        for name, spec in behavior.items():
+            timing = {"timestamps": np.asarray(spec["timestamps"], dtype=float)} if "timestamps" in spec else \
+                {"rate": float(spec["rate"]), "starting_time": float(spec.get("starting_time", 0.0))}
+            data = np.asarray(spec["data"], dtype=float)
+            if spec.get("kind", "spatial") == "spatial":
+                if position is None:
+                    position = Position(name="Position")
+                    module.add(position)
+                position.add_spatial_series(SpatialSeries(name=name, data=data, unit=spec.get("unit", "px"),
+                                                          reference_frame="origin top-left", **timing))
+            else:
+                module.add(TimeSeries(name=name, data=data, unit=spec.get("unit", "cm/s"), **timing))
+    if trials:
+        for col in trials:
+            if col not in ("start_time", "stop_time"):
+                nwb.add_trial_column(col, col)
+        for i in range(len(trials["start_time"])):
+            nwb.add_trial(**{col: (float(vals[i]) if col in ("start_time", "stop_time") else vals[i])
+                             for col, vals in trials.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with NWBHDF5IO(str(path), "w") as io:
+            io.write(nwb)
+    return path
+
+
+@pytest.fixture
+def make_nwb(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_nwb(name="x.nwb", units=..., behavior=..., trials=..., unit_columns=...) -> path in tmp_path."""
+    def make(name: str = "session.nwb", **kwargs: Any) -> Path:
+        return write_nwb(tmp_path / name, **kwargs)
+    return make
