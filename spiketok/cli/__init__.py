@@ -17,6 +17,7 @@ def _register() -> None:
     # Each module adds its commands to `app` when imported.
     from . import data_commands  # noqa: F401
     from . import simulate_command  # noqa: F401
+    from . import train_commands  # noqa: F401
 
 
 def main() -> None:

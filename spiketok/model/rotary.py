@@ -22,14 +22,18 @@ class RotaryTimeEmbedding(nn.Module):
         periods = torch.logspace(math.log10(t_min), math.log10(t_max), head_dim // 2, dtype=torch.float64)
         self.register_buffer("omega", 2 * math.pi / periods, persistent=False)
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the angles, each (B, 1, n, head_dim // 2), computed once per forward."""
         # Angles in float64, wrapped to [0, 2*pi), then float32: at 1e-4 s periods a float32
         # product would lose the sub-millisecond phase once timestamps reach seconds.
-        return torch.remainder(t.double().unsqueeze(-1) * self.omega, 2 * math.pi).float()
+        angles = torch.remainder(t.double().unsqueeze(-1) * self.omega, 2 * math.pi).float().unsqueeze(1)
+        return angles.cos(), angles.sin()
 
 
-def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate feature pairs (x[..., :h], x[..., h:]) of x (B, H, n, d) by angles (B, n, d/2)."""
-    cos, sin = angles.cos().unsqueeze(1).to(x.dtype), angles.sin().unsqueeze(1).to(x.dtype)
+def rotate(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor], inverse: bool = False) -> torch.Tensor:
+    """Rotate feature pairs (x[..., :h], x[..., h:]) of x (B, H, n, d) by `rotation` (or its inverse)."""
+    cos, sin = (r.to(x.dtype) for r in rotation)
+    if inverse:
+        sin = -sin
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)

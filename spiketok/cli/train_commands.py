@@ -1,0 +1,231 @@
+"""`spiketok train`, `evaluate`, `predict`, `demo` and `model-info`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from . import app
+from ..data.session import DataError
+
+console = Console()
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _results_table(results: dict) -> Table:
+    table = Table(title=f"R² on the {results['split']} split")
+    for col in ("session", "target", "R²", "R² per dimension", "samples"):
+        table.add_column(col, justify="left" if col in ("session", "target") else "right")
+    for sid, r in results["sessions"].items():
+        per_dim = ", ".join(f"{d}={v:.3f}" for d, v in zip(r["dims"], r["r2_per_dim"]))
+        table.add_row(sid, r["target"], f"{r['r2']:.3f}", per_dim, str(r["n_samples"]))
+    table.add_row("[bold]mean[/bold]", "", f"[bold]{results['mean_r2']:.3f}[/bold]", "", "")
+    return table
+
+
+def _dataset(data: list[Path]):
+    from ..data.storage import SessionDataset
+
+    try:
+        return SessionDataset(data)
+    except DataError as e:
+        _fail(str(e))
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, logs, model.ckpt.")],
+    config: Annotated[str, typer.Option("--config", "-c", help="A preset (tiny, poyo-1.3M, poyo-11.8M) or a YAML file.")] = "tiny",
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value config overrides, e.g. max_steps=500 model.depth=4.", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")] = False,
+    devices: Annotated[str, typer.Option(help="Devices per node: 'auto', a count, or a list.")] = "auto",
+    num_nodes: Annotated[int, typer.Option(help="Nodes for multi-node DDP (under torchrun or SLURM).")] = 1,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+) -> None:
+    """Train one model on all given sessions together (Lightning; DDP when several devices)."""
+    from ..train.config import load_config
+    from ..train.run import train as run_train
+
+    try:
+        cfg = load_config(config, overrides or [])
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    ds = _dataset(data)
+    dev: int | str = int(devices) if devices.isdigit() else devices
+    console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}")
+    try:
+        result = run_train(ds, cfg, out, resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator)
+    except (DataError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"[green]done[/green]: {result.steps} steps in {result.seconds / 60:.1f} min")
+    console.print(f"  model checkpoint : {result.checkpoint}")
+    console.print(f"  all checkpoints  : {out / 'checkpoints'}")
+    console.print(f"  logs (CSV)       : {out / 'logs' / 'metrics.csv'}")
+    console.print(f"  logs (TensorBoard): tensorboard --logdir {out / 'tb'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A spiketok checkpoint (model.ckpt).")],
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders.")],
+    split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (traces, R² per session).")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode for sessions the model was not trained on.")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Seconds between sliding windows (default: half a window).")] = None,
+) -> None:
+    """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
+    from ..evaluate.report import evaluate as run_eval, plot_results, write_json
+    from ..model.embeddings import UnknownIdError
+    from ..train.checkpoint import load
+
+    model = load(checkpoint)
+    ds = _dataset(data)
+    try:
+        results, decoded = run_eval(model, ds, split, target, stride)
+    except (UnknownIdError, KeyError, ValueError, DataError) as e:
+        _fail(str(e))
+    console.print(_results_table(results))
+    if json_path:
+        write_json(results, json_path)
+        console.print(f"results: {json_path}")
+    if plots:
+        paths = plot_results(results, decoded, plots)
+        console.print(f"plots: {len(paths)} PNG files in {plots}")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A spiketok checkpoint.")],
+    file: Annotated[Path, typer.Argument(help="An NWB file or a prepared session file (.h5).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz or .csv.")],
+    rate: Annotated[float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")] = 100.0,
+) -> None:
+    """Decode a whole recording and write the predicted behaviour with its timestamps."""
+    from ..data.nwb import read_nwb
+    from ..data.session import Intervals
+    from ..data.storage import FORMAT, StoredSession
+    from ..evaluate.decode import decode_times, full_behavior
+    from ..model.embeddings import UnknownIdError
+    from ..train.checkpoint import load
+
+    if out.suffix not in (".npz", ".csv"):
+        _fail(f"{out}: the output must end in .npz or .csv")
+    model = load(checkpoint)
+    try:
+        if _is_prepared(file, FORMAT):
+            session = StoredSession(file)
+            available = list(session.behavior_info)
+        else:
+            session, _ = read_nwb(file, behavior=[])
+            available = []
+        trained = model.hparams.get("targets", {})
+        target = trained.get(session.id) or (model.task_names[0] if len(model.task_names) == 1 else None)
+        if target is None:
+            _fail(f"the model has several tasks {model.task_names} and was not trained on {session.id}")
+        if not available and not isinstance(session, StoredSession):
+            try:
+                session, _ = read_nwb(file, behavior=[target])
+                available = [target]
+            except DataError:
+                pass
+        if target in available:
+            times = full_behavior(session, target).timestamps
+        else:
+            times = np.arange(session.start, session.end, 1.0 / rate)
+        span = Intervals([session.start], [session.end + 1e-6])
+        pred, covered = decode_times(model, session, target, span, times, progress=True)
+    except (UnknownIdError, DataError) as e:
+        _fail(str(e))
+    dims = [f"{target}_{k}" for k in range(pred.shape[1])]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        np.savez(out, timestamps=times, predictions=pred, dims=np.array(dims), session=session.id, target=target)
+    else:
+        header = "timestamp," + ",".join(dims)
+        np.savetxt(out, np.column_stack([times, pred]), delimiter=",", header=header, comments="", fmt="%.6f")
+    console.print(f"wrote {len(times)} predictions of {target} ({covered.mean():.0%} of samples covered) to {out}")
+
+
+def _is_prepared(path: Path, fmt: str) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == fmt
+    except OSError:
+        return False
+
+
+@app.command("model-info")
+def model_info(
+    name: Annotated[str, typer.Argument(help="A model size (tiny, poyo-1.3M, poyo-11.8M) or a checkpoint file.")],
+) -> None:
+    """Print a model's settings and parameter count (without the unit and session tables)."""
+    from ..model.config import SIZES, model_config
+    from ..model.poyo import POYO
+    from ..train.checkpoint import load
+
+    if name in SIZES:
+        model = POYO(model_config(name))
+    elif Path(name).exists():
+        model = load(name)
+    else:
+        _fail(f"{name!r} is neither a model size ({', '.join(SIZES)}) nor a checkpoint file")
+    table = Table(title=f"model {name}")
+    table.add_column("setting")
+    table.add_column("value", justify="right")
+    for k, v in model.config.to_dict().items():
+        table.add_row(k, str(v))
+    n = model.n_parameters()
+    table.add_row("parameters", f"{n:,} ({n / 1e6:.2f}M)")
+    table.add_row("units / sessions in vocabulary", f"{len(model.unit_emb)} / {len(model.session_emb)}")
+    table.add_row("parameters with vocabulary", f"{model.n_parameters(with_vocab=True):,}")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data, run, results and plots.")] = Path("spiketok-demo"),
+    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 0,
+) -> None:
+    """Simulate multi-session motor cortex, train a tiny model, evaluate, plot, and print the R²."""
+    from ..data.simulate import simulate_to_folder
+    from ..data.storage import SessionDataset
+    from ..evaluate.report import evaluate as run_eval, plot_results, write_json
+    from ..train.checkpoint import load
+    from ..train.config import load_config
+    from ..train.run import train as run_train
+
+    t0 = time.monotonic()
+    console.rule("1/4 simulate")
+    paths = simulate_to_folder(out / "data", n_animals=2, sessions_per_animal=2, n_units=(80, 100), duration=240.0,
+                               seed=seed, task="mixed")
+    console.print(f"{len(paths)} simulated sessions in {out / 'data'}")
+    ds = SessionDataset(out / "data")
+    console.rule("2/4 train (tiny model)")
+    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=400", f"max_minutes={minutes}", f"seed={seed}"])
+    result = run_train(ds, cfg, out / "run")
+    console.rule("3/4 evaluate")
+    model = load(result.checkpoint)
+    results, decoded = run_eval(model, ds, "test")
+    write_json(results, out / "results.json")
+    console.print(_results_table(results))
+    console.rule("4/4 plot")
+    plot_results(results, decoded, out / "plots")
+    console.print(f"checkpoint {result.checkpoint}; results {out / 'results.json'}; plots {out / 'plots'}")
+    console.print(f"[bold]demo R² = {results['mean_r2']:.3f}[/bold] (test split, {len(ds)} sessions, "
+                  f"{(time.monotonic() - t0) / 60:.1f} min in all)")

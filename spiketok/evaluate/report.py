@@ -1,0 +1,98 @@
+"""`evaluate`: decode held-out splits of many sessions, score R^2, write JSON and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.storage import SessionDataset
+from ..model.poyo import POYO
+from .decode import Decoded, decode_split
+
+
+def session_target(model: POYO, session_id: str, available: list[str], target: str | None = None) -> str:
+    """The behaviour this model decodes for a session: as trained, else `target`, else the only one."""
+    trained = (getattr(model, "hparams", None) or {}).get("targets", {})
+    if session_id in trained:
+        return trained[session_id]
+    for name in (target.split(",") if target else []):
+        if name in available:
+            return name
+    tasks = [t for t in model.task_names if t in available]
+    if len(tasks) == 1:
+        return tasks[0]
+    raise ValueError(f"session {session_id}: cannot tell which behaviour to decode (has {available}); pass --target")
+
+
+def evaluate(
+    model: POYO, data: SessionDataset, split: str = "test", target: str | None = None, stride: float | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict[str, Decoded]]:
+    """R^2 per session and per dimension, and their mean, in the JSON layout of `spiketok evaluate`."""
+    results: dict = {"split": split, "sessions": {}}
+    decoded: dict[str, Decoded] = {}
+    for s in data:
+        t = session_target(model, s.id, list(s.behavior_info), target)
+        d = decode_split(model, s, t, split, stride=stride, progress=progress)
+        r2 = d.r2()
+        decoded[s.id] = d
+        results["sessions"][s.id] = {
+            "target": t, "r2": float(np.nanmean(r2)), "r2_per_dim": [float(v) for v in r2], "dims": d.dims,
+            "n_samples": int((d.weights > 0).sum()), "n_left_out": int((d.weights <= 0).sum()),
+        }
+    results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
+    return results, decoded
+
+
+def write_json(results: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+
+
+def plot_results(results: dict, decoded: dict[str, Decoded], out_dir: str | Path, n_segments: int = 3) -> list[Path]:
+    """PNG plots: predicted against true traces per session, and R^2 per session."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    ids = list(results["sessions"])
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(ids) + 2), 3.5))
+    ax.bar(range(len(ids)), [results["sessions"][i]["r2"] for i in ids], color="tab:blue")
+    ax.set_xticks(range(len(ids)), ids, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("R²")
+    ax.set_ylim(min(0, *[results["sessions"][i]["r2"] for i in ids]), 1)
+    ax.set_title(f"R² per session ({results['split']} split), mean {results['mean_r2']:.3f}")
+    fig.tight_layout()
+    fig.savefig(out / "r2_per_session.png", dpi=120)
+    plt.close(fig)
+    paths.append(out / "r2_per_session.png")
+    for sid, d in decoded.items():
+        gaps = np.flatnonzero(np.diff(d.timestamps) > 5 * np.median(np.diff(d.timestamps))) + 1
+        segs = np.split(np.arange(len(d.timestamps)), gaps)[:n_segments]
+        dims = d.y_pred.shape[1]
+        fig, axes = plt.subplots(dims, len(segs), figsize=(3.2 * len(segs), 1.8 * dims), squeeze=False)
+        for j, seg in enumerate(segs):
+            seg = seg[: 2000]
+            for k in range(dims):
+                a = axes[k, j]
+                a.plot(d.timestamps[seg], d.y_true[seg, k], color="0.3", lw=1, label="true")
+                a.plot(d.timestamps[seg], d.y_pred[seg, k], color="tab:red", lw=1, label="predicted")
+                if j == 0:
+                    a.set_ylabel(d.dims[k] if k < len(d.dims) else f"dim {k}", fontsize=8)
+                if k == dims - 1:
+                    a.set_xlabel("time (s)", fontsize=8)
+        axes[0, 0].legend(fontsize=7, loc="upper right")
+        fig.suptitle(f"{sid}: {d.target}, R² {results['sessions'][sid]['r2']:.3f}", fontsize=9)
+        fig.tight_layout()
+        path = out / f"traces_{sid}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
