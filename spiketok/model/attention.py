@@ -14,7 +14,7 @@ class RotaryAttention(nn.Module):
 
     Queries and keys are rotated by their timestamps. With `rotate_value`, values are rotated by
     the key times and the output rotated back by the query times, so the values too carry only
-    relative time (as in POYO's encoder and latent layers). Angles are the (cos, sin) pairs of
+    relative time (as in POYO's encoder and latent layers). Rotations come from
     RotaryTimeEmbedding. No dropout on attention weights: on CPU it costs a quarter of a step.
     """
 
@@ -26,29 +26,30 @@ class RotaryAttention(nn.Module):
         self.to_kv = nn.Linear(ctx_dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, n, d)
+        return x.view(b, n, self.heads, self.head_dim)  # (B, n, H, d)
 
     def forward(
         self,
         x: torch.Tensor,
-        x_angles: tuple[torch.Tensor, torch.Tensor],
+        x_rot: torch.Tensor,
         context: torch.Tensor,
-        ctx_angles: tuple[torch.Tensor, torch.Tensor],
+        ctx_rot: torch.Tensor,
         ctx_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        q = rotate(self._split(self.to_q(x)), x_angles)
-        k, v = (self._split(t) for t in self.to_kv(context).chunk(2, dim=-1))
-        k = rotate(k, ctx_angles)
+        q = rotate(self._heads(self.to_q(x)), x_rot)
+        k, v = (self._heads(t) for t in self.to_kv(context).chunk(2, dim=-1))
+        k = rotate(k, ctx_rot)
         if self.rotate_value:
-            v = rotate(v, ctx_angles)
+            v = rotate(v, ctx_rot)
         mask = None if ctx_mask is None else ctx_mask[:, None, None, :]  # (B, 1, 1, m), True = attend
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        out = out.transpose(1, 2)  # (B, n, H, d)
         if self.rotate_value:
-            out = rotate(out, x_angles, inverse=True)
-        b, _, n, _ = out.shape
-        return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+            out = rotate(out, x_rot, inverse=True)
+        b, n = out.shape[:2]
+        return self.to_out(out.reshape(b, n, self.heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
@@ -74,8 +75,8 @@ class CrossAttentionBlock(nn.Module):
         self.attn = RotaryAttention(dim, dim, heads, head_dim, rotate_value)
         self.ff = FeedForward(dim, ffn_mult, dropout)
 
-    def forward(self, x, x_angles, context, ctx_angles, ctx_mask=None) -> torch.Tensor:
-        x = x + self.attn(self.norm_q(x), x_angles, self.norm_ctx(context), ctx_angles, ctx_mask)
+    def forward(self, x, x_rot, context, ctx_rot, ctx_mask=None) -> torch.Tensor:
+        x = x + self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask)
         return x + self.ff(self.norm_ff(x))
 
 
@@ -88,7 +89,7 @@ class SelfAttentionBlock(nn.Module):
         self.attn = RotaryAttention(dim, dim, heads, head_dim, rotate_value=True)
         self.ff = FeedForward(dim, ffn_mult, dropout)
 
-    def forward(self, x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         h = self.norm_attn(x)
-        x = x + self.attn(h, angles, h, angles)
+        x = x + self.attn(h, rot, h, rot)
         return x + self.ff(self.norm_ff(x))

@@ -1,0 +1,5 @@
+"""`python -m spiketok.cli` runs the `spiketok` command."""
+
+from . import main
+
+main()
