@@ -8,3 +8,12 @@ def load(path):
     from .train.checkpoint import load as _load
 
     return _load(path)
+
+
+def __getattr__(name: str):
+    """`spiketok.adapt`, imported on first use: call it as spiketok.adapt(model, session, mode=..., ...)."""
+    if name == "adapt":
+        import importlib
+
+        return importlib.import_module(".adapt", __name__)  # a callable package: spiketok/adapt/__init__.py
+    raise AttributeError(f"module 'spiketok' has no attribute {name!r}")

@@ -18,6 +18,9 @@ def _register() -> None:
     from . import data_commands  # noqa: F401
     from . import simulate_command  # noqa: F401
     from . import train_commands  # noqa: F401
+    from . import baseline_command  # noqa: F401
+    from . import stream_commands  # noqa: F401
+    from . import adapt_commands  # noqa: F401
 
 
 def main() -> None:

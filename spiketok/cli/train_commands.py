@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -53,10 +54,16 @@ def train(
     devices: Annotated[str, typer.Option(help="Devices per node: 'auto', a count, or a list.")] = "auto",
     num_nodes: Annotated[int, typer.Option(help="Nodes for multi-node DDP (under torchrun or SLURM).")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Train one model on all given sessions together (Lightning; DDP when several devices)."""
+    """Train one model on all given sessions together (Lightning; DDP when several devices).
+
+    A checkpoint is written at the end of every epoch (steps_per_epoch steps) and on SIGTERM or
+    Ctrl-C; `--resume` continues from the last one.
+    """
     from ..train.config import load_config
-    from ..train.run import train as run_train
+    from ..train.run import TrainingInterrupted, train as run_train
 
     try:
         cfg = load_config(config, overrides or [])
@@ -64,16 +71,27 @@ def train(
         _fail(str(e))
     ds = _dataset(data)
     dev: int | str = int(devices) if devices.isdigit() else devices
-    console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}")
+    rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    if rank0:
+        console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}"
+                      + (" (resuming)" if resume else ""))
     try:
-        result = run_train(ds, cfg, out, resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator)
+        result = run_train(ds, cfg, out, resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator,
+                           strategy=strategy, progress=progress)
+    except TrainingInterrupted as e:
+        if rank0:
+            typer.echo(f"stopped: {e}", err=True)
+        raise typer.Exit(130)
     except (DataError, FileNotFoundError) as e:
         _fail(str(e))
+    if result.rank != 0:
+        return
     console.print(f"[green]done[/green]: {result.steps} steps in {result.seconds / 60:.1f} min")
-    console.print(f"  model checkpoint : {result.checkpoint}")
-    console.print(f"  all checkpoints  : {out / 'checkpoints'}")
-    console.print(f"  logs (CSV)       : {out / 'logs' / 'metrics.csv'}")
+    console.print(f"  model checkpoint  : {result.checkpoint} (best validation loss)")
+    console.print(f"  all checkpoints   : {out / 'checkpoints'} (last.ckpt to resume)")
+    console.print(f"  logs (CSV)        : {out / 'logs' / 'metrics.csv'}")
     console.print(f"  logs (TensorBoard): tensorboard --logdir {out / 'tb'}")
+    console.print(f"  next              : spiketok evaluate {result.checkpoint} --data {' --data '.join(map(str, data))}")
 
 
 @app.command()
@@ -199,8 +217,11 @@ def model_info(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data, run, results and plots.")] = Path("spiketok-demo"),
-    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 4.0,
+    minutes: Annotated[float, typer.Option(help="Training time budget in minutes (stops earlier at --steps).")] = 4.0,
+    steps: Annotated[int, typer.Option(min=10, help="Training steps.")] = 400,
+    duration: Annotated[float, typer.Option(min=60.0, help="Seconds of data per simulated session (4 sessions).")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Simulate multi-session motor cortex, train a tiny model, evaluate, plot, and print the R²."""
     from ..data.simulate import simulate_to_folder
@@ -212,16 +233,17 @@ def demo(
 
     t0 = time.monotonic()
     console.rule("1/4 simulate")
-    paths = simulate_to_folder(out / "data", n_animals=2, sessions_per_animal=2, n_units=(80, 100), duration=240.0,
+    paths = simulate_to_folder(out / "data", n_animals=2, sessions_per_animal=2, n_units=(80, 100), duration=duration,
                                seed=seed, task="mixed")
     console.print(f"{len(paths)} simulated sessions in {out / 'data'}")
     ds = SessionDataset(out / "data")
     console.rule("2/4 train (tiny model)")
-    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=400", f"max_minutes={minutes}", f"seed={seed}"])
-    result = run_train(ds, cfg, out / "run")
+    cfg = load_config("tiny", ["target=hand_velocity", f"max_steps={steps}", f"warmup_steps={min(100, steps // 4)}",
+                               f"max_minutes={minutes}", f"seed={seed}"])
+    result = run_train(ds, cfg, out / "run", progress=progress)
     console.rule("3/4 evaluate")
     model = load(result.checkpoint)
-    results, decoded = run_eval(model, ds, "test")
+    results, decoded = run_eval(model, ds, "test", progress=progress)
     write_json(results, out / "results.json")
     console.print(_results_table(results))
     console.rule("4/4 plot")

@@ -7,7 +7,9 @@ window is taken whole, as one shorter window.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch.distributed as dist
@@ -36,7 +38,9 @@ class RandomWindowBatchSampler:
     Each epoch draws `batches_per_epoch * world_size` batches from a generator seeded by
     (seed, epoch); rank r takes every world_size-th batch, so ranks draw disjoint windows and a
     resumed run that sets the same epoch gets the same batches. Windows of similar size (estimated
-    tokens) are grouped into the same batch to keep padding low.
+    tokens) are grouped into the same batch to keep padding low. `skip` batches at the start of the
+    next epoch iterated are left out (a run resumed mid-epoch continues where it stopped);
+    `record_dir`, when set, gets one JSON line per batch yielded (`windows_rank<r>.jsonl`, for tests).
     """
 
     def __init__(
@@ -51,8 +55,12 @@ class RandomWindowBatchSampler:
         rank: int | None = None,
         world_size: int | None = None,
     ):
+        if batch_size < 1 or batches_per_epoch < 1:
+            raise ValueError(f"batch_size ({batch_size}) and batches_per_epoch ({batches_per_epoch}) must be >= 1")
         self.window, self.batch_size, self.batches_per_epoch = window, batch_size, batches_per_epoch
         self.seed, self.epoch, self.bucket_batches = seed, 0, bucket_batches
+        self.skip = 0
+        self.record_dir: Path | None = None
         self._rank, self._world = rank, world_size
         sess, starts, ends = [], [], []
         for sid, iv in intervals.items():
@@ -70,16 +78,23 @@ class RandomWindowBatchSampler:
         self.rate = np.array([rate.get(s, 1.0) for s in self.sessions])
 
     def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch; a new epoch starts from its first batch."""
+        if epoch != self.epoch:
+            self.skip = 0
         self.epoch = epoch
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def __iter__(self):
+    def rank_world(self) -> tuple[int, int]:
+        """This process's rank and the world size: as given, else from torch.distributed, else (0, 1)."""
         rank, world = _rank_world()
-        rank = self._rank if self._rank is not None else rank
-        world = self._world if self._world is not None else world
-        rng = np.random.default_rng([self.seed, self.epoch])
+        return (self._rank if self._rank is not None else rank), (self._world if self._world is not None else world)
+
+    def epoch_batches(self, epoch: int) -> list[list[WindowSpec]]:
+        """All batches this rank draws in `epoch`, in order (a pure function of seed, epoch, rank, world)."""
+        rank, world = self.rank_world()
+        rng = np.random.default_rng([self.seed, epoch])
         n_batches = self.batches_per_epoch * world
         n = n_batches * self.batch_size
         k = rng.choice(len(self.prob), size=n, p=self.prob)
@@ -93,8 +108,26 @@ class RandomWindowBatchSampler:
             order[p0:p0 + pool] = sl[np.argsort(cost[sl], kind="stable")]
         batches = order.reshape(n_batches, self.batch_size)
         batches = batches[rng.permutation(n_batches)]
-        for b in batches[rank::world]:
-            yield [WindowSpec(str(self.sessions[k[i]]), float(t0[i]), float(t0[i] + length[i])) for i in b]
+        return [[WindowSpec(str(self.sessions[k[i]]), float(t0[i]), float(t0[i] + length[i])) for i in b]
+                for b in batches[rank::world]]
+
+    def __iter__(self):
+        epoch, first = self.epoch, self.skip
+        self.skip = 0  # a skip applies to one epoch only
+        batches = self.epoch_batches(epoch)
+        for index in range(first, len(batches)):
+            if self.record_dir is not None:
+                self._record(epoch, index, batches[index])
+            yield batches[index]
+
+    def _record(self, epoch: int, index: int, batch: list[WindowSpec]) -> None:
+        rank, world = self.rank_world()
+        line = {"epoch": epoch, "index": index, "rank": rank, "world": world,
+                "windows": [[w.session, w.t0, w.t1] for w in batch]}
+        path = Path(self.record_dir) / f"windows_rank{rank}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
 
 def sliding_windows(intervals: Intervals, window: float, stride: float, session: str) -> list[WindowSpec]:

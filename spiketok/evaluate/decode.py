@@ -57,8 +57,9 @@ def decode_times(
     """Predictions (T, D) at absolute `times` inside `intervals`, and which times were covered.
 
     Offline models: windows of the model's length every `stride` s (default half a window), each
-    covering sample averaged over the windows that hold it. Causal models: one window ending at
-    each sample, from spikes before it only.
+    covering sample averaged over the windows that hold it. Causal models: one full-length window
+    [t - window, t) per sample t, output query at its end (spikes before t only, also from before the
+    interval's start, as a real-time decoder has them), as `spiketok.stream.StreamingDecoder` does.
     """
     c = model.config
     tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window)
@@ -73,7 +74,7 @@ def decode_times(
     for s, e in zip(intervals.start, intervals.end):
         inside = times[(times >= s) & (times < e)]
         if causal:
-            specs.extend((max(s, t - c.window), t + 1e-6, np.array([t])) for t in inside)
+            specs.extend((t - c.window, t, np.array([t])) for t in inside)
             continue
         starts = [s] if e - s <= c.window else list(np.append(np.arange(s, e - c.window, stride), e - c.window))
         for t0 in starts:

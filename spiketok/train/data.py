@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.samplers import RandomWindowBatchSampler, WindowSpec, causal_windows, sliding_windows
-from ..data.session import DataError
+from ..data.session import Behavior, DataError, Window
 from ..data.storage import SessionDataset, StoredSession
 from ..model.poyo import POYO
 from ..tokenize import SpikeTokenizer, collate
@@ -88,22 +88,34 @@ class WindowDataset(Dataset):
     def __getitem__(self, spec: WindowSpec) -> dict[str, np.ndarray]:
         s = self.data[spec.session]
         target = self.targets[spec.session]
-        w = s.slice(spec.t0, spec.t1, behavior=[target])
+        w = causal_window(s, spec, target) if self.causal else s.slice(spec.t0, spec.t1, behavior=[target])
         keep = None
         if self.unit_dropout:
             rng = np.random.default_rng([self.seed, int(spec.t0 * 1e6) % (2**32), len(spec.session)])
             n = s.n_units
             k = int(rng.integers(min(self.min_units, n), n + 1))
             keep = np.sort(rng.choice(n, size=k, replace=False))
-        if self.causal:
-            # one output query at the window end, from the last behaviour sample
-            b = w.behavior[target]
-            last = len(b.timestamps) - 1
-            sel = slice(last, last + 1) if last >= 0 else slice(0, 0)
-            b.timestamps, b.values, b.weights = b.timestamps[sel], b.values[sel], b.weights[sel]
         sample = self.tokenizer(w, self.model_units[spec.session], self.session_index[spec.session],
                                 self.task_index[spec.session], target, keep_units=keep)
         return sample
+
+
+def causal_window(session: StoredSession, spec: WindowSpec, target: str) -> Window:
+    """The window of a causal model: one output query exactly at the window end, on a behaviour sample.
+
+    Takes the last `target` sample tau in [t0, t1) and returns the window [tau - L, tau) (L = t1 - t0,
+    so it moves back by less than one sample period) with that sample as its only output, at time L.
+    A window without samples comes back with no outputs.
+    """
+    length = spec.t1 - spec.t0
+    w = session.slice(spec.t0, spec.t1, behavior=[target])
+    b = w.behavior[target]
+    if len(b.timestamps) == 0:
+        return w
+    end = spec.t0 + float(b.timestamps[-1])
+    w = session.slice(end - length, end, behavior=[])
+    w.behavior[target] = Behavior(target, np.array([w.length]), b.values[-1:], b.unit, b.dims, b.weights[-1:])
+    return w
 
 
 def eval_windows(data: SessionDataset, split: str, window: float, stride: float, causal: bool = False) -> list[WindowSpec]:
@@ -121,29 +133,70 @@ def _batches(specs: list[WindowSpec], batch_size: int) -> list[list[WindowSpec]]
     return [specs[i:i + batch_size] for i in range(0, len(specs), batch_size)]
 
 
+def train_sampler(data: SessionDataset, window: float, cfg: dict) -> RandomWindowBatchSampler:
+    """The sampler of training windows a run with config `cfg` uses (train split of every session)."""
+    rates = {s.id: s.n_spikes / max(s.duration, 1e-9) + 2 * s.n_units for s in data}
+    intervals = {s.id: s.splits["train"] for s in data}
+    return RandomWindowBatchSampler(intervals, window, int(cfg["batch_size"]), int(cfg["steps_per_epoch"]),
+                                    seed=int(cfg["seed"]), tokens_per_second=rates)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a RandomWindowBatchSampler whose position is saved in Lightning checkpoints.
+
+    Lightning stores `state_dict()` in every checkpoint and calls `load_state_dict()` before the first
+    batch of a resumed run, so a run stopped mid-epoch (SIGTERM, Ctrl-C) continues with the next batch
+    of that epoch instead of repeating the epoch's first batches.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch, self._delivered = self.batch_sampler.epoch, 0
+
+    def __iter__(self):
+        sampler = self.batch_sampler
+        self._epoch, self._delivered = sampler.epoch, sampler.skip
+        for batch in super().__iter__():
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """{"epoch", "batches_done"}: where the next batch comes from."""
+        if self._delivered >= len(self):
+            return {"epoch": self._epoch + 1, "batches_done": 0}
+        return {"epoch": self._epoch, "batches_done": self._delivered}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.epoch = int(state["epoch"])
+        self.batch_sampler.skip = int(state["batches_done"])
+        self._epoch, self._delivered = self.batch_sampler.epoch, self.batch_sampler.skip
+
+
 class WindowDataModule(L.LightningDataModule):
     """Training batches of random windows; validation batches of sliding windows on the valid split."""
 
     def __init__(self, train_set: WindowDataset, val_set: WindowDataset, cfg: dict):
         super().__init__()
         self.train_set, self.val_set, self.cfg = train_set, val_set, cfg
-        data = train_set.data
         window = train_set.tokenizer.window
-        rates = {s.id: s.n_spikes / max(s.duration, 1e-9) + 2 * s.n_units for s in data}
-        intervals = {s.id: s.splits["train"] for s in data}
-        self.train_sampler = RandomWindowBatchSampler(
-            intervals, window, cfg["batch_size"], cfg["steps_per_epoch"], seed=cfg["seed"], tokens_per_second=rates,
-        )
+        self.train_sampler = train_sampler(train_set.data, window, cfg)
         val_specs = eval_windows(val_set.data, "valid", window, cfg["eval_stride"], causal=bool(cfg.get("causal")))
         self.val_batches = _batches(val_specs, cfg["batch_size"])
+        self._train_loader: ResumableLoader | None = None
 
-    def _loader(self, dataset: WindowDataset, batch_sampler) -> DataLoader:
+    def _workers(self) -> dict:
         workers = int(self.cfg.get("num_workers", 0))
-        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=workers,
-                          persistent_workers=workers > 0)
+        return {"collate_fn": collate, "num_workers": workers, "persistent_workers": workers > 0}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.train_sampler)
+        if self._train_loader is None:
+            self._train_loader = ResumableLoader(self.train_set, batch_sampler=self.train_sampler, **self._workers())
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batches)
+        batches = self.val_batches
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        if world > 1 and len(batches) >= world:  # each rank scores its share; metrics are synced
+            batches = batches[trainer.global_rank::world]
+        return DataLoader(self.val_set, batch_sampler=batches, **self._workers())

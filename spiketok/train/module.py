@@ -87,13 +87,13 @@ class POYOModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         loss, pred, target = self._loss(batch)
         w = batch["output_weights"]
-        self.log("val_loss", loss, prog_bar=True, batch_size=int(w.shape[0]))
+        self.log("val_loss", loss, prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
         # R^2 on normalised targets, pooled over the validation windows (a cheap proxy for evaluate)
         d = (w > 0) & batch["output_mask"]
         dim_mask = normalised_targets(self.model, batch)[1]
         sse = (((pred.float() - target) ** 2) * dim_mask)[d].sum()
         sst = ((target ** 2) * dim_mask)[d].sum()
-        self.log("val_r2_proxy", 1 - sse / sst.clamp(min=1e-8), prog_bar=True, batch_size=int(w.shape[0]))
+        self.log("val_r2_proxy", 1 - sse / sst.clamp(min=1e-8), prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +14,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..data.session import DataError
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from ..model.poyo import POYO
@@ -20,12 +26,24 @@ from .data import WindowDataModule, WindowDataset, register_sessions
 from .module import POYOModule
 
 
+DEBUG_ENV = "SPIKETOK_DEBUG_DIR"  # folder: windows each rank draws, each rank's final weights (for tests)
+
+
 @dataclass
 class TrainResult:
     checkpoint: Path
     run_dir: Path
     steps: int
     seconds: float
+    rank: int = 0  # global rank of this process (0 unless DDP)
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM or Ctrl-C after saving `checkpoint`; continue with resume=True."""
+
+    def __init__(self, checkpoint: Path, step: int):
+        super().__init__(f"training interrupted at step {step}; state saved to {checkpoint}; continue with --resume")
+        self.checkpoint, self.step = checkpoint, step
 
 
 class StopAfterMinutes(Callback):
@@ -37,6 +55,153 @@ class StopAfterMinutes(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if time.monotonic() - self.start > self.seconds:
             trainer.should_stop = True
+
+
+class SaveOnInterrupt(Callback):
+    """On SIGTERM or a first Ctrl-C: finish the current step, write `path` (last.ckpt), stop.
+
+    Lightning turns SIGTERM into a SIGTERMException at the next step boundary (all DDP ranks
+    together); a first SIGINT is routed to the same handler, a second one stops at once.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.saved_step: int | None = None
+        self._previous_sigint = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
+        rank_zero_info("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to stop at once)")
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            handler(signal.SIGTERM, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            self.saved_step = int(trainer.global_step)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+
+class FinalLast(Callback):
+    """At the end of training, writes `path` (last.ckpt) unless a checkpoint of the final step exists.
+
+    The per-epoch checkpoints miss the final step when max_steps or max_minutes end a run mid-epoch.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.saved_steps = path, set()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.saved_steps.add(int(trainer.global_step))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if int(trainer.global_step) not in self.saved_steps:
+            trainer.save_checkpoint(self.path)
+
+
+class SetSamplerEpoch(Callback):
+    """Tells the training batch sampler the epoch (Lightning only sets it on samplers, not batch samplers)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        trainer.datamodule.train_sampler.set_epoch(int(trainer.current_epoch))
+
+
+class DebugRecord(Callback):
+    """Writes the windows each rank draws and each rank's final weights into `folder` (for tests)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        trainer.datamodule.train_sampler.record_dir = self.folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items() if torch.is_tensor(v)}
+        torch.save({"global_step": int(trainer.global_step), "world_size": int(trainer.world_size), "state_dict": state},
+                   self.folder / f"final_weights_rank{trainer.global_rank}.pt")
+
+
+def _n_processes(devices: int | str | list, num_nodes: int, accelerator: str) -> int:
+    """How many training processes Lightning will run (a best guess for devices='auto')."""
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        n = devices
+    elif str(devices).isdigit():
+        n = int(devices)
+    else:  # "auto" or -1: every GPU when training on GPUs, else one process
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        n = torch.cuda.device_count() if gpu else 1
+    return max(1, n) * max(1, num_nodes)
+
+
+def _strategy(strategy: str, n_tasks: int, n_processes: int) -> str:
+    """'auto' unless DDP meets several readouts: a batch may leave a readout unused, which plain DDP rejects."""
+    if strategy == "auto" and n_tasks > 1 and n_processes > 1:
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
+def _check_resume(ckpt_path: Path, targets: dict[str, str]) -> int:
+    """A resumed run must see the sessions (and targets) it was started with; returns the checkpoint's step."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
+    before = hp.get("targets")
+    if before is not None and dict(before) != targets:
+        raise DataError(f"--resume: {ckpt_path} was trained on sessions {sorted(before)} with targets "
+                        f"{sorted(set(before.values()))}; the data given now are {sorted(targets)} with targets "
+                        f"{sorted(set(targets.values()))}. Resume with the same --data and target, or start a new run folder.")
+    return int(ckpt.get("global_step", 0))
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    keys = sorted({k for r in rows for k in r})
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _stash_csv_log(run_dir: Path, step: int) -> None:
+    """Before resuming from `step`: keep the CSV rows logged before it (Lightning's CSV logger empties
+    logs/metrics.csv when it starts) in logs/metrics-earlier.csv; rows after it are logged again."""
+    logs = run_dir / "logs"
+    earlier, current = logs / "metrics-earlier.csv", logs / "metrics.csv"
+    rows = [r for r in _read_rows(earlier) + _read_rows(current) if r.get("step") and int(r["step"]) < step]
+    if rows:
+        _write_rows(earlier, rows)
+    current.unlink(missing_ok=True)
+
+
+def _merge_csv_log(run_dir: Path) -> None:
+    """After a resumed run: one logs/metrics.csv with the rows of every part, in step order."""
+    logs = run_dir / "logs"
+    earlier, current = logs / "metrics-earlier.csv", logs / "metrics.csv"
+    if earlier.exists():
+        _write_rows(current, _read_rows(earlier) + _read_rows(current))
+        earlier.unlink()
 
 
 def _split_spec(data: SessionDataset) -> dict:
@@ -65,8 +230,13 @@ def train(
     num_nodes: int = 1,
     accelerator: str = "auto",
     progress: bool = True,
+    strategy: str = "auto",
 ) -> TrainResult:
-    """Train on every session of `data`; checkpoints, CSV and TensorBoard logs go into `run_dir`."""
+    """Train on every session of `data`; checkpoints, CSV and TensorBoard logs go into `run_dir`.
+
+    resume=True continues from run_dir/checkpoints/last.ckpt (written at every epoch end and on
+    SIGTERM / Ctrl-C, which raise TrainingInterrupted after saving). Several devices or nodes run DDP.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -74,6 +244,10 @@ def train(
     if resume and ckpt_path is None:
         raise FileNotFoundError(f"--resume: no {run_dir}/checkpoints/last.ckpt to resume from")
     model, targets = build_model(cfg, data)
+    if ckpt_path is not None:
+        step = _check_resume(ckpt_path, targets)
+        if rank_zero_only.rank == 0:
+            _stash_csv_log(run_dir, step)
     module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data)})
     train_set = WindowDataset.for_model(model, data, targets, unit_dropout=bool(cfg["unit_dropout"]),
                                         min_units=int(cfg["min_units"]), causal=bool(cfg["causal"]), seed=cfg["seed"])
@@ -83,28 +257,42 @@ def train(
     precision = cfg.get("precision", "auto")
     if precision == "auto":
         precision = "bf16-mixed" if gpu else "32-true"
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}-step{step}",
-                                 auto_insert_metric_name=False, save_last=True, save_top_k=1, monitor="val_loss",
-                                 every_n_epochs=1)
-    callbacks: list[Callback] = [checkpoint]
+    # best by validation loss (becomes model.ckpt), and last.ckpt rewritten every epoch (for --resume)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}",
+                                 auto_insert_metric_name=False, save_top_k=1, monitor="val_loss", every_n_epochs=1)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, enable_version_counter=False)
+    interrupt = SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
+    callbacks: list[Callback] = [checkpoint, last, interrupt, FinalLast(interrupt.path), SetSamplerEpoch()]
+    if os.environ.get(DEBUG_ENV):
+        Path(os.environ[DEBUG_ENV]).mkdir(parents=True, exist_ok=True)
+        callbacks.append(DebugRecord(Path(os.environ[DEBUG_ENV])))
     if cfg.get("max_minutes"):
         callbacks.append(StopAfterMinutes(float(cfg["max_minutes"])))
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
+    strategy = _strategy(strategy, len(model.task_names), _n_processes(devices, num_nodes, accelerator))
     trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision, strategy=strategy,
         max_steps=cfg["max_steps"], gradient_clip_val=cfg["grad_clip"], callbacks=callbacks,
         logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_progress_bar=progress,
-        enable_model_summary=False, log_every_n_steps=10, check_val_every_n_epoch=1, num_sanity_val_steps=0,
+        enable_model_summary=False, log_every_n_steps=max(1, min(10, int(cfg["steps_per_epoch"]))),
+        check_val_every_n_epoch=1, num_sanity_val_steps=0,
         deterministic=False, default_root_dir=run_dir,
     )
     t0 = time.monotonic()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        if interrupt.saved_step is None:
+            raise
+        raise TrainingInterrupted(interrupt.path, interrupt.saved_step) from None
     # the best checkpoint by validation loss is the product; keep "last" for resuming
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else run_dir / "checkpoints" / "last.ckpt"
     final = run_dir / "model.ckpt"
     if trainer.is_global_zero:
+        _merge_csv_log(run_dir)
         shutil.copyfile(best, str(final) + ".tmp")
         Path(str(final) + ".tmp").replace(final)
-    return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0)
+    return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank))

@@ -1,0 +1,228 @@
+"""Few-shot adaptation to a held-out session: unit-id, finetune and scratch R² against the number of trials.
+
+--simulated: pretrain a tiny model on 8 simulated sessions (3 animals), adapt to a 9th.
+--real:      pretrain a tiny model on the two Chewie sessions (../shared/data), adapt to Mihi.
+
+Each mode prepares (or simulates) its sessions and pretrains once into --work (reused on later runs),
+runs the study (spiketok.adapt.few_shot_study), prints the table, writes CSV and PNG into --work, and
+replaces its part of the `fewshot` section of docs/benchmarks.md.
+
+    python benchmarks/bench_fewshot.py --simulated
+    python benchmarks/bench_fewshot.py --real [--pretrain-minutes 10] [--trials 1,2,5,10,20,50] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning
+import numpy as np
+import torch
+
+from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, summarise, write_csv
+from spiketok.data.storage import SessionDataset, StoredSession, write_session
+from spiketok.evaluate import evaluate
+from spiketok.train import load, load_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+REAL_DATA = ROOT.parent / "shared" / "data"
+START, END = "<!-- fewshot:start -->", "<!-- fewshot:end -->"
+CHEWIE = ("m1_chewie_2013-10-03.nwb", "m1_chewie_2013-12-19.nwb")
+MIHI = "m1_mihi_2014-03-03.nwb"
+SIM = dict(n_animals=3, sessions_per_animal=3, n_units=(60, 90), duration=300.0, seed=0, task="center_out")
+SIM_HELD_OUT = "sim_a2_s2"
+
+
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def prepare_real(data_dir: Path, out: Path) -> tuple[list[Path], Path]:
+    """The three macaque files as prepared sessions (hand_velocity, trial splits): Chewie x2, Mihi."""
+    from spiketok.data.nwb import read_nwb
+
+    paths = []
+    for name in (*CHEWIE, MIHI):
+        src, dst = data_dir / name, out / f"{Path(name).stem}.h5"
+        if not src.exists():
+            sys.exit(f"error: {src} is absent; --real needs the shared recordings (or pass --data DIR)")
+        if not dst.exists():
+            session, _ = read_nwb(src, behavior=["hand_velocity"])
+            write_session(session, dst)
+        paths.append(dst)
+    return paths[:2], paths[2]
+
+
+def prepare_simulated(out: Path) -> tuple[list[Path], Path]:
+    """Simulated sessions: every one but SIM_HELD_OUT for pretraining, that one to adapt to."""
+    from spiketok.data.simulate import simulate_to_folder
+
+    if not (out / f"{SIM_HELD_OUT}.h5").exists():
+        simulate_to_folder(out, **SIM)
+    paths = sorted(out.glob("sim_*.h5"))
+    return [p for p in paths if p.stem != SIM_HELD_OUT], out / f"{SIM_HELD_OUT}.h5"
+
+
+def pretrain(paths: list[Path], run_dir: Path, overrides: list[str], retrain: bool) -> tuple[Path, dict, float]:
+    """Train (or reuse) the pretrained tiny model; its test R² on the pretraining sessions."""
+    ckpt = run_dir / "model.ckpt"
+    info_path = run_dir / "pretrain_info.json"
+    if retrain and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if not ckpt.exists():
+        cfg = load_config("tiny", overrides)
+        print(f"pretraining on {len(paths)} sessions: {' '.join(overrides)}", flush=True)
+        result = train(SessionDataset(paths), cfg, run_dir, progress=True)
+        results, _ = evaluate(load(result.checkpoint), SessionDataset(paths), "test", progress=False)
+        info_path.write_text(json.dumps({"steps": result.steps, "minutes": result.seconds / 60,
+                                         "overrides": overrides, "results": results}, indent=2))
+    info = json.loads(info_path.read_text())
+    return ckpt, info, info["minutes"]
+
+
+def versions() -> str:
+    return (f"Python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}, "
+            f"numpy {np.__version__}")
+
+
+def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: StoredSession, runs: list,
+                 study_minutes: float, cfg: AdaptConfig) -> str:
+    """Markdown for one part (real or simulated) of the fewshot section."""
+    summary = summarise(runs)
+    modes = list(dict.fromkeys(r["mode"] for r in summary))
+    ns = sorted({r["n_trials"] for r in summary})
+    cell = {(r["mode"], r["n_trials"]): r for r in summary}
+    lines = ["| N trials | " + " | ".join(modes) + " |", "|---:|" + "---:|" * len(modes)]
+    for n in ns:
+        row = []
+        for m in modes:
+            r = cell.get((m, n))
+            row.append("" if r is None else f"{r['r2_mean']:.3f} ± {r['r2_std']:.3f} ({r['r2_min']:.2f} to {r['r2_max']:.2f})")
+        lines.append(f"| {n} | " + " | ".join(row) + " |")
+    beats = [n for n in ns if ("unit-id", n) in cell and ("scratch", n) in cell
+             and cell[("unit-id", n)]["r2_mean"] > cell[("scratch", n)]["r2_mean"]]
+    pre = info["results"]["sessions"]
+    pre_r2 = ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in pre.items())
+    title = "Real macaque M1: pretrain on two Chewie sessions, adapt to Mihi" if kind == "real" else \
+        "Simulated: pretrain on 8 sessions of 3 animals, adapt to a 9th"
+    command = f"python benchmarks/bench_fewshot.py --{kind}" + (
+        f" --pretrain-minutes {args.pretrain_minutes:g}" if kind == "real" else "") + \
+        f" --trials {args.trials} --seeds {args.seeds} --threads {args.threads}"
+    return f"""
+<!-- fewshot:{kind}:start -->
+### {title}
+
+R² (mean over dimensions) on `{held_out.id}`'s test split ({len(held_out.splits['test'])} trials) after adapting with
+N trials of its training split; mean ± standard deviation over {args.seeds} seeds (min to max). Seed s draws the N
+trials at random (every mode of one seed sees the same trials) and seeds initialisation and windows.
+
+{chr(10).join(lines)}
+
+unit-id beats scratch at N = {', '.join(map(str, beats)) or 'none'} (of {', '.join(map(str, ns))}).
+
+| | |
+|---|---|
+| pretraining | tiny model, {info['steps']} steps in {info['minutes']:.1f} min (`{' '.join(info['overrides'])}`) |
+| pretrained test R² | {pre_r2} |
+| adaptation | early stopping on the last 20% of the N trials (checked every {cfg.eval_every} steps, patience {cfg.patience}, at most {cfg.max_steps} steps per stage); with N < {cfg.min_valid_trials} nothing is held out and each stage runs {cfg.fixed_steps} steps; batch {cfg.batch_size}; unit-id lr {cfg.lr_unit_id:g} on the new embeddings; finetune lr = pretraining lr / 10 |
+| study time | {study_minutes:.1f} min for {len(runs)} runs |
+| date | {dt.date.today().isoformat()} |
+| machine | `{platform.platform()}`, {os.cpu_count()} CPUs, torch on {torch.get_num_threads()} thread(s){'; ' + args.note if args.note else ''} |
+| versions | {versions()} |
+| command | `{command}` |
+<!-- fewshot:{kind}:end -->
+"""
+
+
+def write_doc(part: str, kind: str, doc: Path = DOC) -> None:
+    """Replace this kind's part inside the fewshot section (creating the section if needed)."""
+    inner_start, inner_end = f"<!-- fewshot:{kind}:start -->", f"<!-- fewshot:{kind}:end -->"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if START not in text or END not in text:
+        header = ("## Few-shot adaptation to a new session\n\n"
+                  "`spiketok fewshot`: unit identification (only the new session's unit and session embeddings "
+                  "learn), fine-tuning (unit-id, then every weight at a tenth of the learning rate) and a fresh "
+                  "model of the same size trained from scratch on the same N trials.\n")
+        text = text.rstrip("\n") + f"\n\n{START}\n{header}{END}\n"
+    head, rest = text.split(START, 1)
+    body, tail = rest.split(END, 1)
+    if inner_start in body and inner_end in body:
+        before, after = body.split(inner_start, 1)
+        body = before + part.strip() + after.split(inner_end, 1)[1]
+    else:
+        body = body.rstrip("\n") + "\n\n" + part.strip() + "\n"
+    doc.write_text(head + START + body + END + tail)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--real", action="store_true", help="Chewie x2 -> Mihi (needs ../shared/data)")
+    kind.add_argument("--simulated", action="store_true", help="simulated sessions")
+    p.add_argument("--trials", default="1,2,5,10,20,50")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--pretrain-minutes", type=float, default=10.0, help="wall-clock budget of the pretraining")
+    p.add_argument("--pretrain-steps", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core box)")
+    p.add_argument("--data", type=Path, default=REAL_DATA)
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-fewshot")
+    p.add_argument("--retrain", action="store_true", help="pretrain again even when a checkpoint is cached")
+    p.add_argument("--note", default="", help="added to the machine line, e.g. 'CPU shared with other jobs'")
+    p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("settings", nargs="*", help="key=value adaptation settings (spiketok.adapt.AdaptConfig)")
+    args = p.parse_args()
+    quiet()
+    torch.set_num_threads(args.threads)
+    kind = "real" if args.real else "simulated"
+    work = args.work / kind
+    if args.real:
+        pre_paths, held_path = prepare_real(args.data, work / "prepared")
+    else:
+        pre_paths, held_path = prepare_simulated(work / "sessions")
+    overrides = ["target=hand_velocity", f"max_steps={args.pretrain_steps}", f"max_minutes={args.pretrain_minutes}",
+                 "steps_per_epoch=100"]
+    ckpt, info, _ = pretrain(pre_paths, work / "pretrain", overrides, args.retrain)
+    print(f"pretrained: {info['steps']} steps, {info['minutes']:.1f} min; test R² "
+          + ", ".join(f"{k} {v['r2']:.3f}" for k, v in info["results"]["sessions"].items()), flush=True)
+    model = load(ckpt)
+    held_out = StoredSession(held_path)
+    cfg = AdaptConfig.from_overrides(args.settings)
+    trials = [int(v) for v in args.trials.split(",")]
+    out = work / "fewshot"
+    t0 = time.monotonic()
+    done: list = []
+
+    def progress(run) -> None:
+        done.append(run)
+        write_csv(done, out)
+        print(f"  {run.mode:8s} N={run.n_trials:3d} seed={run.seed}  R²={run.r2:.3f}  "
+              f"({run.steps} steps, {run.seconds:.0f} s)", flush=True)
+
+    runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress)
+    minutes = (time.monotonic() - t0) / 60
+    write_csv(runs, out)
+    png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {held_out.id}")
+    part = section_text(kind, args, info, held_out, runs, minutes, cfg)
+    print(part)
+    print(f"CSV and plot in {out} ({png.name})")
+    if not args.no_doc:
+        write_doc(part, kind)
+        print(f"wrote the fewshot ({kind}) part of {DOC}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Benchmark real-time streaming decoding: latency per decode on one CPU core, and R² against offline.
+
+Simulates one 200-unit session at about 20 Hz per unit (10 minutes of reaching, block splits), trains a
+tiny causal model and a tiny offline model on it for the same number of steps, then streams one held-out
+60 s test block through `spiketok.stream.replay`: a decode every 20 ms (3,000 decodes), 20 ms spike
+packets, `torch.set_num_threads(1)`. For poyo-1.3M the latency is measured with random weights (latency
+does not depend on the weights; training it on this CPU takes too long) unless --train-large is given.
+Writes its section of docs/benchmarks.md.
+
+    python benchmarks/bench_streaming.py [--steps 600] [--train-large] [--minutes 15] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+START, END = "<!-- streaming:start -->", "<!-- streaming:end -->"
+N_UNITS, RATE, DURATION, EVERY, STREAM_S = 200, 20.0, 600.0, 0.02, 60.0
+
+
+def simulate(path: Path, seed: int = 0) -> Path:
+    """One session: 200 units of the reaching simulator scaled to a mean rate of ~20 Hz; block splits."""
+    from spiketok.data.simulate import make_pool, simulate_session
+    from spiketok.data.splits import make_splits
+    from spiketok.data.storage import write_session
+
+    pool = make_pool(N_UNITS, np.random.default_rng([seed, 0]))
+    probe = simulate_session(pool, np.arange(N_UNITS), "probe", "random_target", 60.0, np.random.default_rng([seed, 2]))
+    scale = RATE / (probe.n_spikes / probe.duration / N_UNITS)  # tuning kept, rates scaled to ~RATE Hz
+    for name in ("baseline", "gain", "linear", "speed"):
+        setattr(pool, name, getattr(pool, name) * scale)
+    s = simulate_session(pool, np.arange(N_UNITS), "bench_stream", "random_target", DURATION,
+                         np.random.default_rng([seed, 1]))
+    s.splits = make_splits(s.start, s.end)  # ten time blocks: the 3rd and 8th (60 s each) are the test split
+    return write_session(s, path)
+
+
+def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | None, size: str = "tiny"):
+    """Train a model on the session (CPU); returns the loaded model and the training seconds."""
+    from spiketok.train import load, load_config, train
+
+    over = ["target=hand_velocity", f"max_steps={steps}", f"causal={str(causal).lower()}", "steps_per_epoch=100",
+            "eval_stride=1.0", "warmup_steps=50"]
+    if minutes:
+        over.append(f"max_minutes={minutes}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    tic = time.monotonic()
+    result = train(data, load_config(size, over), run_dir, accelerator="cpu", progress=True)
+    return load(result.checkpoint), time.monotonic() - tic, result.steps
+
+
+def random_model(size: str, session):
+    """An untrained causal model of `size` registered with the session (for latency only)."""
+    from spiketok.data.storage import SessionDataset
+    from spiketok.model import POYO, model_config
+    from spiketok.train.data import register_sessions
+
+    torch.manual_seed(0)
+    model = POYO(model_config({"size": size, "dropout": 0.0}))
+    targets = register_sessions(model, SessionDataset([session.path]), "hand_velocity")
+    model.hparams = {"train": {"causal": True}, "targets": targets}
+    return model.eval()
+
+
+def stream(model, session, seconds: float = STREAM_S) -> dict:
+    """Replay the first test block on one thread; latency figures and R²."""
+    from spiketok.data.session import Intervals
+    from spiketok.stream import replay
+
+    torch.set_num_threads(1)
+    test = session.splits["test"]
+    iv = Intervals(test.start[:1], np.minimum(test.end[:1], test.start[:1] + seconds))
+    replay(model, session, iv, every=EVERY, limit=2.0, progress=False)  # warm-up (allocations, caches)
+    r = replay(model, session, iv, every=EVERY, progress=True)
+    s = r.summary()
+    s["r2_stream"] = s.pop("r2", float("nan"))
+    s["stream_interval"] = [float(iv.start[0]), float(iv.end[0])]
+    s["result"] = r
+    return s
+
+
+def offline_r2(model, session, interval) -> float:
+    """R² of `evaluate`'s decoder (causal: one window per sample) on the same 60 s test block."""
+    from spiketok.evaluate.decode import decode_times, full_behavior
+    from spiketok.evaluate.metrics import r2_per_dim
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    b = full_behavior(session, "hand_velocity")
+    inside = interval.contains(b.timestamps)
+    pred, covered = decode_times(model, session, "hand_velocity", interval, b.timestamps[inside], progress=True)
+    return float(np.nanmean(r2_per_dim(b.values[inside], pred, b.weights[inside] * covered)))
+
+
+def max_diff(model, session, result) -> float:
+    """Largest |streamed - offline| over 50 decode times, in normalised units (std of the training targets)."""
+    from spiketok.data.session import Intervals
+    from spiketok.evaluate.decode import decode_times
+
+    sel = np.linspace(0, len(result.times) - 1, 50).astype(int)
+    t = result.times[sel]
+    pred, _ = decode_times(model, session, "hand_velocity", Intervals([t[0]], [t[-1] + 1e-6]), t)
+    std = np.array(model.normalizer.stats[session.id]["hand_velocity"]["std"])
+    return float(np.abs((result.y_pred[sel] - pred) / std).max())
+
+
+def flops_per_decode(model, n_tokens: int) -> float:
+    """FLOPs (2 x multiply-adds) of one decode: encoder attention over n_tokens keys plus its feed-forward,
+    and the latent self-attention blocks (the output query's decoder is negligible)."""
+    c = model.config
+    n_lat = c.num_latents_per_step * int(round(c.window / c.latent_step))
+    cross, inner, ffn = c.cross_heads * c.head_dim, c.self_heads * c.head_dim, 3 * c.ffn_mult * c.dim * c.dim
+    enc = 2 * n_lat * n_tokens * cross + n_lat * cross * c.dim + n_lat * ffn
+    layer = 4 * n_lat * c.dim * inner + 2 * n_lat * n_lat * inner + n_lat * ffn
+    return 2.0 * (enc + c.depth * layer)
+
+
+def write_doc(section: str, doc: Path = DOC) -> None:
+    """Replace this benchmark's section between its markers, leaving the rest of the file intact."""
+    block = f"{START}\n{section.strip()}\n{END}"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600, help="training steps of each tiny model")
+    ap.add_argument("--minutes", type=float, default=15.0, help="wall-clock cap per training run")
+    ap.add_argument("--train-large", action="store_true", help="also train poyo-1.3M (slow on a CPU)")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "spiketok-bench-stream")
+    ap.add_argument("--no-doc", action="store_true", help="print the section instead of writing docs/benchmarks.md")
+    args = ap.parse_args()
+
+    from spiketok.data.storage import SessionDataset, StoredSession
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "bench_stream.h5"
+    if not path.exists():
+        simulate(path)
+    session = StoredSession(path)
+    data = SessionDataset([path])
+    rate = session.n_spikes / session.duration / session.n_units
+    load = os.getloadavg()
+
+    rows, notes = [], []
+    causal, t_causal, n_causal = train_tiny(data, args.out / "tiny_causal", args.steps, True, args.minutes)
+    offl, t_off, n_off = train_tiny(data, args.out / "tiny_offline", args.steps, False, args.minutes)
+    s = stream(causal, session)
+    from spiketok.data.session import Intervals
+
+    iv = Intervals(s["stream_interval"][:1], s["stream_interval"][1:])
+    s.update(size="tiny", weights=f"trained causal, {n_causal} steps ({t_causal / 60:.1f} min)",
+             r2_offline=offline_r2(causal, session, iv), r2_offline_model=offline_r2(offl, session, iv),
+             diff=max_diff(causal, session, s["result"]), flops=flops_per_decode(causal, int(rate * N_UNITS) + 2 * N_UNITS))
+    rows.append(s)
+    if args.train_large:
+        large, t_large, n_large = train_tiny(data, args.out / "large_causal", args.steps, True, args.minutes, "poyo-1.3M")
+        weights = f"trained causal, {n_large} steps ({t_large / 60:.1f} min)"
+    else:
+        large, weights = random_model("poyo-1.3M", session), "random (latency only)"
+    s = stream(large, session)
+    s.update(size="poyo-1.3M", weights=weights, diff=max_diff(large, session, s["result"]),
+             flops=flops_per_decode(large, int(rate * N_UNITS) + 2 * N_UNITS))
+    if args.train_large:
+        s.update(r2_offline=offline_r2(large, session, iv))
+    rows.append(s)
+
+    def r2(v) -> str:
+        return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+    table = ["| model | weights | latency median | latency p99 | max | decode-only p99 | R² streamed | R² offline (same model) "
+             "| max stream-offline diff | GFLOP/decode |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        lat = s["latency_ms"]
+        table.append(f"| `{s['size']}` | {s['weights']} | {lat['median']:.2f} ms | **{lat['p99']:.2f} ms** | "
+                     f"{lat['max']:.1f} ms | {s['decode_ms']['p99']:.2f} ms | "
+                     f"{r2(s['r2_stream']) if not s['weights'].startswith('random') else '-'} | "
+                     f"{r2(s.get('r2_offline'))} | {s['diff']:.1e} | {s['flops'] / 1e9:.2f} |")
+    tiny = rows[0]
+    meets = {s["size"]: s["latency_ms"]["p99"] < 5.0 for s in rows}
+    versions = f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
+    cmd = "python benchmarks/bench_streaming.py " + " ".join(sys.argv[1:])
+    section = f"""
+## Streaming decoding (real time, one CPU core)
+
+`spiketok.stream.StreamingDecoder` on a simulated stream: {N_UNITS} units at {rate:.1f} Hz per unit
+({rate * N_UNITS:,.0f} spikes/s), a decode every {1e3 * EVERY:.0f} ms for {STREAM_S:.0f} s ({tiny['n_decodes']:,} decodes) of a
+held-out test block, 20 ms spike packets, `torch.set_num_threads(1)`. Latency = push of the newest packet +
+decode (float32). Target: p99 under 5 ms for both sizes.
+
+{chr(10).join(table)}
+
+- Target met: {', '.join(f"`{k}` {'yes' if v else 'no'}" for k, v in meets.items())}.
+- R² on the same 60 s test block: the tiny causal model streamed {r2(tiny['r2_stream'])} (vs the recording
+  interpolated at the 20 ms decode times); `evaluate`'s causal decoder (one window per behaviour sample)
+  {r2(tiny['r2_offline'])}; a tiny *offline* model (outputs throughout the window, overlapping windows
+  stitched: not causal, it sees up to a window of the future) trained for the same {args.steps} steps
+  {r2(tiny['r2_offline_model'])}. Streamed and offline decodes of the same windows agree to the
+  "max diff" column (normalised units).
+- What limits it: the work per decode is fixed by the model — cross-attention of
+  the latents over every token of the window (~{rate * N_UNITS:,.0f} spikes + {2 * N_UNITS} START/END tokens) and the
+  latent self-attention blocks — "GFLOP/decode" above. Everything that does not change between decodes is
+  precomputed (per-unit keys/values of spike, START and END tokens; each spike's rotated key/value once, at push;
+  latent queries and rotary tables), so tiny is at the level of PyTorch's per-op overhead, while poyo-1.3M is
+  compute-bound: at ~{rows[1]['flops'] / 1e9:.1f} GFLOP per decode, 5 ms would need ~{rows[1]['flops'] / 5e-3 / 1e9:.0f} GFLOP/s
+  sustained on one core (float32). It needs 2+ cores, a GPU, or fewer latents / a shorter window.
+- Machine load: measured while other jobs shared the 2 cores (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}
+  at the start); p99 and max include that interference.
+
+| | |
+|---|---|
+| data | simulated reaching, 1 session, {N_UNITS} units, {DURATION / 60:.0f} min, `hand_velocity` at 100 Hz, block splits |
+| training | tiny: {args.steps} steps each (causal {t_causal / 60:.1f} min, offline {t_off / 60:.1f} min, all CPU threads) |
+| date | {dt.date.today().isoformat()} |
+| machine | `{platform.platform()}`, {platform.machine()}, {os.cpu_count()} CPUs (1 used for streaming) |
+| versions | {versions} |
+| command | `{cmd.strip()}` |
+"""
+    if args.no_doc:
+        print(section)
+    else:
+        write_doc(section)
+        print(section)
+        print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

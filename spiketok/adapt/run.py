@@ -1,0 +1,168 @@
+"""`adapt`: a trained model -> a model that also decodes a new session (unit-id, finetune or scratch)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..data.storage import StoredSession
+from ..evaluate.report import session_target
+from ..model.poyo import POYO
+from .data import AdaptationData, adaptation_data, as_session, restricted_session
+from .finetune import finetune_param_groups, scratch_param_groups
+from .loop import fit
+from .unit_identification import (NewRows, frozen_except, init_session_row, only_new_rows_learn,
+                                  register_new_session, unit_id_param_groups)
+
+MODES = ("unit-id", "finetune", "scratch")
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of an adaptation run; None means "as in the pretraining run" (model.hparams["train"])."""
+
+    max_steps: int = 300  # per stage, with early stopping on the held-out part
+    fixed_steps: int = 100  # per stage, when too little data to hold any out
+    batch_size: int = 16
+    eval_every: int = 10  # steps between validation checks
+    patience: int = 5  # checks without improvement before stopping
+    lr_unit_id: float = 1e-2  # new unit/session embeddings (and a new readout)
+    lr_finetune: float | None = None  # every weight in the finetune stage; None: a tenth of the pretraining lr
+    lr_finetune_vocab: float = 1e-3  # the new embeddings in the finetune stage
+    lr_scratch: float | None = None  # None: the pretraining lr
+    weight_decay: float | None = None  # on weight matrices (finetune, scratch); None: the pretraining value
+    valid_fraction: float = 0.2  # of the adaptation trials (or seconds) held out for early stopping
+    min_valid_trials: int = 3  # with fewer trials nothing is held out: fixed_steps steps instead
+    unit_dropout: bool | None = None
+
+    @classmethod
+    def from_overrides(cls, overrides: list[str]) -> "AdaptConfig":
+        """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"]."""
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in known:
+                raise ValueError(f"adaptation setting {item!r}: expected key=value with key one of {sorted(known)}")
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str):  # YAML reads "1e-3" as a string
+                try:
+                    parsed = float(parsed)
+                except ValueError:
+                    raise ValueError(f"adaptation setting {item!r}: {value!r} is not a number") from None
+            values[key.strip()] = parsed
+        return cls(**values)
+
+
+def _spans(iv) -> list[list[float]]:
+    return [[float(a), float(b)] for a, b in zip(iv.start, iv.end)]
+
+
+def adapt(
+    model: POYO,
+    session: StoredSession | str | Path,
+    mode: str = "unit-id",
+    n_trials: int | None = None,
+    seconds: float | None = None,
+    target: str | None = None,
+    pick: str = "first",
+    seed: int = 0,
+    config: AdaptConfig | None = None,
+    progress: bool = True,
+) -> POYO:
+    """A new model (eval mode) that decodes `session` too; `model` itself is left untouched.
+
+    mode "unit-id": learn only the session's new unit and session embeddings (every other weight,
+    including other sessions' rows, stays bit for bit); "finetune": unit-id, then every weight at
+    a lower learning rate; "scratch": a fresh model of the same size trained on the same data only.
+    The data: `n_trials` trials of the session's training split (`pick` "first" or "random" with
+    `seed`), or its first `seconds`, or all of it; see `spiketok.adapt.data`. Save the result with
+    `spiketok.train.checkpoint.save_model`; it loads, evaluates and predicts like any model.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
+    cfg = config or AdaptConfig()
+    session = as_session(session)
+    target = session_target(model, session.id, list(session.behavior_info), target)
+    data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials)
+    view = restricted_session(session, data)
+    torch.manual_seed(seed)
+    stages = []
+    if mode == "scratch":
+        new = POYO(model.config).to(next(model.parameters()).device)
+        register_new_session(new, view, target)
+        groups = scratch_param_groups(new, float(cfg.lr_scratch or _pretrained(model, "lr", 2e-3)), _weight_decay(model, cfg))
+        stages.append(fit(new, view, target, groups, "scratch", **_fit_kwargs(model, cfg, data, seed, progress)))
+    else:
+        new = copy.deepcopy(model)
+        rows = register_new_session(new, view, target)
+        init_session_row(new, rows)
+        groups = unit_id_param_groups(new, rows, cfg.lr_unit_id)
+        with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
+            stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
+    choice = dict(n_trials=n_trials, seconds=seconds, pick=pick, seed=seed)
+    new.hparams = _adapted_hparams(model, session, target, data, "unit-id" if mode == "finetune" else mode, stages,
+                                   cfg, choice)
+    new.eval()
+    return finetune_adapted(new, session, cfg, progress) if mode == "finetune" else new
+
+
+def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: AdaptConfig | None = None,
+                     progress: bool = True) -> POYO:
+    """The finetune stage alone: every weight, at a lower learning rate, of a model that `adapt(mode="unit-id")`
+    made for `session`, on the same adaptation data. `adapt(mode="finetune")` is unit-id followed by this."""
+    cfg = config or AdaptConfig()
+    session = as_session(session)
+    records = (getattr(model, "hparams", None) or {}).get("adaptations", [])
+    if not records or records[-1]["session"] != session.id or records[-1]["mode"] != "unit-id":
+        raise ValueError(f"the model's last adaptation is not unit-id on {session.id!r}; use adapt(mode='finetune')")
+    rec = records[-1]
+    data = adaptation_data(session, rec["n_trials"], rec["seconds"], rec["pick"], rec["seed"], cfg.valid_fraction,
+                           cfg.min_valid_trials)
+    view = restricted_session(session, data)
+    new = copy.deepcopy(model)
+    rows = NewRows(new.unit_emb.lookup(session.unit_ids), new.session_emb.lookup([session.id]), [])
+    groups = finetune_param_groups(new, float(cfg.lr_finetune or float(_pretrained(model, "lr", 2e-3)) / 10), cfg.lr_finetune_vocab,
+                                   _weight_decay(model, cfg))
+    torch.manual_seed(rec["seed"] + 1)
+    with only_new_rows_learn(new, rows):
+        stage = fit(new, view, rec["target"], groups, "finetune", **_fit_kwargs(model, cfg, data, rec["seed"] + 1, progress))
+    new.hparams = copy.deepcopy(model.hparams)
+    new.hparams["adaptations"][-1].update(mode="finetune", stages=[*rec["stages"], stage.to_dict()], config=asdict(cfg))
+    return new.eval()
+
+
+def _pretrained(model: POYO, key: str, default):
+    """A setting of the pretraining run (model.hparams["train"])."""
+    return (getattr(model, "hparams", None) or {}).get("train", {}).get(key, default)
+
+
+def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:
+    return float(cfg.weight_decay if cfg.weight_decay is not None else _pretrained(model, "weight_decay", 1e-4))
+
+
+def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, progress: bool) -> dict:
+    unit_dropout = _pretrained(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
+    return dict(max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps, batch_size=cfg.batch_size,
+                eval_every=cfg.eval_every, patience=cfg.patience, seed=seed, progress=progress,
+                unit_dropout=bool(unit_dropout), min_units=int(_pretrained(model, "min_units", 8)))
+
+
+def _adapted_hparams(model: POYO, session: StoredSession, target: str, data: AdaptationData, mode: str,
+                     stages: list, cfg: AdaptConfig, choice: dict) -> dict:
+    """The source model's hparams plus the new session's target, splits and a record of the adaptation."""
+    hp = copy.deepcopy(dict(getattr(model, "hparams", None) or {}))
+    splits = {"train": _spans(data.train), "valid": _spans(data.valid) if data.valid is not None else [],
+              "test": _spans(session.splits["test"]) if "test" in session.splits else []}
+    if mode == "scratch":  # a model of its own: only the new session
+        hp["targets"], hp["splits"], hp["adaptations"] = {}, {}, []
+    hp["targets"] = {**hp.get("targets", {}), session.id: target}
+    hp["splits"] = {**hp.get("splits", {}), session.id: splits}
+    record = {"session": session.id, "file": str(session.path), "mode": mode, "target": target, **choice,
+              "data": data.description, "stages": [s.to_dict() for s in stages], "config": asdict(cfg)}
+    hp["adaptations"] = [*hp.get("adaptations", []), record]
+    return hp

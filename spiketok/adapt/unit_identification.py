@@ -1,0 +1,97 @@
+"""Unit identification: learn only a new session's unit and session embeddings, every other weight frozen.
+
+The new rows are appended to the vocabulary tables. Gradients of all other rows are masked to zero
+and the tables have no weight decay, so AdamW leaves the other sessions' rows exactly as they were.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.session import DataError
+from ..data.storage import StoredSession
+from ..model.poyo import POYO
+from ..train.data import target_stats
+
+
+@dataclass
+class NewRows:
+    """Which rows and readouts a session added to a model."""
+
+    unit_rows: torch.Tensor  # (n_new_units,) long, rows of model.unit_emb
+    session_rows: torch.Tensor  # (1,) long, row of model.session_emb
+    new_tasks: list[str]  # readouts created for this session (none when the task is known)
+
+
+def register_new_session(model: POYO, session: StoredSession, target: str) -> NewRows:
+    """Append the session's units and id to the vocabularies, its readout if new, and its target statistics.
+
+    Statistics come from `session.splits["train"]` (the adaptation data only).
+    """
+    if session.id in model.session_emb.index:
+        raise DataError(f"the model already knows session {session.id!r}; adapt it to a session it has not seen")
+    known = [u for u in session.unit_ids if u in model.unit_emb.index]
+    if known:
+        raise DataError(f"{len(known)} unit(s) of {session.id!r} are already in the model (first: {known[0]!r})")
+    new_tasks = [] if target in model.readouts else [target]
+    model.unit_emb.extend(session.unit_ids)
+    model.session_emb.extend([session.id])
+    model.add_task(target, session.behavior_info[target]["dim"])
+    mean, std = target_stats(session, target)
+    model.normalizer.set(session.id, target, mean, std)
+    return NewRows(model.unit_emb.lookup(session.unit_ids), model.session_emb.lookup([session.id]), new_tasks)
+
+
+def _row_mask(table: nn.Parameter, rows: torch.Tensor) -> torch.Tensor:
+    mask = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)
+    mask[rows.to(table.device)] = 1.0
+    return mask
+
+
+@contextmanager
+def only_new_rows_learn(model: POYO, rows: NewRows):
+    """While active, gradients reach only the new rows of the unit and session tables."""
+    handles = []
+    for table, new in ((model.unit_emb.weight, rows.unit_rows), (model.session_emb.weight, rows.session_rows)):
+        mask = _row_mask(table, new)
+        handles.append(table.register_hook(lambda grad, mask=mask: grad * mask))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def frozen_except(model: POYO, trainable: list[nn.Parameter]):
+    """While active, only `trainable` parameters have requires_grad; restored afterwards."""
+    keep = {id(p) for p in trainable}
+    before = {id(p): p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    try:
+        yield
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(before.get(id(p), True))
+
+
+def unit_id_param_groups(model: POYO, rows: NewRows, lr: float) -> list[dict]:
+    """The vocabulary tables (only new rows get gradients) and any new readout, at `lr`, no weight decay."""
+    params = [model.unit_emb.weight, model.session_emb.weight]
+    params += [p for t in rows.new_tasks for p in model.readouts[t].parameters()]
+    return [{"params": params, "lr": lr, "weight_decay": 0.0}]
+
+
+def init_session_row(model: POYO, rows: NewRows) -> None:
+    """Start the new session embedding at the mean of the known sessions' (a neutral query)."""
+    table = model.session_emb.weight
+    old = torch.ones(table.shape[0], dtype=torch.bool)
+    old[rows.session_rows] = False
+    if old.any():
+        with torch.no_grad():
+            table[rows.session_rows] = table[old].mean(0, keepdim=True)

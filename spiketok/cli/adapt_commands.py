@@ -1,0 +1,197 @@
+"""`spiketok adapt`, `fewshot` and `embeddings`: a trained model on a new session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from . import app
+from ..data.session import DataError
+
+console = Console()
+MODE_HELP = "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _load_model(checkpoint: Path):
+    from ..train.checkpoint import load
+
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such checkpoint file")
+    try:
+        return load(checkpoint)
+    except Exception as e:  # a corrupt or foreign file: say so, no traceback
+        _fail(f"{checkpoint}: cannot read it as a spiketok checkpoint ({e})")
+
+
+def _session(path: Path):
+    from ..data.storage import StoredSession
+
+    if not path.is_file():
+        _fail(f"{path}: no such file")
+    try:
+        return StoredSession(path)
+    except (DataError, OSError) as e:
+        _fail(f"{path}: not a prepared session ({e}); run `spiketok prepare` on the NWB file first")
+
+
+def _config(overrides: list[str] | None):
+    from ..adapt.run import AdaptConfig
+
+    try:
+        return AdaptConfig.from_overrides(overrides or [])
+    except (ValueError, TypeError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def adapt(
+    checkpoint: Annotated[Path, typer.Argument(help="A trained spiketok checkpoint.")],
+    session: Annotated[Path, typer.Argument(help="The new session: a prepared .h5 file (spiketok prepare).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the adapted checkpoint.")],
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = "unit-id",
+    train_trials: Annotated[Optional[int], typer.Option(help="Adapt on N trials of the session's training split.")] = None,
+    train_seconds: Annotated[Optional[float], typer.Option(help="Adapt on the first S seconds of its training split.")] = None,
+    pick: Annotated[str, typer.Option(help="Which N trials: 'first' in time, or 'random' (by --seed).")] = "first",
+    seed: Annotated[int, typer.Option(help="Seed for the trial draw, initialisation and training windows.")] = 0,
+    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode (default: the model's task the session has).")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Report R² on the session's test split.")] = True,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value adaptation settings, e.g. max_steps=200 lr_unit_id=0.01.", show_default=False)] = None,
+) -> None:
+    """Adapt a trained model to a new session: extend its vocabularies with the session's units and id, and train.
+
+    Early stopping on the last 20% of the adaptation trials (with fewer than 3 trials, a fixed
+    number of steps). The new checkpoint loads, evaluates and predicts like any other.
+    """
+    from ..adapt.run import MODES, adapt as run_adapt
+    from ..evaluate.decode import decode_split
+    from ..train.checkpoint import save_model
+
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if train_trials is not None and train_seconds is not None:
+        _fail("give --train-trials or --train-seconds, not both")
+    if pick not in ("first", "random"):
+        _fail(f"--pick must be 'first' or 'random', not {pick!r}")
+    cfg = _config(overrides)
+    model = _load_model(checkpoint)
+    s = _session(session)
+    try:
+        adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,
+                            pick=pick, seed=seed, config=cfg)
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    save_model(adapted, out)
+    rec = adapted.hparams["adaptations"][-1]
+    console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
+    console.print(f"  data: {rec['data']}")
+    for st in rec["stages"]:
+        val = f"best validation loss {st['best_val_loss']:.4f} at step {st['best_step']}" if st["best_val_loss"] is not None \
+            else "no validation part: fixed number of steps"
+        console.print(f"  {st['name']}: {st['steps']} steps in {st['seconds']:.0f} s; {val}")
+    console.print(f"  checkpoint: {out}")
+    if evaluate and "test" in s.splits:
+        r2 = decode_split(adapted, s, rec["target"], "test").r2()
+        console.print(f"  R² on {s.id}'s test split: [bold]{float(r2.mean()):.3f}[/bold] "
+                      f"({', '.join(f'{v:.3f}' for v in r2)} per dimension)")
+
+
+def _parse_counts(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--trials must be comma-separated whole numbers, e.g. 1,2,5,10; got {text!r}")
+    if not counts or min(counts) < 1:
+        _fail(f"--trials needs at least one count, all at least 1; got {text!r}")
+    return counts
+
+
+def fewshot_table(summary: list[dict], session_id: str) -> Table:
+    """Rows: N; columns: modes; cells: mean ± std of R² over seeds (min-max below)."""
+    modes = list(dict.fromkeys(r["mode"] for r in summary))
+    table = Table(title=f"R² on {session_id}'s test split after adapting with N trials (mean ± sd over seeds)")
+    table.add_column("N", justify="right")
+    for m in modes:
+        table.add_column(m, justify="right")
+    for n in sorted({r["n_trials"] for r in summary}):
+        cells = []
+        for m in modes:
+            row = next((r for r in summary if r["mode"] == m and r["n_trials"] == n), None)
+            cells.append("" if row is None else f"{row['r2_mean']:.3f} ± {row['r2_std']:.3f}")
+        table.add_row(str(n), *cells)
+    return table
+
+
+@app.command()
+def fewshot(
+    checkpoint: Annotated[Path, typer.Argument(help="A trained spiketok checkpoint.")],
+    session: Annotated[Path, typer.Argument(help="The new session: a prepared .h5 file with trials.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for fewshot.csv, fewshot_runs.csv and fewshot.png.")],
+    trials: Annotated[str, typer.Option(help="Comma-separated numbers of adaptation trials.")] = "1,2,5,10,20,50",
+    seeds: Annotated[int, typer.Option(help="Seeds per count: each draws its own trials and initialisation.")] = 3,
+    modes: Annotated[str, typer.Option(help="Comma-separated modes to compare.")] = "unit-id,finetune,scratch",
+    pick: Annotated[str, typer.Option(help="'random' N trials per seed, or the 'first' N every time.")] = "random",
+    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode (default: the model's task the session has).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value adaptation settings, e.g. max_steps=200.", show_default=False)] = None,
+) -> None:
+    """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
+    from ..adapt.fewshot import few_shot_study, plot_study, summarise, write_csv
+    from ..adapt.run import MODES
+
+    counts = _parse_counts(trials)
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in mode_list if m not in MODES]
+    if bad or not mode_list:
+        _fail(f"--modes must be a comma-separated subset of {','.join(MODES)}; got {modes!r}")
+    if seeds < 1:
+        _fail("--seeds must be at least 1")
+    if pick not in ("first", "random"):
+        _fail(f"--pick must be 'first' or 'random', not {pick!r}")
+    cfg = _config(overrides)
+    model = _load_model(checkpoint)
+    s = _session(session)
+    done = []
+
+    def save_progress(run) -> None:  # a study stopped half-way keeps what it measured
+        done.append(run)
+        write_csv(done, out)
+
+    try:
+        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress)
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    skipped = sorted(set(counts) - {r.n_trials for r in runs})
+    if skipped:
+        console.print(f"[yellow]left out N = {', '.join(map(str, skipped))}: more than the session's "
+                      f"{len(s.splits['train'])} training trials[/yellow]")
+    csv_paths = write_csv(runs, out)
+    png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {s.id} ({seeds} seed(s))")
+    console.print(fewshot_table(summarise(runs), s.id))
+    console.print(f"table: {csv_paths[0]} (every run: {csv_paths[1]}); plot: {png}")
+
+
+@app.command()
+def embeddings(
+    checkpoint: Annotated[Path, typer.Argument(help="A trained spiketok checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG figure to write.")],
+    method: Annotated[str, typer.Option(help="auto (UMAP when installed, else PCA), pca or umap.")] = "auto",
+) -> None:
+    """Plot the model's unit embeddings in 2-D (PCA, or UMAP when installed), coloured by session."""
+    from ..adapt.embeddings import plot_projection, project_unit_embeddings
+
+    model = _load_model(checkpoint)
+    try:
+        coords, sessions, used = project_unit_embeddings(model, method)
+        path = plot_projection(coords, sessions, used, out)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"{len(sessions)} unit embeddings of {len(set(sessions))} session(s), {used.upper()}: {path}")

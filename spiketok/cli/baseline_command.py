@@ -1,0 +1,69 @@
+"""`spiketok baseline`: ridge, GRU or MLP decoders on binned spikes, scored like `spiketok evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from . import app
+from ..data.session import DataError
+
+console = Console()
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def results_table(results: dict) -> Table:
+    """One row per session: target, R², R² per dimension, scored samples and how the model was fitted."""
+    table = Table(title=f"{results['model']} baseline, R² on the {results['split']} split")
+    for col in ("session", "target", "R²", "R² per dimension", "samples", "fit"):
+        table.add_column(col, justify="left" if col in ("session", "target", "fit") else "right")
+    for sid, r in results["sessions"].items():
+        per_dim = ", ".join(f"{d}={v:.3f}" for d, v in zip(r["dims"], r["r2_per_dim"]))
+        fit = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["fit"].items())
+        table.add_row(sid, r["target"], f"{r['r2']:.3f}", per_dim, str(r["n_samples"]), fit)
+    table.add_row("[bold]mean[/bold]", "", f"[bold]{results['mean_r2']:.3f}[/bold]", "", "", "")
+    return table
+
+
+@app.command()
+def baseline(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="ridge (Wiener filter), gru or mlp.")] = "ridge",
+    bin: Annotated[float, typer.Option("--bin", help="Bin width in seconds.")] = 0.02,
+    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode ('a,b': the first each session has); "
+                                                       "default: each session's only signal.")] = None,
+    history: Annotated[Optional[float], typer.Option(help="Seconds of spikes before each sample "
+                                                          "(default: ridge 0.5, mlp 0.5, gru 1.0).")] = None,
+    lookahead: Annotated[float, typer.Option(help="Seconds of spikes after each sample's bin also given.")] = 0.0,
+    split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
+    max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`."""
+    from ..data.storage import SessionDataset
+    from ..evaluate.baselines import BaselineConfig, run_baseline
+    from ..evaluate.report import write_json
+
+    try:
+        cfg = BaselineConfig(model=model, bin=bin, history=history, lookahead=lookahead, max_steps=max_steps, seed=seed)
+    except ValueError as e:
+        _fail(str(e))
+    try:
+        ds = SessionDataset(data)
+        results, _ = run_baseline(ds, cfg, target=target, split=split)
+    except DataError as e:
+        _fail(str(e))
+    console.print(results_table(results))
+    if json_path:
+        write_json(results, json_path)
+        console.print(f"results: {json_path}")

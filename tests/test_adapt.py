@@ -1,0 +1,232 @@
+"""Adapting a trained model to a new session: data choice, frozen weights, unit-id vs scratch, CLI, few-shot study.
+
+One small model is pretrained (about half a minute) on three simulated sessions of two animals; a
+fourth session, never seen in pretraining, is the new session.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import spiketok
+from spiketok.adapt import AdaptConfig, adaptation_data, project_unit_embeddings
+from spiketok.adapt.fewshot import r2_on_test_split
+from spiketok.cli import _register, app
+from spiketok.data.session import DataError
+from spiketok.data.simulate import simulate_to_folder
+from spiketok.data.splits import make_splits
+from spiketok.data.storage import SessionDataset, StoredSession, read_session, write_session
+from spiketok.train.config import load_config
+from spiketok.train.run import train
+
+_register()
+runner = CliRunner()
+HELD_OUT = "sim_a1_s1"
+SMALL = ["model.dim=32", "model.head_dim=16", "model.depth=1"]
+
+
+@dataclass
+class Pretrained:
+    checkpoint: Path
+    pretrain_dir: Path  # the three pretraining sessions
+    new_session: Path  # the held-out session file
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and far faster when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Pretrained:
+    root = tmp_path_factory.mktemp("adapt")
+    paths = simulate_to_folder(root / "all", n_animals=2, sessions_per_animal=2, n_units=(30, 40), duration=60.0,
+                               seed=0, task="center_out")
+    (root / "pre").mkdir()
+    for p in paths:
+        if p.stem != HELD_OUT:
+            shutil.copy(p, root / "pre" / p.name)
+    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=600", "steps_per_epoch=100", "batch_size=8",
+                               "warmup_steps=20", "lr=0.004", *SMALL])
+    result = train(SessionDataset(root / "pre"), cfg, root / "run", progress=False)
+    return Pretrained(result.checkpoint, root / "pre", root / "all" / f"{HELD_OUT}.h5")
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+# --- which data adaptation uses ------------------------------------------------------------------
+
+
+def test_adaptation_data_takes_whole_training_trials_and_holds_out_the_last(pretrained):
+    s = StoredSession(pretrained.new_session)
+    train_trials = s.splits["train"]
+    first = adaptation_data(s, n_trials=5)
+    assert (len(first.train), len(first.valid)) == (4, 1)
+    np.testing.assert_array_equal(np.r_[first.train.start, first.valid.start], train_trials.start[:5])
+    assert first.valid.start[0] >= first.train.end.max()  # the held-out trial is the latest
+    drawn = [adaptation_data(s, n_trials=10, pick="random", seed=k) for k in (0, 0, 1)]
+    np.testing.assert_array_equal(drawn[0].train.start, drawn[1].train.start)  # same seed, same trials
+    assert not np.array_equal(drawn[0].train.start, drawn[2].train.start)
+    assert np.isin(drawn[2].train.start, train_trials.start).all() and len(drawn[2].valid) == 2
+    tiny = adaptation_data(s, n_trials=2)
+    assert tiny.valid is None and len(tiny.train) == 2  # too few to hold any out: fixed steps
+    secs = adaptation_data(s, seconds=10.0)
+    assert secs.train.duration + secs.valid.duration == pytest.approx(10.0)
+    assert secs.valid.duration == pytest.approx(2.0)
+    assert secs.valid.start.min() >= secs.train.end.max() - 1e-9
+    assert secs.train.start[0] == train_trials.start[0]
+    with pytest.raises(DataError, match=f"only {len(train_trials)}"):
+        adaptation_data(s, n_trials=len(train_trials) + 1)
+
+
+def test_trials_need_a_trials_table(pretrained, tmp_path):
+    session = read_session(pretrained.new_session)
+    session.trials = None
+    session.splits = make_splits(session.start, session.end, None)  # ten time blocks
+    s = StoredSession(write_session(session, tmp_path / "blocks.h5"))
+    with pytest.raises(DataError, match="--train-seconds"):
+        adaptation_data(s, n_trials=3)
+    assert adaptation_data(s, seconds=12.0).train.duration == pytest.approx(12.0 * 0.8)
+
+
+# --- unit identification ---------------------------------------------------------------------------
+
+
+def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
+    model = spiketok.load(pretrained.checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    n_units, n_sessions = len(model.unit_emb), len(model.session_emb)
+    new = StoredSession(pretrained.new_session)
+    adapted = spiketok.adapt(model, new, mode="unit-id", n_trials=3, config=AdaptConfig(max_steps=15, batch_size=8))
+    # the source model is untouched
+    for k, v in model.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, before[k]), k
+    after = {k: v for k, v in adapted.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert set(after) == set(before)
+    for k, old in before.items():
+        if k in ("unit_emb.weight", "session_emb.weight"):
+            assert torch.equal(after[k][: len(old)], old), f"{k}: another session's rows moved"
+        else:
+            assert torch.equal(after[k], old), f"{k} moved during unit identification"
+    assert len(adapted.unit_emb) == n_units + new.n_units and len(adapted.session_emb) == n_sessions + 1
+    assert not torch.allclose(after["unit_emb.weight"][n_units:], torch.zeros(new.n_units, 32))
+    assert all(p.requires_grad for p in adapted.parameters())  # frozen only while adapting
+    assert adapted.hparams["targets"][HELD_OUT] == "hand_velocity"
+    assert set(adapted.hparams["targets"]) == set(model.hparams["targets"]) | {HELD_OUT}
+    stage = adapted.hparams["adaptations"][-1]["stages"][0]
+    assert stage["steps"] == 15 and stage["best_val_loss"] is not None
+
+
+def test_unit_id_beats_scratch_with_five_trials(pretrained):
+    model = spiketok.load(pretrained.checkpoint)
+    new = StoredSession(pretrained.new_session)
+    cfg = AdaptConfig(max_steps=100, batch_size=8)
+    r2 = {}
+    for mode in ("unit-id", "scratch"):
+        adapted = spiketok.adapt(model, new, mode=mode, n_trials=5, config=cfg, progress=False)
+        r2[mode] = float(r2_on_test_split(adapted, new, "hand_velocity").mean())
+        if mode == "scratch":  # a model of its own, knowing only the new session
+            assert adapted.session_emb.ids == [HELD_OUT] and len(adapted.unit_emb) == new.n_units
+    # measured: unit-id about 0.7, scratch about 0 (5 trials of 19 s of data are too few to learn from)
+    assert r2["unit-id"] > 0.4, r2
+    assert r2["unit-id"] > r2["scratch"] + 0.2, r2
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
+    out = tmp_path / "adapted.ckpt"
+    res = _invoke("adapt", pretrained.checkpoint, pretrained.new_session, "--mode", "finetune", "--train-trials", 5,
+                  "--out", out, "max_steps=20", "batch_size=8")
+    assert res.exit_code == 0, res.output
+    assert "unit-id:" in res.output and "finetune:" in res.output and "R² on sim_a1_s1's test split" in res.output
+    model, source = spiketok.load(out), spiketok.load(pretrained.checkpoint)
+    assert model.hparams["adaptations"][-1]["mode"] == "finetune"
+    assert [s["name"] for s in model.hparams["adaptations"][-1]["stages"]] == ["unit-id", "finetune"]
+    after, before = model.state_dict(), source.state_dict()
+    shared = [k for k, v in before.items() if isinstance(v, torch.Tensor) and not k.endswith("emb.weight")]
+    moved = [k for k in shared if not torch.equal(after[k], before[k])]
+    assert len(moved) > len(shared) // 2, "finetuning should move the shared weights"
+    results_path = tmp_path / "results.json"
+    res = _invoke("evaluate", out, "--data", pretrained.new_session, "--data", pretrained.pretrain_dir,
+                  "--json", results_path)
+    assert res.exit_code == 0, res.output
+    results = json.loads(results_path.read_text())
+    assert set(results["sessions"]) == {"sim_a0_s0", "sim_a0_s1", "sim_a1_s0", HELD_OUT}
+    assert results["sessions"][HELD_OUT]["r2"] > 0.3
+    res = _invoke("predict", out, pretrained.new_session, "--out", tmp_path / "pred.npz")
+    assert res.exit_code == 0, res.output
+    pred = np.load(tmp_path / "pred.npz")
+    assert pred["predictions"].shape == (len(pred["timestamps"]), 2) and np.isfinite(pred["predictions"]).all()
+
+
+def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
+    ckpt, new = pretrained.checkpoint, pretrained.new_session
+    cases = [
+        (["adapt", ckpt, new, "--train-trials", 3, "--train-seconds", 5, "--out", tmp_path / "x.ckpt"], "not both"),
+        (["adapt", ckpt, new, "--mode", "magic", "--out", tmp_path / "x.ckpt"], "--mode"),
+        (["adapt", ckpt, new, "--train-trials", 999, "--out", tmp_path / "x.ckpt"], "training split has only"),
+        (["adapt", tmp_path / "none.ckpt", new, "--out", tmp_path / "x.ckpt"], "no such checkpoint"),
+        (["adapt", ckpt, ckpt, "--out", tmp_path / "x.ckpt"], "not a prepared session"),
+        (["adapt", ckpt, new, "--out", tmp_path / "x.ckpt", "max_stepz=3"], "max_stepz"),
+        (["fewshot", ckpt, new, "--trials", "1,two", "--out", tmp_path / "f"], "--trials"),
+        (["evaluate", ckpt, "--data", new], "adapt the model"),  # a new session needs adapting first
+    ]
+    for args, message in cases:
+        res = _invoke(*args)
+        assert res.exit_code == 1, (args, res.output)
+        assert "error:" in res.output and message in res.output, (args, res.output)
+        assert "Traceback" not in res.output
+    res = _invoke("adapt", ckpt, new, "--train-seconds", 8, "--out", tmp_path / "s.ckpt", "--no-evaluate",
+                  "max_steps=5", "fixed_steps=5", "batch_size=4")
+    assert res.exit_code == 0, res.output
+    assert "first 8 s" in res.output and (tmp_path / "s.ckpt").exists()
+
+
+def test_fewshot_cli_writes_table_and_plot(pretrained, tmp_path):
+    out = tmp_path / "study"
+    res = _invoke("fewshot", pretrained.checkpoint, pretrained.new_session, "--trials", "2,4", "--seeds", 2,
+                  "--out", out, "max_steps=10", "fixed_steps=10", "batch_size=8")
+    assert res.exit_code == 0, res.output
+    with open(out / "fewshot_runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    with open(out / "fewshot.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert len(runs) == 12 and len(summary) == 6  # 2 counts x 2 seeds x 3 modes
+    for row in summary:
+        r2 = [float(r["r2"]) for r in runs if r["mode"] == row["mode"] and r["n_trials"] == row["n_trials"]]
+        assert len(r2) == 2 and np.isfinite(r2).all()
+        assert float(row["r2_mean"]) == pytest.approx(np.mean(r2)) and float(row["r2_std"]) == pytest.approx(np.std(r2))
+    assert {r["mode"] for r in summary} == {"unit-id", "finetune", "scratch"}
+    png = (out / "fewshot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "unit-id" in res.output and "scratch" in res.output and "±" in res.output
+
+
+def test_embeddings_cli_projects_every_unit(pretrained, tmp_path):
+    model = spiketok.load(pretrained.checkpoint)
+    coords, sessions, used = project_unit_embeddings(model, "pca")
+    assert coords.shape == (len(model.unit_emb), 2) and used == "pca"
+    assert sorted(set(sessions)) == ["sim_a0_s0", "sim_a0_s1", "sim_a1_s0"]
+    assert coords[:, 0].var() >= coords[:, 1].var()  # principal components, largest first
+    res = _invoke("embeddings", pretrained.checkpoint, "--out", tmp_path / "emb.png", "--method", "pca")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "emb.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,81 @@
+"""`spiketok.train.train` on small simulated data: windows per epoch, the saved model, the demo's R²."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import spiketok
+from spiketok.cli import _register, app
+from spiketok.data.simulate import simulate_to_folder
+from spiketok.data.storage import SessionDataset
+from spiketok.train.config import load_config
+from spiketok.train.data import train_sampler
+from spiketok.train.run import DEBUG_ENV, _n_processes, _strategy, train
+
+
+def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path: Path, monkeypatch) -> None:
+    simulate_to_folder(tmp_path / "sim", n_animals=1, sessions_per_animal=2, n_units=(16, 24), duration=40.0, seed=8,
+                       task="center_out")
+    data = SessionDataset(tmp_path / "sim")
+    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=12", "steps_per_epoch=4", "batch_size=4",
+                               "warmup_steps=2", "eval_stride=1.0", "seed=3"])
+    monkeypatch.setenv(DEBUG_ENV, str(tmp_path / "debug"))
+    result = train(data, cfg, tmp_path / "run", accelerator="cpu", progress=False)
+    assert result.steps == 12 and result.rank == 0 and result.checkpoint == tmp_path / "run" / "model.ckpt"
+
+    # Lightning sets the epoch only on samplers; the batch sampler must still see every epoch
+    records = [json.loads(x) for x in (tmp_path / "debug" / "windows_rank0.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["index"]) for r in records] == [(e, i) for e in range(3) for i in range(4)]
+    sampler = train_sampler(data, 1.0, cfg)
+    for r in records:
+        assert r["windows"] == [[w.session, w.t0, w.t1] for w in sampler.epoch_batches(r["epoch"])[r["index"]]]
+    per_epoch = [{(s, t0) for r in records if r["epoch"] == e for s, t0, _ in r["windows"]} for e in range(3)]
+    assert not per_epoch[0] & per_epoch[1] and not per_epoch[1] & per_epoch[2]
+
+    # model.ckpt is the epoch with the lowest validation loss; the checkpoint holds what rebuilds the run
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    val = {int(r["step"]) + 1: float(r["val_loss"]) for r in rows if r["val_loss"]}
+    assert sorted(val) == [4, 8, 12]
+    best_step = min(val, key=val.get)
+    saved = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == best_step
+    (best_file,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
+    assert best_file.name.endswith(f"step{best_step}.ckpt")
+    model = spiketok.load(result.checkpoint)
+    assert not model.training
+    hp = model.hparams
+    assert hp["train"] == cfg
+    assert hp["targets"] == {s.id: "hand_velocity" for s in data}
+    for s in data:
+        assert hp["splits"][s.id]["test"] == [[float(a), float(b)] for a, b in zip(s.splits["test"].start, s.splits["test"].end)]
+    assert model.hparams["tasks"] == {"hand_velocity": 2}
+
+
+def test_ddp_with_several_readouts_lets_batches_leave_a_readout_unused() -> None:
+    assert _n_processes(2, 1, "cpu") == 2 and _n_processes("3", 2, "cpu") == 6 and _n_processes([0, 1], 1, "gpu") == 2
+    assert _n_processes("auto", 1, "cpu") == 1
+    assert _strategy("auto", n_tasks=2, n_processes=2) == "ddp_find_unused_parameters_true"
+    assert _strategy("auto", n_tasks=1, n_processes=2) == "auto"
+    assert _strategy("auto", n_tasks=3, n_processes=1) == "auto"
+    assert _strategy("ddp", n_tasks=3, n_processes=4) == "ddp"
+
+
+def test_demo_trains_a_decoder_with_high_r2(tmp_path: Path) -> None:
+    _register()
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--minutes", "20", "--steps", "300",
+                                      "--duration", "150", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"demo R² = (-?[0-9.]+)", result.output)
+    assert match, result.output
+    r2 = float(match.group(1))
+    assert r2 >= 0.8, result.output
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["mean_r2"] == pytest.approx(r2, abs=1e-3)
+    assert (tmp_path / "demo" / "plots" / "r2_per_session.png").exists()
