@@ -45,15 +45,16 @@ def simulate(path: Path, seed: int = 0) -> Path:
     return write_session(s, path)
 
 
-def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | None, size: str = "tiny"):
-    """Train a model on the session (CPU); returns the loaded model and the training seconds."""
+def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | None, size: str = "tiny",
+               threads: int = 1):
+    """Train a model on the session (CPU); returns the loaded model, the training seconds and steps."""
     from spiketok.train import load, load_config, train
 
     over = ["target=hand_velocity", f"max_steps={steps}", f"causal={str(causal).lower()}", "steps_per_epoch=100",
             "eval_stride=1.0", "warmup_steps=50"]
     if minutes:
         over.append(f"max_minutes={minutes}")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     tic = time.monotonic()
     result = train(data, load_config(size, over), run_dir, accelerator="cpu", progress=True)
     return load(result.checkpoint), time.monotonic() - tic, result.steps
@@ -94,7 +95,7 @@ def offline_r2(model, session, interval) -> float:
     from spiketok.evaluate.decode import decode_times, full_behavior
     from spiketok.evaluate.metrics import r2_per_dim
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(1)
     b = full_behavior(session, "hand_velocity")
     inside = interval.contains(b.timestamps)
     pred, covered = decode_times(model, session, "hand_velocity", interval, b.timestamps[inside], progress=True)
@@ -141,6 +142,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600, help="training steps of each tiny model")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall-clock cap per training run")
     ap.add_argument("--train-large", action="store_true", help="also train poyo-1.3M (slow on a CPU)")
+    ap.add_argument("--train-threads", type=int, default=1, help="torch threads for training (1: the machine is shared)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "spiketok-bench-stream")
     ap.add_argument("--no-doc", action="store_true", help="print the section instead of writing docs/benchmarks.md")
     args = ap.parse_args()
@@ -157,8 +159,9 @@ def main() -> None:
     load = os.getloadavg()
 
     rows, notes = [], []
-    causal, t_causal, n_causal = train_tiny(data, args.out / "tiny_causal", args.steps, True, args.minutes)
-    offl, t_off, n_off = train_tiny(data, args.out / "tiny_offline", args.steps, False, args.minutes)
+    th = args.train_threads
+    causal, t_causal, n_causal = train_tiny(data, args.out / "tiny_causal", args.steps, True, args.minutes, threads=th)
+    offl, t_off, n_off = train_tiny(data, args.out / "tiny_offline", args.steps, False, args.minutes, threads=th)
     s = stream(causal, session)
     from spiketok.data.session import Intervals
 
@@ -168,7 +171,8 @@ def main() -> None:
              diff=max_diff(causal, session, s["result"]), flops=flops_per_decode(causal, int(rate * N_UNITS) + 2 * N_UNITS))
     rows.append(s)
     if args.train_large:
-        large, t_large, n_large = train_tiny(data, args.out / "large_causal", args.steps, True, args.minutes, "poyo-1.3M")
+        large, t_large, n_large = train_tiny(data, args.out / "large_causal", args.steps, True, args.minutes,
+                                             "poyo-1.3M", th)
         weights = f"trained causal, {n_large} steps ({t_large / 60:.1f} min)"
     else:
         large, weights = random_model("poyo-1.3M", session), "random (latency only)"
@@ -208,7 +212,7 @@ decode (float32). Target: p99 under 5 ms for both sizes.
 - R² on the same 60 s test block: the tiny causal model streamed {r2(tiny['r2_stream'])} (vs the recording
   interpolated at the 20 ms decode times); `evaluate`'s causal decoder (one window per behaviour sample)
   {r2(tiny['r2_offline'])}; a tiny *offline* model (outputs throughout the window, overlapping windows
-  stitched: not causal, it sees up to a window of the future) trained for the same {args.steps} steps
+  stitched: not causal, it sees up to a window of the future) trained for {n_off} steps
   {r2(tiny['r2_offline_model'])}. Streamed and offline decodes of the same windows agree to the
   "max diff" column (normalised units).
 - What limits it: the work per decode is fixed by the model — cross-attention of
@@ -224,7 +228,7 @@ decode (float32). Target: p99 under 5 ms for both sizes.
 | | |
 |---|---|
 | data | simulated reaching, 1 session, {N_UNITS} units, {DURATION / 60:.0f} min, `hand_velocity` at 100 Hz, block splits |
-| training | tiny: {args.steps} steps each (causal {t_causal / 60:.1f} min, offline {t_off / 60:.1f} min, all CPU threads) |
+| training | tiny: {n_causal} causal and {n_off} offline steps of batch 32 ({t_causal / 60:.1f} and {t_off / 60:.1f} min, {th} thread{'s' if th > 1 else ''}) |
 | date | {dt.date.today().isoformat()} |
 | machine | `{platform.platform()}`, {platform.machine()}, {os.cpu_count()} CPUs (1 used for streaming) |
 | versions | {versions} |

@@ -14,10 +14,15 @@ causal model), but reuses everything that does not change between calls:
 
 A decode then costs one cross-attention of the latents over the window's keys (a view into the
 buffer, no copy), the latent self-attention blocks and the read-out; no Python loop over spikes.
+For the lowest latency run it with `torch.set_num_threads(1)` (small ops; on a busy machine several
+threads wait on each other). A decoder is not thread-safe: push and decode from one thread.
+
+`replay` streams a recorded session through a decoder (the `spiketok replay` command).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from collections.abc import Sequence
@@ -417,7 +422,8 @@ def replay(
     For each interval [s, e): reset, push the spikes of [s - window, s) (warm-up, not timed), then for
     t = s, s + every, ... < e push the packet of spikes in [previous t, t) and decode at t, timing both.
     speed: None = as fast as possible; a factor of real time (1.0 = real time) paces the packets by the
-    wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session.
+    wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session
+    (from one window after its start). Python's garbage collector is paused during the loop.
     """
     if every <= 0:
         raise ValueError(f"every must be positive, got {every}")
@@ -442,6 +448,29 @@ def replay(
     times, preds, push_ms, decode_ms = [], [], [], []
     tic_all = time.perf_counter()
     bar = tqdm(total=total, desc=f"replay {session.id}", unit="decode", disable=not progress, leave=False)
+    gc_was_on = gc.isenabled()
+    gc.disable()  # a garbage-collector pass costs milliseconds; the loop makes no reference cycles
+    try:
+        _stream_grids(dec, session, grids, speed, bar, times, preds, push_ms, decode_ms)
+    finally:
+        if gc_was_on:
+            gc.enable()
+    bar.close()
+    times_a = np.concatenate(times) if times else np.zeros(0)
+    y_pred = np.stack(preds) if preds else np.zeros((0, model.readouts[dec.target].out_features), np.float32)
+    if truth is not None:
+        y_true, weights = behavior_at(truth, times_a)
+        dims = list(truth.dims)
+    else:
+        y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(y_pred.shape[1])]
+    return ReplayResult(session.id, dec.target, dims, times_a, y_pred, y_true, weights, np.array(push_ms),
+                        np.array(decode_ms), every, time.perf_counter() - tic_all)
+
+
+def _stream_grids(dec: StreamingDecoder, session: Session | StoredSession, grids: list[np.ndarray],
+                  speed: float | None, bar, times: list, preds: list, push_ms: list, decode_ms: list) -> None:
+    """The replay loop: per interval, warm up (untimed), then push a packet and decode at each grid time."""
+    w = dec.window
     for grid in grids:
         if not len(grid):
             continue
@@ -467,13 +496,3 @@ def replay(
             decode_ms.append(1e3 * (t3 - t2))
         times.append(grid)
         bar.update(len(grid))
-    bar.close()
-    times_a = np.concatenate(times) if times else np.zeros(0)
-    y_pred = np.stack(preds) if preds else np.zeros((0, model.readouts[dec.target].out_features), np.float32)
-    if truth is not None:
-        y_true, weights = behavior_at(truth, times_a)
-        dims = list(truth.dims)
-    else:
-        y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(y_pred.shape[1])]
-    return ReplayResult(session.id, dec.target, dims, times_a, y_pred, y_true, weights, np.array(push_ms),
-                        np.array(decode_ms), every, time.perf_counter() - tic_all)

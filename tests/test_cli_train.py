@@ -147,3 +147,11 @@ def test_resume_with_other_sessions_is_refused(trained: dict[str, Path], tmp_pat
     code, out = cli("train", "--data", other, "--out", trained["run"], "--resume", *TRAIN)
     assert code == 1
     assert "error: --resume:" in out and "same --data" in out and "Traceback" not in out
+
+
+def test_training_into_a_used_run_folder_needs_resume(trained: dict[str, Path]) -> None:
+    before = (trained["run"] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    code, out = cli("train", "--data", trained["data"], "--out", trained["run"], *TRAIN)
+    assert code == 1
+    assert "error: " in out and "already holds a run" in out and "--resume" in out
+    assert (trained["run"] / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before

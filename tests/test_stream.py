@@ -27,8 +27,17 @@ TRAIN = ["target=hand_velocity", "causal=true", "max_steps=40", "steps_per_epoch
          "warmup_steps=5", "eval_stride=1.0", "lr=0.003"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as for real-time use (several threads on a busy machine make small ops crawl)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def causal_run(tmp_path_factory) -> dict:
+def causal_run(tmp_path_factory, one_thread) -> dict:
     """A tiny causal model trained briefly on one simulated 60 s session (30 units)."""
     root = tmp_path_factory.mktemp("stream")
     simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(30, 30), duration=60.0, seed=3,
@@ -67,8 +76,8 @@ def test_streaming_equals_offline_windows(causal_run: dict) -> None:
     assert dec.target == "hand_velocity" and dec.window == model.config.window
     units, times = spikes(session, session.start, session.end)
     # decode times from the first 0.3 s (window partly before the recording) to the end, 20 ms packets
-    grid = np.arange(session.start + 0.3, session.end - 0.01, 0.02)
-    check = set(range(0, len(grid), 37)) | {len(grid) - 1}
+    grid = np.arange(session.start + 0.3, session.start + 20.0, 0.02)
+    check = set(range(0, len(grid), 31)) | {len(grid) - 1}
     cut = np.searchsorted(times, grid)
     stream, ref = [], []
     for k, t in enumerate(grid):
@@ -79,7 +88,8 @@ def test_streaming_equals_offline_windows(causal_run: dict) -> None:
             ref.append(offline(model, session, t))
     stream, ref = np.array(stream), np.array(ref)
     assert np.abs((stream - ref) / std).max() < 1e-4  # in normalised units (std of the training targets)
-    assert np.ptp(ref, axis=0).min() > 0.1 * std.min()  # the decodes do vary: the comparison means something
+    # different windows differ by far more than that tolerance: the comparison means something
+    assert np.abs(np.diff(ref, axis=0) / std).max() > 1e-2
     assert dec.n_buffered < 4 * len(times) / session.duration  # only about a window of spikes kept
     # and the offline decoder of causal models (what `spiketok evaluate` uses) gives the same numbers
     iv = session.splits["test"]
@@ -167,9 +177,9 @@ def test_causal_training_windows_end_on_a_behaviour_sample(causal_run: dict) -> 
     b = session.behavior("hand_velocity")
     from spiketok.data.samplers import WindowSpec
 
-    for t0 in (3.0, 20.013, 41.5):
-        spec = WindowSpec(session.id, t0, t0 + 1.0)
-        w = causal_window(session, spec, "hand_velocity")
+    for t0, t1 in ((3.0, 4.0), (20.013, 21.013), (41.5, 42.5), (30.0, 30.4)):  # the last one shorter: still full
+        spec = WindowSpec(session.id, t0, t1)
+        w = causal_window(session, spec, "hand_velocity", 1.0)
         end = w.t1
         k = int(np.argmin(np.abs(b.timestamps - end)))
         assert abs(b.timestamps[k] - end) < 1e-9 and spec.t0 <= end < spec.t1  # ends exactly on a sample
@@ -177,7 +187,7 @@ def test_causal_training_windows_end_on_a_behaviour_sample(causal_run: dict) -> 
         s = ds[spec]
         assert s["output_times"].tolist() == [pytest.approx(1.0)]
         np.testing.assert_allclose(s["output_values"][0], b.values[k])
-        assert s["input_times"].max() <= 1.0 and (s["input_times"] >= 0).all()
+        assert s["input_times"].max() <= 1.0 + 1e-9 and (s["input_times"] >= 0).all()
     # evaluate scores causal models (one window ending at each test sample)
     results, decoded = evaluate(model, data, "test", progress=False)
     d = decoded[session.id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -67,15 +68,31 @@ def test_ddp_with_several_readouts_lets_batches_leave_a_readout_unused() -> None
     assert _strategy("ddp", n_tasks=3, n_processes=4) == "ddp"
 
 
-def test_demo_trains_a_decoder_with_high_r2(tmp_path: Path) -> None:
+def _demo(out: Path, *args: str) -> float:
+    """Run `spiketok demo` in this process; check what it wrote and return the R² it printed."""
     _register()
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--minutes", "20", "--steps", "300",
-                                      "--duration", "150", "--no-progress"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--no-progress", *args])
     assert result.exit_code == 0, result.output
     match = re.search(r"demo R² = (-?[0-9.]+)", result.output)
     assert match, result.output
-    r2 = float(match.group(1))
-    assert r2 >= 0.8, result.output
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert results["mean_r2"] == pytest.approx(r2, abs=1e-3)
-    assert (tmp_path / "demo" / "plots" / "r2_per_session.png").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["mean_r2"] == pytest.approx(float(match.group(1)), abs=1e-3)
+    assert len(results["sessions"]) == len(list((out / "data").glob("*.h5")))
+    assert (out / "plots" / "r2_per_session.png").stat().st_size > 10_000
+    assert spiketok.load(out / "run" / "model.ckpt").hparams["targets"].keys() == results["sessions"].keys()
+    return float(match.group(1))
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """A short demo (10 steps, so no R² floor): simulate, train, evaluate, plot, print the R²."""
+    r2 = _demo(tmp_path / "demo", "--steps", "10", "--sessions", "1", "--duration", "60")
+    assert r2 < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPIKETOK_SLOW_TESTS"),
+                    reason="the demo needs about 200 CPU-seconds of training to reach R² >= 0.8 "
+                           "(8 min on a busy 2-core machine); set SPIKETOK_SLOW_TESTS=1 to run it")
+def test_demo_decodes_with_r2_above_0_8(tmp_path: Path) -> None:
+    r2 = _demo(tmp_path / "demo", "--steps", "200", "--sessions", "1", "--duration", "120", "--minutes", "60")
+    assert r2 >= 0.8

@@ -7,12 +7,13 @@ the best weights kept in memory, rather than a Lightning run with checkpoint fil
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from ..data.samplers import RandomWindowBatchSampler, sliding_windows
+from ..data.samplers import RandomWindowBatchSampler, causal_windows, sliding_windows
 from ..data.storage import StoredSession
 from ..model.poyo import POYO
 from ..tokenize import collate
@@ -70,24 +71,33 @@ def fit(
     grad_clip: float = 1.0,
     unit_dropout: bool = True,
     min_units: int = 8,
+    causal: bool = False,
     seed: int = 0,
     progress: bool = True,
+    after_step: Callable[[], None] | None = None,
+    start_competes: bool = False,
 ) -> StageResult:
     """Train the parameters in `param_groups` on `session.splits["train"]` (random windows).
 
     With a non-empty `session.splits["valid"]`, the loss on its sliding windows is checked every
     `eval_every` steps (and before the first); training stops after `patience` checks without
     improvement and the best weights are put back. Without it, all `max_steps` steps run.
+    `causal`: windows with one output at their end, as the model was trained (train cfg `causal`).
+    `after_step` runs after every optimiser step (e.g. to project parameters back onto a constraint).
+    `start_competes`: the starting weights may win (fine-tuning may keep the unit-id result); else
+    (fresh embeddings or a fresh model) the best is chosen among the checks after training began.
     """
     t_start = time.monotonic()
     data = single_session_dataset(session)
     targets = {session.id: target}
     window = model.config.window
-    train_set = WindowDataset.for_model(model, data, targets, unit_dropout=unit_dropout, min_units=min_units, seed=seed)
-    eval_set = WindowDataset.for_model(model, data, targets)
+    train_set = WindowDataset.for_model(model, data, targets, unit_dropout=unit_dropout, min_units=min_units,
+                                        causal=causal, seed=seed)
+    eval_set = WindowDataset.for_model(model, data, targets, causal=causal)
     sampler = RandomWindowBatchSampler({session.id: session.splits["train"]}, window, batch_size, eval_every, seed=seed)
     valid = session.splits.get("valid")
-    specs = sliding_windows(valid, window, window / 2, session.id) if valid is not None and len(valid) else []
+    make_windows = causal_windows if causal else sliding_windows
+    specs = make_windows(valid, window, window / 2, session.id) if valid is not None and len(valid) else []
     val_batches = [collate([eval_set[s] for s in specs[i:i + batch_size]]) for i in range(0, len(specs), batch_size)]
     params = [p for g in param_groups for p in g["params"]]
     optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.98))
@@ -96,13 +106,19 @@ def fit(
     def snapshot() -> list[torch.Tensor]:
         return [p.detach().clone() for p in params]
 
-    best_loss = validation_loss(model, val_batches) if val_batches else None
-    best_state, best_step, bad, step, stopped = snapshot() if val_batches else None, 0, 0, 0, False
+    best_loss = validation_loss(model, val_batches) if val_batches and start_competes else float("inf")
+    best_state, best_step, bad, step, stopped = None, 0, 0, 0, False
+    if val_batches and start_competes:
+        best_state = snapshot()
     model.train()
     bar = tqdm(total=max_steps, desc=name, disable=not progress, leave=False)
     epoch = 0
     while step < max_steps and not stopped:
         sampler.set_epoch(epoch)
+        # WindowDataset draws a window's dropped units from (seed, window start); a trial shorter than the
+        # window always starts at the same time, so without a new seed per epoch it would always lose
+        # the same units, and a few trials could be told apart by which units are missing.
+        train_set.seed = seed * 1_000_003 + epoch
         epoch += 1
         for window_specs in sampler:
             loss = batch_loss(model, collate([train_set[s] for s in window_specs]))
@@ -110,6 +126,8 @@ def fit(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
+            if after_step is not None:
+                after_step()
             schedule.step()
             step += 1
             bar.update(1)
@@ -117,7 +135,7 @@ def fit(
                 break
         if val_batches:
             loss_now = validation_loss(model, val_batches)
-            bar.set_postfix(val_loss=f"{loss_now:.3f}", best=f"{best_loss:.3f}")
+            bar.set_postfix(val_loss=f"{loss_now:.3f}", best=f"{min(best_loss, loss_now):.3f}")
             if loss_now < best_loss - 1e-4:
                 best_loss, best_state, best_step, bad = loss_now, snapshot(), step, 0
             else:
@@ -130,4 +148,5 @@ def fit(
                 p.copy_(saved)
     else:
         best_step = step
-    return StageResult(name, step, best_step, best_loss, stopped, time.monotonic() - t_start)
+    best = best_loss if val_batches and best_loss != float("inf") else None
+    return StageResult(name, step, best_step, best, stopped, time.monotonic() - t_start)

@@ -15,8 +15,8 @@ from ..model.poyo import POYO
 from .data import AdaptationData, adaptation_data, as_session, restricted_session
 from .finetune import finetune_param_groups, scratch_param_groups
 from .loop import fit
-from .unit_identification import (NewRows, frozen_except, init_session_row, only_new_rows_learn,
-                                  register_new_session, unit_id_param_groups)
+from .unit_identification import (NewRows, adaptation_stats, frozen_except, init_new_rows, only_new_rows_learn,
+                                  norm_limit, register_new_session, subspace_projection, unit_id_param_groups)
 
 MODES = ("unit-id", "finetune", "scratch")
 
@@ -38,6 +38,10 @@ class AdaptConfig:
     valid_fraction: float = 0.2  # of the adaptation trials (or seconds) held out for early stopping
     min_valid_trials: int = 3  # with fewer trials nothing is held out: fixed_steps steps instead
     unit_dropout: bool | None = None
+    unit_rank: int = 0  # >0: new unit rows stay in the span of the known rows' top principal axes
+    unit_norm_quantile: float | None = None  # new unit rows no longer than this quantile of known rows' lengths
+    unit_init: str = "mean"  # new unit rows start at the mean known row ("mean") or random ("random")
+    norm_prior_seconds: float = 30.0  # weight of the model's pooled target statistics; 0: the new data's alone
 
     @classmethod
     def from_overrides(cls, overrides: list[str]) -> "AdaptConfig":
@@ -90,20 +94,30 @@ def adapt(
     target = session_target(model, session.id, list(session.behavior_info), target)
     data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials)
     view = restricted_session(session, data)
+    stats = adaptation_stats(model, view, target, cfg.norm_prior_seconds)  # the same for every mode
     torch.manual_seed(seed)
     stages = []
     if mode == "scratch":
         new = POYO(model.config).to(next(model.parameters()).device)
-        register_new_session(new, view, target)
+        register_new_session(new, view, target, stats)
         groups = scratch_param_groups(new, float(cfg.lr_scratch or _pretrained(model, "lr", 2e-3)), _weight_decay(model, cfg))
         stages.append(fit(new, view, target, groups, "scratch", **_fit_kwargs(model, cfg, data, seed, progress)))
     else:
         new = copy.deepcopy(model)
-        rows = register_new_session(new, view, target)
-        init_session_row(new, rows)
+        rows = register_new_session(new, view, target, stats)
+        init_new_rows(new, rows, cfg.unit_init)
         groups = unit_id_param_groups(new, rows, cfg.lr_unit_id)
+        steps = [subspace_projection(new, rows, cfg.unit_rank)] if cfg.unit_rank > 0 else []
+        steps += [norm_limit(new, rows, cfg.unit_norm_quantile)] if cfg.unit_norm_quantile else []
+
+        def project() -> None:
+            for f in steps:
+                f()
+
+        project()
         with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
-            stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
+            stages.append(fit(new, view, target, groups, "unit-id", after_step=project,
+                              **_fit_kwargs(model, cfg, data, seed, progress)))
     choice = dict(n_trials=n_trials, seconds=seconds, pick=pick, seed=seed)
     new.hparams = _adapted_hparams(model, session, target, data, "unit-id" if mode == "finetune" else mode, stages,
                                    cfg, choice)
@@ -130,7 +144,8 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
                                    _weight_decay(model, cfg))
     torch.manual_seed(rec["seed"] + 1)
     with only_new_rows_learn(new, rows):
-        stage = fit(new, view, rec["target"], groups, "finetune", **_fit_kwargs(model, cfg, data, rec["seed"] + 1, progress))
+        stage = fit(new, view, rec["target"], groups, "finetune", start_competes=True,
+                    **_fit_kwargs(model, cfg, data, rec["seed"] + 1, progress))
     new.hparams = copy.deepcopy(model.hparams)
     new.hparams["adaptations"][-1].update(mode="finetune", stages=[*rec["stages"], stage.to_dict()], config=asdict(cfg))
     return new.eval()
@@ -149,7 +164,8 @@ def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, 
     unit_dropout = _pretrained(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
     return dict(max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps, batch_size=cfg.batch_size,
                 eval_every=cfg.eval_every, patience=cfg.patience, seed=seed, progress=progress,
-                unit_dropout=bool(unit_dropout), min_units=int(_pretrained(model, "min_units", 8)))
+                unit_dropout=bool(unit_dropout), min_units=int(_pretrained(model, "min_units", 8)),
+                causal=bool(_pretrained(model, "causal", False)))
 
 
 def _adapted_hparams(model: POYO, session: StoredSession, target: str, data: AdaptationData, mode: str,

@@ -6,16 +6,17 @@ and the tables have no weight decay, so AdamW leaves the other sessions' rows ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..data.session import DataError
 from ..data.storage import StoredSession
 from ..model.poyo import POYO
-from ..train.data import target_stats
 
 
 @dataclass
@@ -27,11 +28,45 @@ class NewRows:
     new_tasks: list[str]  # readouts created for this session (none when the task is known)
 
 
-def register_new_session(model: POYO, session: StoredSession, target: str) -> NewRows:
-    """Append the session's units and id to the vocabularies, its readout if new, and its target statistics.
+def prior_stats(model: POYO, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and std (D,) of `task` pooled over the model's sessions (a mixture of theirs); None if none has it."""
+    known = [per[task] for per in model.normalizer.stats.values() if task in per]
+    if not known:
+        return None
+    means = np.array([k["mean"] for k in known], dtype=np.float64)
+    stds = np.array([k["std"] for k in known], dtype=np.float64)
+    mean = means.mean(0)
+    return mean, np.sqrt((stds**2 + (means - mean) ** 2).mean(0))
 
-    Statistics come from `session.splits["train"]` (the adaptation data only).
+
+def adaptation_stats(model: POYO, session: StoredSession, target: str, prior_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Normalisation statistics (D,) for a new session from its adaptation data (`splits["train"]`).
+
+    A few trials give poor estimates (one reach has a large mean velocity in one direction), so the
+    data's mean and variance are shrunk toward the model's pooled statistics for the same task, the
+    latter counting as `prior_seconds` seconds of data: weight = s / (s + prior_seconds) for s seconds.
     """
+    b = session.behavior(target)
+    train = session.splits["train"]
+    keep = train.contains(b.timestamps) & (b.weights > 0) & np.isfinite(b.values).all(1)
+    prior = prior_stats(model, target) if prior_seconds > 0 else None
+    if keep.sum() < 2:
+        if prior is None:
+            raise DataError(f"{session.path}: fewer than 2 usable {target!r} samples in the adaptation data")
+        return prior
+    values = b.values[keep].astype(np.float64)
+    mean, std = values.mean(0), values.std(0)
+    if prior is None:
+        return mean, std
+    w = train.duration / (train.duration + prior_seconds)
+    pooled = w * mean + (1 - w) * prior[0]
+    var = w * (std**2 + (mean - pooled) ** 2) + (1 - w) * (prior[1] ** 2 + (prior[0] - pooled) ** 2)
+    return pooled, np.sqrt(var)
+
+
+def register_new_session(model: POYO, session: StoredSession, target: str,
+                         stats: tuple[np.ndarray, np.ndarray]) -> NewRows:
+    """Append the session's units and id to the vocabularies, its readout if new, and its target statistics."""
     if session.id in model.session_emb.index:
         raise DataError(f"the model already knows session {session.id!r}; adapt it to a session it has not seen")
     known = [u for u in session.unit_ids if u in model.unit_emb.index]
@@ -41,8 +76,7 @@ def register_new_session(model: POYO, session: StoredSession, target: str) -> Ne
     model.unit_emb.extend(session.unit_ids)
     model.session_emb.extend([session.id])
     model.add_task(target, session.behavior_info[target]["dim"])
-    mean, std = target_stats(session, target)
-    model.normalizer.set(session.id, target, mean, std)
+    model.normalizer.set(session.id, target, *stats)
     return NewRows(model.unit_emb.lookup(session.unit_ids), model.session_emb.lookup([session.id]), new_tasks)
 
 
@@ -87,11 +121,56 @@ def unit_id_param_groups(model: POYO, rows: NewRows, lr: float) -> list[dict]:
     return [{"params": params, "lr": lr, "weight_decay": 0.0}]
 
 
-def init_session_row(model: POYO, rows: NewRows) -> None:
-    """Start the new session embedding at the mean of the known sessions' (a neutral query)."""
-    table = model.session_emb.weight
-    old = torch.ones(table.shape[0], dtype=torch.bool)
-    old[rows.session_rows] = False
-    if old.any():
+def init_new_rows(model: POYO, rows: NewRows, units: str = "mean") -> None:
+    """Start the new session row at the mean of the known sessions' rows (a neutral query), and the new
+    unit rows at the mean known unit row plus a tenth of their random start (`units="mean"`), or leave
+    the unit rows random (`units="random"`)."""
+    for table, new, mode in ((model.unit_emb.weight, rows.unit_rows, units),
+                             (model.session_emb.weight, rows.session_rows, "mean")):
+        old = torch.ones(table.shape[0], dtype=torch.bool)
+        old[new] = False
+        if mode == "random" or not old.any():
+            continue
         with torch.no_grad():
-            table[rows.session_rows] = table[old].mean(0, keepdim=True)
+            table[new] = table[old].mean(0, keepdim=True) + 0.1 * table[new]
+
+
+def subspace_projection(model: POYO, rows: NewRows, rank: int) -> Callable[[], None]:
+    """A function that puts the new unit rows back onto mean + span(top `rank` principal axes) of the known rows.
+
+    Few trials cannot pin down free 'dim'-sized embeddings; keeping new units in the space the known
+    units occupy leaves rank numbers to learn per unit.
+    """
+    table = model.unit_emb.weight
+    old = torch.ones(table.shape[0], dtype=torch.bool)
+    old[rows.unit_rows] = False
+    known = table.detach()[old]
+    mean = known.mean(0, keepdim=True)
+    _, _, vt = torch.linalg.svd(known - mean, full_matrices=False)
+    basis = vt[: min(rank, len(vt))]  # (rank, dim), orthonormal rows
+
+    def project() -> None:
+        with torch.no_grad():
+            new = table[rows.unit_rows] - mean
+            table[rows.unit_rows] = mean + (new @ basis.T) @ basis
+
+    return project
+
+
+def norm_limit(model: POYO, rows: NewRows, quantile: float = 0.95) -> Callable[[], None]:
+    """A function that shrinks any new unit row longer than the `quantile` of the known rows' lengths to that length.
+
+    Keeps new units where the frozen network has seen units, instead of far outside (which few
+    trials would otherwise allow).
+    """
+    table = model.unit_emb.weight
+    old = torch.ones(table.shape[0], dtype=torch.bool)
+    old[rows.unit_rows] = False
+    limit = float(torch.quantile(table.detach()[old].norm(dim=1), quantile)) if old.any() else float("inf")
+
+    def clamp() -> None:
+        with torch.no_grad():
+            new = table[rows.unit_rows]
+            table[rows.unit_rows] = new * (limit / new.norm(dim=1, keepdim=True).clamp(min=limit))
+
+    return clamp

@@ -21,16 +21,27 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _fit_summary(fit: dict) -> str:
+    if "alpha" in fit:
+        return f"alpha {fit['alpha']:.3g}"
+    return f"step {fit['best_step']} of {fit['steps']}"
+
+
 def results_table(results: dict) -> Table:
-    """One row per session: target, R², R² per dimension, scored samples and how the model was fitted."""
-    table = Table(title=f"{results['model']} baseline, R² on the {results['split']} split")
-    for col in ("session", "target", "R²", "R² per dimension", "samples", "fit"):
-        table.add_column(col, justify="left" if col in ("session", "target", "fit") else "right")
+    """One row per session: R², R² per dimension, scored samples, how the model was chosen (and target)."""
+    targets = {r["target"] for r in results["sessions"].values()}
+    title = f"{results['model']} baseline, R² on the {results['split']} split"
+    table = Table(title=title + (f" ({targets.pop()})" if len(targets) == 1 else ""))
+    cols = ["session"] + (["target"] if targets else []) + ["R²", "per dim", "samples", "chosen"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("session", "target", "chosen") else "right",
+                         no_wrap=col in ("session", "per dim", "chosen"))
     for sid, r in results["sessions"].items():
-        per_dim = ", ".join(f"{d}={v:.3f}" for d, v in zip(r["dims"], r["r2_per_dim"]))
-        fit = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["fit"].items())
-        table.add_row(sid, r["target"], f"{r['r2']:.3f}", per_dim, str(r["n_samples"]), fit)
-    table.add_row("[bold]mean[/bold]", "", f"[bold]{results['mean_r2']:.3f}[/bold]", "", "", "")
+        per_dim = " ".join(f"{v:.3f}" for v in r["r2_per_dim"])
+        cells = [sid] + ([r["target"]] if targets else []) + [f"{r['r2']:.3f}", per_dim, str(r["n_samples"]),
+                                                             _fit_summary(r["fit"])]
+        table.add_row(*cells)
+    table.add_row("[bold]mean[/bold]", *([""] if targets else []), f"[bold]{results['mean_r2']:.3f}[/bold]", "", "", "")
     return table
 
 
@@ -42,10 +53,10 @@ def baseline(
     target: Annotated[Optional[str], typer.Option(help="Behaviour to decode ('a,b': the first each session has); "
                                                        "default: each session's only signal.")] = None,
     history: Annotated[Optional[float], typer.Option(help="Seconds of spikes before each sample "
-                                                          "(default: ridge 0.5, mlp 0.5, gru 1.0).")] = None,
+                                                          "(default 0.5).")] = None,
     lookahead: Annotated[float, typer.Option(help="Seconds of spikes after each sample's bin also given.")] = 0.0,
     split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
-    max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 3000,
+    max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:

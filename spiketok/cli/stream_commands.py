@@ -97,7 +97,11 @@ def plot_replay(result, path: Path, seconds: float = 30.0) -> Path:
     axes[dims - 1, 0].set_xlabel(f"stream time (s) from t = {t[0]:.2f} s" if n else "stream time (s)", fontsize=8)
     lat = result.latency_ms
     a = axes[dims, 0]
-    a.hist(lat, bins=60, color="tab:blue")
+    top = min(float(lat.max()), 3 * float(np.percentile(lat, 99)))  # a rare hiccup must not squash the histogram
+    a.hist(np.minimum(lat, top), bins=60, range=(0, top), color="tab:blue")
+    if (lat > top).any():
+        a.text(0.99, 0.5, f"{int((lat > top).sum())} above {top:.1f} ms (max {lat.max():.1f} ms), in the last bin",
+               transform=a.transAxes, ha="right", fontsize=7)
     for q, style in ((50, "-"), (99, "--")):
         a.axvline(np.percentile(lat, q), color="k", ls=style, lw=1, label=f"p{q} {np.percentile(lat, q):.2f} ms")
     a.set_xlabel("latency per decode (ms)", fontsize=8)

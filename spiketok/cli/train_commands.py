@@ -82,7 +82,7 @@ def train(
         if rank0:
             typer.echo(f"stopped: {e}", err=True)
         raise typer.Exit(130)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
     if result.rank != 0:
         return
@@ -219,7 +219,8 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data, run, results and plots.")] = Path("spiketok-demo"),
     minutes: Annotated[float, typer.Option(help="Training time budget in minutes (stops earlier at --steps).")] = 4.0,
     steps: Annotated[int, typer.Option(min=10, help="Training steps.")] = 400,
-    duration: Annotated[float, typer.Option(min=60.0, help="Seconds of data per simulated session (4 sessions).")] = 240.0,
+    sessions: Annotated[int, typer.Option(min=1, help="Simulated sessions per animal (2 animals).")] = 2,
+    duration: Annotated[float, typer.Option(min=60.0, help="Seconds of data per simulated session.")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -233,14 +234,21 @@ def demo(
 
     t0 = time.monotonic()
     console.rule("1/4 simulate")
-    paths = simulate_to_folder(out / "data", n_animals=2, sessions_per_animal=2, n_units=(80, 100), duration=duration,
-                               seed=seed, task="mixed")
+    paths = simulate_to_folder(out / "data", n_animals=2, sessions_per_animal=sessions, n_units=(80, 100),
+                               duration=duration, seed=seed, task="mixed")
     console.print(f"{len(paths)} simulated sessions in {out / 'data'}")
-    ds = SessionDataset(out / "data")
+    ds = SessionDataset(paths)
     console.rule("2/4 train (tiny model)")
+    run_dir, k = out / "run", 1
+    while (run_dir / "checkpoints").exists():  # each demo run trains into a new folder
+        k += 1
+        run_dir = out / f"run-{k}"
     cfg = load_config("tiny", ["target=hand_velocity", f"max_steps={steps}", f"warmup_steps={min(100, steps // 4)}",
                                f"max_minutes={minutes}", f"seed={seed}"])
-    result = run_train(ds, cfg, out / "run", progress=progress)
+    result = run_train(ds, cfg, run_dir, progress=progress)
+    if result.steps < steps:
+        console.print(f"[yellow]the {minutes:g} min budget stopped training after {result.steps} of {steps} steps; "
+                      "the R² below is lower than a full run's (raise --minutes)[/yellow]")
     console.rule("3/4 evaluate")
     model = load(result.checkpoint)
     results, decoded = run_eval(model, ds, "test", progress=progress)

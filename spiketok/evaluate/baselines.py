@@ -5,7 +5,7 @@ across the gaps between intervals; a behaviour sample at time t is decoded from 
 of bins up to the bin holding t (plus `lookahead` seconds after it). Bins before an interval's start
 count as empty. Inputs are square-rooted counts z-scored with the training bins' statistics; targets
 are z-scored with the training samples' statistics. Models train on the `train` split, pick their
-penalty (ridge) or stop early (GRU, MLP) on the `valid` split, and are scored like `spiketok evaluate`:
+penalty (ridge) or stop early (GRU, MLP) by the error on the `valid` split, and are scored like `spiketok evaluate`:
 `r2_per_dim` on the split's behaviour samples with weight > 0, in the same JSON layout.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -25,7 +26,8 @@ from ..data.storage import SessionDataset, StoredSession
 from .metrics import r2_per_dim
 
 MODELS = ("ridge", "gru", "mlp")
-DEFAULT_HISTORY = {"ridge": 0.5, "gru": 1.0, "mlp": 0.5}  # seconds of spikes before each sample
+DEFAULT_HISTORY = {"ridge": 0.5, "gru": 0.5, "mlp": 0.5}  # seconds of spikes before each sample
+DEFAULT_LR = {"gru": 3e-3, "mlp": 1e-3}
 
 
 @dataclass
@@ -41,12 +43,12 @@ class BaselineConfig:
     hidden: int | None = None  # 128 for the GRU, 256 for the MLP
     layers: int = 2
     dropout: float = 0.2
-    lr: float = 1e-3
+    lr: float | None = None  # 3e-3 for the GRU, 1e-3 for the MLP
     weight_decay: float = 1e-4
     batch_size: int | None = None  # 32 chunks (GRU), 256 samples (MLP)
-    max_steps: int = 3000
+    max_steps: int = 2000
     eval_every: int = 100
-    patience: int = 6  # evaluations without a better valid R² before stopping
+    patience: int = 5  # evaluations without a lower validation error before stopping
     threads: int = 1  # torch threads while fitting: these small models gain little from more, and lose on a busy CPU
     seed: int = 0
 
@@ -61,6 +63,8 @@ class BaselineConfig:
             raise ValueError("history must cover at least one bin and lookahead must be >= 0")
         if self.hidden is None:
             self.hidden = 128 if self.model == "gru" else 256
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.model, 1e-3)
         if self.batch_size is None:
             self.batch_size = 32 if self.model == "gru" else 256
 
@@ -193,6 +197,16 @@ def _r2_mean(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
     return float(np.nanmean(r2_per_dim(y, pred, w)))
 
 
+def _mse(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
+    """Weighted mean squared error over samples (weights w), mean over dims: the model-choice score.
+
+    Not R²: a validation block where the animal sits still has almost no variance, and R² there is
+    meaningless (hugely negative) while the error is still a fair score.
+    """
+    err = ((y - pred) ** 2).mean(1)
+    return float((err * w).sum() / max(float(w.sum()), 1e-12))
+
+
 # --- ridge -------------------------------------------------------------------------------------
 
 def _fit_ridge(cfg: BaselineConfig, xs: dict[str, np.ndarray], bins: dict[str, SplitBins], zy: dict[str, np.ndarray],
@@ -208,19 +222,20 @@ def _fit_ridge(cfg: BaselineConfig, xs: dict[str, np.ndarray], bins: dict[str, S
     y_tr, w_tr = zy["train"][keep], tr.weights[keep]
     va = bins["valid"]
     x_va = window_features(xs["valid"], va.first, n_rows)
-    best: tuple[float, float, Ridge | None] = (-np.inf, float("nan"), None)
-    scores = {}
+    best: tuple[float, float, Ridge | None] = (np.inf, float("nan"), None)
     for alpha in cfg.alphas:
         model = Ridge(alpha=alpha).fit(x_tr, y_tr, sample_weight=w_tr)
-        score = _r2_mean(zy["valid"], model.predict(x_va), va.weights)
-        scores[alpha] = score
-        if score > best[0]:
+        score = _mse(zy["valid"], model.predict(x_va), va.weights)
+        if score < best[0]:
             best = (score, alpha, model)
     model = best[2]
     out = bins[split]
-    pred = np.concatenate([model.predict(window_features(xs[split], out.first[i:i + 20_000], n_rows))
-                           for i in range(0, len(out.first), 20_000)]) if len(out.first) else np.zeros((0, y_tr.shape[1]))
-    return pred, {"alpha": best[1], "valid_r2": best[0], "n_train_samples": int(len(keep)), "n_features": int(x_tr.shape[1])}
+    parts = [model.predict(window_features(xs[split], out.first[i:i + 20_000], n_rows))
+             for i in range(0, len(out.first), 20_000)]
+    pred = np.concatenate(parts) if parts else np.zeros((0, y_tr.shape[1]))
+    valid_r2 = _r2_mean(zy["valid"], model.predict(x_va), va.weights)
+    return pred, {"alpha": best[1], "valid_mse": best[0], "valid_r2": valid_r2, "n_train_samples": int(len(keep)),
+                  "n_features": int(x_tr.shape[1])}
 
 
 # --- torch models --------------------------------------------------------------------------------
@@ -334,7 +349,7 @@ def _torch_fit(cfg: BaselineConfig, xs: dict[str, np.ndarray], bins: dict[str, S
         by_chunk = np.argsort(ch.sample_chunk, kind="stable")
         starts = np.searchsorted(ch.sample_chunk[by_chunk], np.arange(len(ch.x) + 1))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best = (-np.inf, 0, copy.deepcopy(model.state_dict()))
+    best = (np.inf, 0, copy.deepcopy(model.state_dict()), float("nan"))
     stale, step = 0, 0
     model.train()
     bar = tqdm(range(cfg.max_steps), desc=f"{cfg.model}", disable=not progress, leave=False)
@@ -353,16 +368,19 @@ def _torch_fit(cfg: BaselineConfig, xs: dict[str, np.ndarray], bins: dict[str, S
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
-            score = _r2_mean(zy["valid"], predict_all("valid"), bins["valid"].weights)
-            if score > best[0]:
-                best, stale = (score, step + 1, copy.deepcopy(model.state_dict())), 0
+            pred_valid = predict_all("valid")
+            score = _mse(zy["valid"], pred_valid, bins["valid"].weights)
+            if score < best[0]:
+                r2 = _r2_mean(zy["valid"], pred_valid, bins["valid"].weights)
+                best, stale = (score, step + 1, copy.deepcopy(model.state_dict()), r2), 0
             else:
                 stale += 1
-            bar.set_postfix(valid_r2=f"{score:.3f}", best=f"{best[0]:.3f}")
+            bar.set_postfix(valid_mse=f"{score:.3f}", best=f"{best[0]:.3f}")
             if stale >= cfg.patience:
                 break
     model.load_state_dict(best[2])
-    return predict_all(split), {"valid_r2": float(best[0]), "best_step": best[1], "steps": step + 1,
+    return predict_all(split), {"valid_mse": float(best[0]), "valid_r2": best[3], "best_step": best[1],
+                                "steps": step + 1,
                                 "parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
@@ -379,10 +397,11 @@ def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split:
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        if cfg.model == "ridge":
-            pred, info = _fit_ridge(cfg, xs, bins, zy, split)
-        else:
-            pred, info = _torch_fit(cfg, xs, bins, zy, split, progress)
+        with threadpool_limits(cfg.threads):  # BLAS threads (ridge)
+            if cfg.model == "ridge":
+                pred, info = _fit_ridge(cfg, xs, bins, zy, split)
+            else:
+                pred, info = _torch_fit(cfg, xs, bins, zy, split, progress)
     finally:
         torch.set_num_threads(threads)
     out = bins[split]
@@ -395,8 +414,8 @@ def run_baseline(data: SessionDataset, cfg: BaselineConfig, target: str | None =
     """Fit and score a baseline on every session; results in the JSON layout of `spiketok evaluate`."""
     from ..train.data import choose_target
 
-    results: dict = {"split": split, "model": cfg.model, "config": {k: v for k, v in asdict(cfg).items() if k != "alphas"},
-                     "sessions": {}}
+    config = {k: v for k, v in asdict(cfg).items() if k != "alphas"}
+    results: dict = {"split": split, "model": cfg.model, "config": config, "sessions": {}}
     fits: dict[str, SessionFit] = {}
     for s in tqdm(list(data), desc=f"baseline {cfg.model}", disable=not progress):
         t = choose_target(s, target)

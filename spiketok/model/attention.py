@@ -37,13 +37,20 @@ class RotaryAttention(nn.Module):
         context: torch.Tensor,
         ctx_rot: torch.Tensor,
         ctx_mask: torch.Tensor | None = None,
+        ctx_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """With `ctx_index` (B, m), `context` is a table (K, ctx_dim) of distinct context features and
+        context token j of window b is row ctx_index[b, j]: keys and values are projected once per row."""
         q = rotate(self._heads(self.to_q(x)), x_rot)
-        k, v = (self._heads(t) for t in self.to_kv(context).chunk(2, dim=-1))
+        kv = self.to_kv(context)
+        if ctx_index is not None:
+            kv = kv[ctx_index]  # (B, m, 2 * inner)
+        k, v = (self._heads(t) for t in kv.chunk(2, dim=-1))
         k = rotate(k, ctx_rot)
         if self.rotate_value:
             v = rotate(v, ctx_rot)
-        mask = None if ctx_mask is None else ctx_mask[:, None, None, :]  # (B, 1, 1, m), True = attend
+        # (B, 1, 1, m), True = attend; none when nothing is padded (a single window): a faster kernel path
+        mask = None if ctx_mask is None or bool(ctx_mask.all()) else ctx_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         out = out.transpose(1, 2)  # (B, n, H, d)
         if self.rotate_value:
@@ -75,8 +82,9 @@ class CrossAttentionBlock(nn.Module):
         self.attn = RotaryAttention(dim, dim, heads, head_dim, rotate_value)
         self.ff = FeedForward(dim, ffn_mult, dropout)
 
-    def forward(self, x, x_rot, context, ctx_rot, ctx_mask=None) -> torch.Tensor:
-        x = x + self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask)
+    def forward(self, x, x_rot, context, ctx_rot, ctx_mask=None, ctx_index=None) -> torch.Tensor:
+        """`ctx_index`: context is a table of distinct rows, normalised once (see RotaryAttention)."""
+        x = x + self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask, ctx_index)
         return x + self.ff(self.norm_ff(x))
 
 

@@ -25,8 +25,12 @@ class RotaryTimeEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         # Angles in float64, wrapped to [0, 2*pi), then float32: at 1e-4 s periods a float32
         # product would lose the sub-millisecond phase once timestamps reach seconds.
-        angles = torch.remainder(t.double().unsqueeze(-1) * self.omega, 2 * math.pi).float()
-        return torch.polar(torch.ones_like(angles), angles).unsqueeze(-2)
+        # The wrap is written out (x - 2*pi*floor(x / 2*pi), what torch.remainder computes) and the
+        # rotation built from cos and sin: torch.remainder on float64 and torch.polar are unvectorised
+        # on CPU and took 6x longer (a tenth of a single-window forward).
+        angles = t.double().unsqueeze(-1) * self.omega
+        angles = (angles - (2 * math.pi) * torch.floor(angles / (2 * math.pi))).float()
+        return torch.complex(angles.cos(), angles.sin()).unsqueeze(-2)
 
 
 def rotate(x: torch.Tensor, rotation: torch.Tensor, inverse: bool = False) -> torch.Tensor:

@@ -88,7 +88,10 @@ class WindowDataset(Dataset):
     def __getitem__(self, spec: WindowSpec) -> dict[str, np.ndarray]:
         s = self.data[spec.session]
         target = self.targets[spec.session]
-        w = causal_window(s, spec, target) if self.causal else s.slice(spec.t0, spec.t1, behavior=[target])
+        if self.causal:
+            w = causal_window(s, spec, target, self.tokenizer.window)
+        else:
+            w = s.slice(spec.t0, spec.t1, behavior=[target])
         keep = None
         if self.unit_dropout:
             rng = np.random.default_rng([self.seed, int(spec.t0 * 1e6) % (2**32), len(spec.session)])
@@ -100,14 +103,16 @@ class WindowDataset(Dataset):
         return sample
 
 
-def causal_window(session: StoredSession, spec: WindowSpec, target: str) -> Window:
-    """The window of a causal model: one output query exactly at the window end, on a behaviour sample.
+def causal_window(session: StoredSession, spec: WindowSpec, target: str, length: float) -> Window:
+    """The window of a causal model: `length` s of spikes ending exactly at a behaviour sample, which is
+    its only output (query at the window end, time `length`).
 
-    Takes the last `target` sample tau in [t0, t1) and returns the window [tau - L, tau) (L = t1 - t0,
-    so it moves back by less than one sample period) with that sample as its only output, at time L.
-    A window without samples comes back with no outputs.
+    Takes the last `target` sample tau in [t0, t1) and returns the window [tau - length, tau). Always full
+    length, as a real-time decoder (and `decode_times` for causal models) always has a full window of past
+    spikes: when [t0, t1) is shorter (an interval shorter than the window, a validation window at an
+    interval's start) the window reaches back before t0, for spikes only; its label stays inside [t0, t1).
+    A [t0, t1) without samples comes back as it is, with no outputs.
     """
-    length = spec.t1 - spec.t0
     w = session.slice(spec.t0, spec.t1, behavior=[target])
     b = w.behavior[target]
     if len(b.timestamps) == 0:

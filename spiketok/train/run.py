@@ -47,13 +47,16 @@ class TrainingInterrupted(RuntimeError):
 
 
 class StopAfterMinutes(Callback):
-    """Stops training after a wall-clock budget (checked every step)."""
+    """Stops training after a wall-clock budget (checked every step; under DDP all ranks stop together)."""
 
     def __init__(self, minutes: float):
         self.seconds, self.start = minutes * 60, time.monotonic()
 
     def on_train_batch_end(self, trainer, *args) -> None:
-        if time.monotonic() - self.start > self.seconds:
+        over = time.monotonic() - self.start > self.seconds
+        if trainer.world_size > 1:
+            over = trainer.strategy.reduce_boolean_decision(over, all=False)
+        if over:
             trainer.should_stop = True
 
 
@@ -86,7 +89,7 @@ class SaveOnInterrupt(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self.saved_step = int(trainer.global_step)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -109,7 +112,7 @@ class FinalLast(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if int(trainer.global_step) not in self.saved_steps:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class SetSamplerEpoch(Callback):
@@ -243,6 +246,9 @@ def train(
     ckpt_path = _last_checkpoint(run_dir) if resume else None
     if resume and ckpt_path is None:
         raise FileNotFoundError(f"--resume: no {run_dir}/checkpoints/last.ckpt to resume from")
+    if not resume and rank_zero_only.rank == 0 and list((run_dir / "checkpoints").glob("*.ckpt")):
+        raise FileExistsError(f"{run_dir} already holds a run (checkpoints/); continue it with --resume "
+                              "or train into a new folder")
     model, targets = build_model(cfg, data)
     if ckpt_path is not None:
         step = _check_resume(ckpt_path, targets)
