@@ -7,8 +7,10 @@ Each mode prepares (or simulates) its sessions and pretrains once into --work (r
 runs the study (spiketok.adapt.few_shot_study), prints the table, writes CSV and PNG into --work, and
 replaces its part of the `fewshot` section of docs/benchmarks.md.
 
-    python benchmarks/bench_fewshot.py --simulated
-    python benchmarks/bench_fewshot.py --real [--pretrain-minutes 10] [--trials 1,2,5,10,20,50] [--seeds 3]
+    python benchmarks/bench_fewshot.py --simulated --pretrain-steps 600 --pretrain-batch 16
+    python benchmarks/bench_fewshot.py --real --pretrain-steps 500 --pretrain-minutes 12 [--trials 1,2,5,10] [--seeds 3]
+
+The exact command of each recorded run is in its part of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import lightning
 import numpy as np
 import torch
 
-from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, summarise, write_csv
+from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, read_runs, summarise, write_csv
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
@@ -41,7 +42,7 @@ REAL_DATA = ROOT.parent / "shared" / "data"
 START, END = "<!-- fewshot:start -->", "<!-- fewshot:end -->"
 CHEWIE = ("m1_chewie_2013-10-03.nwb", "m1_chewie_2013-12-19.nwb")
 MIHI = "m1_mihi_2014-03-03.nwb"
-SIM = dict(n_animals=3, sessions_per_animal=3, n_units=(60, 90), duration=300.0, seed=0, task="center_out")
+SIM = dict(n_animals=3, sessions_per_animal=3, n_units=(40, 60), duration=240.0, seed=0, task="center_out")
 SIM_HELD_OUT = "sim_a2_s2"
 
 
@@ -100,7 +101,7 @@ def versions() -> str:
 
 
 def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: StoredSession, runs: list,
-                 study_minutes: float, cfg: AdaptConfig) -> str:
+                 cfg: AdaptConfig) -> str:
     """Markdown for one part (real or simulated) of the fewshot section."""
     summary = summarise(runs)
     modes = list(dict.fromkeys(r["mode"] for r in summary))
@@ -111,7 +112,8 @@ def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: Stor
         row = []
         for m in modes:
             r = cell.get((m, n))
-            row.append("" if r is None else f"{r['r2_mean']:.3f} ± {r['r2_std']:.3f} ({r['r2_min']:.2f} to {r['r2_max']:.2f})")
+            row.append("" if r is None else
+                       f"{r['r2_mean']:.3f} ± {r['r2_std']:.3f} ({r['r2_min']:.2f} to {r['r2_max']:.2f})")
         lines.append(f"| {n} | " + " | ".join(row) + " |")
     beats = [n for n in ns if ("unit-id", n) in cell and ("scratch", n) in cell
              and cell[("unit-id", n)]["r2_mean"] > cell[("scratch", n)]["r2_mean"]]
@@ -119,9 +121,10 @@ def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: Stor
     pre_r2 = ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in pre.items())
     title = "Real macaque M1: pretrain on two Chewie sessions, adapt to Mihi" if kind == "real" else \
         "Simulated: pretrain on 8 sessions of 3 animals, adapt to a 9th"
-    command = f"python benchmarks/bench_fewshot.py --{kind}" + (
-        f" --pretrain-minutes {args.pretrain_minutes:g}" if kind == "real" else "") + \
-        f" --trials {args.trials} --seeds {args.seeds} --threads {args.threads}"
+    command = (f"python benchmarks/bench_fewshot.py --{kind} --pretrain-steps {args.pretrain_steps} "
+               f"--pretrain-minutes {args.pretrain_minutes:g} --pretrain-batch {args.pretrain_batch} "
+               f"--trials {args.trials} --seeds {args.seeds} "
+               f"--threads {args.threads}" + "".join(f" {s}" for s in args.settings))
     return f"""
 <!-- fewshot:{kind}:start -->
 ### {title}
@@ -138,8 +141,9 @@ unit-id beats scratch at N = {', '.join(map(str, beats)) or 'none'} (of {', '.jo
 |---|---|
 | pretraining | tiny model, {info['steps']} steps in {info['minutes']:.1f} min (`{' '.join(info['overrides'])}`) |
 | pretrained test R² | {pre_r2} |
-| adaptation | early stopping on the last 20% of the N trials (checked every {cfg.eval_every} steps, patience {cfg.patience}, at most {cfg.max_steps} steps per stage); with N < {cfg.min_valid_trials} nothing is held out and each stage runs {cfg.fixed_steps} steps; batch {cfg.batch_size}; unit-id lr {cfg.lr_unit_id:g} on the new embeddings; finetune lr = pretraining lr / 10 |
-| study time | {study_minutes:.1f} min for {len(runs)} runs |
+| adaptation | N >= {cfg.min_valid_trials}: early stopping on the last 20% of the N trials (checked every {cfg.eval_every} steps, patience {cfg.patience}, at most {cfg.max_steps} steps per stage); N < {cfg.min_valid_trials}: nothing held out, {cfg.fixed_steps} steps per stage on all N; batch {cfg.batch_size}; no unit dropout; unit-id: AdamW lr {cfg.lr_unit_id:g} on the new rows only; finetune: then every weight at the pretraining lr / 10; scratch: pretraining lr |
+| normalisation | the N trials' mean and std of the target, shrunk toward the pretrained sessions' (which count as {cfg.norm_prior_seconds:g} s of data); the same statistics for all three modes |
+| adaptation time | {sum(r.seconds for r in runs) / 60:.1f} min of training for {len(runs)} runs (test decoding not counted) |
 | date | {dt.date.today().isoformat()} |
 | machine | `{platform.platform()}`, {os.cpu_count()} CPUs, torch on {torch.get_num_threads()} thread(s){'; ' + args.note if args.note else ''} |
 | versions | {versions()} |
@@ -175,14 +179,16 @@ def main() -> None:
     kind.add_argument("--simulated", action="store_true", help="simulated sessions")
     p.add_argument("--trials", default="1,2,5,10,20,50")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--pretrain-minutes", type=float, default=10.0, help="wall-clock budget of the pretraining")
-    p.add_argument("--pretrain-steps", type=int, default=3000)
+    p.add_argument("--pretrain-minutes", type=float, default=15.0, help="wall-clock budget of the pretraining")
+    p.add_argument("--pretrain-steps", type=int, default=1000, help="pretraining steps (the lr schedule's length)")
+    p.add_argument("--pretrain-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core box)")
     p.add_argument("--data", type=Path, default=REAL_DATA)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-fewshot")
     p.add_argument("--retrain", action="store_true", help="pretrain again even when a checkpoint is cached")
     p.add_argument("--note", default="", help="added to the machine line, e.g. 'CPU shared with other jobs'")
     p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("--doc-only", action="store_true", help="rewrite the doc part from the cached results only")
     p.add_argument("settings", nargs="*", help="key=value adaptation settings (spiketok.adapt.AdaptConfig)")
     args = p.parse_args()
     quiet()
@@ -194,7 +200,14 @@ def main() -> None:
     else:
         pre_paths, held_path = prepare_simulated(work / "sessions")
     overrides = ["target=hand_velocity", f"max_steps={args.pretrain_steps}", f"max_minutes={args.pretrain_minutes}",
-                 "steps_per_epoch=100"]
+                 "steps_per_epoch=100"] + ([f"batch_size={args.pretrain_batch}"] if args.pretrain_batch != 32 else [])
+    if args.doc_only:
+        info = json.loads((work / "pretrain" / "pretrain_info.json").read_text())
+        runs = read_runs(work / "fewshot" / "fewshot_runs.csv")
+        cfg = AdaptConfig.from_overrides(args.settings)
+        write_doc(section_text(kind, args, info, StoredSession(held_path), runs, cfg), kind)
+        print(f"rewrote the fewshot ({kind}) part of {DOC} from {work / 'fewshot' / 'fewshot_runs.csv'}")
+        return
     ckpt, info, _ = pretrain(pre_paths, work / "pretrain", overrides, args.retrain)
     print(f"pretrained: {info['steps']} steps, {info['minutes']:.1f} min; test R² "
           + ", ".join(f"{k} {v['r2']:.3f}" for k, v in info["results"]["sessions"].items()), flush=True)
@@ -203,7 +216,6 @@ def main() -> None:
     cfg = AdaptConfig.from_overrides(args.settings)
     trials = [int(v) for v in args.trials.split(",")]
     out = work / "fewshot"
-    t0 = time.monotonic()
     done: list = []
 
     def progress(run) -> None:
@@ -213,10 +225,9 @@ def main() -> None:
               f"({run.steps} steps, {run.seconds:.0f} s)", flush=True)
 
     runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress)
-    minutes = (time.monotonic() - t0) / 60
     write_csv(runs, out)
     png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {held_out.id}")
-    part = section_text(kind, args, info, held_out, runs, minutes, cfg)
+    part = section_text(kind, args, info, held_out, runs, cfg)
     print(part)
     print(f"CSV and plot in {out} ({png.name})")
     if not args.no_doc:

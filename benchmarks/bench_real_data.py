@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ def spiketok(*args: str) -> list[str]:
 
 def train_and_score(name: str, files: list[Path], work: Path, cfg: str, overrides: list[str]) -> dict:
     run_dir = work / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time (train refuses to overwrite one)
     run(spiketok("train", *sum((["--data", str(f)] for f in files), []), "--config", cfg, "--out", str(run_dir),
                  *overrides))
     out = work / f"{name}.json"

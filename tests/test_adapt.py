@@ -1,7 +1,7 @@
 """Adapting a trained model to a new session: data choice, frozen weights, unit-id vs scratch, CLI, few-shot study.
 
-One small model is pretrained (about half a minute) on three simulated sessions of two animals; a
-fourth session, never seen in pretraining, is the new session.
+One tiny model is pretrained (200 steps, about 30 s on one free core) on three simulated sessions of
+two animals; a fourth session, never seen in pretraining, is the new session.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from spiketok.train.run import train
 _register()
 runner = CliRunner()
 HELD_OUT = "sim_a1_s1"
-SMALL = ["model.dim=32", "model.head_dim=16", "model.depth=1"]
 
 
 @dataclass
@@ -53,14 +52,15 @@ def one_thread():
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Pretrained:
     root = tmp_path_factory.mktemp("adapt")
-    paths = simulate_to_folder(root / "all", n_animals=2, sessions_per_animal=2, n_units=(30, 40), duration=60.0,
+    paths = simulate_to_folder(root / "all", n_animals=2, sessions_per_animal=2, n_units=(40, 60), duration=60.0,
                                seed=0, task="center_out")
     (root / "pre").mkdir()
     for p in paths:
         if p.stem != HELD_OUT:
             shutil.copy(p, root / "pre" / p.name)
-    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=600", "steps_per_epoch=100", "batch_size=8",
-                               "warmup_steps=20", "lr=0.004", *SMALL])
+    # 200 steps of batch 16 get past the plateau (validation R² ~0.89); fewer units or smaller batches may not
+    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=200", "steps_per_epoch=100", "batch_size=16",
+                               "warmup_steps=20"])
     result = train(SessionDataset(root / "pre"), cfg, root / "run", progress=False)
     return Pretrained(result.checkpoint, root / "pre", root / "all" / f"{HELD_OUT}.h5")
 
@@ -76,16 +76,18 @@ def _invoke(*args: str):
 def test_adaptation_data_takes_whole_training_trials_and_holds_out_the_last(pretrained):
     s = StoredSession(pretrained.new_session)
     train_trials = s.splits["train"]
-    first = adaptation_data(s, n_trials=5)
+    assert adaptation_data(s, n_trials=5).valid is None  # under 20 trials nothing is held out: fixed steps
+    first = adaptation_data(s, n_trials=5, min_valid_trials=3)
     assert (len(first.train), len(first.valid)) == (4, 1)
     np.testing.assert_array_equal(np.r_[first.train.start, first.valid.start], train_trials.start[:5])
     assert first.valid.start[0] >= first.train.end.max()  # the held-out trial is the latest
-    drawn = [adaptation_data(s, n_trials=10, pick="random", seed=k) for k in (0, 0, 1)]
+    drawn = [adaptation_data(s, n_trials=10, pick="random", seed=k, min_valid_trials=3) for k in (0, 0, 1)]
     np.testing.assert_array_equal(drawn[0].train.start, drawn[1].train.start)  # same seed, same trials
     assert not np.array_equal(drawn[0].train.start, drawn[2].train.start)
     assert np.isin(drawn[2].train.start, train_trials.start).all() and len(drawn[2].valid) == 2
-    tiny = adaptation_data(s, n_trials=2)
-    assert tiny.valid is None and len(tiny.train) == 2  # too few to hold any out: fixed steps
+    tiny = adaptation_data(s, n_trials=2, min_valid_trials=3)
+    assert tiny.valid is None and len(tiny.train) == 2
+    assert adaptation_data(s, seconds=8.0).valid is None
     secs = adaptation_data(s, seconds=10.0)
     assert secs.train.duration + secs.valid.duration == pytest.approx(10.0)
     assert secs.valid.duration == pytest.approx(2.0)
@@ -113,7 +115,8 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
     before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     n_units, n_sessions = len(model.unit_emb), len(model.session_emb)
     new = StoredSession(pretrained.new_session)
-    adapted = spiketok.adapt(model, new, mode="unit-id", n_trials=3, config=AdaptConfig(max_steps=15, batch_size=8))
+    cfg = AdaptConfig(max_steps=15, batch_size=8, min_valid_trials=3)  # hold one trial out, to test that path
+    adapted = spiketok.adapt(model, new, mode="unit-id", n_trials=3, config=cfg, progress=False)
     # the source model is untouched
     for k, v in model.state_dict().items():
         if isinstance(v, torch.Tensor):
@@ -126,7 +129,7 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
         else:
             assert torch.equal(after[k], old), f"{k} moved during unit identification"
     assert len(adapted.unit_emb) == n_units + new.n_units and len(adapted.session_emb) == n_sessions + 1
-    assert not torch.allclose(after["unit_emb.weight"][n_units:], torch.zeros(new.n_units, 32))
+    assert not torch.allclose(after["unit_emb.weight"][n_units:], torch.zeros(new.n_units, 64))
     assert all(p.requires_grad for p in adapted.parameters())  # frozen only while adapting
     assert adapted.hparams["targets"][HELD_OUT] == "hand_velocity"
     assert set(adapted.hparams["targets"]) == set(model.hparams["targets"]) | {HELD_OUT}
@@ -134,18 +137,18 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
     assert stage["steps"] == 15 and stage["best_val_loss"] is not None
 
 
-def test_unit_id_beats_scratch_with_five_trials(pretrained):
+def test_unit_id_beats_scratch_with_eight_trials(pretrained):
     model = spiketok.load(pretrained.checkpoint)
     new = StoredSession(pretrained.new_session)
-    cfg = AdaptConfig(max_steps=100, batch_size=8)
+    cfg = AdaptConfig(fixed_steps=60, batch_size=8)  # 8 trials: no held-out part, 60 steps
     r2 = {}
     for mode in ("unit-id", "scratch"):
-        adapted = spiketok.adapt(model, new, mode=mode, n_trials=5, config=cfg, progress=False)
+        adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False)
         r2[mode] = float(r2_on_test_split(adapted, new, "hand_velocity").mean())
         if mode == "scratch":  # a model of its own, knowing only the new session
             assert adapted.session_emb.ids == [HELD_OUT] and len(adapted.unit_emb) == new.n_units
-    # measured: unit-id about 0.7, scratch about 0 (5 trials of 19 s of data are too few to learn from)
-    assert r2["unit-id"] > 0.4, r2
+    # measured: unit-id 0.86-0.88, scratch 0.34 (8 trials, about 18 s of reaching)
+    assert r2["unit-id"] > 0.6, r2
     assert r2["unit-id"] > r2["scratch"] + 0.2, r2
 
 
@@ -155,7 +158,7 @@ def test_unit_id_beats_scratch_with_five_trials(pretrained):
 def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     out = tmp_path / "adapted.ckpt"
     res = _invoke("adapt", pretrained.checkpoint, pretrained.new_session, "--mode", "finetune", "--train-trials", 5,
-                  "--out", out, "max_steps=20", "batch_size=8")
+                  "--out", out, "fixed_steps=30", "batch_size=8")
     assert res.exit_code == 0, res.output
     assert "unit-id:" in res.output and "finetune:" in res.output and "R² on sim_a1_s1's test split" in res.output
     model, source = spiketok.load(out), spiketok.load(pretrained.checkpoint)
@@ -171,7 +174,7 @@ def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     assert res.exit_code == 0, res.output
     results = json.loads(results_path.read_text())
     assert set(results["sessions"]) == {"sim_a0_s0", "sim_a0_s1", "sim_a1_s0", HELD_OUT}
-    assert results["sessions"][HELD_OUT]["r2"] > 0.3
+    assert results["sessions"][HELD_OUT]["r2"] > 0.5
     res = _invoke("predict", out, pretrained.new_session, "--out", tmp_path / "pred.npz")
     assert res.exit_code == 0, res.output
     pred = np.load(tmp_path / "pred.npz")
@@ -196,7 +199,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
         assert "error:" in res.output and message in res.output, (args, res.output)
         assert "Traceback" not in res.output
     res = _invoke("adapt", ckpt, new, "--train-seconds", 8, "--out", tmp_path / "s.ckpt", "--no-evaluate",
-                  "max_steps=5", "fixed_steps=5", "batch_size=4")
+                  "fixed_steps=5", "batch_size=4")
     assert res.exit_code == 0, res.output
     assert "first 8 s" in res.output and (tmp_path / "s.ckpt").exists()
 
@@ -204,7 +207,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
 def test_fewshot_cli_writes_table_and_plot(pretrained, tmp_path):
     out = tmp_path / "study"
     res = _invoke("fewshot", pretrained.checkpoint, pretrained.new_session, "--trials", "2,4", "--seeds", 2,
-                  "--out", out, "max_steps=10", "fixed_steps=10", "batch_size=8")
+                  "--out", out, "fixed_steps=5", "batch_size=8")
     assert res.exit_code == 0, res.output
     with open(out / "fewshot_runs.csv") as f:
         runs = list(csv.DictReader(f))

@@ -11,11 +11,12 @@ import types
 
 from .data import AdaptationData, adaptation_data
 from .embeddings import plot_unit_embeddings, project_unit_embeddings
-from .fewshot import FewShotRun, few_shot_study, plot_study, summarise, write_csv
-from .run import MODES, AdaptConfig, adapt
+from .fewshot import FewShotRun, few_shot_study, plot_study, read_runs, summarise, write_csv
+from .run import MODES, AdaptConfig, adapt, finetune_adapted
 
 __all__ = ["AdaptConfig", "AdaptationData", "FewShotRun", "MODES", "adapt", "adaptation_data", "few_shot_study",
-           "plot_study", "plot_unit_embeddings", "project_unit_embeddings", "summarise", "write_csv"]
+           "finetune_adapted", "plot_study", "plot_unit_embeddings", "project_unit_embeddings", "read_runs",
+           "summarise", "write_csv"]
 
 
 class _CallablePackage(types.ModuleType):

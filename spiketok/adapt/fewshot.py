@@ -71,7 +71,8 @@ def few_shot_study(
     available = len(session.splits["train"])
     counts = sorted({int(n) for n in trials if 1 <= int(n) <= available})
     if not counts:
-        raise ValueError(f"none of the trial counts {list(trials)} fits the {available} training trials of {session.id}")
+        raise ValueError(f"none of the trial counts {list(trials)} fits the {available} training trials "
+                         f"of {session.id}")
     runs: list[FewShotRun] = []
     n_jobs = len(counts) * seeds * len(modes)
     bar = tqdm(total=n_jobs, desc=f"few-shot {session.id}", disable=not progress)
@@ -91,7 +92,8 @@ def few_shot_study(
                 if "unit-id" in modes:
                     record(_run(unit_id, session, "unit-id", n, seed))
                 if "finetune" in modes:
-                    record(_run(finetune_adapted(unit_id, session, config, progress=False), session, "finetune", n, seed))
+                    finetuned = finetune_adapted(unit_id, session, config, progress=False)
+                    record(_run(finetuned, session, "finetune", n, seed))
             if "scratch" in modes:
                 record(_run(adapt(model, session, mode="scratch", **kw), session, "scratch", n, seed))
     bar.close()
@@ -128,6 +130,14 @@ def write_csv(runs: Sequence[FewShotRun], out_dir: str | Path) -> tuple[Path, Pa
             row["r2_per_dim"] = " ".join(f"{v:.4f}" for v in r.r2_per_dim)
             writer.writerow(row)
     return paths
+
+
+def read_runs(path: str | Path) -> list[FewShotRun]:
+    """The runs of a `fewshot_runs.csv` written by `write_csv`."""
+    with open(path, newline="") as f:
+        return [FewShotRun(r["mode"], int(r["n_trials"]), int(r["seed"]), float(r["r2"]),
+                           [float(v) for v in r["r2_per_dim"].split()], int(r["steps"]), float(r["seconds"]))
+                for r in csv.DictReader(f)]
 
 
 def plot_study(runs: Sequence[FewShotRun], path: str | Path, title: str | None = None) -> Path:

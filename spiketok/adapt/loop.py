@@ -7,7 +7,6 @@ the best weights kept in memory, rather than a Lightning run with checkpoint fil
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +34,10 @@ class StageResult:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def batch_loss(model: POYO, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -74,16 +77,14 @@ def fit(
     causal: bool = False,
     seed: int = 0,
     progress: bool = True,
-    after_step: Callable[[], None] | None = None,
     start_competes: bool = False,
 ) -> StageResult:
     """Train the parameters in `param_groups` on `session.splits["train"]` (random windows).
 
     With a non-empty `session.splits["valid"]`, the loss on its sliding windows is checked every
-    `eval_every` steps (and before the first); training stops after `patience` checks without
+    `eval_every` steps; training stops after `patience` checks without
     improvement and the best weights are put back. Without it, all `max_steps` steps run.
     `causal`: windows with one output at their end, as the model was trained (train cfg `causal`).
-    `after_step` runs after every optimiser step (e.g. to project parameters back onto a constraint).
     `start_competes`: the starting weights may win (fine-tuning may keep the unit-id result); else
     (fresh embeddings or a fresh model) the best is chosen among the checks after training began.
     """
@@ -98,7 +99,9 @@ def fit(
     valid = session.splits.get("valid")
     make_windows = causal_windows if causal else sliding_windows
     specs = make_windows(valid, window, window / 2, session.id) if valid is not None and len(valid) else []
-    val_batches = [collate([eval_set[s] for s in specs[i:i + batch_size]]) for i in range(0, len(specs), batch_size)]
+    device = next(model.parameters()).device
+    val_batches = [_to(collate([eval_set[s] for s in specs[i:i + batch_size]]), device)
+                   for i in range(0, len(specs), batch_size)]
     params = [p for g in param_groups for p in g["params"]]
     optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, max_steps))
@@ -121,13 +124,11 @@ def fit(
         train_set.seed = seed * 1_000_003 + epoch
         epoch += 1
         for window_specs in sampler:
-            loss = batch_loss(model, collate([train_set[s] for s in window_specs]))
+            loss = batch_loss(model, _to(collate([train_set[s] for s in window_specs]), device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
-            if after_step is not None:
-                after_step()
             schedule.step()
             step += 1
             bar.update(1)

@@ -16,7 +16,7 @@ from .data import AdaptationData, adaptation_data, as_session, restricted_sessio
 from .finetune import finetune_param_groups, scratch_param_groups
 from .loop import fit
 from .unit_identification import (NewRows, adaptation_stats, frozen_except, init_new_rows, only_new_rows_learn,
-                                  norm_limit, register_new_session, subspace_projection, unit_id_param_groups)
+                                  register_new_session, unit_id_param_groups)
 
 MODES = ("unit-id", "finetune", "scratch")
 
@@ -36,24 +36,28 @@ class AdaptConfig:
     lr_scratch: float | None = None  # None: the pretraining lr
     weight_decay: float | None = None  # on weight matrices (finetune, scratch); None: the pretraining value
     valid_fraction: float = 0.2  # of the adaptation trials (or seconds) held out for early stopping
-    min_valid_trials: int = 3  # with fewer trials nothing is held out: fixed_steps steps instead
-    unit_dropout: bool | None = None
-    unit_rank: int = 0  # >0: new unit rows stay in the span of the known rows' top principal axes
-    unit_norm_quantile: float | None = None  # new unit rows no longer than this quantile of known rows' lengths
+    # With fewer trials (seconds) nothing is held out and each stage runs `fixed_steps` steps on all of
+    # them: on Mihi with 10 trials, early stopping on 2 held-out trials gave unit-id R² 0.60, fixed steps 0.73.
+    min_valid_trials: int = 20
+    min_valid_seconds: float = 10.0
+    # Unit dropout (pretraining's augmentation) hurts few-shot adaptation: Mihi, 10 trials, unit-id R² 0.55
+    # with it, 0.73 without. None: as in pretraining.
+    unit_dropout: bool | None = False
     unit_init: str = "mean"  # new unit rows start at the mean known row ("mean") or random ("random")
     norm_prior_seconds: float = 30.0  # weight of the model's pooled target statistics; 0: the new data's alone
 
     @classmethod
     def from_overrides(cls, overrides: list[str]) -> "AdaptConfig":
         """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"]."""
-        known = {f.name for f in fields(cls)}
+        types = {f.name: f.type for f in fields(cls)}
+        known = set(types)
         values = {}
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or key.strip() not in known:
                 raise ValueError(f"adaptation setting {item!r}: expected key=value with key one of {sorted(known)}")
             parsed = yaml.safe_load(value)
-            if isinstance(parsed, str):  # YAML reads "1e-3" as a string
+            if isinstance(parsed, str) and "float" in str(types[key.strip()]):  # YAML reads "1e-3" as a string
                 try:
                     parsed = float(parsed)
                 except ValueError:
@@ -90,9 +94,12 @@ def adapt(
     if mode not in MODES:
         raise ValueError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
     cfg = config or AdaptConfig()
+    if cfg.unit_init not in ("mean", "random"):
+        raise ValueError(f"unit_init must be 'mean' or 'random', got {cfg.unit_init!r}")
     session = as_session(session)
     target = session_target(model, session.id, list(session.behavior_info), target)
-    data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials)
+    data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials,
+                           cfg.min_valid_seconds)
     view = restricted_session(session, data)
     stats = adaptation_stats(model, view, target, cfg.norm_prior_seconds)  # the same for every mode
     torch.manual_seed(seed)
@@ -100,24 +107,16 @@ def adapt(
     if mode == "scratch":
         new = POYO(model.config).to(next(model.parameters()).device)
         register_new_session(new, view, target, stats)
-        groups = scratch_param_groups(new, float(cfg.lr_scratch or _pretrained(model, "lr", 2e-3)), _weight_decay(model, cfg))
+        groups = scratch_param_groups(new, float(cfg.lr_scratch or _pretrained(model, "lr", 2e-3)),
+                                      _weight_decay(model, cfg))
         stages.append(fit(new, view, target, groups, "scratch", **_fit_kwargs(model, cfg, data, seed, progress)))
     else:
         new = copy.deepcopy(model)
         rows = register_new_session(new, view, target, stats)
         init_new_rows(new, rows, cfg.unit_init)
         groups = unit_id_param_groups(new, rows, cfg.lr_unit_id)
-        steps = [subspace_projection(new, rows, cfg.unit_rank)] if cfg.unit_rank > 0 else []
-        steps += [norm_limit(new, rows, cfg.unit_norm_quantile)] if cfg.unit_norm_quantile else []
-
-        def project() -> None:
-            for f in steps:
-                f()
-
-        project()
         with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
-            stages.append(fit(new, view, target, groups, "unit-id", after_step=project,
-                              **_fit_kwargs(model, cfg, data, seed, progress)))
+            stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
     choice = dict(n_trials=n_trials, seconds=seconds, pick=pick, seed=seed)
     new.hparams = _adapted_hparams(model, session, target, data, "unit-id" if mode == "finetune" else mode, stages,
                                    cfg, choice)
@@ -127,8 +126,11 @@ def adapt(
 
 def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: AdaptConfig | None = None,
                      progress: bool = True) -> POYO:
-    """The finetune stage alone: every weight, at a lower learning rate, of a model that `adapt(mode="unit-id")`
-    made for `session`, on the same adaptation data. `adapt(mode="finetune")` is unit-id followed by this."""
+    """The finetune stage alone, on a model that `adapt(mode="unit-id")` made for `session`.
+
+    Every weight trains at a lower learning rate on the same adaptation data (the other sessions'
+    vocabulary rows still do not move). `adapt(mode="finetune")` is unit-id followed by this.
+    """
     cfg = config or AdaptConfig()
     session = as_session(session)
     records = (getattr(model, "hparams", None) or {}).get("adaptations", [])
@@ -136,12 +138,12 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
         raise ValueError(f"the model's last adaptation is not unit-id on {session.id!r}; use adapt(mode='finetune')")
     rec = records[-1]
     data = adaptation_data(session, rec["n_trials"], rec["seconds"], rec["pick"], rec["seed"], cfg.valid_fraction,
-                           cfg.min_valid_trials)
+                           cfg.min_valid_trials, cfg.min_valid_seconds)
     view = restricted_session(session, data)
     new = copy.deepcopy(model)
     rows = NewRows(new.unit_emb.lookup(session.unit_ids), new.session_emb.lookup([session.id]), [])
-    groups = finetune_param_groups(new, float(cfg.lr_finetune or float(_pretrained(model, "lr", 2e-3)) / 10), cfg.lr_finetune_vocab,
-                                   _weight_decay(model, cfg))
+    lr = float(cfg.lr_finetune or float(_pretrained(model, "lr", 2e-3)) / 10)
+    groups = finetune_param_groups(new, lr, cfg.lr_finetune_vocab, _weight_decay(model, cfg))
     torch.manual_seed(rec["seed"] + 1)
     with only_new_rows_learn(new, rows):
         stage = fit(new, view, rec["target"], groups, "finetune", start_competes=True,

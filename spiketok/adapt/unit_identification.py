@@ -6,7 +6,6 @@ and the tables have no weight decay, so AdamW leaves the other sessions' rows ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,7 +38,8 @@ def prior_stats(model: POYO, task: str) -> tuple[np.ndarray, np.ndarray] | None:
     return mean, np.sqrt((stds**2 + (means - mean) ** 2).mean(0))
 
 
-def adaptation_stats(model: POYO, session: StoredSession, target: str, prior_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+def adaptation_stats(model: POYO, session: StoredSession, target: str,
+                     prior_seconds: float) -> tuple[np.ndarray, np.ndarray]:
     """Normalisation statistics (D,) for a new session from its adaptation data (`splits["train"]`).
 
     A few trials give poor estimates (one reach has a large mean velocity in one direction), so the
@@ -134,43 +134,3 @@ def init_new_rows(model: POYO, rows: NewRows, units: str = "mean") -> None:
         with torch.no_grad():
             table[new] = table[old].mean(0, keepdim=True) + 0.1 * table[new]
 
-
-def subspace_projection(model: POYO, rows: NewRows, rank: int) -> Callable[[], None]:
-    """A function that puts the new unit rows back onto mean + span(top `rank` principal axes) of the known rows.
-
-    Few trials cannot pin down free 'dim'-sized embeddings; keeping new units in the space the known
-    units occupy leaves rank numbers to learn per unit.
-    """
-    table = model.unit_emb.weight
-    old = torch.ones(table.shape[0], dtype=torch.bool)
-    old[rows.unit_rows] = False
-    known = table.detach()[old]
-    mean = known.mean(0, keepdim=True)
-    _, _, vt = torch.linalg.svd(known - mean, full_matrices=False)
-    basis = vt[: min(rank, len(vt))]  # (rank, dim), orthonormal rows
-
-    def project() -> None:
-        with torch.no_grad():
-            new = table[rows.unit_rows] - mean
-            table[rows.unit_rows] = mean + (new @ basis.T) @ basis
-
-    return project
-
-
-def norm_limit(model: POYO, rows: NewRows, quantile: float = 0.95) -> Callable[[], None]:
-    """A function that shrinks any new unit row longer than the `quantile` of the known rows' lengths to that length.
-
-    Keeps new units where the frozen network has seen units, instead of far outside (which few
-    trials would otherwise allow).
-    """
-    table = model.unit_emb.weight
-    old = torch.ones(table.shape[0], dtype=torch.bool)
-    old[rows.unit_rows] = False
-    limit = float(torch.quantile(table.detach()[old].norm(dim=1), quantile)) if old.any() else float("inf")
-
-    def clamp() -> None:
-        with torch.no_grad():
-            new = table[rows.unit_rows]
-            table[rows.unit_rows] = new * (limit / new.norm(dim=1, keepdim=True).clamp(min=limit))
-
-    return clamp

@@ -59,7 +59,7 @@ def adapt(
     session: Annotated[Path, typer.Argument(help="The new session: a prepared .h5 file (spiketok prepare).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the adapted checkpoint.")],
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "unit-id",
-    train_trials: Annotated[Optional[int], typer.Option(help="Adapt on N trials of the session's training split.")] = None,
+    train_trials: Annotated[Optional[int], typer.Option(help="Adapt on N trials of the session's training split (neither option: all of it).")] = None,
     train_seconds: Annotated[Optional[float], typer.Option(help="Adapt on the first S seconds of its training split.")] = None,
     pick: Annotated[str, typer.Option(help="Which N trials: 'first' in time, or 'random' (by --seed).")] = "first",
     seed: Annotated[int, typer.Option(help="Seed for the trial draw, initialisation and training windows.")] = 0,
@@ -69,8 +69,8 @@ def adapt(
 ) -> None:
     """Adapt a trained model to a new session: extend its vocabularies with the session's units and id, and train.
 
-    Early stopping on the last 20% of the adaptation trials (with fewer than 3 trials, a fixed
-    number of steps). The new checkpoint loads, evaluates and predicts like any other.
+    From 20 trials (10 s) up, the last 20% are held out for early stopping; below that, a fixed
+    number of steps on all of them. The new checkpoint loads, evaluates and predicts like any other.
     """
     from ..adapt.run import MODES, adapt as run_adapt
     from ..evaluate.decode import decode_split
@@ -95,8 +95,10 @@ def adapt(
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
     console.print(f"  data: {rec['data']}")
     for st in rec["stages"]:
-        val = f"best validation loss {st['best_val_loss']:.4f} at step {st['best_step']}" if st["best_val_loss"] is not None \
-            else "no validation part: fixed number of steps"
+        if st["best_val_loss"] is None:
+            val = "no held-out part: a fixed number of steps"
+        else:
+            val = f"best validation loss {st['best_val_loss']:.4f} at step {st['best_step']}"
         console.print(f"  {st['name']}: {st['steps']} steps in {st['seconds']:.0f} s; {val}")
     console.print(f"  checkpoint: {out}")
     if evaluate and "test" in s.splits:

@@ -254,6 +254,8 @@ def train(
         step = _check_resume(ckpt_path, targets)
         if rank_zero_only.rank == 0:
             _stash_csv_log(run_dir, step)
+            for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # from a process killed while saving
+                partial.unlink(missing_ok=True)
     module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data)})
     train_set = WindowDataset.for_model(model, data, targets, unit_dropout=bool(cfg["unit_dropout"]),
                                         min_units=int(cfg["min_units"]), causal=bool(cfg["causal"]), seed=cfg["seed"])
