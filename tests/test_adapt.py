@@ -18,9 +18,11 @@ import torch
 from typer.testing import CliRunner
 
 import spiketok
+import spiketok.cli.adapt_commands  # noqa: F401  (registers the commands)
+import spiketok.cli.train_commands  # noqa: F401  (evaluate, predict)
 from spiketok.adapt import AdaptConfig, adaptation_data, project_unit_embeddings
 from spiketok.adapt.fewshot import r2_on_test_split
-from spiketok.cli import _register, app
+from spiketok.cli import app
 from spiketok.data.session import DataError
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.splits import make_splits
@@ -28,7 +30,6 @@ from spiketok.data.storage import SessionDataset, StoredSession, read_session, w
 from spiketok.train.config import load_config
 from spiketok.train.run import train
 
-_register()
 runner = CliRunner()
 HELD_OUT = "sim_a1_s1"
 
@@ -65,9 +66,8 @@ def pretrained(tmp_path_factory) -> Pretrained:
     return Pretrained(result.checkpoint, root / "pre", root / "all" / f"{HELD_OUT}.h5")
 
 
-def _invoke(*args: str):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
 
 
 # --- which data adaptation uses ------------------------------------------------------------------
@@ -129,6 +129,8 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
         else:
             assert torch.equal(after[k], old), f"{k} moved during unit identification"
     assert len(adapted.unit_emb) == n_units + new.n_units and len(adapted.session_emb) == n_sessions + 1
+    assert adapted.unit_emb.ids[:n_units] == model.unit_emb.ids  # old rows keep their ids
+    assert {k: v for k, v in adapted.normalizer.stats.items() if k != HELD_OUT} == model.normalizer.stats
     assert not torch.allclose(after["unit_emb.weight"][n_units:], torch.zeros(new.n_units, 64))
     assert all(p.requires_grad for p in adapted.parameters())  # frozen only while adapting
     assert adapted.hparams["targets"][HELD_OUT] == "hand_velocity"
