@@ -159,3 +159,17 @@ def test_ridge_on_real_macaque_near_floor(tmp_path):
     results, _ = run_baseline(SessionDataset(prepared), cfg, progress=False)
     # the README's floor for this file is 0.77 (ridge, 100 ms bins, 5 bins, penalty picked on the test blocks)
     assert results["mean_r2"] > 0.7
+
+
+def test_unusable_valid_split_falls_back_to_end_of_train(tmp_path, sim):
+    """A valid split with no weighted samples (a rat parked through it) must not pick the first candidate."""
+    src = StoredSession(sorted(sim.glob("*.h5"))[0]).load()
+    b = src.behavior["hand_velocity"]
+    weights = np.where(src.splits["valid"].contains(b.timestamps), 0.0, 1.0).astype(np.float32)
+    src.behavior = {"hand_velocity": Behavior("hand_velocity", b.timestamps, b.values, b.unit, b.dims, weights)}
+    path = write_session(src, tmp_path / "s.h5")
+    cfg = BaselineConfig(model="ridge", bin=0.02, history=0.2, alphas=(1e-1, 1e2, 1e5))
+    fit = fit_session(StoredSession(path), "hand_velocity", cfg)
+    assert fit.info["validation"].startswith("last tenth") and np.isfinite(fit.info["valid_mse"])
+    assert fit.info["alpha"] != 1e-1 or fit.info["valid_mse"] > 0  # chosen on real errors, not on an empty set
+    assert fit.r2().mean() > 0.5

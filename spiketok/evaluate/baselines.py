@@ -21,11 +21,12 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.session import DataError
+from ..data.session import DataError, Intervals
 from ..data.storage import SessionDataset, StoredSession
 from .metrics import r2_per_dim
 
 MODELS = ("ridge", "gru", "mlp")
+MIN_VALID_SAMPLES = 20  # fewer usable samples in the valid split: validate on the end of each train interval
 DEFAULT_HISTORY = {"ridge": 0.5, "gru": 0.5, "mlp": 0.5}  # seconds of spikes before each sample
 DEFAULT_LR = {"gru": 3e-3, "mlp": 1e-3}
 
@@ -101,15 +102,20 @@ def bin_split(session: StoredSession, target: str, split: str, cfg: BaselineConf
     """Count spikes in `cfg.bin` bins inside each interval of `split`, padded for history and lookahead."""
     if split not in session.splits:
         raise DataError(f"{session.path}: has no {split!r} split (it has {list(session.splits)})")
-    iv = session.splits[split]
+    return bin_intervals(session, target, session.splits[split], cfg)
+
+
+def bin_intervals(session: StoredSession, target: str, iv: Intervals, cfg: BaselineConfig) -> SplitBins:
+    """Binned spikes and behaviour samples of the intervals `iv` (see SplitBins)."""
     h, la = cfg.history_bins, cfg.lookahead_bins
     n_units = session.n_units
     blocks, real, spans = [], [], []
     first, s_iv, s_bin, times, values, weights = [], [], [], [], [], []
     row = 0
-    for k, (s, e) in enumerate(zip(iv.start, iv.end)):
+    for s, e in zip(iv.start, iv.end):
         if e <= s:
             continue
+        k = len(spans)
         n_bins = max(1, int(math.ceil((e - s) / cfg.bin - 1e-9)))
         w = session.slice(float(s), float(e), behavior=[target])
         counts = np.zeros((h - 1 + n_bins + la, n_units), np.float32)
@@ -130,7 +136,7 @@ def bin_split(session: StoredSession, target: str, split: str, cfg: BaselineConf
         weights.append(beh.weights)
         row += len(counts)
     if not blocks:
-        raise DataError(f"{session.path}: the {split!r} split has no intervals")
+        raise DataError(f"{session.path}: no non-empty intervals to bin")
     values_all = np.concatenate(values).astype(np.float32)
     weights_all = np.concatenate(weights).astype(np.float32)
     finite = np.isfinite(values_all).all(1)
@@ -388,9 +394,22 @@ def _torch_fit(cfg: BaselineConfig, xs: dict[str, np.ndarray], bins: dict[str, S
 
 def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split: str = "test",
                 progress: bool = False) -> SessionFit:
-    """Train a baseline on a session's train split (valid for model choice) and predict `split`."""
+    """Train a baseline on a session's train split (valid for model choice) and predict `split`.
+
+    When the valid split has fewer than MIN_VALID_SAMPLES samples with weight > 0, the model is chosen on
+    the last tenth of each train interval instead (and trained on the rest); `info["validation"]` says which.
+    """
     names = ["train", "valid"] + ([split] if split not in ("train", "valid") else [])
     bins = {name: bin_split(session, target, name, cfg) for name in names}
+    usable = int((bins["valid"].weights > 0).sum())
+    validation = "valid split"
+    if usable < MIN_VALID_SAMPLES and split not in ("train", "valid"):
+        # e.g. a rat that sits still through the whole valid block, with stationary samples left out (weight 0)
+        tr = session.splits["train"]
+        cut = tr.start + 0.9 * (tr.end - tr.start)
+        bins["train"] = bin_intervals(session, target, Intervals(tr.start, cut), cfg)
+        bins["valid"] = bin_intervals(session, target, Intervals(cut, tr.end), cfg)
+        validation = f"last tenth of each train interval (valid split: {usable} usable samples)"
     std = Standardizer.fit(bins["train"])
     xs = {name: std.inputs(b) for name, b in bins.items()}
     zy = {name: std.targets(b.values) for name, b in bins.items()}
@@ -404,6 +423,7 @@ def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split:
                 pred, info = _torch_fit(cfg, xs, bins, zy, split, progress)
     finally:
         torch.set_num_threads(threads)
+    info["validation"] = validation
     out = bins[split]
     dims = list(session.behavior_info[target]["dims"])
     return SessionFit(session.id, target, dims, out.times, out.values, std.untarget(pred), out.weights, info)
