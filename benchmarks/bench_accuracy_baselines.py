@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from spiketok.data.storage import SessionDataset, write_session
+from docsection import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -212,15 +213,8 @@ def render(results: dict, floors: dict, command: str) -> str:
 
 
 def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section between its markers, leaving the rest of the file intact."""
-    block = f"{START}\n{section.strip()}\n{END}"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
+    """Replace this benchmark's section of docs/benchmarks.md."""
+    write_section(section, START, END, doc)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ import torch
 from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.tokenize import SpikeTokenizer, collate
+from docsection import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -320,15 +321,8 @@ def render(res: dict, command: str) -> str:
 
 
 def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section between its markers, leaving the rest of the file intact."""
-    block = f"{START}\n{section.strip()}\n{END}"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
+    """Replace this benchmark's section of docs/benchmarks.md."""
+    write_section(section, START, END, doc)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.model.config import ModelConfig
 from spiketok.tokenize import SpikeTokenizer, collate
+from docsection import write_section
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START, END = "<!-- speed-reference:start -->", "<!-- speed-reference:end -->"
@@ -417,15 +418,8 @@ def render(res: dict, args, command: str) -> str:
 
 
 def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section between its markers, leaving the rest of the file intact."""
-    block = f"{START}\n{section.strip()}\n{END}"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
+    """Replace this benchmark's section of docs/benchmarks.md."""
+    write_section(section, START, END, doc)
 
 
 def main() -> None:

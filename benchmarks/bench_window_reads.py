@@ -25,6 +25,7 @@ import numpy as np
 from spiketok.data import storage
 from spiketok.data.session import Behavior, Session
 from spiketok.data.storage import StoredSession, write_session
+from docsection import write_section
 
 DURATION = 3600.0
 N_UNITS = 500
@@ -67,16 +68,8 @@ def time_reads(path: Path, n_windows: int, repeats: int) -> list[float]:
 
 
 def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section between its markers, leaving the rest of the file intact."""
-    block = f"{START}\n{section.strip()}\n{END}"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    """Replace this benchmark's section of docs/benchmarks.md."""
+    write_section(section, START, END, doc)
 
 
 def main() -> None:
