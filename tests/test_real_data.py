@@ -61,6 +61,10 @@ def test_known_quirks_are_reported():
     _, report = read_nwb(track, behavior=["led"], keep_moving=5.0)
     assert report.dropped_timestamps == {"led": 1}  # the one timestamp that does not increase
     assert report.moving_left_out["led"] > 0.5  # frozen at (522, 8) px for the second half
+    for seed in range(3):  # the valid block always holds moving samples, whatever the split seed
+        session, _ = read_nwb(track, behavior=["led"], keep_moving=5.0, split_seed=seed)
+        led = session.behavior["led"]
+        assert led.weights[session.splits["valid"].contains(led.timestamps)].sum() > 100
     session, report = read_nwb(wmaze, behavior=["led"], derive="velocity", keep_moving=5.0)
     assert report.moving_left_out["led"] > 0.4  # parked about 45% of the time
     assert np.bincount(session.spike_units).max() > 450_000  # the multi-unit cluster is kept, not hidden

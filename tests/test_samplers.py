@@ -151,3 +151,25 @@ def test_causal_windows_end_inside_their_interval() -> None:
     for w in specs:
         assert _interval_of(w, iv) >= 0
         assert w.t1 - w.t0 <= 1.0 + 1e-9
+
+
+def test_unit_dropout_differs_between_draws_of_the_same_short_trial(sim: SessionDataset) -> None:
+    # a trial shorter than the window is always read whole, from the same t0; dropout must still vary
+    from spiketok.tokenize import TOKEN_START
+    from spiketok.train.data import WindowDataset
+    from spiketok.train.run import build_model
+
+    cfg = load_config("tiny", ["target=hand_velocity"])
+    model, targets = build_model(cfg, sim)
+    s = next(iter(sim))
+    trial = Intervals([10.0], [10.6])
+    sampler = RandomWindowBatchSampler({s.id: trial}, 1.0, batch_size=4, batches_per_epoch=2, seed=0)
+    data = WindowDataset.for_model(model, sim, targets, unit_dropout=True, min_units=2)
+    kept = []
+    for w in _all_windows(sampler, range(5)):  # 40 draws of one trial
+        assert (w.t0, w.t1) == (10.0, 10.6)
+        sample = data[w]
+        kept.append(frozenset(sample["input_units"][sample["input_types"] == TOKEN_START].tolist()))
+        assert data[w]["input_units"].tolist() == sample["input_units"].tolist()  # same draw, same units
+    assert len(set(kept)) > 30
+    assert min(map(len, kept)) >= 2 and max(map(len, kept)) <= s.n_units

@@ -110,3 +110,16 @@ def test_splits_are_disjoint_deterministic_and_cover_trials():
     assert blocks["test"].duration == pytest.approx(20.0) and blocks["train"].duration == pytest.approx(70.0)
     r = make_splits(0, 100, trials, method="random", seed=1)
     assert len(r["train"]) == 35 and len(r["valid"]) == 5 and len(r["test"]) == 10
+
+
+def test_valid_block_avoids_stretches_without_scored_samples():
+    # samples count (weight > 0) only in the first half: the valid block must come from there, for any seed
+    scored = np.arange(0.0, 50.0, 0.1)
+    for seed in range(20):
+        splits = make_splits(0, 100, None, seed=seed, scored_times=scored)
+        assert splits["valid"].end.max() <= 50.0 + 1e-9
+    # when every block is scored alike, the splits are those made without scored_times
+    everywhere = np.arange(0.0, 100.0, 0.1)
+    for seed in range(5):
+        assert make_splits(0, 100, None, seed=seed, scored_times=everywhere)["valid"].start.tolist() == \
+            make_splits(0, 100, None, seed=seed)["valid"].start.tolist()

@@ -96,3 +96,17 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 def test_demo_decodes_with_r2_above_0_8(tmp_path: Path) -> None:
     r2 = _demo(tmp_path / "demo", "--steps", "200", "--sessions", "1", "--duration", "120", "--minutes", "60")
     assert r2 >= 0.8
+
+
+def test_a_valid_split_without_scored_samples_is_named(tmp_path: Path) -> None:
+    from spiketok.data.storage import read_session, write_session
+    from spiketok.train.data import unscored_validation
+
+    simulate_to_folder(tmp_path / "sim", n_animals=1, sessions_per_animal=2, n_units=12, duration=30.0, seed=2)
+    paths = sorted((tmp_path / "sim").glob("*.h5"))
+    session = read_session(paths[0])
+    b = session.behavior["hand_velocity"]
+    b.weights[session.splits["valid"].contains(b.timestamps)] = 0.0  # the animal "parked" all through validation
+    write_session(session, paths[0])
+    data = SessionDataset(tmp_path / "sim")
+    assert unscored_validation(data, {s.id: "hand_velocity" for s in data}) == [session.id]

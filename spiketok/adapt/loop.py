@@ -117,11 +117,7 @@ def fit(
     bar = tqdm(total=max_steps, desc=name, disable=not progress, leave=False)
     epoch = 0
     while step < max_steps and not stopped:
-        sampler.set_epoch(epoch)
-        # WindowDataset draws a window's dropped units from (seed, window start); a trial shorter than the
-        # window always starts at the same time, so without a new seed per epoch it would always lose
-        # the same units, and a few trials could be told apart by which units are missing.
-        train_set.seed = seed * 1_000_003 + epoch
+        sampler.set_epoch(epoch)  # each draw of a window, even of the same short trial, drops other units
         epoch += 1
         for window_specs in sampler:
             loss = batch_loss(model, _to(collate([train_set[s] for s in window_specs]), device))

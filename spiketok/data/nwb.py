@@ -390,7 +390,8 @@ def _convert(nwb: Any, file: Path, behavior: list[str] | None, derive: str | Non
     starts = [times[0]] + [b.timestamps[0] for b in beh.values()] + ([trials.start.min()] if trials is not None else [])
     ends = [times[-1]] + [b.timestamps[-1] for b in beh.values()] + ([trials.end.max()] if trials is not None else [])
     start, end = float(min(starts)), float(max(ends))
-    splits = make_splits(start, end, trials, method=split_method, seed=split_seed)
+    scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
+    splits = make_splits(start, end, trials, method=split_method, seed=split_seed, scored_times=scored)
     session = Session(id=sid, spike_times=times, spike_units=units, unit_names=names, behavior=beh, trials=trials,
                       splits=splits, unit_meta=unit_meta, meta=_meta(nwb, file), start=start, end=end)
     report.n_units, report.n_spikes = session.n_units, session.n_spikes

@@ -19,11 +19,16 @@ from .session import Intervals
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """One window to read: session id and [t0, t1) in the session's clock."""
+    """One window to read: session id and [t0, t1) in the session's clock.
+
+    `draw` is a random number the training sampler gives each window it draws, so augmentations seeded
+    by it (unit dropout) differ between two draws of the same [t0, t1), e.g. a trial shorter than the window.
+    """
 
     session: str
     t0: float
     t1: float
+    draw: int = 0
 
 
 def _rank_world() -> tuple[int, int]:
@@ -100,6 +105,7 @@ class RandomWindowBatchSampler:
         k = rng.choice(len(self.prob), size=n, p=self.prob)
         length = np.minimum(self.window, self.ends[k] - self.starts[k])
         t0 = self.starts[k] + rng.uniform(0, 1, n) * (self.ends[k] - self.starts[k] - length)
+        draws = rng.integers(0, 2**31, n)
         cost = self.rate[k] * length
         order = np.arange(n)
         pool = self.bucket_batches * self.batch_size
@@ -108,8 +114,8 @@ class RandomWindowBatchSampler:
             order[p0:p0 + pool] = sl[np.argsort(cost[sl], kind="stable")]
         batches = order.reshape(n_batches, self.batch_size)
         batches = batches[rng.permutation(n_batches)]
-        return [[WindowSpec(str(self.sessions[k[i]]), float(t0[i]), float(t0[i] + length[i])) for i in b]
-                for b in batches[rank::world]]
+        return [[WindowSpec(str(self.sessions[k[i]]), float(t0[i]), float(t0[i] + length[i]), int(draws[i]))
+                 for i in b] for b in batches[rank::world]]
 
     def __iter__(self):
         epoch, first = self.epoch, self.skip

@@ -29,8 +29,14 @@ def make_splits(
     seed: int = 0,
     n_blocks: int = 10,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    scored_times: np.ndarray | None = None,
 ) -> dict[str, Intervals]:
-    """Return {"train", "valid", "test"} intervals; deterministic from `seed`."""
+    """Return {"train", "valid", "test"} intervals; deterministic from `seed`.
+
+    `scored_times`: times of the behaviour samples that count (weight > 0). With "blocks", the valid
+    block is then drawn only among blocks holding at least a quarter of the average block's share of
+    them, so validation never lands on a stretch where every sample is left out (a parked animal).
+    """
     if end <= start:
         raise DataError(f"cannot split an empty time span [{start}, {end}]")
     rng = np.random.default_rng(seed)
@@ -44,6 +50,10 @@ def make_splits(
     if method == "blocks":
         block = _block_of((units.start + units.end) / 2, start, end, n_blocks)
         others = [b for b in range(n_blocks) if b not in TEST_BLOCKS]
+        if scored_times is not None and len(scored_times):
+            per_block = np.bincount(_block_of(np.asarray(scored_times, float), start, end, n_blocks), minlength=n_blocks)
+            enough = [b for b in others if per_block[b] >= 0.25 * per_block[others].mean()]
+            others = enough or others
         valid_block = others[int(rng.integers(len(others)))]
         label[:] = "train"
         label[np.isin(block, TEST_BLOCKS)] = "test"

@@ -94,13 +94,23 @@ class WindowDataset(Dataset):
             w = s.slice(spec.t0, spec.t1, behavior=[target])
         keep = None
         if self.unit_dropout:
-            rng = np.random.default_rng([self.seed, int(spec.t0 * 1e6) % (2**32), len(spec.session)])
+            rng = np.random.default_rng([self.seed, spec.draw, int(spec.t0 * 1e6) % (2**32), len(spec.session)])
             n = s.n_units
             k = int(rng.integers(min(self.min_units, n), n + 1))
             keep = np.sort(rng.choice(n, size=k, replace=False))
         sample = self.tokenizer(w, self.model_units[spec.session], self.session_index[spec.session],
                                 self.task_index[spec.session], target, keep_units=keep)
         return sample
+
+
+def unscored_validation(data: SessionDataset, targets: dict[str, str]) -> list[str]:
+    """Sessions whose valid split holds no target sample with weight > 0 (their val_loss would be 0)."""
+    empty = []
+    for s in data:
+        b = s.behavior(targets[s.id])
+        if not (b.weights[s.splits["valid"].contains(b.timestamps)] > 0).any():
+            empty.append(s.id)
+    return empty
 
 
 def causal_window(session: StoredSession, spec: WindowSpec, target: str, length: float) -> Window:

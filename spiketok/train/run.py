@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data.session import DataError
@@ -22,7 +22,7 @@ from ..data.storage import SessionDataset
 from ..model.config import model_config
 from ..model.poyo import POYO
 from .checkpoint import AtomicCheckpointIO
-from .data import WindowDataModule, WindowDataset, register_sessions
+from .data import WindowDataModule, WindowDataset, register_sessions, unscored_validation
 from .module import POYOModule
 
 
@@ -261,6 +261,10 @@ def train(
                                         min_units=int(cfg["min_units"]), causal=bool(cfg["causal"]), seed=cfg["seed"])
     val_set = WindowDataset.for_model(model, data, targets, causal=bool(cfg["causal"]))
     dm = WindowDataModule(train_set, val_set, cfg)
+    for sid in unscored_validation(data, targets):
+        rank_zero_warn(f"session {sid}: its valid split holds no {targets[sid]!r} sample with weight > 0 (all left "
+                       "out, e.g. by prepare --keep-moving), so it adds nothing to val_loss and cannot guide the "
+                       "choice of the best checkpoint; prepare it again with another --split-seed")
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = cfg.get("precision", "auto")
     if precision == "auto":
