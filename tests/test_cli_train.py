@@ -48,7 +48,7 @@ def test_train_writes_checkpoints_logs_and_a_summary(trained: dict[str, Path]) -
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
     header, *rows = (run / "logs" / "metrics.csv").read_text().splitlines()
-    assert {"epoch", "step", "train_loss", "val_loss", "val_r2_proxy"} <= set(header.split(","))
+    assert {"epoch", "step", "train_loss", "val_loss", "val_r2"} <= set(header.split(","))
     val = [r for r in rows if r.split(",")[header.split(",").index("val_loss")]]
     assert len(val) == 2  # one validation per epoch
 
@@ -57,7 +57,7 @@ def test_train_writes_checkpoints_logs_and_a_summary(trained: dict[str, Path]) -
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert {"train_loss", "val_loss", "val_r2_proxy"} <= set(tags)
+    assert {"train_loss", "val_loss", "val_r2"} <= set(tags)
     assert [e.step for e in events.Scalars("val_loss")] == [5, 11]
 
 

@@ -44,6 +44,8 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
     val = {int(r["step"]) + 1: float(r["val_loss"]) for r in rows if r["val_loss"]}
     assert sorted(val) == [4, 8, 12]
+    r2 = [float(r["val_r2"]) for r in rows if r.get("val_r2")]
+    assert len(r2) == 3 and all(-5 < v < 1 for v in r2)  # an R² of the validation windows, not a loss
     best_step = min(val, key=val.get)
     saved = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
     assert saved["global_step"] == best_step

@@ -73,6 +73,7 @@ class POYOModule(L.LightningModule):
         self.save_hyperparameters({"model": model.config.to_dict(), "tasks": {t: model.readouts[t].out_features for t in model.task_names},
                                    "train": train_config, **(extra or {})})
         self.cfg = train_config
+        self._val_sums: torch.Tensor | None = None  # (4, n_sessions, D) sums of the running validation epoch
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pred = self.model(batch)
@@ -88,12 +89,28 @@ class POYOModule(L.LightningModule):
         loss, pred, target = self._loss(batch)
         w = batch["output_weights"]
         self.log("val_loss", loss, prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
-        # R^2 on normalised targets, pooled over the validation windows (a cheap proxy for evaluate)
-        d = (w > 0) & batch["output_mask"]
-        dim_mask = normalised_targets(self.model, batch)[1]
-        sse = (((pred.float() - target) ** 2) * dim_mask)[d].sum()
-        sst = ((target ** 2) * dim_mask)[d].sum()
-        self.log("val_r2_proxy", 1 - sse / sst.clamp(min=1e-8), prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
+        # per session and output dim: n, sum y, sum y^2, sum err^2 over samples with weight > 0 (for val_r2)
+        scored = (w > 0) & batch["output_mask"]
+        sessions = batch["output_sessions"][scored]
+        y, err = target[scored], (pred.float() - target)[scored]
+        dim_mask = normalised_targets(self.model, batch)[1][scored].float()
+        stats = torch.stack([dim_mask, y * dim_mask, y ** 2 * dim_mask, err ** 2 * dim_mask])  # (4, n, D)
+        if self._val_sums is None:
+            self._val_sums = stats.new_zeros(4, len(self.model.session_emb), stats.shape[-1])
+        self._val_sums.index_add_(1, sessions, stats)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def on_validation_epoch_end(self) -> None:
+        """val_r2: R² of the validation windows (normalised targets), per session and dim, then averaged."""
+        if self._val_sums is None:
+            return
+        n, sy, syy, sse = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        sst = syy - sy ** 2 / n.clamp(min=1)
+        ok = (n > 1) & (sst > 1e-8)
+        if ok.any():
+            self.log("val_r2", (1 - sse[ok] / sst[ok]).mean(), prog_bar=True, rank_zero_only=True)
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
