@@ -105,7 +105,7 @@ class RandomWindowBatchSampler:
         k = rng.choice(len(self.prob), size=n, p=self.prob)
         length = np.minimum(self.window, self.ends[k] - self.starts[k])
         t0 = self.starts[k] + rng.uniform(0, 1, n) * (self.ends[k] - self.starts[k] - length)
-        draws = rng.integers(0, 2**31, n)
+        draws = np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**31, n)  # own stream: windows unchanged
         cost = self.rate[k] * length
         order = np.arange(n)
         pool = self.bucket_batches * self.batch_size
