@@ -102,7 +102,7 @@ def evaluate(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (traces, R² per session).")] = None,
     target: Annotated[Optional[str], typer.Option(help="Behaviour to decode for sessions the model was not trained on.")] = None,
-    stride: Annotated[Optional[float], typer.Option(help="Seconds between sliding windows (default: half a window).")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Seconds between sliding windows (default: the training eval_stride, 0.5 s in the presets, at most half a window).")] = None,
 ) -> None:
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
     from ..evaluate.report import evaluate as run_eval, plot_results, write_json

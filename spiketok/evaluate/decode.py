@@ -43,6 +43,12 @@ def is_causal(model: POYO) -> bool:
     return bool((getattr(model, "hparams", None) or {}).get("train", {}).get("causal", False))
 
 
+def default_stride(model: POYO) -> float:
+    """Seconds between offline decoding windows: the training config's `eval_stride`, at most half a window."""
+    train_cfg = (getattr(model, "hparams", None) or {}).get("train", {})
+    return min(model.config.window / 2, float(train_cfg.get("eval_stride", model.config.window / 2)))
+
+
 @torch.no_grad()
 def decode_times(
     model: POYO,
@@ -56,7 +62,7 @@ def decode_times(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (T, D) at absolute `times` inside `intervals`, and which times were covered.
 
-    Offline models: windows of the model's length every `stride` s (default half a window), each
+    Offline models: windows of the model's length every `stride` s (default: `default_stride`), each
     covering sample averaged over the windows that hold it. Causal models: one full-length window
     [t - window, t) per sample t, output query at its end (spikes before t only, also from before the
     interval's start, as a real-time decoder has them), as `spiketok.stream.StreamingDecoder` does.
@@ -70,7 +76,7 @@ def decode_times(
     stitch = Stitcher(times, dim)
     specs: list[tuple[float, float, np.ndarray]] = []
     causal = is_causal(model)
-    stride = c.window / 2 if stride is None else stride
+    stride = default_stride(model) if stride is None else stride
     for s, e in zip(intervals.start, intervals.end):
         inside = times[(times >= s) & (times < e)]
         if causal:
