@@ -203,14 +203,13 @@ def render(results: dict, floors: dict, command: str) -> str:
     sources = sorted({r[k]["source"] for v in results if v != "_meta" for r in results[v].values()
                       for k in ("single", "multi") if k in r and r[k].get("source") not in (None, "trained here")})
     if sources:
-        lines += ["", "spiketok figures read from `spiketok evaluate --json` files: "
-                  + ", ".join(f"`{Path(s).name}`" for s in sources) + "."]
+        lines += ["", "spiketok figures read from `spiketok evaluate --json` files (`benchmarks/bench_real_data.py` "
+                  "writes them into its work folder): " + ", ".join(f"`{Path(s).name}`" for s in sources) + "."]
     if meta.get("spiketok_budget"):
         lines += ["", f"spiketok trained here: {meta['spiketok_budget']}."]
     lines += ["", "| | |", "|---|---|", f"| date | {meta['date']} |", f"| machine | {meta['machine']} |",
               f"| versions | {meta['versions']} |",
-              *(f"| command {i + 1} | `{c}` |" for i, c in enumerate(meta.get("commands", [command]))), "",
-              "CPU figures were measured while other jobs shared this machine's 2 cores (this affects time, not R²)."]
+              *(f"| command {i + 1} | `{c}` |" for i, c in enumerate(meta.get("commands", [command])))]
     return "\n".join(lines)
 
 
