@@ -1,10 +1,12 @@
 """Real recordings: one model on the three macaque sessions together, one per rat file; R² vs the floors.
 
-    python benchmarks/bench_real_data.py [--minutes 20] [--only macaque|rat]
+    python benchmarks/bench_real_data.py [--minutes 20] [--only macaque|rat] [--set key=value ...] [--evaluate-only]
 
 Prepares ../shared/data/*.nwb, trains with `spiketok train`, scores with `spiketok evaluate` on each
 file's test split, and writes the table into docs/benchmarks.md beside the ridge/GRU/MLP floors of
 shared/data/README.md. Rat position is scored on moving samples only (prepare --keep-moving 5).
+Rows accumulate in WORK/results.json, so `--only` runs add to the table; `--evaluate-only` scores the
+models already trained in WORK again (after a change to evaluation) and keeps their training command.
 """
 
 from __future__ import annotations
