@@ -25,7 +25,7 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
                        task="center_out")
     data = SessionDataset(tmp_path / "sim")
     cfg = load_config("tiny", ["target=hand_velocity", "max_steps=12", "steps_per_epoch=4", "batch_size=4",
-                               "warmup_steps=2", "eval_stride=1.0", "seed=3"])
+                               "warmup_steps=2", "eval_stride=1.0", "seed=3", "model.window=1", "patience=null"])
     monkeypatch.setenv(DEBUG_ENV, str(tmp_path / "debug"))
     result = train(data, cfg, tmp_path / "run", accelerator="cpu", progress=False)
     assert result.steps == 12 and result.rank == 0 and result.checkpoint == tmp_path / "run" / "model.ckpt"
@@ -39,13 +39,14 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     per_epoch = [{(s, t0) for r in records if r["epoch"] == e for s, t0, _ in r["windows"]} for e in range(3)]
     assert not per_epoch[0] & per_epoch[1] and not per_epoch[1] & per_epoch[2]
 
-    # model.ckpt is the epoch with the lowest validation loss; the checkpoint holds what rebuilds the run
+    # model.ckpt is the epoch with the highest validation R²; the checkpoint holds what rebuilds the run
     rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
     val = {int(r["step"]) + 1: float(r["val_loss"]) for r in rows if r["val_loss"]}
     assert sorted(val) == [4, 8, 12]
-    r2 = [float(r["val_r2"]) for r in rows if r.get("val_r2")]
-    assert len(r2) == 3 and all(-5 < v < 1 for v in r2)  # an R² of the validation windows, not a loss
-    best_step = min(val, key=val.get)
+    r2 = {int(r["step"]) + 1: float(r["val_r2"]) for r in rows if r.get("val_r2")}
+    assert sorted(r2) == [4, 8, 12] and all(-5 < v < 1 for v in r2.values())  # an R² of the windows, not a loss
+    best_step = max(r2, key=r2.get)
+    assert result.best_score == pytest.approx(r2[best_step], abs=1e-6)
     saved = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
     assert saved["global_step"] == best_step
     (best_file,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")

@@ -104,13 +104,16 @@ class POYOModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """val_r2: R² of the validation windows (normalised targets), per session and dim, then averaged."""
-        if self._val_sums is None:
+        if self._val_sums is None:  # no validation window held a scored sample
+            self.log("val_r2", float("nan"))
             return
         n, sy, syy, sse = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         sst = syy - sy ** 2 / n.clamp(min=1)
         ok = (n > 1) & (sst > 1e-8)
-        if ok.any():
-            self.log("val_r2", (1 - sse[ok] / sst[ok]).mean(), prog_bar=True, rank_zero_only=True)
+        # every rank holds the same reduced sums, so each logs the same value (early stopping reads it on all);
+        # NaN when nothing in the valid split is scored (the checkpoint callback takes NaN as the worst score)
+        r2 = (1 - sse[ok] / sst[ok]).mean() if ok.any() else sse.new_tensor(float("nan"))
+        self.log("val_r2", r2, prog_bar=True)
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]

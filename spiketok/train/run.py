@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import json
 import os
 import shutil
 import signal
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -22,8 +24,9 @@ from ..data.storage import SessionDataset
 from ..model.config import model_config
 from ..model.poyo import POYO
 from .checkpoint import AtomicCheckpointIO
-from .data import WindowDataModule, WindowDataset, register_sessions, unscored_validation
+from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
 from .module import POYOModule
+from .recipe import PILOT_FRACTION, RecipeChoice, is_auto, resolve_schedule, window_candidates, window_settings
 
 
 DEBUG_ENV = "SPIKETOK_DEBUG_DIR"  # folder: windows each rank draws, each rank's final weights (for tests)
@@ -36,6 +39,8 @@ class TrainResult:
     steps: int
     seconds: float
     rank: int = 0  # global rank of this process (0 unless DDP)
+    best_score: float | None = None  # best validation R² (of the checkpoint kept as the model)
+    recipe: RecipeChoice | None = None  # settings chosen from the data for "auto" values
 
 
 class TrainingInterrupted(RuntimeError):
@@ -242,13 +247,15 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
     ckpt_path = _last_checkpoint(run_dir) if resume else None
     if resume and ckpt_path is None:
         raise FileNotFoundError(f"--resume: no {run_dir}/checkpoints/last.ckpt to resume from")
     if not resume and rank_zero_only.rank == 0 and list((run_dir / "checkpoints").glob("*.ckpt")):
         raise FileExistsError(f"{run_dir} already holds a run (checkpoints/); continue it with --resume "
                               "or train into a new folder")
+    trainer_kw = dict(devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress, strategy=strategy)
+    cfg, recipe = resolve_recipe(data, cfg, run_dir, trainer_kw)
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
     model, targets = build_model(cfg, data)
     if ckpt_path is not None:
         step = _check_resume(ckpt_path, targets)
@@ -256,7 +263,7 @@ def train(
             _stash_csv_log(run_dir, step)
             for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # from a process killed while saving
                 partial.unlink(missing_ok=True)
-    module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data)})
+    module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data), "recipe": recipe.to_dict()})
     train_set = WindowDataset.for_model(model, data, targets, unit_dropout=bool(cfg["unit_dropout"]),
                                         min_units=int(cfg["min_units"]), causal=bool(cfg["causal"]), seed=cfg["seed"])
     val_set = WindowDataset.for_model(model, data, targets, causal=bool(cfg["causal"]))
@@ -275,9 +282,10 @@ def train(
     precision = cfg.get("precision", "auto")
     if precision == "auto":
         precision = "bf16-mixed" if gpu else "32-true"
-    # best by validation loss (becomes model.ckpt), and last.ckpt rewritten every epoch (for --resume)
+    # best by validation R² (becomes model.ckpt), and last.ckpt rewritten every epoch (for --resume)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}",
-                                 auto_insert_metric_name=False, save_top_k=1, monitor="val_loss", every_n_epochs=1)
+                                 auto_insert_metric_name=False, save_top_k=1, monitor="val_r2", mode="max",
+                                 every_n_epochs=1)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            every_n_epochs=1, enable_version_counter=False)
     interrupt = SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
@@ -287,6 +295,9 @@ def train(
         callbacks.append(DebugRecord(Path(os.environ[DEBUG_ENV])))
     if cfg.get("max_minutes"):
         callbacks.append(StopAfterMinutes(float(cfg["max_minutes"])))
+    if cfg.get("patience"):  # stop when validation R² has not improved for `patience` checks
+        callbacks.append(EarlyStopping(monitor="val_r2", mode="max", patience=int(cfg["patience"]), check_finite=False,
+                                       strict=False, check_on_train_epoch_end=False))
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     strategy = _strategy(strategy, len(model.task_names), _n_processes(devices, num_nodes, accelerator))
@@ -313,4 +324,61 @@ def train(
         _merge_csv_log(run_dir)
         shutil.copyfile(best, str(final) + ".tmp")
         Path(str(final) + ".tmp").replace(final)
-    return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank))
+    score = checkpoint.best_model_score
+    best_score = float(score) if score is not None and torch.isfinite(score) else None
+    return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank),
+                       best_score, recipe)
+
+
+def resolve_recipe(data: SessionDataset, cfg: dict, run_dir: Path, trainer_kw: dict) -> tuple[dict, RecipeChoice]:
+    """A copy of cfg with every "auto" setting chosen from the data (see recipe.py), and what was chosen.
+
+    A resumed run reads its choices back from run_dir/recipe.json, so it continues with the same settings.
+    """
+    cfg = copy.deepcopy(cfg)
+    saved = run_dir / "recipe.json"
+    if saved.exists() and _last_checkpoint(run_dir) is not None:
+        choice = RecipeChoice.load(saved)
+        for key, value in choice.settings.items():
+            choice.set(cfg, key, value, choice.reasons[key])
+        return cfg, choice
+    choice = RecipeChoice()
+    targets = {s.id: choose_target(s, cfg.get("target")) for s in data}
+    if is_auto(cfg["model"].get("window")):
+        choice.pilots = pilot_windows(data, cfg, run_dir / "pilots", trainer_kw)
+        scored = {w: r for w, r in choice.pilots.items() if r is not None}
+        best = max(scored, key=lambda w: (scored[w], -float(w))) if scored else "1"
+        for key, value in window_settings(float(best)).items():
+            choice.set(cfg, key, value, "best validation R² of the pilots: " + ", ".join(
+                f"{w} s {'-' if r is None else f'{r:.3f}'}" for w, r in choice.pilots.items()) if key == "model.window"
+                else f"follows the {float(best):g} s window")
+    resolve_schedule(cfg, data, targets, choice)
+    if rank_zero_only.rank == 0:
+        choice.save(saved)
+    return cfg, choice
+
+
+def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dict) -> dict[str, float | None]:
+    """Best validation R² of a short run (PILOT_FRACTION of the steps) per candidate window; finished
+    pilots are read back from folder/<window>/score.json (a re-run after a crash does not repeat them)."""
+    scores: dict[str, float | None] = {}
+    for window in window_candidates(data):
+        run = folder / f"window-{window:g}"
+        done = run / "score.json"
+        if done.exists():
+            scores[f"{window:g}"] = json.loads(done.read_text())["val_r2"]
+            continue
+        shutil.rmtree(run, ignore_errors=True)
+        pilot = copy.deepcopy(cfg)
+        for key, value in window_settings(window).items():
+            RecipeChoice().set(pilot, key, value, "")
+        resolve_schedule(pilot, data, {s.id: choose_target(s, cfg.get("target")) for s in data}, RecipeChoice())
+        steps = max(1, int(int(pilot["max_steps"]) * PILOT_FRACTION))
+        pilot.update(max_steps=steps, warmup_steps=min(int(pilot["warmup_steps"]), max(1, steps // 10)),
+                     steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)), patience=None)
+        rank_zero_info(f"pilot: {window:g} s window, {steps} steps")
+        result = train(data, pilot, run, **trainer_kw)
+        scores[f"{window:g}"] = result.best_score
+        if rank_zero_only.rank == 0:
+            done.write_text(json.dumps({"val_r2": result.best_score, "steps": result.steps}))
+    return scores

@@ -1,0 +1,120 @@
+"""The default recipe: settings left at "auto" are chosen from the data in front of us, and said why.
+
+A setting a user gives (config file or key=value) always wins; only "auto" values are chosen here.
+Steps, warm-up, batch size and early-stopping patience follow from how much training data there is;
+the context window is chosen on the validation split by short pilot runs (see `choose_window`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.storage import SessionDataset
+
+AUTO = "auto"
+WINDOWS = (0.5, 1.0, 2.0, 4.0)  # context windows the pilots compare (seconds)
+PASSES = 300  # full passes over the scored training data in a run (macaque validation R² peaked near 300)
+MIN_STEPS, MAX_STEPS = 1000, 10000
+SECONDS_PER_BATCH = 32.0  # batch size x window: batches of longer windows hold fewer of them
+PILOT_FRACTION = 0.2  # a pilot run gets this share of the full run's steps
+
+
+@dataclass
+class RecipeChoice:
+    """What the recipe set for settings left at "auto", and the reason for each (written to the run folder)."""
+
+    settings: dict[str, float | int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    pilots: dict[str, float | None] = field(default_factory=dict)  # window (s) -> best validation R²
+
+    def set(self, cfg: dict, key: str, value, reason: str) -> None:
+        """Write `value` at dotted `key` of cfg and remember why."""
+        node = cfg
+        *path, last = key.split(".")
+        for k in path:
+            node = node[k]
+        node[last] = value
+        self.settings[key] = value
+        self.reasons[key] = reason
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RecipeChoice":
+        return cls(**json.loads(path.read_text()))
+
+    def summary(self) -> list[str]:
+        """One line per chosen setting: `key = value: reason`."""
+        return [f"{k} = {v}: {self.reasons[k]}" for k, v in self.settings.items()]
+
+
+def is_auto(value) -> bool:
+    return isinstance(value, str) and value.lower() == AUTO
+
+
+def auto_keys(cfg: dict) -> list[str]:
+    """Dotted keys of cfg whose value is "auto"."""
+    keys = [k for k, v in cfg.items() if is_auto(v)]
+    keys += [f"model.{k}" for k, v in cfg.get("model", {}).items() if is_auto(v)]
+    return keys
+
+
+def scored_train_seconds(data: SessionDataset, targets: dict[str, str]) -> float:
+    """Seconds of training behaviour that count in the loss (samples with weight > 0 inside the train split)."""
+    total = 0.0
+    for s in data:
+        b = s.behavior(targets[s.id])
+        inside = s.splits["train"].contains(b.timestamps)
+        if inside.sum() < 2:
+            continue
+        period = float(np.median(np.diff(b.timestamps))) if len(b.timestamps) > 1 else 0.0
+        total += float(((b.weights > 0) & inside).sum()) * period
+    return total
+
+
+def longest_train_interval(data: SessionDataset) -> float:
+    """The longest interval of any train split: windows longer than it are cut to it, so they add nothing."""
+    return max(float((s.splits["train"].end - s.splits["train"].start).max(initial=0.0)) for s in data)
+
+
+def window_settings(window: float) -> dict[str, float]:
+    """The model settings that go with a context window: latent grid and the rotary's longest period."""
+    return {"model.window": window, "model.latent_step": max(0.125, window / 16), "model.t_max": max(4.0, 2 * window)}
+
+
+def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], choice: RecipeChoice) -> None:
+    """Fill auto batch size, steps, warm-up and patience from the amount of scored training data (in place)."""
+    window = float(cfg["model"]["window"])
+    seconds = scored_train_seconds(data, targets)
+    effective = min(window, longest_train_interval(data))  # a window never reaches past its interval
+    if is_auto(cfg["batch_size"]):
+        batch = int(np.clip(round(SECONDS_PER_BATCH / window), 8, 64))
+        choice.set(cfg, "batch_size", batch, f"{SECONDS_PER_BATCH:g} s of context per batch with {window:g} s windows")
+    batch = int(cfg["batch_size"])
+    if is_auto(cfg["max_steps"]):
+        steps = int(np.clip(round(PASSES * seconds / (batch * effective), -2), MIN_STEPS, MAX_STEPS))
+        choice.set(cfg, "max_steps", steps, f"about {PASSES} passes over {seconds:.0f} s of scored training data "
+                   f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner")
+    steps = int(cfg["max_steps"])
+    if is_auto(cfg["warmup_steps"]):
+        choice.set(cfg, "warmup_steps", max(10, steps // 20), "5% of the steps")
+    if is_auto(cfg.get("patience")):
+        epochs = steps / int(cfg["steps_per_epoch"])
+        choice.set(cfg, "patience", int(max(5, round(0.25 * epochs))),
+                   "validation checks without a better validation R² before stopping: a quarter of the run, at least 5")
+
+
+def window_candidates(data: SessionDataset) -> list[float]:
+    """Windows worth comparing: longer ones than the longest training interval behave as that interval."""
+    longest = longest_train_interval(data)
+    cands = [w for w in WINDOWS if w <= longest + 1e-9]
+    longer = [w for w in WINDOWS if w > longest + 1e-9]
+    return cands + longer[:1]  # one window covering whole intervals, if any is longer
