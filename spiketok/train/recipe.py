@@ -17,10 +17,11 @@ from ..data.storage import SessionDataset
 
 AUTO = "auto"
 WINDOWS = (0.5, 1.0, 2.0, 4.0)  # context windows the pilots compare (seconds)
-PASSES = 300  # full passes over the scored training data in a run (macaque validation R² peaked near 300)
+PASSES = 200  # passes over the train split in a run at most (early stopping usually ends it sooner)
 MIN_STEPS, MAX_STEPS = 1000, 10000
-SECONDS_PER_BATCH = 32.0  # batch size x window: batches of longer windows hold fewer of them
-PILOT_FRACTION = 0.2  # a pilot run gets this share of the full run's steps
+TOKENS_PER_BATCH = 50_000  # batch size x input tokens per window: the cost of a step, whatever the data
+MIN_BATCH, MAX_BATCH = 16, 64
+PILOT_FRACTION = 0.15  # a pilot run gets this share of the full run's steps
 
 
 @dataclass
@@ -67,22 +68,29 @@ def auto_keys(cfg: dict) -> list[str]:
     return keys
 
 
-def scored_train_seconds(data: SessionDataset, targets: dict[str, str]) -> float:
-    """Seconds of training behaviour that count in the loss (samples with weight > 0 inside the train split)."""
-    total = 0.0
-    for s in data:
-        b = s.behavior(targets[s.id])
-        inside = s.splits["train"].contains(b.timestamps)
-        if inside.sum() < 2:
-            continue
-        period = float(np.median(np.diff(b.timestamps))) if len(b.timestamps) > 1 else 0.0
-        total += float(((b.weights > 0) & inside).sum()) * period
-    return total
-
-
 def longest_train_interval(data: SessionDataset) -> float:
     """The longest interval of any train split: windows longer than it are cut to it, so they add nothing."""
     return max(float((s.splits["train"].end - s.splits["train"].start).max(initial=0.0)) for s in data)
+
+
+def typical_train_interval(data: SessionDataset) -> float:
+    """Median length of the train splits' intervals (trials, or blocks of continuous recordings)."""
+    lengths = np.concatenate([s.splits["train"].end - s.splits["train"].start for s in data])
+    return float(np.median(lengths)) if len(lengths) else 0.0
+
+
+def tokens_per_window(data: SessionDataset, length: float, sample: int = 50) -> float:
+    """Input tokens of a `length` s window inside the train split, averaged over sessions: its spikes (rate
+    measured on up to `sample` train intervals, since gaps between trials may hold none) plus a start and an
+    end token per unit."""
+    per_session = []
+    for s in data:
+        iv = s.splits["train"]
+        pick = np.linspace(0, len(iv) - 1, min(sample, len(iv))).astype(int)
+        spikes = sum(len(s.slice(float(iv.start[i]), float(iv.end[i]), behavior=[]).spike_times) for i in pick)
+        seconds = float((iv.end[pick] - iv.start[pick]).sum())
+        per_session.append(spikes / max(seconds, 1e-9) * length + 2 * s.n_units)
+    return float(np.mean(per_session))
 
 
 def window_settings(window: float) -> dict[str, float]:
@@ -93,15 +101,17 @@ def window_settings(window: float) -> dict[str, float]:
 def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], choice: RecipeChoice) -> None:
     """Fill auto batch size, steps, warm-up and patience from the amount of scored training data (in place)."""
     window = float(cfg["model"]["window"])
-    seconds = scored_train_seconds(data, targets)
-    effective = min(window, longest_train_interval(data))  # a window never reaches past its interval
+    seconds = sum(float((s.splits["train"].end - s.splits["train"].start).sum()) for s in data)
+    effective = min(window, typical_train_interval(data))  # a window never reaches past its interval
     if is_auto(cfg["batch_size"]):
-        batch = int(np.clip(round(SECONDS_PER_BATCH / window), 8, 64))
-        choice.set(cfg, "batch_size", batch, f"{SECONDS_PER_BATCH:g} s of context per batch with {window:g} s windows")
+        tokens = tokens_per_window(data, effective)
+        batch = int(np.clip(round(TOKENS_PER_BATCH / tokens), MIN_BATCH, MAX_BATCH))
+        choice.set(cfg, "batch_size", batch, f"about {TOKENS_PER_BATCH:,} input tokens per batch ({tokens:,.0f} per "
+                   f"{effective:.2g} s window), within {MIN_BATCH}-{MAX_BATCH}")
     batch = int(cfg["batch_size"])
     if is_auto(cfg["max_steps"]):
         steps = int(np.clip(round(PASSES * seconds / (batch * effective), -2), MIN_STEPS, MAX_STEPS))
-        choice.set(cfg, "max_steps", steps, f"about {PASSES} passes over {seconds:.0f} s of scored training data "
+        choice.set(cfg, "max_steps", steps, f"about {PASSES} passes over the {seconds:.0f} s train split "
                    f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner")
     steps = int(cfg["max_steps"])
     if is_auto(cfg["warmup_steps"]):
