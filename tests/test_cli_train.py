@@ -15,7 +15,7 @@ from spiketok.data.storage import SessionDataset
 
 _register()
 runner = CliRunner()
-TRAIN = ["target=hand_velocity", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3",
+TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3",
          "eval_stride=1.0"]
 
 

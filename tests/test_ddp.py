@@ -19,7 +19,7 @@ from spiketok.train.data import train_sampler
 from spiketok.train.run import DEBUG_ENV
 
 SPIKETOK = str(Path(sys.executable).parent / "spiketok")
-OVERRIDES = ["target=hand_velocity", "max_steps=6", "steps_per_epoch=3", "batch_size=4", "warmup_steps=2",
+OVERRIDES = ["target=hand_velocity", "model.window=1", "max_steps=6", "steps_per_epoch=3", "batch_size=4", "warmup_steps=2",
              "eval_stride=1.0", "seed=11"]
 
 

@@ -29,7 +29,7 @@ from spiketok.train.run import DEBUG_ENV
 
 SPIKETOK = str(Path(sys.executable).parent / "spiketok")
 STEPS, PER_EPOCH, WARMUP, LR = 18, 6, 3, 0.002
-OVERRIDES = ["target=hand_velocity", f"max_steps={STEPS}", f"steps_per_epoch={PER_EPOCH}", "batch_size=4",
+OVERRIDES = ["target=hand_velocity", "model.window=1", f"max_steps={STEPS}", f"steps_per_epoch={PER_EPOCH}", "batch_size=4",
              f"warmup_steps={WARMUP}", f"lr={LR}", "eval_stride=1.0", "seed=4"]
 WAIT = 300.0  # seconds to wait for a subprocess event before failing
 

@@ -159,7 +159,7 @@ def test_unit_dropout_differs_between_draws_of_the_same_short_trial(sim: Session
     from spiketok.train.data import WindowDataset
     from spiketok.train.run import build_model
 
-    cfg = load_config("tiny", ["target=hand_velocity"])
+    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1"])
     model, targets = build_model(cfg, sim)
     s = next(iter(sim))
     trial = Intervals([10.0], [10.6])

@@ -23,7 +23,7 @@ from spiketok.train.module import denormalise
 
 _register()
 runner = CliRunner()
-TRAIN = ["target=hand_velocity", "causal=true", "max_steps=40", "steps_per_epoch=20", "batch_size=16",
+TRAIN = ["target=hand_velocity", "model.window=1", "causal=true", "max_steps=40", "steps_per_epoch=20", "batch_size=16",
          "warmup_steps=5", "eval_stride=1.0", "lr=0.003"]
 
 

@@ -56,6 +56,9 @@ def train(
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this pretrained model: new sessions get "
+                    "their unit embeddings by unit identification, then every weight trains at a tenth of the lr "
+                    "(the model's size and window are kept). With --resume, give the same --init.")] = None,
 ) -> None:
     """Train one model on all given sessions together (Lightning; DDP when several devices).
 
@@ -75,9 +78,17 @@ def train(
     if rank0:
         console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}"
                       + (" (resuming)" if resume else ""))
+    kw = dict(resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy,
+              progress=progress)
     try:
-        result = run_train(ds, cfg, out, resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator,
-                           strategy=strategy, progress=progress)
+        if init is not None:
+            from ..adapt.transfer import train_from_pretrained
+            from ..train.checkpoint import load
+
+            cfg["init"] = str(init)
+            result = train_from_pretrained(load(init), ds, cfg, out, **kw)
+        else:
+            result = run_train(ds, cfg, out, **kw)
     except TrainingInterrupted as e:
         if rank0:
             typer.echo(f"stopped: {e}", err=True)

@@ -61,13 +61,6 @@ def is_auto(value) -> bool:
     return isinstance(value, str) and value.lower() == AUTO
 
 
-def auto_keys(cfg: dict) -> list[str]:
-    """Dotted keys of cfg whose value is "auto"."""
-    keys = [k for k, v in cfg.items() if is_auto(v)]
-    keys += [f"model.{k}" for k, v in cfg.get("model", {}).items() if is_auto(v)]
-    return keys
-
-
 def longest_train_interval(data: SessionDataset) -> float:
     """The longest interval of any train split: windows longer than it are cut to it, so they add nothing."""
     return max(float((s.splits["train"].end - s.splits["train"].start).max(initial=0.0)) for s in data)

@@ -239,11 +239,13 @@ def train(
     accelerator: str = "auto",
     progress: bool = True,
     strategy: str = "auto",
+    init: POYO | None = None,
 ) -> TrainResult:
     """Train on every session of `data`; checkpoints, CSV and TensorBoard logs go into `run_dir`.
 
     resume=True continues from run_dir/checkpoints/last.ckpt (written at every epoch end and on
     SIGTERM / Ctrl-C, which raise TrainingInterrupted after saving). Several devices or nodes run DDP.
+    `init`: start from this model (its size and window; see spiketok.adapt.transfer) instead of a fresh one.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +258,7 @@ def train(
     trainer_kw = dict(devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress, strategy=strategy)
     cfg, recipe = resolve_recipe(data, cfg, run_dir, trainer_kw)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    model, targets = build_model(cfg, data)
+    model, targets = build_model(cfg, data, init)
     if ckpt_path is not None:
         step = _check_resume(ckpt_path, targets)
         if rank_zero_only.rank == 0:

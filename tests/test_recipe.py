@@ -1,0 +1,81 @@
+"""The default recipe: settings left at "auto" are chosen from the data, recorded, and never override a user's."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import spiketok
+from spiketok.data.simulate import simulate_to_folder
+from spiketok.data.storage import SessionDataset
+from spiketok.train.config import load_config
+from spiketok.train.recipe import PASSES, RecipeChoice, resolve_schedule, typical_train_interval, window_candidates
+from spiketok.train.run import train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory) -> SessionDataset:
+    root = tmp_path_factory.mktemp("recipe")
+    simulate_to_folder(root, n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0, seed=3,
+                       task="center_out")
+    return SessionDataset(root)
+
+
+def test_steps_follow_the_amount_of_training_data_and_user_settings_win(sim):
+    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1"])
+    assert all(cfg[k] == "auto" for k in ("batch_size", "max_steps", "warmup_steps", "patience"))
+    choice = RecipeChoice()
+    resolve_schedule(cfg, sim, {s.id: "hand_velocity" for s in sim}, choice)
+    s = next(iter(sim))
+    seconds = float((s.splits["train"].end - s.splits["train"].start).sum())
+    window = min(1.0, typical_train_interval(sim))
+    expected = max(1000, round(PASSES * seconds / (cfg["batch_size"] * window), -2))
+    assert cfg["max_steps"] == expected and choice.settings["max_steps"] == expected
+    assert cfg["warmup_steps"] == expected // 20 and cfg["patience"] >= 5
+    assert 16 <= cfg["batch_size"] <= 64 and "tokens" in choice.reasons["batch_size"]
+    given = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=77", "batch_size=5"])
+    kept = RecipeChoice()
+    resolve_schedule(given, sim, {s.id: "hand_velocity" for s in sim}, kept)
+    assert given["max_steps"] == 77 and given["batch_size"] == 5 and "max_steps" not in kept.settings
+    assert given["warmup_steps"] == 10  # 5% of 77, at least 10
+
+
+def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):
+    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8",
+                               "eval_stride=1.0"])
+    assert cfg["model"]["window"] == "auto"
+    result = train(sim, cfg, tmp_path / "run", accelerator="cpu", progress=False)
+    recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    candidates = [f"{w:g}" for w in window_candidates(sim)]
+    assert list(recipe["pilots"]) == candidates and len(candidates) >= 3
+    for w in candidates:  # each pilot is a real short run whose best validation R² is recorded
+        score = json.loads((tmp_path / "run" / "pilots" / f"window-{w}" / "score.json").read_text())
+        assert score["val_r2"] == recipe["pilots"][w] and score["steps"] == 3  # 15% of 20 steps
+    best = max(candidates, key=lambda w: (recipe["pilots"][w], -float(w)))
+    model = spiketok.load(result.checkpoint)
+    assert model.config.window == float(best) == recipe["settings"]["model.window"]
+    assert model.hparams["recipe"]["settings"]["model.window"] == float(best)
+    assert model.hparams["train"]["model"]["window"] == float(best) and model.hparams["train"]["max_steps"] == 20
+    assert result.recipe.summary()[0].startswith(f"model.window = {float(best)}")
+
+
+def test_early_stopping_ends_a_run_whose_validation_r2_stops_improving(sim, tmp_path):
+    # lr 0: the weights never move, so validation R² never improves after the first check
+    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=200", "steps_per_epoch=5",
+                               "batch_size=4", "warmup_steps=1", "lr=0", "patience=2", "eval_stride=1.0"])
+    result = train(sim, cfg, tmp_path / "run", accelerator="cpu", progress=False)
+    assert result.steps == 15  # checks at 5 (best), 10 and 15 (no better): stop
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")) if r.get("val_r2")]
+    assert len(rows) == 3 and len({r["val_r2"] for r in rows}) == 1
