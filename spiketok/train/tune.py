@@ -241,6 +241,7 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
     """search.png: best val R² of each trial by trial number (pruned trials marked, best so far as a
     line), and each trial's val R² against the training step. Values below `floor` are drawn at it."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -266,10 +267,11 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
     failed = [r.number for r in rows if r.state == "fail"]
     if failed:
         ax.scatter(failed, [floor] * len(failed), marker="v", color="tab:red", label="failed", zorder=3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("val R² (valid split)")
     ax.set_title("search")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     top = max(done, key=lambda r: r.val_r2) if done else None
     for r in rows:
