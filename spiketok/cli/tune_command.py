@@ -60,6 +60,10 @@ def tune(
     try:
         result = run_tune(ds, out, budget_minutes, config=config, overrides=overrides or [], trials=trials,
                           accelerator=accelerator, on_trial=progress)
+    except KeyboardInterrupt:
+        typer.echo(f"stopped: the trials so far are in {out / 'optuna.db'}; run the same command again to continue",
+                   err=True)
+        raise typer.Exit(130)
     except (TuneError, DataError, FileNotFoundError) as e:
         _fail(str(e))
     states = [r.state for r in result.rows]
@@ -67,6 +71,11 @@ def tune(
     console.print(f"[green]done[/green]: {result.new_trials} trial(s) in {result.seconds / 60:.1f} min; the study holds "
                   f"{len(states)} ({states.count('complete')} complete, {states.count('pruned')} pruned, "
                   f"{states.count('fail')} failed)")
+    short = [r for r in result.rows if r.state == "complete" and r.steps is not None and r.steps < base["max_steps"]]
+    if short:
+        console.print(f"[yellow]{len(short)} trial(s) stopped before max_steps={base['max_steps']} (their time share or "
+                      "early stopping); the learning-rate schedule assumes max_steps, so lower max_steps or raise "
+                      "--budget-minutes if most trials are cut by time[/yellow]")
     table = Table(title=f"best: trial {best.number}, val R² {best.val_r2:.3f}")
     table.add_column("setting")
     table.add_column("base", justify="right")

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from .config import PRESETS, load_config
-from .run import train
+from .run import TrainingInterrupted, train
 
 STUDY = "spiketok-tune"
 DEFAULT_SHARES = 10  # without --trials, each trial gets 1/10 of the budget (more trials run if they end early)
@@ -186,20 +186,22 @@ class TrialRow:
     seconds: float | None
     values: dict[str, Any] = field(default_factory=dict)
     intermediate: dict[int, float] = field(default_factory=dict)
+    error: str | None = None
 
     @classmethod
     def of(cls, t: FrozenTrial) -> "TrialRow":
         inter = {int(k): float(v) for k, v in sorted(t.intermediate_values.items())}
         finite = [v for v in inter.values() if math.isfinite(v)]
         best = t.value if t.state == TrialState.COMPLETE else (max(finite) if finite else None)
+        best = None if t.state == TrialState.FAIL else best
         return cls(t.number, t.state.name.lower(), best, t.user_attrs.get("steps"), max(inter) if inter else None,
-                   t.user_attrs.get("seconds"), dict(t.user_attrs.get("values", {})), inter)
+                   t.user_attrs.get("seconds"), dict(t.user_attrs.get("values", {})), inter, t.user_attrs.get("error"))
 
     def line(self, best: "TrialRow | None") -> str:
         """A one-line progress report: outcome, val R², time, settings, best so far."""
         r2 = f"val R² {self.val_r2:.3f}" if self.val_r2 is not None else "no val R²"
         what = {"pruned": f"pruned at step {self.last_step}", "complete": f"{self.steps} steps",
-                "fail": "failed"}.get(self.state, self.state)
+                "fail": f"failed ({self.error or 'interrupted'})"}.get(self.state, self.state)
         secs = f", {self.seconds:.0f} s" if self.seconds is not None else ""
         top = f" | best {best.val_r2:.3f} (trial {best.number})" if best is not None and best.val_r2 is not None else ""
         return f"trial {self.number}: {what}, {r2}{secs} | {format_values(self.values)}{top}"
@@ -229,7 +231,7 @@ def write_summary(rows: list[TrialRow], best: TrialRow | None, run_dir: Path) ->
     doc = {"metric": f"{METRIC} (R² of the valid split; the test split is not used)",
            "best": None if best is None else {"trial": best.number, "val_r2": best.val_r2, "values": best.values},
            "trials": [{"trial": r.number, "state": r.state, "val_r2": r.val_r2, "steps": r.steps,
-                       "last_step": r.last_step, "seconds": r.seconds, "values": r.values,
+                       "last_step": r.last_step, "seconds": r.seconds, "values": r.values, "error": r.error,
                        "val_r2_per_step": {str(k): v for k, v in r.intermediate.items()}} for r in rows]}
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -316,11 +318,12 @@ class TuneResult:
 
 @contextmanager
 def _quiet():
-    """Silence Lightning's and Optuna's per-trial INFO lines (one progress line per trial replaces them)."""
+    """Silence Lightning's INFO lines and Optuna's logs (one progress line per trial replaces them; a failed
+    trial's error is in its line, trials.json and the study)."""
     names = ("lightning.pytorch", "lightning.fabric", "optuna")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING)
+        logging.getLogger(n).setLevel(logging.ERROR if n == "optuna" else logging.WARNING)
     try:
         yield
     finally:
@@ -329,7 +332,9 @@ def _quiet():
 
 
 def _spec(data: SessionDataset, base: dict) -> dict:
-    return {"sessions": sorted(data.ids), "base_config": json.loads(json.dumps(base))}
+    """What a study is of: the sessions and the base config (max_minutes aside: each trial sets its own)."""
+    cfg = {k: v for k, v in base.items() if k != "max_minutes"}
+    return {"sessions": sorted(data.ids), "base_config": json.loads(json.dumps(cfg))}
 
 
 def open_study(run_dir: Path, data: SessionDataset, base: dict, startup_trials: int, warmup_steps: int) -> optuna.Study:
@@ -363,7 +368,9 @@ def open_study(run_dir: Path, data: SessionDataset, base: dict, startup_trials: 
         study.tell(t.number, state=TrialState.FAIL)  # one tune process per folder: these were killed
     if probe is None:
         study.set_user_attr("spec", spec)
-        study.enqueue_trial(base_params(base), user_attrs={"source": "base config"})
+    ran = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+    if not any(t.user_attrs.get("source") == "base config" and t.state in ran for t in study.trials):
+        study.enqueue_trial(base_params(base), user_attrs={"source": "base config"})  # again, if it was killed
     return study
 
 
@@ -427,8 +434,11 @@ def tune(
             try:
                 result = train(data, cfg, trial_dir, devices=1, accelerator=accelerator, progress=False,
                                callbacks=[reporter])
+            except TrainingInterrupted:  # Ctrl-C or SIGTERM: the trial fails, the search stops
+                raise KeyboardInterrupt from None
             except RuntimeError as e:
                 failures.append(f"trial {trial.number}: {e}")
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:300])
                 raise
             finally:
                 shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
@@ -440,6 +450,7 @@ def tune(
             finite = [v for v in reporter.history.values() if math.isfinite(v)]
             if not finite:
                 failures.append(f"trial {trial.number}: no finite val_r2 (no validation ran, or it diverged)")
+                trial.set_user_attr("error", "no finite val_r2 (no validation ran, or training diverged)")
                 return float("nan")  # Optuna records the trial as failed
             return max(finite)
 
