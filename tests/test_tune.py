@@ -69,7 +69,7 @@ def test_tune_writes_the_study_best_yaml_plot_and_summary(tuned: dict) -> None:
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
     for t in trials:
         assert t.intermediate_values and all(math.isfinite(v) for v in t.intermediate_values.values())
-        assert set(t.intermediate_values) <= {2, 3, 4}  # reported at each validation (every 2 steps)
+        assert max(t.intermediate_values) <= 4  # reported at each validation (every 2 steps, or when time is up)
     # trial 0 is the base config itself
     base = load_config("tiny", BASE)
     assert trials[0].params == base_params(base)
@@ -176,7 +176,7 @@ def test_tuning_scores_come_from_the_valid_split_only(sim: Path) -> None:
     scrambled = _with_scrambled_test_split(sim, sim.parent / "scrambled")
     runs = {}
     for name, folder in (("original", sim), ("scrambled", scrambled)):
-        runs[name] = tune(SessionDataset(folder), sim.parent / f"valid-only-{name}", 1.0, overrides=BASE, trials=1,
+        runs[name] = tune(SessionDataset(folder), sim.parent / f"valid-only-{name}", 2.0, overrides=BASE, trials=1,
                           accelerator="cpu")
     a, b = runs["original"], runs["scrambled"]
     assert [r.steps for r in a.rows] == [r.steps for r in b.rows] == [4]  # not cut by time
@@ -200,7 +200,7 @@ def test_tuning_scores_come_from_the_valid_split_only(sim: Path) -> None:
 def test_the_pruner_stops_a_trial_with_an_absurd_learning_rate(sim: Path) -> None:
     base = load_config("tiny", BASE + ["max_steps=6"])
     good = base_params(base)
-    result = tune(SessionDataset(sim), sim.parent / "pruned", 1.0, overrides=BASE + ["max_steps=6"], trials=3,
+    result = tune(SessionDataset(sim), sim.parent / "pruned", 2.0, overrides=BASE + ["max_steps=6"], trials=3,
                   accelerator="cpu", startup_trials=2, enqueue=[good, dict(good, lr=50.0)])
     states = [r.state for r in result.rows]
     assert states == ["complete", "complete", "pruned"], [(r.state, r.intermediate) for r in result.rows]

@@ -249,14 +249,16 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    shown = [r for r in rows if r.val_r2 is not None and math.isfinite(r.val_r2)]
-    styles = {"complete": ("o", "tab:blue", "completed"), "pruned": ("x", "tab:orange", "pruned (value when stopped)")}
+    def y(r: TrialRow) -> float:  # no finite value (diverged): drawn at the floor
+        return max(r.val_r2, floor) if r.val_r2 is not None and math.isfinite(r.val_r2) else floor
+
+    styles = {"complete": ("o", "tab:blue", "completed"), "pruned": ("x", "tab:orange", "pruned (best value reached)")}
     for state, (marker, colour, label) in styles.items():
-        sel = [r for r in shown if r.state == state]
+        sel = [r for r in rows if r.state == state]
         if sel:
-            ax.scatter([r.number for r in sel], [max(r.val_r2, floor) for r in sel], marker=marker, color=colour,
-                       label=label, zorder=3)
-    done = sorted((r for r in shown if r.state == "complete"), key=lambda r: r.number)
+            ax.scatter([r.number for r in sel], [y(r) for r in sel], marker=marker, color=colour, label=label, zorder=3)
+    done = sorted((r for r in rows if r.state == "complete" and r.val_r2 is not None and math.isfinite(r.val_r2)),
+                  key=lambda r: r.number)
     if done:
         xs, best, ys = [], -math.inf, []
         for r in done:
@@ -288,7 +290,7 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
         else:
             ax2.plot(steps, vals, color="tab:blue", lw=1, alpha=0.6, marker="o", ms=2)
     ax2.set_xlabel("training step")
-    ax2.set_ylabel("val R²")
+    ax2.set_ylabel(f"val R² (below {floor:g}: drawn at {floor:g})")
     ax2.set_title("val R² per validation (dashed: pruned)")
     ax2.grid(alpha=0.3)
     if top is not None:
