@@ -403,7 +403,7 @@ def tune(
     Each trial gets budget/trials minutes (budget/10 without `trials`) as its max_minutes and the base
     config's max_steps; no trial starts once the budget is spent, and at most `trials` run. The median
     pruner stops a trial whose val_r2 falls below the median of earlier trials at the same step (after
-    `startup_trials` finished trials and the first validation). `enqueue`: Optuna parameters to try first
+    `startup_trials` finished trials, from the second validation and a fifth of max_steps on). `enqueue`: Optuna parameters to try first
     (names of `search_space`). Writes optuna.db, best.yaml, search.png, trials.csv and trials.json into
     run_dir; trials/NNNN/ hold each trial's logs (and the best trial's model).
     """
