@@ -21,6 +21,7 @@ def _register() -> None:
     from . import baseline_command  # noqa: F401
     from . import stream_commands  # noqa: F401
     from . import adapt_commands  # noqa: F401
+    from . import tune_command  # noqa: F401
 
 
 def main() -> None:

@@ -240,6 +240,7 @@ def train(
     progress: bool = True,
     strategy: str = "auto",
     init: POYO | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Train on every session of `data`; checkpoints, CSV and TensorBoard logs go into `run_dir`.
 
@@ -291,7 +292,7 @@ def train(
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            every_n_epochs=1, enable_version_counter=False)
     interrupt = SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
-    callbacks: list[Callback] = [checkpoint, last, interrupt, FinalLast(interrupt.path), SetSamplerEpoch()]
+    callbacks = [checkpoint, last, interrupt, FinalLast(interrupt.path), SetSamplerEpoch(), *(callbacks or [])]
     if os.environ.get(DEBUG_ENV):
         Path(os.environ[DEBUG_ENV]).mkdir(parents=True, exist_ok=True)
         callbacks.append(DebugRecord(Path(os.environ[DEBUG_ENV])))
