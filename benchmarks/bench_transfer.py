@@ -1,0 +1,160 @@
+"""Transfer, leave one macaque file out: `spiketok train --init PRETRAINED` against training from scratch.
+
+    python benchmarks/bench_transfer.py [--trials 10 50 all] [--seed 0] [--jobs 2] [--work DIR]
+
+For each of the three macaque files: pretrain on the other two with the default command, then train on
+N training trials of the left-out file (drawn with --seed; the file's own valid split for early
+stopping, its test split for the score), once from the pretrained model (`--init`) and once from
+scratch, both with the default recipe; beside `spiketok baseline --model ridge|gru|mlp` trained on the
+same N trials. Steps store their JSON in WORK, so a stopped run continues. Writes its section of
+docs/benchmarks.md, with the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+from bench_recipe import BASELINES, DATA, MACAQUE, prepare, run, spiketok
+from docsection import write_section
+
+START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
+
+
+def restricted(path: Path, n: str, seed: int, out: Path) -> Path:
+    """A copy of the session whose train split is N trials drawn with `seed` ('all': the file itself)."""
+    if n == "all":
+        return path
+    from spiketok.adapt.data import select_trials
+    from spiketok.data.storage import StoredSession, read_session, write_session
+
+    target = out / f"{path.stem}.h5"
+    if not target.exists():
+        chosen = select_trials(StoredSession(path), int(n), pick="random", seed=seed)
+        session = read_session(path)
+        session.splits = {**session.splits, "train": chosen}
+        out.mkdir(parents=True, exist_ok=True)
+        write_session(session, target)
+    return target
+
+
+def train_and_score(folder: Path, data: list[Path], extra: list[str]) -> dict:
+    """`spiketok train` (defaults) then `evaluate` on the test split; cached in folder/result.json."""
+    result = folder / "result.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    run(["rm", "-rf", str(folder / "run")], folder / "log.txt")
+    args = sum((["--data", str(p)] for p in data), [])
+    t0 = time.time()
+    run(spiketok("train", *args, "--out", str(folder / "run"), "--no-progress", *extra), folder / "log.txt")
+    minutes = (time.time() - t0) / 60
+    run(spiketok("evaluate", str(folder / "run" / "model.ckpt"), *args, "--json", str(folder / "eval.json")),
+        folder / "log.txt")
+    res = {"sessions": json.loads((folder / "eval.json").read_text())["sessions"], "minutes": minutes,
+           "recipe": json.loads((folder / "run" / "recipe.json").read_text())}
+    result.write_text(json.dumps(res))
+    return res
+
+
+def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, work: Path) -> None:
+    others = [paths[f] for f in MACAQUE if f != name]
+    pre = train_and_score(work / f"pretrain-without-{name}", others, [])
+    ckpt = work / f"pretrain-without-{name}" / "run" / "model.ckpt"
+    assert pre
+    for n in trials:
+        data = restricted(paths[name], n, seed, work / f"{name}-{n}-trials-seed{seed}")
+        folder = work / name / f"n{n}"
+        train_and_score(folder / "init", [data], ["--init", str(ckpt)])
+        train_and_score(folder / "scratch", [data], [])
+        for model in BASELINES:
+            out = folder / f"{model}.json"
+            if not out.exists():
+                run(spiketok("baseline", "--model", model, "--data", str(data), "--json", str(out)), folder / "log.txt")
+
+
+def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load_after: tuple, seconds: float) -> None:
+    import torch
+
+    lines = ["## Transfer: training from a pretrained model against from scratch (macaque, leave one file out)", "",
+             "For each macaque file: a model pretrained on the other two (`spiketok train`, defaults), then "
+             "`spiketok train --init PRETRAINED` on N training trials of the left-out file, against `spiketok train` "
+             f"from scratch on the same N trials (drawn with seed {seed}; both with the default recipe and early "
+             "stopping on the file's own valid split) and the three baselines trained on the same N trials. "
+             "R² on the left-out file's test split.", "",
+             "| left-out file | N trials | from pretrained | from scratch | ridge | GRU | MLP | init - scratch | "
+             "init vs best baseline |", "|---|---|---|---|---|---|---|---|---|"]
+    wins = []
+    for name in MACAQUE:
+        for n in trials:
+            folder = work / name / f"n{n}"
+            if not (folder / "init" / "result.json").exists() or not (folder / "scratch" / "result.json").exists():
+                continue
+            init = json.loads((folder / "init" / "result.json").read_text())["sessions"][name]["r2"]
+            scratch = json.loads((folder / "scratch" / "result.json").read_text())["sessions"][name]["r2"]
+            base = {}
+            for m in BASELINES:
+                p = folder / f"{m}.json"
+                base[m] = json.loads(p.read_text())["sessions"][name]["r2"] if p.exists() else None
+            known = [v for v in base.values() if v is not None]
+            best = max(known) if known else None
+            wins.append((n, init > scratch))
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            lines.append(f"| {name} | {n} | **{init:.3f}** | {scratch:.3f} | {fmt(base['ridge'])} | {fmt(base['gru'])} | "
+                         f"{fmt(base['mlp'])} | {init - scratch:+.3f} | "
+                         f"{'-' if best is None else ('above' if init > best else '**below**')} ({fmt(best)}) |")
+    for n in trials:
+        got = [w for k, w in wins if k == n]
+        if got:
+            lines.append(f"\nWith {n} trials, the pretrained start beats scratch on **{sum(got)} of {len(got)}** "
+                         "left-out files.")
+    pre = []
+    for name in MACAQUE:
+        p = work / f"pretrain-without-{name}" / "result.json"
+        if p.exists():
+            res = json.loads(p.read_text())
+            pre.append(f"without {name}: " + ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in res["sessions"].items())
+                       + f" ({res['minutes']:.0f} min)")
+    lines += ["", "Pretrained models, test R² on their own sessions: " + "; ".join(pre) + ".", ""]
+    command = "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:])
+    lines += ["| | |", "|---|---|", f"| date | {date.today()} |",
+              f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
+              f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
+              f"| command | `{command.strip()}` ({seconds / 60:.0f} min) |",
+              f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
+              f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
+    write_section("\n".join(lines), START, END)
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", nargs="*", default=["10", "50", "all"])
+    ap.add_argument("--files", nargs="*", default=MACAQUE, choices=MACAQUE, help="left-out files to run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("bench-work/transfer"))
+    ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
+    args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"no {DATA}: the real recordings are not here")
+    args.work.mkdir(parents=True, exist_ok=True)
+    load_before, t0 = os.getloadavg(), time.time()
+    if not args.doc_only:
+        paths = prepare(args.work)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(left_out, name, paths, args.trials, args.seed, args.work) for name in args.files]
+            for f in futures:
+                f.result()
+    write_doc(args.work, args.trials, args.seed, load_before, os.getloadavg(), time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()
