@@ -142,7 +142,8 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
 def test_unit_id_beats_scratch_with_eight_trials(pretrained):
     model = spiketok.load(pretrained.checkpoint)
     new = StoredSession(pretrained.new_session)
-    cfg = AdaptConfig(fixed_steps=60, batch_size=8)  # 8 trials: no held-out part, 60 steps
+    # 8 trials: no held-out part; unit-id 60 steps, scratch trained as `spiketok train` would for 400 steps
+    cfg = AdaptConfig(fixed_steps=60, batch_size=8, scratch_max_steps=400)
     r2 = {}
     for mode in ("unit-id", "scratch"):
         adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False)
@@ -209,7 +210,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
 def test_fewshot_cli_writes_table_and_plot(pretrained, tmp_path):
     out = tmp_path / "study"
     res = _invoke("fewshot", pretrained.checkpoint, pretrained.new_session, "--trials", "2,4", "--seeds", 2,
-                  "--out", out, "fixed_steps=5", "batch_size=8")
+                  "--out", out, "fixed_steps=5", "batch_size=8", "scratch_max_steps=5")
     assert res.exit_code == 0, res.output
     with open(out / "fewshot_runs.csv") as f:
         runs = list(csv.DictReader(f))

@@ -1,4 +1,4 @@
-"""Fine-tuning (every weight, after unit identification) and training from scratch, for comparison."""
+"""Fine-tuning: every weight, after unit identification, at a lower learning rate."""
 
 from __future__ import annotations
 
@@ -26,13 +26,4 @@ def finetune_param_groups(model: POYO, lr: float, lr_vocab: float, weight_decay:
         (vocab if _is_vocab(name) else no_decay if _no_decay(name, p) else decay).append(p)
     return [{"params": vocab, "lr": lr_vocab, "weight_decay": 0.0},
             {"params": decay, "lr": lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-
-
-def scratch_param_groups(model: POYO, lr: float, weight_decay: float) -> list[dict]:
-    """A fresh model's weights, grouped as in a training run."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if _no_decay(name, p) else decay).append(p)
-    return [{"params": decay, "lr": lr, "weight_decay": weight_decay},
             {"params": no_decay, "lr": lr, "weight_decay": 0.0}]

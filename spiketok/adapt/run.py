@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import yaml
 from ..data.storage import StoredSession
 from ..evaluate.report import session_target
 from ..model.poyo import POYO
-from .data import AdaptationData, adaptation_data, as_session, restricted_session
-from .finetune import finetune_param_groups, scratch_param_groups
-from .loop import fit
+from .data import AdaptationData, adaptation_data, as_session, restricted_session, single_session_dataset
+from ..train.checkpoint import load
+from ..train.config import load_config
+from ..train.run import train
+from .finetune import finetune_param_groups
+from .loop import StageResult, fit
 from .unit_identification import (NewRows, adaptation_stats, frozen_except, init_new_rows, only_new_rows_learn,
                                   register_new_session, unit_id_param_groups)
 
@@ -43,6 +47,7 @@ class AdaptConfig:
     # Unit dropout (pretraining's augmentation) hurts few-shot adaptation: Mihi, 10 trials, unit-id R² 0.55
     # with it, 0.73 without. None: as in pretraining.
     unit_dropout: bool | None = False
+    scratch_max_steps: int | None = None  # scratch: None = the recipe's steps (as `spiketok train`), early stopped
     unit_init: str = "mean"  # new unit rows start at the mean known row ("mean") or random ("random")
     norm_prior_seconds: float = 30.0  # weight of the model's pooled target statistics; 0: the new data's alone
 
@@ -105,11 +110,8 @@ def adapt(
     torch.manual_seed(seed)
     stages = []
     if mode == "scratch":
-        new = POYO(model.config).to(next(model.parameters()).device)
-        register_new_session(new, view, target, stats)
-        groups = scratch_param_groups(new, float(cfg.lr_scratch or _pretrained(model, "lr", 2e-3)),
-                                      _weight_decay(model, cfg))
-        stages.append(fit(new, view, target, groups, "scratch", **_fit_kwargs(model, cfg, data, seed, progress)))
+        new, stage = train_scratch(model, view, target, cfg, seed, progress)
+        stages.append(stage)
     else:
         new = copy.deepcopy(model)
         rows = register_new_session(new, view, target, stats)
@@ -122,6 +124,32 @@ def adapt(
                                    cfg, choice)
     new.eval()
     return finetune_adapted(new, session, cfg, progress) if mode == "finetune" else new
+
+
+def train_scratch(model: POYO, view: StoredSession, target: str, cfg: AdaptConfig, seed: int,
+                  progress: bool) -> tuple[POYO, StageResult]:
+    """A fresh model of `model`'s size trained on the adaptation data as `spiketok train` would: the
+    recipe's batch size and steps, early stopping on the held-out part (none held out: the last step).
+
+    This is the fair comparison for unit identification: scratch gets enough steps to converge.
+    """
+    train_cfg = copy.deepcopy(_pretrained(model, "__all__", None) or load_config("tiny"))
+    train_cfg.update(model=model.config.to_dict(), target=target, seed=seed, max_minutes=None, init=None,
+                     batch_size="auto", max_steps=cfg.scratch_max_steps or "auto", warmup_steps="auto",
+                     patience="auto")
+    if cfg.lr_scratch is not None:
+        train_cfg["lr"] = float(cfg.lr_scratch)
+    if cfg.weight_decay is not None:
+        train_cfg["weight_decay"] = float(cfg.weight_decay)
+    if cfg.unit_dropout is not None:
+        train_cfg["unit_dropout"] = bool(cfg.unit_dropout)
+    with tempfile.TemporaryDirectory(prefix="spiketok-scratch-") as tmp:
+        result = train(single_session_dataset(view), train_cfg, Path(tmp) / "run", progress=progress,
+                       accelerator="cpu" if next(model.parameters()).device.type == "cpu" else "auto")
+        new = load(result.checkpoint)
+    stage = StageResult("scratch", result.steps, result.steps, None, result.steps < int(new.hparams["train"]["max_steps"]),
+                        result.seconds)
+    return new, stage
 
 
 def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: AdaptConfig | None = None,
@@ -154,8 +182,9 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
 
 
 def _pretrained(model: POYO, key: str, default):
-    """A setting of the pretraining run (model.hparams["train"])."""
-    return (getattr(model, "hparams", None) or {}).get("train", {}).get(key, default)
+    """A setting of the pretraining run (model.hparams["train"]; key "__all__": all of them)."""
+    settings = (getattr(model, "hparams", None) or {}).get("train", {})
+    return (settings or default) if key == "__all__" else settings.get(key, default)
 
 
 def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:

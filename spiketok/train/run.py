@@ -14,10 +14,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..data.session import DataError
 from ..data.storage import SessionDataset
@@ -118,6 +119,19 @@ class FinalLast(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if int(trainer.global_step) not in self.saved_steps:
             trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class EMAWeights(WeightAveraging):
+    """Validation, checkpoints and the final model use an exponential moving average of the weights
+    (`decay` per step, from the end of warm-up): on small data the averaged weights vary less from one
+    validation check to the next than the raw ones, so the best checkpoint is chosen on less noise."""
+
+    def __init__(self, decay: float, start_step: int):
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+        self.start_step = start_step
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step
 
 
 class SetSamplerEpoch(Callback):
@@ -298,6 +312,8 @@ def train(
         callbacks.append(DebugRecord(Path(os.environ[DEBUG_ENV])))
     if cfg.get("max_minutes"):
         callbacks.append(StopAfterMinutes(float(cfg["max_minutes"])))
+    if cfg.get("ema"):
+        callbacks.append(EMAWeights(float(cfg["ema"]), int(cfg["warmup_steps"])))
     if cfg.get("patience"):  # stop when validation R² has not improved for `patience` checks
         callbacks.append(EarlyStopping(monitor="val_r2", mode="max", patience=int(cfg["patience"]), check_finite=False,
                                        strict=False, check_on_train_epoch_end=False))
