@@ -2,7 +2,7 @@
 
 A setting a user gives (config file or key=value) always wins; only "auto" values are chosen here.
 Steps, warm-up, batch size and early-stopping patience follow from how much training data there is;
-the context window is chosen on the validation split by short pilot runs (see `choose_window`).
+the context window is chosen on the validation split by short pilot runs (`train.run.pilot_windows`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def window_settings(window: float) -> dict[str, float]:
 
 
 def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], choice: RecipeChoice) -> None:
-    """Fill auto batch size, steps, warm-up and patience from the amount of scored training data (in place)."""
+    """Fill auto batch size, steps, warm-up and patience from the amount of training data (cfg, in place)."""
     window = float(cfg["model"]["window"])
     seconds = sum(float((s.splits["train"].end - s.splits["train"].start).sum()) for s in data)
     effective = min(window, typical_train_interval(data))  # a window never reaches past its interval
