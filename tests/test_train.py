@@ -46,8 +46,10 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     r2 = [float(r["val_r2"]) for r in rows if r.get("val_r2")]
     assert len(r2) == 3 and all(-5 < v < 1 for v in r2)  # an R² of the validation windows, not a loss
     best_step = min(val, key=val.get)
-    saved = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
-    assert saved["global_step"] == best_step
+    from spiketok.model.file import read_model_file
+
+    _, meta = read_model_file(result.checkpoint)  # the data-only model file, not a pickle
+    assert meta.step == best_step
     (best_file,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
     assert best_file.name.endswith(f"step{best_step}.ckpt")
     model = spiketok.load(result.checkpoint)
