@@ -59,6 +59,8 @@ def baseline(
     """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`."""
     from ..data.storage import SessionDataset
     from ..evaluate.baselines import BaselineConfig, run_baseline
+    from ..evaluate.decode import require_scored_samples
+    from ..train.data import choose_target
     from ..evaluate.report import write_json
 
     try:
@@ -67,6 +69,8 @@ def baseline(
         fail(str(e))
     try:
         ds = SessionDataset(data)
+        for s in ds:  # an empty split would score R² nan: say so before fitting anything
+            require_scored_samples(s, choose_target(s, target), split)
         results, _ = run_baseline(ds, cfg, target=target, split=split)
     except DataError as e:
         fail(str(e))

@@ -183,6 +183,27 @@ def _is_prepared(path: Path, fmt: str) -> bool:
         return False
 
 
+@app.command()
+def convert(
+    old: Annotated[Path, typer.Argument(help="A pickled checkpoint: an older spiketok model.ckpt or a Lightning .ckpt.")],
+    new: Annotated[Path, typer.Argument(help="The data-only model file to write.")],
+) -> None:
+    """Convert a pickled checkpoint into a data-only model file (safetensors + JSON metadata).
+
+    UNSAFE FOR UNTRUSTED FILES: this command unpickles OLD (torch.load with weights_only=False), which
+    can run any code the file holds; convert only files you made yourself or trust. The file it
+    writes is data only: `spiketok.load` and every other command read it without unpickling.
+    """
+    from ..train.checkpoint import convert_checkpoint, load
+
+    if old.resolve() == new.resolve():
+        fail(f"{new}: write the converted model to a new file, not over {old}")
+    convert_checkpoint(old, new)
+    model = load(new)
+    console.print(f"wrote {new}: {model.n_parameters(with_vocab=True):,} parameters, {len(model.unit_emb)} units, "
+                  f"{len(model.session_emb)} sessions, tasks {model.task_names}")
+
+
 @app.command("model-info")
 def model_info(
     name: Annotated[str, typer.Argument(help="A model size (tiny, poyo-1.3M, poyo-11.8M) or a checkpoint file.")],
