@@ -197,7 +197,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
     ]
     for args, message in cases:
         res = _invoke(*args)
-        assert res.exit_code == 1, (args, res.output)
+        assert res.exit_code == 2, (args, res.output)
         assert "error:" in res.output and message in res.output, (args, res.output)
         assert "Traceback" not in res.output
     res = _invoke("adapt", ckpt, new, "--train-seconds", 8, "--out", tmp_path / "s.ckpt", "--no-evaluate",

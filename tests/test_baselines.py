@@ -141,11 +141,11 @@ def test_cli_ridge_json(sim, tmp_path):
 
 def test_cli_user_errors(sim, tmp_path):
     result = runner.invoke(app, ["baseline", "--model", "svm", "--data", str(sim)])
-    assert result.exit_code == 1 and "unknown baseline 'svm'" in result.output
+    assert result.exit_code == 2 and "unknown baseline 'svm'" in result.output
     result = runner.invoke(app, ["baseline", "--data", str(sim), "--target", "pupil"])
-    assert result.exit_code == 1 and "no behaviour 'pupil'" in result.output
+    assert result.exit_code == 2 and "no behaviour 'pupil'" in result.output
     result = runner.invoke(app, ["baseline", "--data", str(tmp_path / "nothing")])
-    assert result.exit_code == 1 and "no such file" in result.output
+    assert result.exit_code == 2 and "no such file" in result.output
 
 
 def test_ridge_on_real_macaque_near_floor(tmp_path):
