@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -87,9 +88,13 @@ def _demo(out: Path, *args: str) -> float:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """A short demo (10 steps, so no R² floor): simulate, train, evaluate, plot, print the R²."""
+    """A short demo (10 steps): simulate, train, evaluate, plot, print the R².
+
+    The R² floor of a trained demo (>= 0.8) is test_demo_with_its_defaults_...; after 10 steps the
+    model predicts about the training mean (normalised targets), so its R² is near 0, not a large negative.
+    """
     r2 = _demo(tmp_path / "demo", "--steps", "10", "--sessions", "1", "--duration", "60")
-    assert r2 < 1.0
+    assert np.isfinite(r2) and -0.5 < r2 < 0.9
 
 
 @pytest.mark.slow
