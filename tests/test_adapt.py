@@ -180,7 +180,16 @@ def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     res = _invoke("predict", out, pretrained.new_session, "--out", tmp_path / "pred.npz")
     assert res.exit_code == 0, res.output
     pred = np.load(tmp_path / "pred.npz")
-    assert pred["predictions"].shape == (len(pred["timestamps"]), 2) and np.isfinite(pred["predictions"]).all()
+    assert pred["predictions"].shape == (len(pred["timestamps"]), 2)
+    # the same numbers as `evaluate` decodes for the adapted model over the same (whole) span
+    from conftest import whole_span_copy
+    from spiketok.data.storage import SessionDataset, StoredSession
+    from spiketok.evaluate.report import evaluate
+
+    whole = whole_span_copy(StoredSession(pretrained.new_session), tmp_path / "whole" / "new.h5")
+    _, decoded = evaluate(model, SessionDataset(whole), "test", progress=False)
+    np.testing.assert_array_equal(pred["timestamps"], decoded[HELD_OUT].timestamps)
+    np.testing.assert_allclose(pred["predictions"], decoded[HELD_OUT].y_pred, rtol=1e-6, atol=1e-6)
 
 
 def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):

@@ -115,19 +115,13 @@ def test_predict_writes_npz_and_csv_at_the_behaviour_timestamps(trained: dict[st
 
 def test_predict_matches_what_evaluate_decodes(trained: dict[str, Path]) -> None:
     """The same model on the same span gives the same numbers through `predict` and `evaluate`."""
-    from spiketok.data.session import Intervals, Session
-    from spiketok.data.storage import write_session
+    from conftest import whole_span_copy
     from spiketok.evaluate.metrics import r2_per_dim
     from spiketok.evaluate.report import evaluate
     from spiketok.train.checkpoint import load
 
     stored = next(iter(SessionDataset(trained["data"])))
-    w = stored.slice(stored.start, stored.end + 1.0)
-    whole = Intervals(np.array([stored.start]), np.array([stored.end + 1e-6]))  # predict decodes this span
-    beh = {n: type(b)(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()}
-    copy = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behavior=beh,
-                   splits={"test": whole}, start=stored.start, end=stored.end)
-    path = write_session(copy, trained["root"] / "whole" / stored.path.name)
+    path = whole_span_copy(stored, trained["root"] / "whole" / stored.path.name)
     npz = trained["root"] / "whole.npz"
     code, out = cli("predict", trained["run"] / "model.ckpt", path, "--out", npz)
     assert code == 0, out
