@@ -198,7 +198,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
         (["adapt", ckpt, new, "--train-trials", 3, "--train-seconds", 5, "--out", tmp_path / "x.ckpt"], "not both"),
         (["adapt", ckpt, new, "--mode", "magic", "--out", tmp_path / "x.ckpt"], "--mode"),
         (["adapt", ckpt, new, "--train-trials", 999, "--out", tmp_path / "x.ckpt"], "training split has only"),
-        (["adapt", tmp_path / "none.ckpt", new, "--out", tmp_path / "x.ckpt"], "no such checkpoint"),
+        (["adapt", tmp_path / "none.ckpt", new, "--out", tmp_path / "x.ckpt"], "no such model file"),
         (["adapt", ckpt, ckpt, "--out", tmp_path / "x.ckpt"], "not a prepared session"),
         (["adapt", ckpt, new, "--out", tmp_path / "x.ckpt", "max_stepz=3"], "max_stepz"),
         (["fewshot", ckpt, new, "--trials", "1,two", "--out", tmp_path / "f"], "--trials"),

@@ -102,7 +102,9 @@ def test_to_folder(tmp_path):
 
 
 def test_cli_writes_readable_files(tmp_path):
-    app = typer.Typer()
+    from spiketok.cli.errors import ErrorPolicyGroup
+
+    app = typer.Typer(cls=ErrorPolicyGroup)  # the real app's error policy
     app.callback()(lambda: None)  # keep `simulate` a subcommand, as under the real `spiketok` app
     app.command("simulate")(simulate)
     args = ["simulate", "--out", str(tmp_path), "--animals", "1", "--sessions", "2", "--units", "40",
