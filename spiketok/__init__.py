@@ -4,7 +4,10 @@ __version__ = "0.1.0"
 
 
 def load(path):
-    """A trained model (eval mode) from a spiketok checkpoint file."""
+    """A trained model (eval mode) from a spiketok model file (safetensors + JSON metadata; never unpickles).
+
+    A pickled checkpoint raises spiketok.model.ModelFileError saying to run `spiketok convert OLD NEW`.
+    """
     from .train.checkpoint import load as _load
 
     return _load(path)

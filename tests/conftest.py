@@ -73,3 +73,19 @@ def make_nwb(tmp_path: Path) -> Callable[..., Path]:
     def make(name: str = "session.nwb", **kwargs: Any) -> Path:
         return write_nwb(tmp_path / name, **kwargs)
     return make
+
+
+def whole_span_copy(stored, path: Path) -> Path:
+    """A copy of a prepared session whose only split, `test`, is the whole recording, as `predict` decodes it.
+
+    `evaluate` on the copy then decodes exactly the windows `predict` decodes, so their numbers must agree.
+    """
+    from spiketok.data.session import Behavior, Intervals, Session
+    from spiketok.data.storage import write_session
+
+    w = stored.slice(stored.start, stored.end + 1.0)
+    whole = Intervals(np.array([stored.start]), np.array([stored.end + 1e-6]))
+    beh = {n: Behavior(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()}
+    copy = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behavior=beh,
+                   splits={"test": whole}, start=stored.start, end=stored.end)
+    return write_session(copy, path)

@@ -181,7 +181,16 @@ def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     res = _invoke("predict", out, pretrained.new_session, "--out", tmp_path / "pred.npz")
     assert res.exit_code == 0, res.output
     pred = np.load(tmp_path / "pred.npz")
-    assert pred["predictions"].shape == (len(pred["timestamps"]), 2) and np.isfinite(pred["predictions"]).all()
+    assert pred["predictions"].shape == (len(pred["timestamps"]), 2)
+    # the same numbers as `evaluate` decodes for the adapted model over the same (whole) span
+    from conftest import whole_span_copy
+    from spiketok.data.storage import SessionDataset, StoredSession
+    from spiketok.evaluate.report import evaluate
+
+    whole = whole_span_copy(StoredSession(pretrained.new_session), tmp_path / "whole" / "new.h5")
+    _, decoded = evaluate(model, SessionDataset(whole), "test", progress=False)
+    np.testing.assert_array_equal(pred["timestamps"], decoded[HELD_OUT].timestamps)
+    np.testing.assert_allclose(pred["predictions"], decoded[HELD_OUT].y_pred, rtol=1e-6, atol=1e-6)
 
 
 def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
@@ -190,7 +199,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
         (["adapt", ckpt, new, "--train-trials", 3, "--train-seconds", 5, "--out", tmp_path / "x.ckpt"], "not both"),
         (["adapt", ckpt, new, "--mode", "magic", "--out", tmp_path / "x.ckpt"], "--mode"),
         (["adapt", ckpt, new, "--train-trials", 999, "--out", tmp_path / "x.ckpt"], "training split has only"),
-        (["adapt", tmp_path / "none.ckpt", new, "--out", tmp_path / "x.ckpt"], "no such checkpoint"),
+        (["adapt", tmp_path / "none.ckpt", new, "--out", tmp_path / "x.ckpt"], "no such model file"),
         (["adapt", ckpt, ckpt, "--out", tmp_path / "x.ckpt"], "not a prepared session"),
         (["adapt", ckpt, new, "--out", tmp_path / "x.ckpt", "max_stepz=3"], "max_stepz"),
         (["fewshot", ckpt, new, "--trials", "1,two", "--out", tmp_path / "f"], "--trials"),
@@ -198,7 +207,7 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
     ]
     for args, message in cases:
         res = _invoke(*args)
-        assert res.exit_code == 1, (args, res.output)
+        assert res.exit_code == 2, (args, res.output)
         assert "error:" in res.output and message in res.output, (args, res.output)
         assert "Traceback" not in res.output
     res = _invoke("adapt", ckpt, new, "--train-seconds", 8, "--out", tmp_path / "s.ckpt", "--no-evaluate",

@@ -103,14 +103,24 @@ def test_ridge_ignores_weight_zero_samples(tmp_path, sim):
     assert (clean.weights > 0).sum() == (~drop & StoredSession(path).splits["test"].contains(b.timestamps)).sum()
 
 
-def test_standardizer_uses_training_bins_only(tmp_path):
-    s = _hand_session(tmp_path)
-    cfg = BaselineConfig(model="ridge", bin=0.1, history=0.3)
-    train = bin_split(s, "v", "train", cfg)
-    std = Standardizer.fit(train)
-    x = np.sqrt(train.rows[train.real])
-    assert np.allclose(std.x_mean, x.mean(0)) and np.allclose(std.x_std, np.maximum(x.std(0), 0.05))
-    assert np.allclose(std.y_mean, train.values[train.weights > 0].mean(0))
+def test_standardizer_uses_training_bins_only():
+    """Hand-made bins: padding rows and weight-0 samples must not enter the statistics."""
+    rows = np.array([[16.0, 16.0], [4.0, 1.0], [1.0, 1.0], [9.0, 1.0]], np.float32)  # row 0 is padding
+    values = np.array([[1.0], [3.0], [100.0]])  # the third sample has weight 0
+    bins = SplitBins(rows=rows, real=np.array([False, True, True, True]), interval_rows=[(1, 3)],
+                     first=np.array([0, 1, 2]), sample_interval=np.zeros(3, int), sample_bin=np.arange(3),
+                     times=np.array([0.1, 0.2, 0.3]), values=values, weights=np.array([1.0, 1.0, 0.0]))
+    std = Standardizer.fit(bins)
+    # sqrt counts of the real rows: unit 0 -> 2, 1, 3 (mean 2, std sqrt(2/3)); unit 1 -> 1, 1, 1 (std 0, floored to 0.05)
+    np.testing.assert_allclose(std.x_mean, [2.0, 1.0])
+    np.testing.assert_allclose(std.x_std, [np.sqrt(2 / 3), 0.05], rtol=1e-6)
+    # targets of the weighted samples: 1 and 3 -> mean 2, std 1
+    np.testing.assert_allclose(std.y_mean, [2.0])
+    np.testing.assert_allclose(std.y_std, [1.0], rtol=1e-5)
+    z = std.inputs(bins)
+    np.testing.assert_allclose(z[3], [1 / np.sqrt(2 / 3), 0.0], rtol=1e-5)  # sqrt(9) = 3 is one std above 2
+    np.testing.assert_allclose(std.targets(np.array([[4.0]])), [[2.0]], rtol=1e-5)
+    np.testing.assert_allclose(std.untarget(np.array([[2.0]])), [[4.0]], rtol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["gru", "mlp"])
@@ -141,11 +151,11 @@ def test_cli_ridge_json(sim, tmp_path):
 
 def test_cli_user_errors(sim, tmp_path):
     result = runner.invoke(app, ["baseline", "--model", "svm", "--data", str(sim)])
-    assert result.exit_code == 1 and "unknown baseline 'svm'" in result.output
+    assert result.exit_code == 2 and "unknown baseline 'svm'" in result.output
     result = runner.invoke(app, ["baseline", "--data", str(sim), "--target", "pupil"])
-    assert result.exit_code == 1 and "no behaviour 'pupil'" in result.output
+    assert result.exit_code == 2 and "no behaviour 'pupil'" in result.output
     result = runner.invoke(app, ["baseline", "--data", str(tmp_path / "nothing")])
-    assert result.exit_code == 1 and "no such file" in result.output
+    assert result.exit_code == 2 and "no such file" in result.output
 
 
 def test_ridge_on_real_macaque_near_floor(tmp_path):

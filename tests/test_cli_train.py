@@ -110,7 +110,31 @@ def test_predict_writes_npz_and_csv_at_the_behaviour_timestamps(trained: dict[st
     np.testing.assert_allclose(table[:, 1:], predictions, atol=1e-5, rtol=1e-5)
 
     code, out = cli("predict", trained["run"] / "model.ckpt", session.path, "--out", trained["root"] / "x.txt")
-    assert code == 1 and "error: " in out and ".npz or .csv" in out
+    assert code == 2 and "error: " in out and ".npz or .csv" in out
+
+
+def test_predict_matches_what_evaluate_decodes(trained: dict[str, Path]) -> None:
+    """The same model on the same span gives the same numbers through `predict` and `evaluate`."""
+    from conftest import whole_span_copy
+    from spiketok.evaluate.metrics import r2_per_dim
+    from spiketok.evaluate.report import evaluate
+    from spiketok.train.checkpoint import load
+
+    stored = next(iter(SessionDataset(trained["data"])))
+    path = whole_span_copy(stored, trained["root"] / "whole" / stored.path.name)
+    npz = trained["root"] / "whole.npz"
+    code, out = cli("predict", trained["run"] / "model.ckpt", path, "--out", npz)
+    assert code == 0, out
+    code, out = cli("evaluate", trained["run"] / "model.ckpt", "--data", path, "--json", trained["root"] / "whole.json")
+    assert code == 0, out
+    _, decoded = evaluate(load(trained["run"] / "model.ckpt"), SessionDataset(path), "test", progress=False)
+    d = decoded[stored.id]
+    with np.load(npz) as z:
+        np.testing.assert_array_equal(z["timestamps"], d.timestamps)
+        np.testing.assert_allclose(z["predictions"], d.y_pred, rtol=1e-6, atol=1e-6)
+        r2 = r2_per_dim(d.y_true, z["predictions"], d.weights)
+    reported = json.loads((trained["root"] / "whole.json").read_text())["sessions"][stored.id]["r2_per_dim"]
+    np.testing.assert_allclose(reported, r2, rtol=1e-5)
 
 
 def test_evaluate_on_an_unknown_session_says_to_adapt_first(trained: dict[str, Path]) -> None:
@@ -119,7 +143,7 @@ def test_evaluate_on_an_unknown_session_says_to_adapt_first(trained: dict[str, P
     for path in other.glob("sim_a[01]_*.h5"):  # keep only the session the model never saw
         path.unlink()
     code, out = cli("evaluate", trained["run"] / "model.ckpt", "--data", other)
-    assert code == 1
+    assert code == 2
     assert "error: " in out and "unknown to this model" in out and "adapt the model to that session first" in out
     assert "Traceback" not in out
 
@@ -135,7 +159,7 @@ def test_evaluate_on_an_unknown_session_says_to_adapt_first(trained: dict[str, P
 )
 def test_train_errors_are_one_clear_line(trained: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
     code, out = cli("train", "--data", trained["data"], "--out", tmp_path / "run", *args)
-    assert code == 1
+    assert code == 2
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], out
     assert "Traceback" not in out
@@ -145,13 +169,13 @@ def test_resume_with_other_sessions_is_refused(trained: dict[str, Path], tmp_pat
     other = tmp_path / "other"
     simulate_to_folder(other, n_animals=1, sessions_per_animal=1, n_units=12, duration=20.0, seed=9, task="center_out")
     code, out = cli("train", "--data", other, "--out", trained["run"], "--resume", *TRAIN)
-    assert code == 1
+    assert code == 2
     assert "error: --resume:" in out and "same --data" in out and "Traceback" not in out
 
 
 def test_training_into_a_used_run_folder_needs_resume(trained: dict[str, Path]) -> None:
     before = (trained["run"] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     code, out = cli("train", "--data", trained["data"], "--out", trained["run"], *TRAIN)
-    assert code == 1
+    assert code == 2
     assert "error: " in out and "already holds a run" in out and "--resume" in out
     assert (trained["run"] / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before

@@ -252,7 +252,7 @@ def test_cli_prepare_failure_writes_nothing_for_that_file(make_nwb, tmp_path):
     bad.write_bytes(good.read_bytes()[:5000])
     out = tmp_path / "prepared"
     result = runner.invoke(app, ["prepare", str(bad), str(two), str(good), "--out", str(out)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert f"error: {bad}" in result.output and "truncated" in result.output
     assert f"error: {two}" in result.output and "behavior/Position/head" in result.output
@@ -264,7 +264,7 @@ def test_cli_prepare_only_failures(tmp_path):
     bad.write_text("nope")
     out = tmp_path / "prepared"
     result = runner.invoke(app, ["prepare", str(bad), "--out", str(out)])
-    assert result.exit_code == 1 and "not an NWB file" in result.output
+    assert result.exit_code == 2 and "not an NWB file" in result.output
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -288,4 +288,4 @@ def test_cli_info_bad_file(tmp_path):
     bad = tmp_path / "x.h5"
     bad.write_text("nope")
     result = runner.invoke(app, ["info", str(bad)])
-    assert result.exit_code == 1 and "not HDF5" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "not HDF5" in result.output and "Traceback" not in result.output

@@ -130,10 +130,13 @@ def test_kill_sigterm_and_resume_lose_and_repeat_nothing(tmp_path: Path) -> None
     assert not (run / "logs" / "metrics-earlier.csv").exists()
     assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 3  # one TensorBoard file per process
 
-    # every checkpoint on disk is a whole, loadable model
-    files = sorted(run.glob("**/*.ckpt"))
-    assert run / "model.ckpt" in files and last in files
+    # every checkpoint on disk is whole: the resume files load as Lightning checkpoints, model.ckpt as a model file
+    from spiketok.train.checkpoint import model_from_checkpoint, read_pickled_checkpoint
+
+    files = sorted(run.glob("checkpoints/*.ckpt"))
+    assert last in files and (run / "model.ckpt").exists()
     for path in files:
-        model = spiketok.load(path)
+        model, _ = model_from_checkpoint(read_pickled_checkpoint(path))
         assert set(model.hparams["targets"].values()) == {"hand_velocity"}
+    assert set(spiketok.load(run / "model.ckpt").hparams["targets"].values()) == {"hand_velocity"}
     assert not list(run.glob("**/*.tmp"))

@@ -102,7 +102,9 @@ def test_to_folder(tmp_path):
 
 
 def test_cli_writes_readable_files(tmp_path):
-    app = typer.Typer()
+    from spiketok.cli.errors import ErrorPolicyGroup
+
+    app = typer.Typer(cls=ErrorPolicyGroup)  # the real app's error policy
     app.callback()(lambda: None)  # keep `simulate` a subcommand, as under the real `spiketok` app
     app.command("simulate")(simulate)
     args = ["simulate", "--out", str(tmp_path), "--animals", "1", "--sessions", "2", "--units", "40",
@@ -114,4 +116,4 @@ def test_cli_writes_readable_files(tmp_path):
     assert s.n_units == 40 and s.meta["task"] == "random_target" and s.trials is not None
     w = s.slice(10.0, 11.0)
     assert w.behavior["hand_velocity"].values.shape == (100, 2) and len(w.spike_times) > 0
-    assert CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--task", "nope"]).exit_code == 1
+    assert CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--task", "nope"]).exit_code == 2

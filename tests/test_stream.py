@@ -220,6 +220,6 @@ def test_replay_cli_streams_a_prepared_file(causal_run: dict, tmp_path: Path) ->
     assert covered.all() and np.abs((api.y_pred[sel] - off) / std).max() < 1e-4
     # wrong inputs fail with a clear message
     bad = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--split", "nope"])
-    assert bad.exit_code == 1 and "no 'nope' split" in bad.output
+    assert bad.exit_code == 2 and "no 'nope' split" in bad.output
     bad = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--speed", "fast"])
     assert bad.exit_code != 0 and "--speed" in bad.output

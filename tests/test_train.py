@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -47,8 +48,10 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     assert sorted(r2) == [4, 8, 12] and all(-5 < v < 1 for v in r2.values())  # an R² of the windows, not a loss
     best_step = max(r2, key=r2.get)
     assert result.best_score == pytest.approx(r2[best_step], abs=1e-6)
-    saved = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
-    assert saved["global_step"] == best_step
+    from spiketok.model.file import read_model_file
+
+    _, meta = read_model_file(result.checkpoint)  # the data-only model file, not a pickle
+    assert meta.step == best_step
     (best_file,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
     assert best_file.name.endswith(f"step{best_step}.ckpt")
     model = spiketok.load(result.checkpoint)
@@ -86,9 +89,13 @@ def _demo(out: Path, *args: str) -> float:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """A short demo (10 steps, so no R² floor): simulate, train, evaluate, plot, print the R²."""
+    """A short demo (10 steps): simulate, train, evaluate, plot, print the R².
+
+    The R² floor of a trained demo (>= 0.8) is test_demo_with_its_defaults_...; after 10 steps the
+    model predicts about the training mean (normalised targets), so its R² is near 0, not a large negative.
+    """
     r2 = _demo(tmp_path / "demo", "--steps", "10", "--sessions", "1", "--duration", "60")
-    assert r2 < 1.0
+    assert np.isfinite(r2) and -0.5 < r2 < 0.9
 
 
 @pytest.mark.slow

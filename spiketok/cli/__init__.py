@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import typer
 
+from .errors import DEBUG_ENV, ErrorPolicyGroup
+
 app = typer.Typer(
     name="spiketok",
+    cls=ErrorPolicyGroup,
     help="Decode behaviour from spiking neurons with POYO-style spike-token transformers.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of an error (or set {DEBUG_ENV}=1)."),
+) -> None:
+    """Decode behaviour from spiking neurons with POYO-style spike-token transformers.
+
+    A wrong input ends in one `error: ...` line and exit status 2.
+    """
+    ctx.meta["spiketok.debug"] = debug
 
 
 def _register() -> None:

@@ -11,37 +11,28 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .errors import fail
 from ..data.session import DataError
 
 console = Console()
 MODE_HELP = "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _load_model(checkpoint: Path):
     from ..train.checkpoint import load
 
-    if not checkpoint.is_file():
-        _fail(f"{checkpoint}: no such checkpoint file")
-    try:
-        return load(checkpoint)
-    except Exception as e:  # a corrupt or foreign file: say so, no traceback
-        _fail(f"{checkpoint}: cannot read it as a spiketok checkpoint ({e})")
+    return load(checkpoint)  # missing, damaged or pickled: ModelFileError, one `error:` line
 
 
 def _session(path: Path):
     from ..data.storage import StoredSession
 
     if not path.is_file():
-        _fail(f"{path}: no such file")
+        fail(f"{path}: no such file")
     try:
         return StoredSession(path)
     except (DataError, OSError) as e:
-        _fail(f"{path}: not a prepared session ({e}); run `spiketok prepare` on the NWB file first")
+        fail(f"{path}: not a prepared session ({e}); run `spiketok prepare` on the NWB file first")
 
 
 def _config(overrides: list[str] | None):
@@ -50,7 +41,7 @@ def _config(overrides: list[str] | None):
     try:
         return AdaptConfig.from_overrides(overrides or [])
     except (ValueError, TypeError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command()
@@ -77,11 +68,11 @@ def adapt(
     from ..train.checkpoint import save_model
 
     if mode not in MODES:
-        _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if train_trials is not None and train_seconds is not None:
-        _fail("give --train-trials or --train-seconds, not both")
+        fail("give --train-trials or --train-seconds, not both")
     if pick not in ("first", "random"):
-        _fail(f"--pick must be 'first' or 'random', not {pick!r}")
+        fail(f"--pick must be 'first' or 'random', not {pick!r}")
     cfg = _config(overrides)
     model = _load_model(checkpoint)
     s = _session(session)
@@ -89,7 +80,7 @@ def adapt(
         adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,
                             pick=pick, seed=seed, config=cfg)
     except (DataError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     save_model(adapted, out)
     rec = adapted.hparams["adaptations"][-1]
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
@@ -111,9 +102,9 @@ def _parse_counts(text: str) -> list[int]:
     try:
         counts = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        _fail(f"--trials must be comma-separated whole numbers, e.g. 1,2,5,10; got {text!r}")
+        fail(f"--trials must be comma-separated whole numbers, e.g. 1,2,5,10; got {text!r}")
     if not counts or min(counts) < 1:
-        _fail(f"--trials needs at least one count, all at least 1; got {text!r}")
+        fail(f"--trials needs at least one count, all at least 1; got {text!r}")
     return counts
 
 
@@ -153,11 +144,11 @@ def fewshot(
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
-        _fail(f"--modes must be a comma-separated subset of {','.join(MODES)}; got {modes!r}")
+        fail(f"--modes must be a comma-separated subset of {','.join(MODES)}; got {modes!r}")
     if seeds < 1:
-        _fail("--seeds must be at least 1")
+        fail("--seeds must be at least 1")
     if pick not in ("first", "random"):
-        _fail(f"--pick must be 'first' or 'random', not {pick!r}")
+        fail(f"--pick must be 'first' or 'random', not {pick!r}")
     cfg = _config(overrides)
     model = _load_model(checkpoint)
     s = _session(session)
@@ -170,7 +161,7 @@ def fewshot(
     try:
         runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress)
     except (DataError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     skipped = sorted(set(counts) - {r.n_trials for r in runs})
     if skipped:
         console.print(f"[yellow]left out N = {', '.join(map(str, skipped))}: more than the session's "
@@ -195,5 +186,5 @@ def embeddings(
         coords, sessions, used = project_unit_embeddings(model, method)
         path = plot_projection(coords, sessions, used, out)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"{len(sessions)} unit embeddings of {len(set(sessions))} session(s), {used.upper()}: {path}")

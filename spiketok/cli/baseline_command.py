@@ -11,14 +11,10 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .errors import fail
 from ..data.session import DataError
 
 console = Console()
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _fit_summary(fit: dict) -> str:
@@ -63,17 +59,21 @@ def baseline(
     """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`."""
     from ..data.storage import SessionDataset
     from ..evaluate.baselines import BaselineConfig, run_baseline
+    from ..evaluate.decode import require_scored_samples
+    from ..train.data import choose_target
     from ..evaluate.report import write_json
 
     try:
         cfg = BaselineConfig(model=model, bin=bin, history=history, lookahead=lookahead, max_steps=max_steps, seed=seed)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         ds = SessionDataset(data)
+        for s in ds:  # an empty split would score R² nan: say so before fitting anything
+            require_scored_samples(s, choose_target(s, target), split)
         results, _ = run_baseline(ds, cfg, target=target, split=split)
     except DataError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(results_table(results))
     if json_path:
         write_json(results, json_path)

@@ -15,6 +15,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .errors import EXIT_USER_ERROR, fail
 from ..data.nwb import PrepareReport, behavior_signals, read_nwb
 from ..data.session import DataError, Intervals, Session
 from ..data.storage import FORMAT, StoredSession, write_session
@@ -22,11 +23,6 @@ from ..data.storage import FORMAT, StoredSession, write_session
 BEHAVIOR_HELP = ("Behaviour signal(s) to keep, by name (hand_velocity, led) or path (behavior/Position/hand). "
                  "A comma list 'a,b' takes the first name that exists in each file (so one command fits files "
                  "of different kinds); repeat the option to keep several signals. Default: the file's only signal.")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -76,7 +72,7 @@ def prepare(
         typer.echo(f"error: {message}", err=True)
     if errors:
         typer.echo(f"{len(errors)} of {len(files)} files failed; nothing was written for them.", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 def _print_prepare_summary(done: list[tuple[Path, Session, PrepareReport, Path]]) -> None:
@@ -203,7 +199,7 @@ def info(
         else:
             raise DataError(f"{path}: HDF5 file that is neither NWB nor a prepared spiketok session")
     except DataError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=_json_default))
     else:

@@ -12,6 +12,7 @@ from ..data.session import DataError
 from ..data.simulate import TASKS, simulate_sessions
 from ..data.storage import write_session
 from . import app
+from .errors import fail
 
 
 @app.command("simulate")
@@ -29,8 +30,7 @@ def simulate(
     try:
         result = simulate_sessions(animals, sessions, units, duration, seed, task)
     except DataError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1)
+        fail(str(e))
     table = Table(title=f"simulated sessions in {out}")
     for col in ("session", "units", "spikes", "duration (s)", "trials"):
         table.add_column(col, justify="left" if col == "session" else "right")

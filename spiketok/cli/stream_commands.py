@@ -13,14 +13,10 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .errors import fail
 from ..data.session import DataError
 
 console = Console()
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _speed(value: str) -> float | None:
@@ -71,8 +67,8 @@ def _intervals(model, session, split: str):
         return Intervals(pairs[:, 0], pairs[:, 1])
     if split in session.splits:
         return session.splits[split]
-    _fail(f"session {session.id} has no {split!r} split (it has {sorted(set(stored) | set(session.splits))}); "
-          "use --split all to stream the whole recording")
+    fail(f"session {session.id} has no {split!r} split (it has {sorted(set(stored) | set(session.splits))}); "
+         "use --split all to stream the whole recording")
 
 
 def plot_replay(result, path: Path, seconds: float = 30.0) -> Path:
@@ -145,19 +141,16 @@ def replay(
     if threads < 1:
         raise typer.BadParameter(f"{threads}: must be at least 1", param_hint="--threads")
     torch.set_num_threads(threads)
-    try:
-        model = load(checkpoint)
-    except (OSError, ValueError, RuntimeError) as e:
-        _fail(f"{checkpoint}: cannot load the checkpoint ({e})")
+    model = load(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
     try:
         session = _load_session(file, model, keep_moving)
         intervals = _intervals(model, session, split)
         result = run_replay(model, session, intervals, every=every, speed=sp, target=target, limit=limit)
     except (UnknownIdError, DataError, StreamOrderError, KeyError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     s = result.summary()
     if not s["n_decodes"]:
-        _fail("nothing was decoded: the chosen part of the recording is empty")
+        fail("nothing was decoded: the chosen part of the recording is empty")
     table = Table(title=f"replay of {result.session} ({split}, {'max speed' if sp is None else f'{sp:g}x real time'}, "
                         f"{threads} thread{'s' if threads > 1 else ''})")
     table.add_column("")

@@ -14,14 +14,10 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .errors import fail
 from ..data.session import DataError
 
 console = Console()
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _results_table(results: dict) -> Table:
@@ -41,7 +37,7 @@ def _dataset(data: list[Path]):
     try:
         return SessionDataset(data)
     except DataError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command()
@@ -71,7 +67,7 @@ def train(
     try:
         cfg = load_config(config, overrides or [])
     except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     ds = _dataset(data)
     dev: int | str = int(devices) if devices.isdigit() else devices
     rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
@@ -94,7 +90,7 @@ def train(
             typer.echo(f"stopped: {e}", err=True)
         raise typer.Exit(130)
     except (DataError, FileNotFoundError, FileExistsError) as e:
-        _fail(str(e))
+        fail(str(e))
     if result.rank != 0:
         return
     console.print(f"[green]done[/green]: {result.steps} steps in {result.seconds / 60:.1f} min")
@@ -130,7 +126,7 @@ def evaluate(
     try:
         results, decoded = run_eval(model, ds, split, target, stride)
     except (UnknownIdError, KeyError, ValueError, DataError) as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(_results_table(results))
     if json_path:
         write_json(results, json_path)
@@ -156,7 +152,7 @@ def predict(
     from ..train.checkpoint import load
 
     if out.suffix not in (".npz", ".csv"):
-        _fail(f"{out}: the output must end in .npz or .csv")
+        fail(f"{out}: the output must end in .npz or .csv")
     model = load(checkpoint)
     try:
         if _is_prepared(file, FORMAT):
@@ -168,7 +164,7 @@ def predict(
         trained = model.hparams.get("targets", {})
         target = trained.get(session.id) or (model.task_names[0] if len(model.task_names) == 1 else None)
         if target is None:
-            _fail(f"the model has several tasks {model.task_names} and was not trained on {session.id}")
+            fail(f"the model has several tasks {model.task_names} and was not trained on {session.id}")
         if not available and not isinstance(session, StoredSession):
             try:
                 session, _ = read_nwb(file, behavior=[target])
@@ -182,7 +178,7 @@ def predict(
         span = Intervals([session.start], [session.end + 1e-6])
         pred, covered = decode_times(model, session, target, span, times, progress=True)
     except (UnknownIdError, DataError) as e:
-        _fail(str(e))
+        fail(str(e))
     dims = [f"{target}_{k}" for k in range(pred.shape[1])]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -203,6 +199,27 @@ def _is_prepared(path: Path, fmt: str) -> bool:
         return False
 
 
+@app.command()
+def convert(
+    old: Annotated[Path, typer.Argument(help="A pickled checkpoint: an older spiketok model.ckpt or a Lightning .ckpt.")],
+    new: Annotated[Path, typer.Argument(help="The data-only model file to write.")],
+) -> None:
+    """Convert a pickled checkpoint into a data-only model file (safetensors + JSON metadata).
+
+    UNSAFE FOR UNTRUSTED FILES: this command unpickles OLD (torch.load with weights_only=False), which
+    can run any code the file holds; convert only files you made yourself or trust. The file it
+    writes is data only: `spiketok.load` and every other command read it without unpickling.
+    """
+    from ..train.checkpoint import convert_checkpoint, load
+
+    if old.resolve() == new.resolve():
+        fail(f"{new}: write the converted model to a new file, not over {old}")
+    convert_checkpoint(old, new)
+    model = load(new)
+    console.print(f"wrote {new}: {model.n_parameters(with_vocab=True):,} parameters, {len(model.unit_emb)} units, "
+                  f"{len(model.session_emb)} sessions, tasks {model.task_names}")
+
+
 @app.command("model-info")
 def model_info(
     name: Annotated[str, typer.Argument(help="A model size (tiny, poyo-1.3M, poyo-11.8M) or a checkpoint file.")],
@@ -217,7 +234,7 @@ def model_info(
     elif Path(name).exists():
         model = load(name)
     else:
-        _fail(f"{name!r} is neither a model size ({', '.join(SIZES)}) nor a checkpoint file")
+        fail(f"{name!r} is neither a model size ({', '.join(SIZES)}) nor a checkpoint file")
     table = Table(title=f"model {name}")
     table.add_column("setting")
     table.add_column("value", justify="right")

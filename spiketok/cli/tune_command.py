@@ -11,14 +11,10 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .errors import fail
 from ..data.session import DataError
 
 console = Console()
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -44,7 +40,7 @@ def tune(
     try:
         base = load_config(config, overrides or [])
     except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     ds = _dataset(data)
     share = budget_minutes / (trials or 10)
     console.print(f"tuning on {len(ds)} session(s), config {config}: {budget_minutes:g} min budget, "
@@ -65,7 +61,7 @@ def tune(
                    err=True)
         raise typer.Exit(130)
     except (TuneError, DataError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     states = [r.state for r in result.rows]
     best = result.best
     console.print(f"[green]done[/green]: {result.new_trials} trial(s) in {result.seconds / 60:.1f} min; the study holds "

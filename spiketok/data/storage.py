@@ -110,6 +110,18 @@ class StoredSession:
         self._file: h5py.File | None = None
         self._d: dict = {}
         self._pid: int | None = None
+        try:
+            self._read_header()
+        except (OSError, KeyError, ValueError, TypeError) as e:  # truncated, damaged or foreign HDF5
+            self.close()
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{self.path}: cannot read it as a prepared session ({type(e).__name__}: {e}); the "
+                            "file is truncated, damaged or of another kind: run `spiketok prepare` on the NWB "
+                            "file again") from None
+
+    def _read_header(self) -> None:
+        """Session id, times, units, behaviour and split tables (the small parts; spikes stay on disk)."""
         f = self._open()
         if f.attrs.get("format") != FORMAT:
             raise DataError(f"{self.path}: not a spiketok session file (run `spiketok prepare` first)")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.session import Behavior, Intervals, Session
+from ..data.session import Behavior, DataError, Intervals, Session
 from ..data.storage import StoredSession
 from ..model.poyo import POYO
 from ..tokenize import SpikeTokenizer, collate
@@ -100,6 +100,15 @@ def decode_times(
     return stitch.result()
 
 
+def require_scored_samples(session: Session | StoredSession, target: str, split: str) -> None:
+    """Raise DataError when a split holds no `target` sample with weight > 0: an R² there would be nan."""
+    b = full_behavior(session, target)
+    if split in session.splits and not (b.weights[session.splits[split].contains(b.timestamps)] > 0).any():
+        raise DataError(f"session {session.id}: its {split!r} split holds no {target!r} sample (with weight > 0), so "
+                        f"there is nothing to score; choose another split (--split), or prepare the NWB file again "
+                        f"with another --split-seed")
+
+
 def decode_split(
     model: POYO, session: Session | StoredSession, target: str, split: str = "test",
     stride: float | None = None, batch_size: int = 32, progress: bool = False,
@@ -110,6 +119,7 @@ def decode_split(
     iv = session.splits[split]
     b = full_behavior(session, target)
     inside = iv.contains(b.timestamps)
+    require_scored_samples(session, target, split)
     times = b.timestamps[inside]
     pred, covered = decode_times(model, session, target, iv, times, stride, batch_size, progress)
     weights = b.weights[inside] * covered

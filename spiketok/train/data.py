@@ -42,6 +42,10 @@ def register_sessions(model: POYO, data: SessionDataset, target: str | None, cau
     """Add the sessions' units, ids, tasks and normalisation statistics to the model; returns targets."""
     targets = {}
     for s in data:
+        if s.end - s.start < model.config.window:
+            raise DataError(f"{s.path}: the recording spans {s.end - s.start:.3g} s, shorter than one "
+                            f"{model.config.window:g} s context window, so there is no window to learn from; use a "
+                            "longer recording, or a shorter window (e.g. model.window=0.5 model.t_max=1)")
         t = choose_target(s, target)
         targets[s.id] = t
         model.unit_emb.extend(s.unit_ids)

@@ -24,7 +24,7 @@ from ..data.session import DataError
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from ..model.poyo import POYO
-from .checkpoint import AtomicCheckpointIO
+from .checkpoint import AtomicCheckpointIO, convert_checkpoint, read_pickled_checkpoint
 from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
 from .module import POYOModule
 from .recipe import PILOT_FRACTION, RecipeChoice, is_auto, resolve_schedule, window_candidates, window_settings
@@ -179,7 +179,7 @@ def _strategy(strategy: str, n_tasks: int, n_processes: int) -> str:
 
 def _check_resume(ckpt_path: Path, targets: dict[str, str]) -> int:
     """A resumed run must see the sessions (and targets) it was started with; returns the checkpoint's step."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = read_pickled_checkpoint(ckpt_path)  # our own resume file (a pickle); a damaged one: ModelFileError
     hp = ckpt.get("hyper_parameters", {})
     before = hp.get("targets")
     if before is not None and dict(before) != targets:
@@ -341,8 +341,7 @@ def train(
     final = run_dir / "model.ckpt"
     if trainer.is_global_zero:
         _merge_csv_log(run_dir)
-        shutil.copyfile(best, str(final) + ".tmp")
-        Path(str(final) + ".tmp").replace(final)
+        convert_checkpoint(best, final)  # the shareable product: a data-only model file (spiketok.model.file)
     score = checkpoint.best_model_score
     best_score = float(score) if score is not None and torch.isfinite(score) else None
     return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank),

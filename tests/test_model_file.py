@@ -1,0 +1,142 @@
+"""The shareable model file: data only (safetensors + JSON metadata), versioned, and `spiketok convert`."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import spiketok
+from spiketok.cli import _register, app
+from spiketok.data.simulate import simulate_to_folder
+from spiketok.data.storage import SessionDataset
+from spiketok.evaluate.decode import decode_split
+from spiketok.model.file import FORMAT_VERSION, ModelFileError, ModelFileMeta, read_model_file
+from spiketok.train.checkpoint import save_model
+from spiketok.train.config import load_config
+from spiketok.train.run import train
+
+_register()
+runner = CliRunner()
+
+
+class Payload:
+    """Unpickling this writes a marker file: proof that a loader ran code from the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """A tiny model trained for 6 steps on one simulated session."""
+    root = tmp_path_factory.mktemp("modelfile")
+    (path,) = simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=40.0,
+                                 seed=4, task="center_out")
+    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=6", "steps_per_epoch=3", "batch_size=4",
+                               "warmup_steps=1", "eval_stride=1.0"])
+    result = train(SessionDataset(path), cfg, root / "run", accelerator="cpu", progress=False)
+    return {"root": root, "data": path, "model": result.checkpoint, "run": root / "run", "cfg": cfg}
+
+
+def _predictions(model, path: Path) -> np.ndarray:
+    (s,) = SessionDataset(path)
+    return decode_split(model, s, "hand_velocity", "test", stride=1.0).y_pred
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_a_pickle_with_a_payload_is_refused_without_running_it(tmp_path: Path, how: str) -> None:
+    marker, bad = tmp_path / "marker.txt", tmp_path / "model.ckpt"
+    obj = {"hyper_parameters": {"model": {}}, "state_dict": {}, "x": Payload(marker)}
+    if how == "torch.save":
+        torch.save(obj, bad)
+    else:
+        bad.write_bytes(pickle.dumps(obj, protocol=2))
+    with pytest.raises(ModelFileError, match="spiketok convert"):
+        spiketok.load(bad)
+    assert not marker.exists()
+    code = runner.invoke(app, ["model-info", str(bad)])
+    assert code.exit_code == 2 and "spiketok convert" in code.output and not marker.exists()
+
+
+def test_the_product_model_is_safetensors_with_versioned_metadata(run: dict) -> None:
+    head = run["model"].read_bytes()[:8]
+    assert head[:2] != b"PK" and head[:1] != b"\x80"  # neither a torch zip nor a pickle
+    tensors, meta = read_model_file(run["model"])
+    assert meta.format_version == FORMAT_VERSION and meta.spiketok_version == spiketok.__version__
+    assert meta.train == run["cfg"] and meta.tasks == {"hand_velocity": 2}
+    (s,) = SessionDataset(run["data"])
+    assert meta.unit_ids == s.unit_ids and meta.session_ids == [s.id]
+    assert meta.targets == {s.id: "hand_velocity"}
+    assert set(meta.normalization[s.id]["hand_velocity"]) == {"mean", "std"}
+    assert tensors["unit_emb.weight"].shape == (10, 64)
+
+
+def test_round_trip_train_load_save_load_gives_identical_predictions(run: dict, tmp_path: Path) -> None:
+    from spiketok.train.checkpoint import model_from_checkpoint, read_pickled_checkpoint
+
+    (best,) = (run["run"] / "checkpoints").glob("best-*.ckpt")
+    trained, step = model_from_checkpoint(read_pickled_checkpoint(best))  # the weights as training left them
+    loaded = spiketok.load(run["model"])
+    assert read_model_file(run["model"])[1].step == step
+    expected = _predictions(trained, run["data"])
+    np.testing.assert_array_equal(_predictions(loaded, run["data"]), expected)
+    save_model(loaded, tmp_path / "again.ckpt")
+    again = spiketok.load(tmp_path / "again.ckpt")
+    np.testing.assert_array_equal(_predictions(again, run["data"]), expected)
+    assert again.hparams == loaded.hparams
+
+
+def _rewrite_meta(src: Path, dst: Path, change) -> None:
+    """Copy a safetensors file with its JSON metadata changed (the header is 8 bytes of length, then JSON)."""
+    raw = src.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["spiketok"])
+    change(meta)
+    header["__metadata__"]["spiketok"] = json.dumps(meta)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def test_a_newer_format_version_gets_a_clear_message(run: dict, tmp_path: Path) -> None:
+    newer = tmp_path / "newer.ckpt"
+    _rewrite_meta(run["model"], newer, lambda m: m.update(format_version=FORMAT_VERSION + 1, spiketok_version="9.0"))
+    with pytest.raises(ModelFileError, match=r"format version 2 \(written by spiketok 9.0\) is newer.*upgrade"):
+        spiketok.load(newer)
+    same = tmp_path / "same.ckpt"
+    _rewrite_meta(run["model"], same, lambda m: None)  # the rewrite itself keeps a loadable file
+    assert spiketok.load(same).task_names == ["hand_velocity"]
+
+
+def test_convert_turns_a_pickled_checkpoint_into_a_model_file(run: dict, tmp_path: Path) -> None:
+    (best,) = (run["run"] / "checkpoints").glob("best-*.ckpt")
+    with pytest.raises(ModelFileError, match=f"spiketok convert {best}"):
+        spiketok.load(best)
+    result = runner.invoke(app, ["convert", str(best), str(tmp_path / "new.ckpt")])
+    assert result.exit_code == 0, result.output
+    converted = spiketok.load(tmp_path / "new.ckpt")
+    np.testing.assert_array_equal(_predictions(converted, run["data"]),
+                                  _predictions(spiketok.load(run["model"]), run["data"]))
+    help_text = runner.invoke(app, ["convert", "--help"]).output
+    assert "unpickles" in help_text and "weights_only=False" in help_text
+    bad = runner.invoke(app, ["convert", str(run["model"]), str(tmp_path / "x.ckpt")])  # not a pickle
+    assert bad.exit_code == 2 and bad.output.count("error: ") == 1
+
+
+def test_meta_is_one_typed_dataclass() -> None:
+    meta = ModelFileMeta(model={"dim": 8}, tasks={"a": 1}, unit_ids=["s/u"], session_ids=["s"])
+    back = ModelFileMeta.from_json(meta.to_json())
+    assert back == meta and back.hparams()["tasks"] == {"a": 1}
+    with pytest.raises(ModelFileError, match="lacks"):
+        ModelFileMeta.from_json(json.dumps({"format_version": 1, "model": {}}))
