@@ -146,7 +146,7 @@ def test_rerunning_the_command_resumes_the_study(tuned: dict, sim: Path) -> None
     # a study of other settings is not mixed in
     code, out = cli("tune", "--data", sim, "--out", run, "--budget-minutes", 0.4, "--trials", 1,
                     "--accelerator", "cpu", *BASE, "batch_size=6")
-    assert code == 1 and "error: " in out and "base config" in out
+    assert code == 2 and "error: " in out and "base config" in out
     assert len(_study(run).trials) == 4
 
 
