@@ -393,7 +393,8 @@ def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dic
         resolve_schedule(pilot, data, {s.id: choose_target(s, cfg.get("target")) for s in data}, RecipeChoice())
         steps = max(1, int(int(pilot["max_steps"]) * PILOT_FRACTION))
         pilot.update(max_steps=steps, warmup_steps=min(int(pilot["warmup_steps"]), max(1, steps // 10)),
-                     steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)), patience=None)
+                     steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)), patience=None,
+                     ema=None)  # a moving average lags too far behind in a run this short
         rank_zero_info(f"pilot: {window:g} s window, {steps} steps")
         result = train(data, pilot, run, **trainer_kw)
         scores[f"{window:g}"] = result.best_score
