@@ -18,7 +18,6 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..data.session import DataError
 from ..data.storage import SessionDataset
@@ -123,12 +122,18 @@ class FinalLast(Callback):
 
 class EMAWeights(WeightAveraging):
     """Validation, checkpoints and the final model use an exponential moving average of the weights
-    (`decay` per step, from the end of warm-up): on small data the averaged weights vary less from one
-    validation check to the next than the raw ones, so the best checkpoint is chosen on less noise."""
+    (from the end of warm-up): on small data the averaged weights vary less from one validation check
+    to the next than the raw ones, so the best checkpoint is chosen on less noise. The decay after n
+    updates is min(decay, (1 + n) / (10 + n)), so a short run's average follows its latest weights."""
 
     def __init__(self, decay: float, start_step: int):
-        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-        self.start_step = start_step
+        super().__init__(multi_avg_fn=self._update, use_buffers=False)
+        self.decay, self.start_step = decay, start_step
+
+    @torch.no_grad()
+    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(self.decay, (1.0 + n) / (10.0 + n)))
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx >= self.start_step
