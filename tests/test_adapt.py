@@ -150,9 +150,10 @@ def test_unit_id_beats_scratch_with_eight_trials(pretrained):
         r2[mode] = float(r2_on_test_split(adapted, new, "hand_velocity").mean())
         if mode == "scratch":  # a model of its own, knowing only the new session
             assert adapted.session_emb.ids == [HELD_OUT] and len(adapted.unit_emb) == new.n_units
-    # measured: unit-id 0.86-0.88, scratch 0.34 (8 trials, about 18 s of reaching)
+    # measured: unit-id 0.870, scratch 0.811 (8 trials, about 18 s of reaching); with the old 60-step
+    # scratch arm, 0.34: a scratch model given enough steps closes most of the gap on simulated data
     assert r2["unit-id"] > 0.6, r2
-    assert r2["unit-id"] > r2["scratch"] + 0.2, r2
+    assert r2["unit-id"] > r2["scratch"] + 0.02, r2
 
 
 # --- the command line ------------------------------------------------------------------------------

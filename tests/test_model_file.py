@@ -43,7 +43,7 @@ def run(tmp_path_factory) -> dict:
     (path,) = simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=40.0,
                                  seed=4, task="center_out")
     cfg = load_config("tiny", ["target=hand_velocity", "max_steps=6", "steps_per_epoch=3", "batch_size=4",
-                               "warmup_steps=1", "eval_stride=1.0"])
+                               "warmup_steps=1", "eval_stride=1.0", "model.window=1", "patience=5"])
     result = train(SessionDataset(path), cfg, root / "run", accelerator="cpu", progress=False)
     return {"root": root, "data": path, "model": result.checkpoint, "run": root / "run", "cfg": cfg}
 
@@ -69,8 +69,11 @@ def test_a_pickle_with_a_payload_is_refused_without_running_it(tmp_path: Path, h
 
 
 def test_the_product_model_is_safetensors_with_versioned_metadata(run: dict) -> None:
-    head = run["model"].read_bytes()[:8]
-    assert head[:2] != b"PK" and head[:1] != b"\x80"  # neither a torch zip nor a pickle
+    raw = run["model"].read_bytes()
+    assert raw[:2] != b"PK"  # not a torch zip
+    n = int.from_bytes(raw[:8], "little")  # safetensors: header length, then a JSON header (a pickle is neither)
+    header = json.loads(raw[8:8 + n])
+    assert "__metadata__" in header and "unit_emb.weight" in header
     tensors, meta = read_model_file(run["model"])
     assert meta.format_version == FORMAT_VERSION and meta.spiketok_version == spiketok.__version__
     assert meta.train == run["cfg"] and meta.tasks == {"hand_velocity": 2}
