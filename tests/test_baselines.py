@@ -15,8 +15,8 @@ from spiketok.cli import app
 from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
-from spiketok.evaluate.baselines import (BaselineConfig, Chunks, SplitBins, Standardizer, bin_split, fit_session,
-                                         run_baseline)
+from spiketok.evaluate.baselines import (BaselineConfig, Chunks, Layout, SplitBins, Standardizer, bin_split,
+                                         fit_session, run_baseline)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()
@@ -46,10 +46,10 @@ def _hand_session(tmp_path: Path) -> StoredSession:
 
 def test_bins_stay_inside_intervals(tmp_path):
     s = _hand_session(tmp_path)
-    cfg = BaselineConfig(model="ridge", bin=0.1, history=0.3)
+    cfg = BaselineConfig(model="ridge", bin=0.1, history=0.3, lags="causal")
     b = bin_split(s, "v", "test", cfg)
-    h = cfg.history_bins
-    assert h == 3 and b.rows.shape == (2 * (h - 1 + 10), 2)
+    h = b.pad_h
+    assert h == 3 and b.pad_la == 0 and b.rows.shape == (2 * (h - 1 + 10), 2)
     # interval 1: unit a has 2 spikes in bin 0 and 1 in bin 9; unit b one in bin 5; the gap spike (1.5 s) is gone
     first = b.rows[h - 1: h - 1 + 10]
     assert first[:, 0].tolist() == [2, 0, 0, 0, 0, 0, 0, 0, 0, 1] and first[5, 1] == 1
@@ -66,20 +66,21 @@ def test_bins_stay_inside_intervals(tmp_path):
 
 def test_gru_chunks_score_each_sample_once_at_its_bin():
     n_bins, h = 23, 4
-    cfg = BaselineConfig(model="gru", bin=0.1, history=0.4, lookahead=0.1)
+    layout = Layout.make("causal", 0.4, 0.1, lookahead=0.1)
+    assert (layout.h, layout.la, layout.rows) == (h, 1, h + 1)
     x = np.arange(2 * (h - 1 + n_bins + 1), dtype=np.float32)[:, None].repeat(2, 1)  # row r holds value r
     sample_interval = np.r_[np.zeros(n_bins, int), np.ones(n_bins, int)]
     starts = [h - 1, 2 * (h - 1) + n_bins + 1]
     bins = SplitBins(x, np.ones(len(x), bool), [(starts[0], n_bins), (starts[1], n_bins)], np.zeros(2 * n_bins, int),
                      sample_interval, np.r_[np.arange(n_bins), np.arange(n_bins)], np.zeros(2 * n_bins),
                      np.zeros((2 * n_bins, 1), np.float32), np.ones(2 * n_bins, np.float32))
-    ch = Chunks.build(x, bins, cfg)
-    assert ch.x.shape[1] == 2 * h
+    ch = Chunks.build(x, bins, layout)
+    assert ch.x.shape[1] == 2 * (h + 1)
     got = ch.x[ch.sample_chunk, ch.sample_pos, 0].numpy()
     want = np.array(starts)[sample_interval] + bins.sample_bin + 1  # the bin one lookahead after the sample's
     assert np.array_equal(got, want)
-    later = bins.sample_bin + 1 >= 2 * h
-    assert (ch.sample_pos[later] >= h).all()  # at least `history` bins behind every scored output
+    later = bins.sample_bin + 1 >= 2 * (h + 1)
+    assert (ch.sample_pos[later] >= h + 1).all()  # at least the whole window's bins behind every scored output
 
 
 def test_ridge_ignores_weight_zero_samples(tmp_path, sim):

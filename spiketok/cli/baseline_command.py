@@ -22,9 +22,11 @@ def _fail(message: str) -> None:
 
 
 def _fit_summary(fit: dict) -> str:
+    """What validation chose: the window (layout, length) and the penalty or the early-stopping step."""
+    window = f"{fit['lags']} {fit['history']:.2f} s"
     if "alpha" in fit:
-        return f"alpha {fit['alpha']:.3g}"
-    return f"step {fit['best_step']} of {fit['steps']}"
+        return f"{window}, alpha {fit['alpha']:.3g}"
+    return f"{window}, step {fit['best_step']} of {fit['steps']}"
 
 
 def results_table(results: dict) -> Table:
@@ -52,21 +54,28 @@ def baseline(
     bin: Annotated[float, typer.Option("--bin", help="Bin width in seconds.")] = 0.02,
     target: Annotated[Optional[str], typer.Option(help="Behaviour to decode ('a,b': the first each session has); "
                                                        "default: each session's only signal.")] = None,
-    history: Annotated[Optional[float], typer.Option(help="Seconds of spikes before each sample "
-                                                          "(default 0.5).")] = None,
-    lookahead: Annotated[float, typer.Option(help="Seconds of spikes after each sample's bin also given.")] = 0.0,
+    history: Annotated[Optional[float], typer.Option(help="Seconds of spikes in each input window. Default: ridge "
+                                                          "tries 0.02, 0.06, 0.1, 0.2, 0.3, 0.5 and 1 and keeps the best "
+                                                          "on the valid split; GRU/MLP 0.5.")] = None,
+    lags: Annotated[str, typer.Option(help="Input window around each sample: 'causal' (spikes up to the sample), "
+                                           "'centred' (half after it, as spiketok's offline model sees) or 'auto' "
+                                           "(both; the valid split picks).")] = "auto",
     split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
     max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
-    """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`."""
+    """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`.
+
+    Window length (ridge), causal or centred window, ridge penalty and the GRU/MLP early-stopping step are
+    chosen on the valid split, never the test split; the table and the JSON (`fit` per session) say what.
+    """
     from ..data.storage import SessionDataset
     from ..evaluate.baselines import BaselineConfig, run_baseline
     from ..evaluate.report import write_json
 
     try:
-        cfg = BaselineConfig(model=model, bin=bin, history=history, lookahead=lookahead, max_steps=max_steps, seed=seed)
+        cfg = BaselineConfig(model=model, bin=bin, history=history, lags=lags, max_steps=max_steps, seed=seed)
     except ValueError as e:
         _fail(str(e))
     try:
