@@ -174,3 +174,75 @@ def test_unusable_valid_split_falls_back_to_end_of_train(tmp_path, sim):
     assert fit.info["validation"].startswith("last tenth") and np.isfinite(fit.info["valid_mse"])
     assert fit.info["alpha"] != 1e-1 or fit.info["valid_mse"] > 0  # chosen on real errors, not on an empty set
     assert fit.r2().mean() > 0.5
+
+
+# --- what validation chooses ---------------------------------------------------------------------
+
+def _lagged_session(path: Path, lag: float, splits: dict[str, tuple[float, float]], seed: int = 0,
+                    noise: float = 0.05) -> StoredSession:
+    """10 Poisson units (20 Hz) and a behaviour sampled every 20 ms (mid-bin) that is a fixed weighted sum
+    of the spikes in [t - lag - 0.01, t - lag + 0.01): it depends on the spikes `lag` seconds earlier
+    (later, for a negative lag), and on nothing else but noise (`noise` times its std)."""
+    rng = np.random.default_rng(seed)
+    end = max(e for _, e in splits.values())
+    spikes = {str(u): np.sort(rng.uniform(0, end, rng.poisson(20 * end))) for u in range(10)}
+    ts = np.arange(0.01, end, 0.02)
+    gain = rng.normal(size=10)
+    y = np.zeros(len(ts))
+    for u, t in spikes.items():
+        lo, hi = np.searchsorted(t, ts - lag - 0.01), np.searchsorted(t, ts - lag + 0.01)
+        y += gain[int(u)] * (hi - lo)
+    y += noise * y.std() * rng.normal(size=len(ts))
+    s = Session.from_unit_spikes("lagged", spikes, behavior={"y": Behavior("y", ts, y)}, start=0.0, end=end,
+                                 splits={k: Intervals([a], [b]) for k, (a, b) in splits.items()})
+    return StoredSession(write_session(s, path))
+
+
+SPLITS = {"train": (0.0, 60.0), "valid": (60.0, 75.0), "test": (75.0, 90.0)}
+
+
+def test_ridge_window_covers_a_known_lag(tmp_path):
+    """y(t) depends on the spikes 0.16 s before t: the chosen window must reach 8 bins back, and windows
+    that stop short of that must score far worse on the valid split."""
+    s = _lagged_session(tmp_path / "lag.h5", 0.16, SPLITS)
+    fit = fit_session(s, "y", BaselineConfig(model="ridge"))
+    info = fit.info
+    assert info["bins_before"] >= 8, info
+    assert fit.r2()[0] > 0.8 and info["valid_r2"] > 0.8
+    short = [g["valid_mse"] for g in info["grid"] if g["bins_before"] < 7]
+    assert len(short) >= 5 and min(short) > 0.5 > 0.2 > info["valid_mse"], info["grid"]
+    assert info["valid_mse"] == min(g["valid_mse"] for g in info["grid"])  # the best of the grid, on valid
+    assert {g["lags"] for g in info["grid"]} == {"causal", "centred"} and len(info["grid"]) == 13
+
+
+def test_centred_windows_win_when_behaviour_follows_the_spikes(tmp_path):
+    """y(t) depends on spikes 0.1 s *after* t: only a centred window can see them; a causal one cannot."""
+    s = _lagged_session(tmp_path / "lead.h5", -0.1, SPLITS)
+    auto = fit_session(s, "y", BaselineConfig(model="ridge"))
+    assert auto.info["lags"] == "centred" and auto.info["bins_after"] >= 5, auto.info
+    assert auto.r2()[0] > 0.8
+    causal = fit_session(s, "y", BaselineConfig(model="ridge", lags="causal"))
+    assert causal.info["lags"] == "causal" and causal.r2()[0] < 0.2
+    mlp = fit_session(s, "y", BaselineConfig(model="mlp", history=0.3, hidden=64, max_steps=300, eval_every=50))
+    assert mlp.info["lags"] == "centred" and [g["lags"] for g in mlp.info["grid"]] == ["causal", "centred"]
+    assert mlp.info["grid"][1]["valid_mse"] < 0.5 * mlp.info["grid"][0]["valid_mse"], mlp.info["grid"]
+
+
+def test_early_stopping_restores_the_best_validation_step(tmp_path):
+    """An MLP that memorises 4 s of noisy training data: its valid error bottoms out early; training stops
+    `patience` evaluations later, and the returned model is the one of the lowest valid error."""
+    s = _lagged_session(tmp_path / "small.h5", 0.1, {"train": (0.0, 4.0), "valid": (10.0, 20.0), "test": (20.0, 30.0)},
+                        noise=0.5)
+    cfg = BaselineConfig(model="mlp", lags="causal", history=0.2, hidden=512, dropout=0.0, lr=1e-3, weight_decay=0.0,
+                         batch_size=64, max_steps=600, eval_every=10, patience=10)
+    fit = fit_session(s, "y", cfg, split="valid")
+    info, curve = fit.info, np.array(fit.info["curve"])
+    k = int(np.argmin(curve[:, 1]))
+    assert info["best_step"] == int(curve[k, 0]) and info["valid_mse"] == pytest.approx(curve[k, 1])
+    assert info["steps"] == int(curve[-1, 0]) < 600 and len(curve) - 1 - k == cfg.patience  # stopped early
+    assert curve[0, 1] > 1.1 * curve[k, 1] and info["valid_r2"] > 0.3  # it learned before it memorised
+    # the valid predictions returned are those of the best step's weights, not the last step's
+    std = Standardizer.fit(bin_split(s, "y", "train", cfg))
+    err = np.average(((std.targets(fit.y_true) - std.targets(fit.y_pred)) ** 2).mean(1), weights=fit.weights)
+    assert err == pytest.approx(info["valid_mse"], rel=1e-5)
+    assert abs(err - curve[-1, 1]) > 1e-3 * err, (err, curve[-1, 1])

@@ -37,7 +37,7 @@ def results_table(results: dict) -> Table:
     cols = ["session"] + (["target"] if targets else []) + ["R²", "per dim", "samples", "chosen"]
     for col in cols:
         table.add_column(col, justify="left" if col in ("session", "target", "chosen") else "right",
-                         no_wrap=col in ("session", "per dim", "chosen"))
+                         no_wrap=col != "chosen", min_width=5 if col == "R²" else None)  # numbers never cut
     for sid, r in results["sessions"].items():
         per_dim = " ".join(f"{v:.3f}" for v in r["r2_per_dim"])
         cells = [sid] + ([r["target"]] if targets else []) + [f"{r['r2']:.3f}", per_dim, str(r["n_samples"]),
