@@ -147,6 +147,10 @@ def test_cli_user_errors(sim, tmp_path):
     assert result.exit_code == 1 and "no behaviour 'pupil'" in result.output
     result = runner.invoke(app, ["baseline", "--data", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "no such file" in result.output
+    result = runner.invoke(app, ["baseline", "--data", str(sim), "--lags", "sideways"])
+    assert result.exit_code == 1 and "unknown lags 'sideways'" in result.output
+    result = runner.invoke(app, ["baseline", "--data", str(sim), "--history", "0.001"])
+    assert result.exit_code == 1 and "history must cover at least one bin" in result.output
 
 
 def test_ridge_on_real_macaque_near_floor(tmp_path):
