@@ -56,7 +56,8 @@ def baseline(
                                                        "default: each session's only signal.")] = None,
     history: Annotated[Optional[float], typer.Option(help="Seconds of spikes in each input window. Default: ridge "
                                                           "tries 0.02, 0.06, 0.1, 0.2, 0.3, 0.5 and 1 and keeps the best "
-                                                          "on the valid split; GRU/MLP 0.5.")] = None,
+                                                          "on the valid split; GRU/MLP train 0.5 s and the window a "
+                                                          "ridge probe prefers, and keep the better on it.")] = None,
     lags: Annotated[str, typer.Option(help="Input window around each sample: 'causal' (spikes up to the sample), "
                                            "'centred' (half after it, as spiketok's offline model sees) or 'auto' "
                                            "(both; the valid split picks).")] = "auto",

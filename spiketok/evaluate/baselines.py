@@ -33,7 +33,7 @@ MODELS = ("ridge", "gru", "mlp")
 LAGS = ("auto", "causal", "centred")
 MIN_VALID_SAMPLES = 20  # fewer usable samples in the valid split: validate on the end of each train interval
 HISTORY_CHOICES = (0.02, 0.06, 0.1, 0.2, 0.3, 0.5, 1.0)  # ridge: window lengths (s) tried; 1 to 50 bins of 20 ms
-DEFAULT_HISTORY = {"gru": 0.5, "mlp": 0.5}  # seconds of spikes per input window
+DEFAULT_HISTORY = {"gru": 0.5, "mlp": 0.5}  # seconds: GRU/MLP's first window; the ridge probe may add another
 DEFAULT_LR = {"gru": 3e-3, "mlp": 1e-3}
 
 
@@ -41,8 +41,10 @@ DEFAULT_LR = {"gru": 3e-3, "mlp": 1e-3}
 class BaselineConfig:
     """Settings of a baseline decoder.
 
-    history: seconds of spikes in each input window; None: ridge tries every HISTORY_CHOICES length,
-      GRU/MLP take DEFAULT_HISTORY. lags: 'causal', 'centred' or 'auto' (both, the valid split picks).
+    history: seconds of spikes in each input window. None: ridge tries every HISTORY_CHOICES length; GRU/MLP
+      train two windows, DEFAULT_HISTORY (causal unless lags says centred) and the one a ridge probe
+      prefers on the valid split, and keep the better on the valid split.
+    lags: 'causal', 'centred' or 'auto' (both tried; the valid split picks).
     lookahead: with lags='causal' only, extra seconds of bins after the sample's bin.
     """
 
@@ -73,8 +75,6 @@ class BaselineConfig:
             raise ValueError(f"unknown lags {self.lags!r}; choose one of {', '.join(LAGS)}")
         if self.bin <= 0:
             raise ValueError(f"bin width must be positive, got {self.bin}")
-        if self.history is None and self.model != "ridge":
-            self.history = DEFAULT_HISTORY[self.model]
         histories = [self.history] if self.history is not None else list(self.history_choices)
         if not histories or min(histories) < self.bin or self.lookahead < 0:
             raise ValueError(f"history must cover at least one bin ({self.bin} s) and lookahead must be >= 0")
@@ -88,7 +88,7 @@ class BaselineConfig:
             self.batch_size = 32 if self.model == "gru" else 256
 
     def layouts(self) -> list["Layout"]:
-        """The input windows to try: every history length (one, or ridge's choices) in every layout asked."""
+        """The input windows a ridge tries: every history length (one, or the choices) in every layout asked."""
         histories = [self.history] if self.history is not None else list(self.history_choices)
         lags = ["causal", "centred"] if self.lags == "auto" else [self.lags]
         out: list[Layout] = []
@@ -326,7 +326,7 @@ def _gram(x: np.ndarray, first: np.ndarray, n_rows: int, w: np.ndarray, y_c: np.
 
 
 def _fit_ridge(cfg: BaselineConfig, layouts: list[Layout], xs: dict[str, np.ndarray], bins: dict[str, SplitBins],
-               zy: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, dict]:
+               zy: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, dict, Layout]:
     """Weighted ridge with an intercept; window length, layout and penalty chosen by the valid split's error.
 
     Every layout's window is a contiguous run of the widest window's lags, so its features are a column
@@ -377,8 +377,9 @@ def _fit_ridge(cfg: BaselineConfig, layouts: list[Layout], xs: dict[str, np.ndar
         return np.concatenate(out) if out else np.zeros((0, y.shape[1]))
 
     valid_r2 = _r2_mean(zy["valid"], predict("valid"), va.weights)
-    return predict(split), {**lay.describe(), "alpha": alpha, "valid_mse": score, "valid_r2": valid_r2,
-                            "n_train_samples": int(len(keep)), "n_features": int(lay.rows * n_units), "grid": grid}
+    info = {**lay.describe(), "alpha": alpha, "valid_mse": score, "valid_r2": valid_r2,
+            "n_train_samples": int(len(keep)), "n_features": int(lay.rows * n_units), "grid": grid}
+    return predict(split), info, lay
 
 
 # --- torch models --------------------------------------------------------------------------------
@@ -579,9 +580,16 @@ def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split:
     try:
         with threadpool_limits(cfg.threads):  # BLAS threads (ridge)
             if cfg.model == "ridge":
-                pred, info = _fit_ridge(cfg, layouts, xs, bins, zy, split)
-            else:
+                pred, info, _ = _fit_ridge(cfg, layouts, xs, bins, zy, split)
+            elif cfg.history is not None:
                 pred, info = _fit_neural(cfg, layouts, xs, bins, zy, split, progress)
+            else:  # the default window, and the one a ridge probe prefers on the valid split
+                _, probe, probed = _fit_ridge(cfg, layouts, xs, bins, zy, "valid")
+                first = Layout.make("causal" if cfg.lags == "auto" else cfg.lags, DEFAULT_HISTORY[cfg.model], cfg.bin)
+                tried = [first] + ([probed] if (probed.h, probed.la) != (first.h, first.la) else [])
+                pred, info = _fit_neural(cfg, tried, xs, bins, zy, split, progress)
+                info["ridge_probe"] = {k: probe[k] for k in ("lags", "history", "bins_before", "bins_after", "alpha",
+                                                             "valid_mse")}
     finally:
         torch.set_num_threads(threads)
     info["validation"] = validation
