@@ -292,7 +292,7 @@ class _Spectrum:
         return self.v @ (self.q / (self.lam + alpha)[:, None])
 
 
-MAX_GRAM_FEATURES = 8000  # above this, one Gram matrix per layout instead of one for the widest window
+MAX_GRAM_FEATURES = 6000  # above this, one Gram matrix per layout instead of one for the widest window
 MAX_SVD_VALUES = 30_000_000  # samples x features of the widest window held in memory for the SVD route
 
 
