@@ -16,7 +16,7 @@ from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate.baselines import (BaselineConfig, Chunks, Layout, SplitBins, Standardizer, bin_split,
-                                         fit_session, run_baseline)
+                                         fit_session, run_baseline, window_features)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()
@@ -254,3 +254,36 @@ def test_early_stopping_restores_the_best_validation_step(tmp_path):
     err = np.average(((std.targets(fit.y_true) - std.targets(fit.y_pred)) ** 2).mean(1), weights=fit.weights)
     assert err == pytest.approx(info["valid_mse"], rel=1e-5)
     assert abs(err - curve[-1, 1]) > 1e-3 * err, (err, curve[-1, 1])
+
+
+def test_ridge_routes_agree_with_sklearn(tmp_path, monkeypatch):
+    """The SVD route (fewer samples than features), the shared Gram matrix and one Gram matrix per window
+    choose the same window and penalty and predict the same, and that equals sklearn's Ridge refitted
+    with the chosen window and penalty."""
+    from sklearn.linear_model import Ridge
+
+    from spiketok.evaluate import baselines as bl
+
+    s = _lagged_session(tmp_path / "lag.h5", 0.06, {"train": (0.0, 4.0), "valid": (4.0, 10.0), "test": (10.0, 16.0)},
+                        noise=0.5)
+    cfg = BaselineConfig(model="ridge", history_choices=(0.02, 0.1, 0.3), alphas=(1.0, 30.0, 1000.0))
+    fits = {}
+    for route, (svd, gram) in {"svd": (10**9, 10**9), "gram": (0, 10**9), "per-window": (0, 0)}.items():
+        monkeypatch.setattr(bl, "MAX_SVD_VALUES", svd)
+        monkeypatch.setattr(bl, "MAX_GRAM_FEATURES", gram)
+        fits[route] = fit_session(s, "y", cfg)
+    info = fits["svd"].info
+    assert info["n_train_samples"] == 200 and len(info["grid"]) == 5  # 22 lags x 10 units = 220 features > 200
+    for route in ("gram", "per-window"):
+        other = fits[route].info
+        assert (other["lags"], other["history"], other["alpha"]) == (info["lags"], info["history"], info["alpha"])
+        assert np.allclose([g["valid_mse"] for g in other["grid"]], [g["valid_mse"] for g in info["grid"]], rtol=1e-6)
+        assert np.allclose(fits[route].y_pred, fits["svd"].y_pred, rtol=1e-5, atol=1e-6)
+    lay = Layout.make(info["lags"], info["history"], cfg.bin)
+    train, test = (bin_split(s, "y", name, cfg) for name in ("train", "test"))
+    std = Standardizer.fit(train)
+    keep = train.weights > 0
+    x = window_features(std.inputs(train), train.window_start(lay)[keep], lay.rows)
+    ref = Ridge(alpha=info["alpha"]).fit(x, std.targets(train.values[keep]), sample_weight=train.weights[keep])
+    want = std.untarget(ref.predict(window_features(std.inputs(test), test.window_start(lay), lay.rows)).reshape(-1, 1))
+    assert np.allclose(fits["svd"].y_pred, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
