@@ -68,8 +68,9 @@ def baseline(
 ) -> None:
     """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`.
 
-    Window length (ridge), causal or centred window, ridge penalty and the GRU/MLP early-stopping step are
-    chosen on the valid split, never the test split; the table and the JSON (`fit` per session) say what.
+    The input window (causal or centred, and its length), the ridge penalty and the GRU/MLP early-stopping
+    step are chosen on the valid split, never the test split; the table and the JSON (`fit` per session)
+    say what was chosen.
     """
     from ..data.storage import SessionDataset
     from ..evaluate.baselines import BaselineConfig, run_baseline
