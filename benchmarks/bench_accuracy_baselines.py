@@ -176,10 +176,12 @@ def render(results: dict, floors: dict, command: str) -> str:
              "mean over output dimensions, scored by the same code as `spiketok evaluate` (behaviour samples with "
              "weight > 0). Baselines (`spiketok baseline`) are trained per session on its train split, with the "
              f"valid split for the ridge penalty and early stopping: square-rooted counts in {1e3 * bc.get('bin', 0.02):.0f} ms "
-             "bins, z-scored inputs and targets, bins only inside each trial or block (never across a gap); ridge "
-             "with 0.5 s of history (penalty from 13 values, 0.1 to 1e5); MLP (2 x 256, dropout 0.2) with 0.5 s; GRU "
-             "(2 x 128) run over chunks of 1 s, each output with at least 0.5 s of history behind it; AdamW, at most "
-             f"{bc.get('max_steps', 2000)} steps, the step with the lowest validation error kept. `floor` columns: shared/data/README.md (100 ms bins, ridge penalty "
+             "bins, z-scored inputs and targets, bins only inside each trial or block (never across a gap); each "
+             "input window causal (spikes up to the sample) or centred on it, whichever the valid split prefers; "
+             "ridge also picks its window length (0.02 to 1 s) and penalty (15 values, 0.1 to 1e6) on the valid "
+             "split; MLP (2 x 256, dropout 0.2) and GRU (2 x 128, run over chunks of two windows) each trained on a "
+             "causal 0.5 s window and on the window that ridge prefers, the better on the valid split kept; AdamW, "
+             f"at most {bc.get('max_steps', 2000)} steps, the step with the lowest validation error kept. `floor` columns: shared/data/README.md (100 ms bins, ridge penalty "
              "picked on the test blocks). spiketok: `single` = one model per session, `multi` = one model on all "
              "sessions of a kind (the three macaque sessions; the four simulated sessions).", "",
              "| data | session | target | ridge | GRU | MLP | floor ridge / GRU / MLP | spiketok single | spiketok multi |",

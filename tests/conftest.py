@@ -89,3 +89,28 @@ def whole_span_copy(stored, path: Path) -> Path:
     copy = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behavior=beh,
                    splits={"test": whole}, start=stored.start, end=stored.end)
     return write_session(copy, path)
+
+
+def write_track_1d(path: Path, seed: int = 0, duration: float = 40.0, n_units: int = 12, rate: float = 40.0) -> Path:
+    """A rat-like linear track written with pynwb: place cells and a 1-D position `TimeSeries` of shape (N,).
+
+    Position sweeps 10-90 cm (a sine of period 8 s); unit u fires 2 Hz plus a 30 Hz Gaussian place field
+    (12 cm wide) at a random centre, so position is decodable from the spikes.
+    """
+    rng = np.random.default_rng(seed)
+    ts = np.arange(0.0, duration, 1.0 / rate)
+    pos = 50.0 + 40.0 * np.sin(2 * np.pi * ts / 8.0)
+    grid = np.arange(0.0, duration, 0.002)
+    pos_fine = np.interp(grid, ts, pos)
+    units = {}
+    for u in range(n_units):
+        lam = 2.0 + 30.0 * np.exp(-(((pos_fine - rng.uniform(10, 90)) / 12.0) ** 2))
+        units[str(u)] = grid[rng.random(len(grid)) < lam * 0.002]
+    return write_nwb(path, units, {"pos": {"data": pos, "rate": rate, "kind": "timeseries", "unit": "cm"}})
+
+
+@pytest.fixture(scope="session")
+def track_1d(tmp_path_factory) -> dict[str, Path]:
+    """Two 1-D linear-track NWB files (40 s, 12 units; different place fields): `a` and `b`."""
+    root = tmp_path_factory.mktemp("track_1d")
+    return {"a": write_track_1d(root / "track_a.nwb", seed=0), "b": write_track_1d(root / "track_b.nwb", seed=1)}

@@ -15,8 +15,8 @@ from spiketok.cli import app
 from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
-from spiketok.evaluate.baselines import (BaselineConfig, Chunks, SplitBins, Standardizer, bin_split, fit_session,
-                                         run_baseline)
+from spiketok.evaluate.baselines import (BaselineConfig, Chunks, Layout, SplitBins, Standardizer, bin_split,
+                                         fit_session, run_baseline, window_features)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()
@@ -46,10 +46,10 @@ def _hand_session(tmp_path: Path) -> StoredSession:
 
 def test_bins_stay_inside_intervals(tmp_path):
     s = _hand_session(tmp_path)
-    cfg = BaselineConfig(model="ridge", bin=0.1, history=0.3)
+    cfg = BaselineConfig(model="ridge", bin=0.1, history=0.3, lags="causal")
     b = bin_split(s, "v", "test", cfg)
-    h = cfg.history_bins
-    assert h == 3 and b.rows.shape == (2 * (h - 1 + 10), 2)
+    h = b.pad_h
+    assert h == 3 and b.pad_la == 0 and b.rows.shape == (2 * (h - 1 + 10), 2)
     # interval 1: unit a has 2 spikes in bin 0 and 1 in bin 9; unit b one in bin 5; the gap spike (1.5 s) is gone
     first = b.rows[h - 1: h - 1 + 10]
     assert first[:, 0].tolist() == [2, 0, 0, 0, 0, 0, 0, 0, 0, 1] and first[5, 1] == 1
@@ -66,20 +66,21 @@ def test_bins_stay_inside_intervals(tmp_path):
 
 def test_gru_chunks_score_each_sample_once_at_its_bin():
     n_bins, h = 23, 4
-    cfg = BaselineConfig(model="gru", bin=0.1, history=0.4, lookahead=0.1)
+    layout = Layout.make("causal", 0.4, 0.1, lookahead=0.1)
+    assert (layout.h, layout.la, layout.rows) == (h, 1, h + 1)
     x = np.arange(2 * (h - 1 + n_bins + 1), dtype=np.float32)[:, None].repeat(2, 1)  # row r holds value r
     sample_interval = np.r_[np.zeros(n_bins, int), np.ones(n_bins, int)]
     starts = [h - 1, 2 * (h - 1) + n_bins + 1]
     bins = SplitBins(x, np.ones(len(x), bool), [(starts[0], n_bins), (starts[1], n_bins)], np.zeros(2 * n_bins, int),
                      sample_interval, np.r_[np.arange(n_bins), np.arange(n_bins)], np.zeros(2 * n_bins),
                      np.zeros((2 * n_bins, 1), np.float32), np.ones(2 * n_bins, np.float32))
-    ch = Chunks.build(x, bins, cfg)
-    assert ch.x.shape[1] == 2 * h
+    ch = Chunks.build(x, bins, layout)
+    assert ch.x.shape[1] == 2 * (h + 1)
     got = ch.x[ch.sample_chunk, ch.sample_pos, 0].numpy()
     want = np.array(starts)[sample_interval] + bins.sample_bin + 1  # the bin one lookahead after the sample's
     assert np.array_equal(got, want)
-    later = bins.sample_bin + 1 >= 2 * h
-    assert (ch.sample_pos[later] >= h).all()  # at least `history` bins behind every scored output
+    later = bins.sample_bin + 1 >= 2 * (h + 1)
+    assert (ch.sample_pos[later] >= h + 1).all()  # at least the whole window's bins behind every scored output
 
 
 def test_ridge_ignores_weight_zero_samples(tmp_path, sim):
@@ -156,6 +157,10 @@ def test_cli_user_errors(sim, tmp_path):
     assert result.exit_code == 2 and "no behaviour 'pupil'" in result.output
     result = runner.invoke(app, ["baseline", "--data", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "no such file" in result.output
+    result = runner.invoke(app, ["baseline", "--data", str(sim), "--lags", "sideways"])
+    assert result.exit_code == 2 and "unknown lags 'sideways'" in result.output
+    result = runner.invoke(app, ["baseline", "--data", str(sim), "--history", "0.001"])
+    assert result.exit_code == 2 and "history must cover at least one bin" in result.output
 
 
 def test_ridge_on_real_macaque_near_floor(tmp_path):
@@ -183,3 +188,112 @@ def test_unusable_valid_split_falls_back_to_end_of_train(tmp_path, sim):
     assert fit.info["validation"].startswith("last tenth") and np.isfinite(fit.info["valid_mse"])
     assert fit.info["alpha"] != 1e-1 or fit.info["valid_mse"] > 0  # chosen on real errors, not on an empty set
     assert fit.r2().mean() > 0.5
+
+
+# --- what validation chooses ---------------------------------------------------------------------
+
+def _lagged_session(path: Path, lag: float, splits: dict[str, tuple[float, float]], seed: int = 0,
+                    noise: float = 0.05) -> StoredSession:
+    """10 Poisson units (20 Hz) and a behaviour sampled every 20 ms (mid-bin) that is a fixed weighted sum
+    of the spikes in [t - lag - 0.01, t - lag + 0.01): it depends on the spikes `lag` seconds earlier
+    (later, for a negative lag), and on nothing else but noise (`noise` times its std)."""
+    rng = np.random.default_rng(seed)
+    end = max(e for _, e in splits.values())
+    spikes = {str(u): np.sort(rng.uniform(0, end, rng.poisson(20 * end))) for u in range(10)}
+    ts = np.arange(0.01, end, 0.02)
+    gain = rng.normal(size=10)
+    y = np.zeros(len(ts))
+    for u, t in spikes.items():
+        lo, hi = np.searchsorted(t, ts - lag - 0.01), np.searchsorted(t, ts - lag + 0.01)
+        y += gain[int(u)] * (hi - lo)
+    y += noise * y.std() * rng.normal(size=len(ts))
+    s = Session.from_unit_spikes("lagged", spikes, behavior={"y": Behavior("y", ts, y)}, start=0.0, end=end,
+                                 splits={k: Intervals([a], [b]) for k, (a, b) in splits.items()})
+    return StoredSession(write_session(s, path))
+
+
+SPLITS = {"train": (0.0, 60.0), "valid": (60.0, 75.0), "test": (75.0, 90.0)}
+
+
+def test_ridge_window_covers_a_known_lag(tmp_path):
+    """y(t) depends on the spikes 0.16 s before t: the chosen window must reach 8 bins back, and windows
+    that stop short of that must score far worse on the valid split."""
+    s = _lagged_session(tmp_path / "lag.h5", 0.16, SPLITS)
+    fit = fit_session(s, "y", BaselineConfig(model="ridge"))
+    info = fit.info
+    assert info["bins_before"] >= 8, info
+    assert fit.r2()[0] > 0.8 and info["valid_r2"] > 0.8
+    short = [g["valid_mse"] for g in info["grid"] if g["bins_before"] < 7]
+    assert len(short) >= 5 and min(short) > 0.5 > 0.2 > info["valid_mse"], info["grid"]
+    assert info["valid_mse"] == min(g["valid_mse"] for g in info["grid"])  # the best of the grid, on valid
+    assert {g["lags"] for g in info["grid"]} == {"causal", "centred"} and len(info["grid"]) == 13
+
+
+def test_centred_windows_win_when_behaviour_follows_the_spikes(tmp_path):
+    """y(t) depends on spikes 0.1 s *after* t: only a centred window can see them; a causal one cannot."""
+    s = _lagged_session(tmp_path / "lead.h5", -0.1, SPLITS)
+    auto = fit_session(s, "y", BaselineConfig(model="ridge"))
+    assert auto.info["lags"] == "centred" and auto.info["bins_after"] >= 5, auto.info
+    assert auto.r2()[0] > 0.8
+    causal = fit_session(s, "y", BaselineConfig(model="ridge", lags="causal"))
+    assert causal.info["lags"] == "causal" and causal.r2()[0] < 0.2
+    # the MLP tries its default (causal 0.5 s) and the window a ridge probe prefers, and keeps the centred one
+    mlp = fit_session(s, "y", BaselineConfig(model="mlp", hidden=64, max_steps=300, eval_every=50))
+    probe, grid = mlp.info["ridge_probe"], mlp.info["grid"]
+    assert (probe["lags"], probe["history"]) == (auto.info["lags"], auto.info["history"])
+    assert [(g["lags"], g["history"]) for g in grid] == [("causal", 0.5), (probe["lags"], probe["history"])]
+    assert mlp.info["lags"] == "centred" and grid[1]["valid_mse"] < 0.5 * grid[0]["valid_mse"], grid
+    assert mlp.r2()[0] > 0.6
+
+
+def test_early_stopping_restores_the_best_validation_step(tmp_path):
+    """An MLP that memorises 4 s of noisy training data: its valid error bottoms out early; training stops
+    `patience` evaluations later, and the returned model is the one of the lowest valid error."""
+    s = _lagged_session(tmp_path / "small.h5", 0.1, {"train": (0.0, 4.0), "valid": (10.0, 20.0), "test": (20.0, 30.0)},
+                        noise=0.5)
+    cfg = BaselineConfig(model="mlp", lags="causal", history=0.2, hidden=512, dropout=0.0, lr=1e-3, weight_decay=0.0,
+                         batch_size=64, max_steps=600, eval_every=10, patience=10)
+    fit = fit_session(s, "y", cfg, split="valid")
+    info, curve = fit.info, np.array(fit.info["curve"])
+    k = int(np.argmin(curve[:, 1]))
+    assert info["best_step"] == int(curve[k, 0]) and info["valid_mse"] == pytest.approx(curve[k, 1])
+    assert info["steps"] == int(curve[-1, 0]) < 600 and len(curve) - 1 - k == cfg.patience  # stopped early
+    assert curve[0, 1] > 1.1 * curve[k, 1] and info["valid_r2"] > 0.3  # it learned before it memorised
+    # the valid predictions returned are those of the best step's weights, not the last step's
+    std = Standardizer.fit(bin_split(s, "y", "train", cfg))
+    err = np.average(((std.targets(fit.y_true) - std.targets(fit.y_pred)) ** 2).mean(1), weights=fit.weights)
+    assert err == pytest.approx(info["valid_mse"], rel=1e-5)
+    assert abs(err - curve[-1, 1]) > 1e-3 * err, (err, curve[-1, 1])
+
+
+def test_ridge_routes_agree_with_sklearn(tmp_path, monkeypatch):
+    """The SVD route (fewer samples than features), the shared Gram matrix and one Gram matrix per window
+    choose the same window and penalty and predict the same, and that equals sklearn's Ridge refitted
+    with the chosen window and penalty."""
+    from sklearn.linear_model import Ridge
+
+    from spiketok.evaluate import baselines as bl
+
+    s = _lagged_session(tmp_path / "lag.h5", 0.06, {"train": (0.0, 4.0), "valid": (4.0, 10.0), "test": (10.0, 16.0)},
+                        noise=0.5)
+    cfg = BaselineConfig(model="ridge", history_choices=(0.02, 0.1, 0.3), alphas=(1.0, 30.0, 1000.0))
+    fits = {}
+    for route, (svd, gram) in {"svd": (10**9, 10**9), "gram": (0, 10**9), "per-window": (0, 0)}.items():
+        monkeypatch.setattr(bl, "MAX_SVD_VALUES", svd)
+        monkeypatch.setattr(bl, "MAX_GRAM_FEATURES", gram)
+        fits[route] = fit_session(s, "y", cfg)
+    info = fits["svd"].info
+    assert info["n_train_samples"] == 200 and len(info["grid"]) == 5  # 22 lags x 10 units = 220 features > 200
+    for route in ("gram", "per-window"):
+        other = fits[route].info
+        assert (other["lags"], other["history"], other["alpha"]) == (info["lags"], info["history"], info["alpha"])
+        assert np.allclose([g["valid_mse"] for g in other["grid"]], [g["valid_mse"] for g in info["grid"]], rtol=1e-6)
+        assert np.allclose(fits[route].y_pred, fits["svd"].y_pred, rtol=1e-5, atol=1e-6)
+    lay = Layout.make(info["lags"], info["history"], cfg.bin)
+    train, test = (bin_split(s, "y", name, cfg) for name in ("train", "test"))
+    std = Standardizer.fit(train)
+    keep = train.weights > 0
+    x = window_features(std.inputs(train), train.window_start(lay)[keep], lay.rows)
+    ref = Ridge(alpha=info["alpha"]).fit(x, std.targets(train.values[keep]), sample_weight=train.weights[keep])
+    want = std.untarget(ref.predict(window_features(std.inputs(test), test.window_start(lay), lay.rows)).reshape(-1, 1))
+    assert np.allclose(fits["svd"].y_pred, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -18,9 +18,11 @@ console = Console()
 
 
 def _fit_summary(fit: dict) -> str:
+    """What validation chose: the window (layout, length) and the penalty or the early-stopping step."""
+    window = f"{fit['lags']} {fit['history']:.2f} s"
     if "alpha" in fit:
-        return f"alpha {fit['alpha']:.3g}"
-    return f"step {fit['best_step']} of {fit['steps']}"
+        return f"{window}, alpha {fit['alpha']:.3g}"
+    return f"{window}, step {fit['best_step']} of {fit['steps']}"
 
 
 def results_table(results: dict) -> Table:
@@ -31,7 +33,7 @@ def results_table(results: dict) -> Table:
     cols = ["session"] + (["target"] if targets else []) + ["R²", "per dim", "samples", "chosen"]
     for col in cols:
         table.add_column(col, justify="left" if col in ("session", "target", "chosen") else "right",
-                         no_wrap=col in ("session", "per dim", "chosen"))
+                         no_wrap=col != "chosen", min_width=5 if col == "R²" else None)  # numbers never cut
     for sid, r in results["sessions"].items():
         per_dim = " ".join(f"{v:.3f}" for v in r["r2_per_dim"])
         cells = [sid] + ([r["target"]] if targets else []) + [f"{r['r2']:.3f}", per_dim, str(r["n_samples"]),
@@ -48,15 +50,24 @@ def baseline(
     bin: Annotated[float, typer.Option("--bin", help="Bin width in seconds.")] = 0.02,
     target: Annotated[Optional[str], typer.Option(help="Behaviour to decode ('a,b': the first each session has); "
                                                        "default: each session's only signal.")] = None,
-    history: Annotated[Optional[float], typer.Option(help="Seconds of spikes before each sample "
-                                                          "(default 0.5).")] = None,
-    lookahead: Annotated[float, typer.Option(help="Seconds of spikes after each sample's bin also given.")] = 0.0,
+    history: Annotated[Optional[float], typer.Option(help="Seconds of spikes in each input window. Default: ridge "
+                                                          "tries 0.02, 0.06, 0.1, 0.2, 0.3, 0.5 and 1 and keeps the best "
+                                                          "on the valid split; GRU/MLP train 0.5 s and the window a "
+                                                          "ridge probe prefers, and keep the better on it.")] = None,
+    lags: Annotated[str, typer.Option(help="Input window around each sample: 'causal' (spikes up to the sample), "
+                                           "'centred' (half after it, as spiketok's offline model sees) or 'auto' "
+                                           "(both; the valid split picks).")] = "auto",
     split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
     max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
-    """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`."""
+    """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`.
+
+    The input window (causal or centred, and its length), the ridge penalty and the GRU/MLP early-stopping
+    step are chosen on the valid split, never the test split; the table and the JSON (`fit` per session)
+    say what was chosen.
+    """
     from ..data.storage import SessionDataset
     from ..evaluate.baselines import BaselineConfig, run_baseline
     from ..evaluate.decode import require_scored_samples
@@ -64,7 +75,7 @@ def baseline(
     from ..evaluate.report import write_json
 
     try:
-        cfg = BaselineConfig(model=model, bin=bin, history=history, lookahead=lookahead, max_steps=max_steps, seed=seed)
+        cfg = BaselineConfig(model=model, bin=bin, history=history, lags=lags, max_steps=max_steps, seed=seed)
     except ValueError as e:
         fail(str(e))
     try:
