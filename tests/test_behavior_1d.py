@@ -19,7 +19,7 @@ from spiketok.data.storage import StoredSession
 
 _register()
 runner = CliRunner()
-TRAIN = ["causal=true", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3", "eval_stride=1.0"]
+TRAIN = ["causal=true", "model.window=1", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3", "eval_stride=1.0"]
 
 
 def cli(*args: str | Path) -> str:

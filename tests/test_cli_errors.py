@@ -23,7 +23,7 @@ from spiketok.data.storage import write_session
 
 _register()
 runner = CliRunner()
-TRAIN = ["target=hand_velocity", "max_steps=4", "steps_per_epoch=2", "batch_size=4", "warmup_steps=1",
+TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=4", "steps_per_epoch=2", "batch_size=4", "warmup_steps=1",
          "eval_stride=1.0"]
 
 
@@ -178,7 +178,7 @@ def test_train_on_a_recording_too_short_for_one_window(files) -> None:
     path = session_file(files["root"] / "short" / "short.h5", "short", 0.6, [(0.0, 0.6)],
                         {"train": [(0.0, 0.3)], "valid": [(0.3, 0.45)], "test": [(0.45, 0.6)]})
     code, out = cli("train", "--data", path, "--out", files["root"] / "run-short", "--accelerator", "cpu",
-                    "--no-progress", *TRAIN)
+                    "--no-progress", *TRAIN)  # model.window=1: a window the user set (auto would pick 0.5 s)
     assert_user_error(code, out, "short.h5", "shorter than one 1 s context window")
 
 

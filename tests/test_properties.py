@@ -81,7 +81,7 @@ def test_prepare_writes_a_usable_session_or_raises_data_error(rec: dict) -> None
         assert written == ["rec.h5"], written
         info = runner.invoke(app, ["info", str(out / "rec.h5")])
         assert info.exit_code == 0, info.output
-        cfg = load_config("tiny", ["max_steps=2", "steps_per_epoch=2", "batch_size=2", "warmup_steps=1",
+        cfg = load_config("tiny", ["model.window=1", "max_steps=2", "steps_per_epoch=2", "batch_size=2", "warmup_steps=1",
                                    "eval_stride=1.0", "min_units=1"])
         try:
             result = train(SessionDataset(out), cfg, tmp / "run", accelerator="cpu", progress=False)

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from .config import PRESETS, load_config
-from .recipe import is_auto
+from .recipe import RecipeChoice, is_auto, window_settings
 from .run import TrainingInterrupted, train
 
 STUDY = "spiketok-tune"
@@ -416,6 +416,9 @@ def tune(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(config, overrides or [])
+    if is_auto(base["model"].get("window")):  # the window is searched; the base trial uses 1 s
+        for key, value in window_settings(1.0).items():
+            RecipeChoice().set(base, key, value, "")
     preset = root_preset(config)
     share = budget_minutes * 60 / (trials or DEFAULT_SHARES)
     deadline = t0 + budget_minutes * 60
