@@ -86,7 +86,9 @@ def adapt(
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
     console.print(f"  data: {rec['data']}")
     for st in rec["stages"]:
-        if st["best_val_loss"] is None:
+        if st["name"] == "scratch":
+            val = "trained as `spiketok train` would (the recipe's steps; best validation R² when data is held out)"
+        elif st["best_val_loss"] is None:
             val = "no held-out part: a fixed number of steps"
         else:
             val = f"best validation loss {st['best_val_loss']:.4f} at step {st['best_step']}"
