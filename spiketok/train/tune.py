@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from .config import PRESETS, load_config
-from .recipe import RecipeChoice, is_auto, window_settings
+from .recipe import is_auto, window_settings
 from .run import TrainingInterrupted, train
 
 STUDY = "spiketok-tune"
@@ -70,11 +70,19 @@ def _choices(values: list[float | int], base: float | int) -> list:
     return sorted(set(values) | {base})
 
 
+def base_model(base: dict):
+    """The base config's model settings; an "auto" window (the recipe's) counts as 1 s, where the search starts."""
+    settings = dict(base["model"])
+    if is_auto(settings.get("window")):
+        settings.update({k.removeprefix("model."): v for k, v in window_settings(1.0).items()})
+    return model_config(settings)
+
+
 def search_space(base: dict) -> dict[str, Any]:
     """The ranges searched around the base config: log-uniform lr (base/10 .. 5 x base) and weight decay,
     dropout 0-0.4, window 0.5-4 s, 4/8/16 latent steps per window, width and depth from half to twice the
     base size's (width in multiples of 8)."""
-    m = model_config(base["model"])
+    m = base_model(base)
     lr, wd = float(base["lr"]), float(base["weight_decay"])
     steps = max(1, round(m.window / m.latent_step))
     return {
@@ -90,7 +98,7 @@ def search_space(base: dict) -> dict[str, Any]:
 
 def base_params(base: dict) -> dict[str, Any]:
     """The Optuna parameters that reproduce the base config (tried first in a new study)."""
-    m = model_config(base["model"])
+    m = base_model(base)
     return {"lr": float(base["lr"]), "weight_decay": max(float(base["weight_decay"]), 1e-5),
             "dropout": float(m.dropout), "window": float(m.window),
             "latent_steps": max(1, round(m.window / m.latent_step)), "dim": m.dim, "depth": m.depth}
@@ -416,9 +424,6 @@ def tune(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(config, overrides or [])
-    if is_auto(base["model"].get("window")):  # the window is searched; the base trial uses 1 s
-        for key, value in window_settings(1.0).items():
-            RecipeChoice().set(base, key, value, "")
     preset = root_preset(config)
     share = budget_minutes * 60 / (trials or DEFAULT_SHARES)
     deadline = t0 + budget_minutes * 60
