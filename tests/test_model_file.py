@@ -143,3 +143,13 @@ def test_meta_is_one_typed_dataclass() -> None:
     assert back == meta and back.hparams()["tasks"] == {"a": 1}
     with pytest.raises(ModelFileError, match="lacks"):
         ModelFileMeta.from_json(json.dumps({"format_version": 1, "model": {}}))
+
+
+def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle() -> None:
+    from spiketok.model.file import _is_pickle
+
+    header = b'{"__metadata__":{}}'.ljust(0x0380)  # a header of 896 bytes: its length starts 0x80 0x03
+    assert not _is_pickle(len(header).to_bytes(8, "little") + header[:1])
+    for protocol in (2, 3, 4, 5):
+        assert _is_pickle(pickle.dumps({"state_dict": [1.0] * 50}, protocol=protocol)[:9])
+    assert _is_pickle(b"PK\x03\x04" + bytes(5))

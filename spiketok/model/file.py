@@ -102,8 +102,12 @@ class ModelFileMeta:
 
 
 def _is_pickle(head: bytes) -> bool:
-    """torch.save writes a zip (PK..) holding a pickle, or (legacy) a bare pickle (0x80 protocol byte)."""
-    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
+    """torch.save writes a zip (PK..) holding a pickle, or (legacy) a bare pickle: 0x80, a protocol byte
+    (2-5) and an opcode. A safetensors file starts with its header length (8 bytes, little-endian) and
+    then `{`, so it is told apart by its 9th byte even when that length's low byte is 0x80."""
+    if head[:4] == b"PK\x03\x04":
+        return True
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and head[8:9] != b"{"
 
 
 def save_model_file(model: POYO, path: str | Path, meta: ModelFileMeta | None = None) -> Path:
@@ -139,7 +143,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
     if _is_pickle(head):
         raise ModelFileError(
             f"{path}: a pickled (torch/Lightning) checkpoint; spiketok never unpickles model files, since "
