@@ -104,7 +104,7 @@ def _describe(signals: dict[str, tuple[Any, str, str]]) -> str:
 
 def _select(signals: dict[str, tuple[Any, str, str]], behavior: list[str] | None, file: Path) -> list[str]:
     """Names of the requested signals; an entry may be `cursor_vel`, `cursor.vel` or 'a,b' (first that exists)."""
-    if not signals:
+    if not signals and behavior != []:
         raise DataError(f"{file}: no behaviour in this temporaldata file (no numeric field of an "
                         "IrregularTimeSeries or RegularTimeSeries other than spikes, e.g. cursor.vel); "
                         "add the behaviour to decode to the session")
