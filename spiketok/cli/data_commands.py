@@ -1,4 +1,4 @@
-"""`spiketok prepare` (NWB files -> prepared session files) and `spiketok info` (summaries)."""
+"""`spiketok prepare` (NWB or brainsets/temporaldata files -> prepared session files) and `spiketok info`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from typing_extensions import Annotated
 
 from . import app
 from .errors import EXIT_USER_ERROR, fail
-from ..data.nwb import PrepareReport, behavior_signals, read_nwb
+from ..data.nwb import PrepareReport
+from ..data.readers import file_kind, read_recording, recording_signals
 from ..data.session import DataError, Intervals, Session
-from ..data.storage import FORMAT, StoredSession, write_session
+from ..data.storage import StoredSession, write_session
 
 BEHAVIOR_HELP = ("Behaviour signal(s) to keep, by name (hand_velocity, led) or path (behavior/Position/hand). "
                  "A comma list 'a,b' takes the first name that exists in each file (so one command fits files "
@@ -27,7 +28,7 @@ BEHAVIOR_HELP = ("Behaviour signal(s) to keep, by name (hand_velocity, led) or p
 
 @app.command()
 def prepare(
-    files: Annotated[list[Path], typer.Argument(help="NWB files to prepare.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="NWB files or brainsets/temporaldata session files (.h5) to prepare; the reader is chosen by content.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the prepared <session_id>.h5 files.")],
     behavior: Annotated[Optional[list[str]], typer.Option("--behavior", "-b", help=BEHAVIOR_HELP)] = None,
     derive: Annotated[Optional[str], typer.Option(help="'velocity': add <position>_velocity by central "
@@ -39,7 +40,8 @@ def prepare(
                                                               "between t-0.5 s and t+0.5 s; reports the fraction "
                                                               "left out.", metavar="PX")] = None,
 ) -> None:
-    """Read NWB files, clean them (and say what was dropped), write one session file each into --out."""
+    """Read NWB or brainsets (temporaldata) files, clean them (and say what was dropped), write one session file
+    each into --out. A brainsets file's train/valid/test domains become the splits."""
     if derive not in (None, "velocity"):
         raise typer.BadParameter(f"{derive!r}: only 'velocity' is supported", param_hint="--derive")
     if split not in ("blocks", "random"):
@@ -54,12 +56,15 @@ def prepare(
         for file in files:
             progress.update(task, description=f"preparing {file.name}")
             try:
-                session, report = read_nwb(file, behavior=behavior, derive=derive, split_method=split,
-                                           split_seed=split_seed, keep_moving=keep_moving)
+                session, report = read_recording(file, behavior=behavior, derive=derive, split_method=split,
+                                                 split_seed=split_seed, keep_moving=keep_moving)
                 if session.id in written:
                     raise DataError(f"{file}: session id {session.id!r} was already written from "
                                     f"{written[session.id]}; rename one of the files")
-                target = write_session(session, out / f"{session.id}.h5")
+                target = out / f"{session.id}.h5"
+                if target.exists() and target.resolve() == file.resolve():
+                    raise DataError(f"{file}: writing {target} would replace this input file; choose another --out")
+                target = write_session(session, target)
                 written[session.id] = file
                 done.append((file, session, report, target))
             except DataError as e:
@@ -134,12 +139,12 @@ def _info_prepared(path: Path) -> dict[str, Any]:
         s.close()
 
 
-def _info_nwb(path: Path) -> dict[str, Any]:
-    session, report = read_nwb(path, behavior=behavior_signals(path))
+def _info_recording(path: Path, kind: str) -> dict[str, Any]:
+    session, report = read_recording(path, behavior=recording_signals(path))
     beh = {n: _behavior_info(n, b.timestamps, b.values, b.weights, b.unit, b.dims)
            for n, b in session.behavior.items()}
     counts = np.bincount(session.spike_units, minlength=session.n_units)
-    d = _summary("nwb", path, session.id, counts, session.duration, beh, session.trials, session.splits, session.meta)
+    d = _summary(kind, path, session.id, counts, session.duration, beh, session.trials, session.splits, session.meta)
     d["report"] = report.to_dict()
     d["report_lines"] = report.lines()
     return d
@@ -178,26 +183,29 @@ def _print_info(d: dict[str, Any]) -> None:
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="An NWB file or a prepared session file (.h5).", show_default=False)],
+    path: Annotated[Path, typer.Argument(help="An NWB file, a brainsets/temporaldata file or a prepared session "
+                                              "file (.h5).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Summarise an NWB file or a prepared session: units, spikes, rates, behaviour, trials, splits."""
+    """Summarise an NWB file, a brainsets file or a prepared session: units, spikes, rates, behaviour, trials, splits."""
     try:
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         if not h5py.is_hdf5(path):
             raise DataError(f"{path}: neither an NWB file nor a prepared session (not HDF5)")
         try:
-            with h5py.File(path, "r") as f:
-                attrs = dict(f.attrs)
+            with h5py.File(path, "r"):
+                pass
         except OSError as e:
             raise DataError(f"{path}: the HDF5 file cannot be opened ({e}); it is probably truncated or corrupt")
-        if attrs.get("format") == FORMAT:
+        kind = file_kind(path)
+        if kind == "prepared":
             d = _info_prepared(path)
-        elif "nwb_version" in attrs:
-            d = _info_nwb(path)
+        elif kind in ("nwb", "temporaldata"):
+            d = _info_recording(path, kind)
         else:
-            raise DataError(f"{path}: HDF5 file that is neither NWB nor a prepared spiketok session")
+            raise DataError(f"{path}: HDF5 file that is neither NWB, nor temporaldata (brainsets), nor a prepared "
+                            "spiketok session")
     except DataError as e:
         fail(str(e))
     if as_json:

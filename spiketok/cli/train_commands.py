@@ -139,27 +139,30 @@ def evaluate(
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A spiketok checkpoint.")],
-    file: Annotated[Path, typer.Argument(help="An NWB file or a prepared session file (.h5).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz or .csv.")],
+    file: Annotated[Path, typer.Argument(help="An NWB file, a brainsets/temporaldata file or a prepared session file (.h5).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz, .csv, or .nwb (a new NWB file: a "
+                                                          "TimeSeries in processing module 'spiketok').")],
     rate: Annotated[float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")] = 100.0,
 ) -> None:
     """Decode a whole recording and write the predicted behaviour with its timestamps."""
-    from ..data.nwb import read_nwb
+    from ..data.readers import read_recording
     from ..data.session import Intervals
     from ..data.storage import FORMAT, StoredSession
     from ..evaluate.decode import decode_times, full_behavior
     from ..model.embeddings import UnknownIdError
     from ..train.checkpoint import load
 
-    if out.suffix not in (".npz", ".csv"):
-        fail(f"{out}: the output must end in .npz or .csv")
+    if out.suffix not in (".nwb", ".npz", ".csv"):
+        fail(f"{out}: the output must end in .nwb, .npz or .csv")
+    if out.exists() and out.resolve() == file.resolve():
+        fail(f"{out}: this is the input recording; write the predictions to a new file")
     model = load(checkpoint)
     try:
         if _is_prepared(file, FORMAT):
             session = StoredSession(file)
             available = list(session.behavior_info)
         else:
-            session, _ = read_nwb(file, behavior=[])
+            session, _ = read_recording(file, behavior=[])
             available = []
         trained = model.hparams.get("targets", {})
         target = trained.get(session.id) or (model.task_names[0] if len(model.task_names) == 1 else None)
@@ -167,7 +170,7 @@ def predict(
             fail(f"the model has several tasks {model.task_names} and was not trained on {session.id}")
         if not available and not isinstance(session, StoredSession):
             try:
-                session, _ = read_nwb(file, behavior=[target])
+                session, _ = read_recording(file, behavior=[target])
                 available = [target]
             except DataError:
                 pass
@@ -181,7 +184,14 @@ def predict(
         fail(str(e))
     dims = [f"{target}_{k}" for k in range(pred.shape[1])]
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
+    if out.suffix == ".nwb":
+        from ..evaluate.export import write_predictions_nwb
+
+        known = full_behavior(session, target) if target in available else None
+        write_predictions_nwb(out, times, pred, target=target, dims=known.dims if known else dims,
+                              unit=known.unit if known else "", session_id=session.id, source=file,
+                              model=checkpoint, source_meta=session.meta)
+    elif out.suffix == ".npz":
         np.savez(out, timestamps=times, predictions=pred, dims=np.array(dims), session=session.id, target=target)
     else:
         header = "timestamp," + ",".join(dims)

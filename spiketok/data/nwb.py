@@ -309,6 +309,16 @@ def _read_behavior(nwb: Any, file: Path, behavior: list[str] | None, derive: str
             report.notes.append(f"warning: {s.name}: every sample is {finite[0].tolist()}: the signal is constant "
                                 "(probably missing in the source); anything derived from it is meaningless")
         report.behavior[s.name] = path
+    return signals_to_behavior(raw, derive, keep_moving, report)
+
+
+def signals_to_behavior(raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]], derive: str | None,
+                        keep_moving: float | None, report: PrepareReport) -> dict[str, Behavior]:
+    """Behaviours from raw signals {name: (timestamps (T,), values (T, D), unit, is_position)}.
+
+    Applies the moving filter and the velocity derivation to the position signals and masks NaN/inf
+    samples (weight 0); any reader (NWB, temporaldata) hands its selected signals through here.
+    """
     positions = [n for n, r in raw.items() if r[3]]
     if (derive or keep_moving is not None) and not positions:
         what = "derive='velocity'" if derive else "keep_moving"
@@ -362,7 +372,20 @@ def _convert(nwb: Any, file: Path, behavior: list[str] | None, derive: str | Non
     report.n_units_in, report.n_spikes_in = len(names), len(times)
     beh = _read_behavior(nwb, file, behavior, derive, keep_moving, report)
     trials = _read_trials(nwb)
+    session = build_session(sid, names, times, counts, unit_meta, beh, trials, _meta(nwb, file), report,
+                            split_method, split_seed)
+    return session, report
 
+
+def build_session(sid: str, names: list[str], times: np.ndarray, counts: np.ndarray,
+                  unit_meta: dict[str, np.ndarray], beh: dict[str, Behavior], trials: Intervals | None,
+                  meta: dict[str, str], report: PrepareReport, split_method: str = "blocks", split_seed: int = 0,
+                  splits: dict[str, Intervals] | None = None) -> Session:
+    """A cleaned Session from one reader's units (spike times unit after unit, `counts` per unit).
+
+    Sorts and de-duplicates each unit's spikes, drops spikes outside the behaviour/trial span (padded by
+    SPAN_PAD) and units left empty, and splits with `make_splits` unless `splits` are given (e.g. a file's own).
+    """
     times, units, unsorted, n_dup = pp.clean_unit_spikes(times, counts)
     report.unsorted_units = [names[i] for i in np.flatnonzero(unsorted)]
     report.duplicate_spikes = int(n_dup.sum())
@@ -390,12 +413,16 @@ def _convert(nwb: Any, file: Path, behavior: list[str] | None, derive: str | Non
     starts = [times[0]] + [b.timestamps[0] for b in beh.values()] + ([trials.start.min()] if trials is not None else [])
     ends = [times[-1]] + [b.timestamps[-1] for b in beh.values()] + ([trials.end.max()] if trials is not None else [])
     start, end = float(min(starts)), float(max(ends))
-    scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
-    splits = make_splits(start, end, trials, method=split_method, seed=split_seed, scored_times=scored)
+    if splits is None:
+        scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
+        splits = make_splits(start, end, trials, method=split_method, seed=split_seed, scored_times=scored)
+    else:
+        start = min([start] + [float(iv.start.min()) for iv in splits.values() if len(iv)])
+        end = max([end] + [float(iv.end.max()) for iv in splits.values() if len(iv)])
     session = Session(id=sid, spike_times=times, spike_units=units, unit_names=names, behavior=beh, trials=trials,
-                      splits=splits, unit_meta=unit_meta, meta=_meta(nwb, file), start=start, end=end)
+                      splits=splits, unit_meta=unit_meta, meta=meta, start=start, end=end)
     report.n_units, report.n_spikes = session.n_units, session.n_spikes
-    return session, report
+    return session
 
 
 def _open(file: Path) -> tuple[Any, Any]:

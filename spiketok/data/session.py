@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -146,6 +147,54 @@ class Session:
         order = np.argsort(times, kind="stable")
         return cls(id=id, spike_times=times[order], spike_units=units[order], unit_names=names, **kwargs)
 
+    @classmethod
+    def from_pynapple(cls, tsgroup: Any, behavior: Any = None, id: str = "pynapple", name: str = "behavior",
+                      unit: str = "", trials: Any = None, splits: dict[str, Any] | None = None,
+                      split_method: str = "blocks", split_seed: int = 0) -> "Session":
+        """Build from pynapple objects (pynapple is imported only here: an optional dependency).
+
+        tsgroup: a `TsGroup`, one `Ts` per unit; its keys become unit names, its metadata columns other
+          than `rate` unit metadata. behavior: a `Tsd` (T,) or `TsdFrame` (T, D) named `name` (dims
+          `<name>_<column>`), or a dict {name: Tsd | TsdFrame}; NaN samples get weight 0. trials: an
+          `IntervalSet` (with its metadata columns). splits: {"train", "valid", "test"} IntervalSets, else
+          `make_splits` as `spiketok prepare` does (whole trials when given, else time blocks).
+        """
+        import pynapple as nap
+
+        from .splits import make_splits
+
+        if not isinstance(tsgroup, nap.TsGroup):
+            raise DataError(f"from_pynapple: tsgroup must be a pynapple TsGroup, got {type(tsgroup).__name__}")
+        keys = list(tsgroup.keys())
+        spikes = {str(k): np.asarray(tsgroup[k].t, dtype=np.float64) for k in keys}
+        unit_meta = {col: np.asarray(tsgroup.get_info(col).loc[keys].values)
+                     for col in getattr(tsgroup, "metadata_columns", []) if col != "rate"}
+        unit_meta = {k: (v.astype(str).astype(object) if v.dtype.kind in "OUS" else v) for k, v in unit_meta.items()}
+        signals = behavior if isinstance(behavior, dict) else ({} if behavior is None else {name: behavior})
+        beh: dict[str, Behavior] = {}
+        for bname, tsd in signals.items():
+            if not isinstance(tsd, (nap.Tsd, nap.TsdFrame)):
+                raise DataError(f"from_pynapple: behaviour {bname!r} must be a pynapple Tsd or TsdFrame, "
+                                f"got {type(tsd).__name__}")
+            values = np.asarray(tsd.values, dtype=np.float64).reshape(len(tsd), -1)
+            dims = [f"{bname}_{c}" for c in tsd.columns] if isinstance(tsd, nap.TsdFrame) else []
+            bad = ~np.all(np.isfinite(values), axis=1)
+            beh[bname] = Behavior(bname, np.asarray(tsd.t, dtype=np.float64), np.where(bad[:, None], 0.0, values),
+                                  unit, dims, (~bad).astype(np.float32))
+        trial_iv = _intervals_from_pynapple(trials) if trials is not None else None
+        session = cls.from_unit_spikes(id, spikes, behavior=beh, trials=trial_iv, unit_meta=unit_meta,
+                                       meta={"source_format": "pynapple"})
+        if trial_iv is not None:
+            session.start = min(session.start, float(trial_iv.start.min()))
+            session.end = max(session.end, float(trial_iv.end.max()))
+        if splits is not None:
+            session.splits = {k: _intervals_from_pynapple(v) for k, v in splits.items()}
+        else:
+            scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
+            session.splits = make_splits(session.start, session.end, trial_iv, method=split_method, seed=split_seed,
+                                         scored_times=scored)
+        return session
+
     @property
     def unit_ids(self) -> list[str]:
         """Unit ids unique across sessions: `<session_id>/<unit_name>`."""
@@ -171,3 +220,12 @@ class Session:
             blo, bhi = np.searchsorted(b.timestamps, [t0, t1], side="left")
             beh[name] = Behavior(name, b.timestamps[blo:bhi] - t0, b.values[blo:bhi], b.unit, b.dims, b.weights[blo:bhi])
         return Window(t0, t1, self.spike_times[lo:hi] - t0, self.spike_units[lo:hi], beh)
+
+
+def _intervals_from_pynapple(iv: Any) -> Intervals:
+    """A pynapple IntervalSet as Intervals, with its 1-D metadata columns (pynapple >= 0.8 has them)."""
+    cols = {}
+    for col in getattr(iv, "metadata_columns", []):
+        v = np.asarray(iv.get_info(col))
+        cols[col] = v.astype(str).astype(object) if v.dtype.kind in "OUS" else v
+    return Intervals(np.asarray(iv.start, dtype=np.float64), np.asarray(iv.end, dtype=np.float64), cols)
