@@ -91,8 +91,6 @@ def r2_of(path: Path, sid: str) -> float | None:
 
 
 def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float) -> None:
-    import torch
-
     lines = ["## Default recipe on real recordings: `spiketok train` with no overrides", "",
              "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
              "no steps, nothing else set), R² on its test split (`spiketok evaluate`), beside `spiketok baseline "
@@ -134,15 +132,22 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float)
         lines.append(f"\n(window {res['recipe']['settings'].get('model.window', 'set')}, {res['minutes']:.1f} min)")
     n = len(beaten)
     lines += ["", f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**.", ""]
-    command = "python benchmarks/bench_recipe.py " + " ".join(sys.argv[1:])
-    lines += ["| | |", "|---|---|", f"| date | {date.today()} |",
-              f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
-              f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
-              f"| command | `{command.strip()}` ({seconds / 60:.0f} min) |",
-              f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
-              f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
+    lines += run_table(seconds, load_before, load_after)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
+
+
+def run_table(seconds: float, load_before: tuple, load_after: tuple) -> list[str]:
+    """The closing table of an accuracy section: date, machine, versions, this command, load averages."""
+    import torch
+
+    command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+    return ["| | |", "|---|---|", f"| date | {date.today()} |",
+            f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
+            f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
+            f"| command | `{command.strip()}` ({seconds / 60:.0f} min) |",
+            f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
+            f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
 
 
 def main() -> None:

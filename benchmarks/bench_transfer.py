@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 from pathlib import Path
 
-from bench_recipe import BASELINES, DATA, MACAQUE, prepare, run, spiketok
+from bench_recipe import BASELINES, DATA, MACAQUE, prepare, run, run_table, spiketok
 from docsection import write_section
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
@@ -81,8 +79,6 @@ def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, wo
 
 
 def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load_after: tuple, seconds: float) -> None:
-    import torch
-
     lines = ["## Transfer: training from a pretrained model against from scratch (macaque, leave one file out)", "",
              "For each macaque file: a model pretrained on the other two (`spiketok train`, defaults), then "
              "`spiketok train --init PRETRAINED` on N training trials of the left-out file, against `spiketok train` "
@@ -123,13 +119,7 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             pre.append(f"without {name}: " + ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in res["sessions"].items())
                        + f" ({res['minutes']:.0f} min)")
     lines += ["", "Pretrained models, test R² on their own sessions: " + "; ".join(pre) + ".", ""]
-    command = "python benchmarks/bench_transfer.py " + " ".join(sys.argv[1:])
-    lines += ["| | |", "|---|---|", f"| date | {date.today()} |",
-              f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
-              f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
-              f"| command | `{command.strip()}` ({seconds / 60:.0f} min) |",
-              f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
-              f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
+    lines += run_table(seconds, load_before, load_after)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 

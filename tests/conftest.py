@@ -114,3 +114,15 @@ def track_1d(tmp_path_factory) -> dict[str, Path]:
     """Two 1-D linear-track NWB files (40 s, 12 units; different place fields): `a` and `b`."""
     root = tmp_path_factory.mktemp("track_1d")
     return {"a": write_track_1d(root / "track_a.nwb", seed=0), "b": write_track_1d(root / "track_b.nwb", seed=1)}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny models train faster so, far faster when other jobs share the cores,
+    and real-time decoding runs so (several threads on a busy machine make small ops crawl)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 import spiketok
 from spiketok.data.simulate import simulate_to_folder
@@ -16,12 +15,7 @@ from spiketok.train.recipe import PASSES, RecipeChoice, resolve_schedule, typica
 from spiketok.train.run import train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

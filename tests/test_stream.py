@@ -27,13 +27,7 @@ TRAIN = ["target=hand_velocity", "model.window=1", "causal=true", "max_steps=40"
          "warmup_steps=5", "eval_stride=1.0", "lr=0.003"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as for real-time use (several threads on a busy machine make small ops crawl)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
