@@ -1,6 +1,6 @@
 """The default recipe on real recordings: `spiketok train` with no overrides against the best baseline.
 
-    python benchmarks/bench_recipe.py [--files NAME ...] [--jobs 2] [--redo train|baselines] [--work DIR]
+    python benchmarks/bench_recipe.py [--files NAME ...] [--jobs 2] [--redo train|baselines] [--work DIR] [--doc-only]
 
 Each of the five files in ../shared/data is prepared, trained ALONE with the default command (no window,
 no steps, no other setting), scored with `spiketok evaluate`, and compared with `spiketok baseline
@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--redo", nargs="*", default=[], choices=["train", "baselines"])
     ap.add_argument("--no-baselines", action="store_true", help="train and evaluate spiketok only")
     ap.add_argument("--work", type=Path, default=Path("bench-work/recipe"))
+    ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
     args = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"no {DATA}: the real recordings are not here")
@@ -165,12 +166,13 @@ def main() -> None:
         sys.exit(f"unknown jobs {sorted(unknown)}; choose from {list(JOBS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     load_before, t0 = os.getloadavg(), time.time()
-    paths = prepare(args.work)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(job, name, [paths[f] for f in JOBS[name]], args.work, set(args.redo),
-                               not args.no_baselines) for name in args.files]
-        for f in futures:
-            f.result()
+    if not args.doc_only:
+        paths = prepare(args.work)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(job, name, [paths[f] for f in JOBS[name]], args.work, set(args.redo),
+                                   not args.no_baselines) for name in args.files]
+            for f in futures:
+                f.result()
     write_doc(args.work, load_before, os.getloadavg(), time.time() - t0)
 
 
