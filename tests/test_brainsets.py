@@ -192,5 +192,5 @@ def test_prepare_refuses_to_replace_its_input(tmp_path, sim):
     path, _ = brainsets_session(tmp_path / "s.h5", sim)
     before = path.read_bytes()
     code, out = cli("prepare", path, "--out", tmp_path, "--behavior", "cursor_vel")
-    assert code == 1 and "would replace this input file" in out
+    assert code == 2 and "would replace this input file" in out
     assert path.read_bytes() == before

@@ -73,7 +73,7 @@ def test_predict_writes_nwb_that_pynwb_reads_back(trained):
         assert str(rec.resolve()) in nwb.notes and "NWB identifier rec" in nwb.notes
     before = rec.read_bytes()
     code, out = cli("predict", model, rec, "--out", rec)
-    assert code == 1 and "this is the input recording" in out
+    assert code == 2 and "this is the input recording" in out
     assert rec.read_bytes() == before
 
 
