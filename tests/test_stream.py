@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def causal_run(tmp_path_factory, one_thread) -> dict:
+def causal_run(tmp_path_factory, one_torch_thread) -> dict:
     """A tiny causal model trained briefly on one simulated 60 s session (30 units)."""
     root = tmp_path_factory.mktemp("stream")
     simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(30, 30), duration=60.0, seed=3,
