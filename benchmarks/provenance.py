@@ -140,10 +140,10 @@ class Load:
         numbers = (f"1-minute load average {self.before:.2f} before the run and {after} after it "
                    f"(the run itself kept {self.own:.2f} cores busy; {os.cpu_count()} CPUs)")
         if self.idle:
-            return f"Machine idle (load ≤ {LOAD_LIMIT:g} besides this run): {numbers}."
+            return f"Machine idle (load ≤ {LOAD_LIMIT:.1f} besides this run): {numbers}."
         effect = ("timings are not comparable with an idle run" if timing else
                   "accuracy figures are unaffected, but time-capped training may have run fewer steps")
-        return f"Machine loaded (load > {LOAD_LIMIT:g} besides this run): {numbers}; {effect}."
+        return f"Machine loaded (load > {LOAD_LIMIT:.1f} besides this run): {numbers}; {effect}."
 
     def as_dict(self) -> dict:
         return {"before": self.before, "after": self.after, "own": self.own}
