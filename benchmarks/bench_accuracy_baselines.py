@@ -10,39 +10,33 @@ dimensions, as `spiketok evaluate` does):
                simulated sessions);
 
 and writes the table into docs/benchmarks.md (section `baselines`) beside the floors of
-shared/data/README.md. spiketok training is CPU heavy: budget it with --steps/--minutes, skip it
-with --skip-spiketok, or read results of runs made elsewhere (`spiketok evaluate --json`) with
---spiketok-json single=PATH / multi=PATH (repeatable; sessions are matched by id, and a file
-prepared with --keep-moving gives the "moving" rows when its name contains "moving"). Results are
-kept in WORK/results.json, so sections can be run one at a time and the table is built from all.
+shared/data/README.md. spiketok training is CPU heavy: budget it with --steps/--minutes, or skip it
+with --skip-spiketok (`benchmarks/bench_recipe.py` reports spiketok's default recipe against these
+baselines on the real files). Every figure in the table is measured by this script: results are kept in
+WORK/results.json, so sections can be run one at a time and the table is built from all; `--fresh`
+forgets them.
 
     python benchmarks/bench_accuracy_baselines.py [--sections baselines,single,multi] [--skip-spiketok]
-        [--steps 1500] [--minutes 15] [--bin 0.02] [--spiketok-json multi=runs/macaque.json] [--quick] [--no-doc]
+        [--steps 1500] [--minutes 15] [--bin 0.02] [--quick] [--no-doc] [--doc PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import re
 import shutil
-import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 
 from spiketok.data.storage import SessionDataset, write_session
-from docsection import write_section
+from docsection import add_doc_args, write_section
+from provenance import Load, command, footer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- baselines:start -->", "<!-- baselines:end -->"
 BASELINES = ("ridge", "gru", "mlp")
 # dataset variants: name -> (files, behaviour, keep_moving px, kind trained together or None)
@@ -149,43 +143,43 @@ def run_spiketok(folders: dict[str, Path], args, column: str, results: dict) -> 
             save(args.work, results)
 
 
-def read_spiketok_json(specs: list[str], folders: dict[str, Path], results: dict) -> None:
-    """Fill the `single`/`multi` columns from `spiketok evaluate --json` files (sessions matched by id)."""
-    for spec in specs:
-        column, _, path = spec.partition("=")
-        if column not in ("single", "multi") or not path:
-            sys.exit(f"error: --spiketok-json takes single=PATH or multi=PATH, got {spec!r}")
-        res = json.loads(Path(path).read_text())
-        moving = "moving" in Path(path).name
-        for sid, r in res["sessions"].items():
-            variants = [v for v in folders if (folders[v] / f"{sid}.h5").exists()]
-            variants = [v for v in variants if v.endswith("-moving") == moving] or variants
-            for v in variants[:1]:
-                results.setdefault(v, {}).setdefault(sid, {})[column] = {"r2": r["r2"], "source": str(path)}
-
-
 def save(work: Path, results: dict) -> None:
     (work / "results.json").write_text(json.dumps(results, indent=2))
 
 
-def render(results: dict, floors: dict, command: str) -> str:
+def baseline_text(bc: dict) -> str:
+    """The baselines' settings, read from the library's BaselineConfig (with this run's bin and step budget)."""
+    from spiketok.evaluate.baselines import BaselineConfig
+
+    r, g, m = (BaselineConfig(model=k, bin=bc.get("bin", 0.02), max_steps=bc.get("max_steps", 2000))
+               for k in ("ridge", "gru", "mlp"))
+    windows = ", ".join(f"{h:g}" for h in r.history_choices)
+    return (f"square-rooted counts in {1e3 * r.bin:.0f} ms bins, z-scored inputs and targets, bins only inside each "
+            f"trial or block (never across a gap); input windows causal or centred on the sample (`--lags "
+            f"{r.lags}`: the valid split chooses); ridge picks its window ({windows} s) and penalty ({len(r.alphas)} "
+            f"values, {min(r.alphas):g} to {max(r.alphas):g}) on the valid split; MLP ({m.layers} x {m.hidden}, "
+            f"dropout {m.dropout:g}) and GRU ({g.layers} x {g.hidden}) each trained on a causal 0.5 s window and on "
+            f"the window ridge prefers, the better on the valid split kept; AdamW, at most {m.max_steps} steps, the "
+            "step with the lowest validation error kept")
+
+
+def render(results: dict, floors: dict, load: Load) -> str:
     meta = results["_meta"]
     bc = meta.get("baseline_config", {})
-    lines = ["## Accuracy: baselines and spiketok", "",
+    spiketok = any(k in r for v in results if v != "_meta" for r in results[v].values() for k in ("single", "multi"))
+    lines = ["## Accuracy: baselines and spiketok" if spiketok else "## Accuracy: baselines", "",
              "R² on each session's test split (the 3rd and 8th of ten blocks, whole trials for the macaque files), "
              "mean over output dimensions, scored by the same code as `spiketok evaluate` (behaviour samples with "
              "weight > 0). Baselines (`spiketok baseline`) are trained per session on its train split, with the "
-             f"valid split for the ridge penalty and early stopping: square-rooted counts in {1e3 * bc.get('bin', 0.02):.0f} ms "
-             "bins, z-scored inputs and targets, bins only inside each trial or block (never across a gap); each "
-             "input window causal (spikes up to the sample) or centred on it, whichever the valid split prefers; "
-             "ridge also picks its window length (0.02 to 1 s) and penalty (15 values, 0.1 to 1e6) on the valid "
-             "split; MLP (2 x 256, dropout 0.2) and GRU (2 x 128, run over chunks of two windows) each trained on a "
-             "causal 0.5 s window and on the window that ridge prefers, the better on the valid split kept; AdamW, "
-             f"at most {bc.get('max_steps', 2000)} steps, the step with the lowest validation error kept. `floor` columns: shared/data/README.md (100 ms bins, ridge penalty "
-             "picked on the test blocks). spiketok: `single` = one model per session, `multi` = one model on all "
-             "sessions of a kind (the three macaque sessions; the four simulated sessions).", "",
-             "| data | session | target | ridge | GRU | MLP | floor ridge / GRU / MLP | spiketok single | spiketok multi |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"valid split for the ridge penalty and early stopping: {baseline_text(bc)}. `floor` columns: "
+             "shared/data/README.md (100 ms bins, ridge penalty picked on the test blocks)."
+             + (" spiketok, trained by this script: `single` = one model per session, `multi` = one model on all "
+                "sessions of a kind (the macaque sessions together; the simulated sessions together)." if spiketok
+                else " spiketok against these baselines: see the default-recipe section (`benchmarks/bench_recipe.py`)."),
+             "",
+             "| data | session | target | ridge | GRU | MLP | floor ridge / GRU / MLP |"
+             + (" spiketok single | spiketok multi |" if spiketok else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if spiketok else "")]
     names = {"macaque": "macaque M1", "rat": "rat CA1, whole session", "rat-moving": "rat CA1, moving samples only",
              "simulator": "simulator"}
     for variant in ("macaque", "rat", "rat-moving", "simulator"):
@@ -201,22 +195,17 @@ def render(results: dict, floors: dict, command: str) -> str:
             floor = " / ".join(f"{v:.2f}" for v in fl) if fl else "-"
             target = "hand velocity" if variant in ("macaque", "simulator") else "LED position"
             lines.append(f"| {names[variant]} | {sid} | {target} | {cell('ridge')} | {cell('gru')} | {cell('mlp')} | "
-                         f"{floor} | {cell('single')} | {cell('multi')} |")
-    sources = sorted({r[k]["source"] for v in results if v != "_meta" for r in results[v].values()
-                      for k in ("single", "multi") if k in r and r[k].get("source") not in (None, "trained here")})
-    if sources:
-        lines += ["", "spiketok figures read from `spiketok evaluate --json` files (`benchmarks/bench_real_data.py` "
-                  "writes them into its work folder): " + ", ".join(f"`{Path(s).name}`" for s in sources) + "."]
+                         f"{floor} |" + (f" {cell('single')} | {cell('multi')} |" if spiketok else ""))
     if meta.get("spiketok_budget"):
         lines += ["", f"spiketok trained here: {meta['spiketok_budget']}."]
-    lines += ["", "| | |", "|---|---|", f"| date | {meta['date']} |", f"| machine | {meta['machine']} |",
-              f"| versions | {meta['versions']} |",
-              *(f"| command {i + 1} | `{c}` |" for i, c in enumerate(meta.get("commands", [command])))]
+    runs = meta.get("commands", [])
+    lines += ["", footer(load, ("torch", "scikit-learn", "numpy", "spiketok"), timing=False,
+                         rows=[(f"earlier command {i + 1}", f"`{c}`") for i, c in enumerate(runs[:-1])])]
     return "\n".join(lines)
 
 
-def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md."""
+def write_doc(section: str, doc: Path) -> None:
+    """Replace this benchmark's section of the benchmark page."""
     write_section(section, START, END, doc)
 
 
@@ -224,8 +213,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sections", default="baselines,single,multi", help="comma list of baselines, single, multi")
     ap.add_argument("--skip-spiketok", action="store_true", help="same as --sections baselines")
-    ap.add_argument("--spiketok-json", action="append", default=[], metavar="single|multi=PATH",
-                    help="read spiketok results from `spiketok evaluate --json` output instead of training")
     ap.add_argument("--only", help="comma list of data variants: macaque, rat, rat-moving, simulator")
     ap.add_argument("--config", default="tiny", help="spiketok training config")
     ap.add_argument("--steps", type=int, default=1500, help="spiketok max_steps per training run")
@@ -234,19 +221,19 @@ def main() -> None:
     ap.add_argument("--baseline-steps", type=int, default=2000, help="GRU/MLP max training steps")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-accuracy")
     ap.add_argument("--fresh", action="store_true", help="forget the results kept in WORK/results.json")
-    ap.add_argument("--quick", action="store_true", help="shorter simulated sessions and training (a smoke run)")
+    ap.add_argument("--quick", action="store_true",
+                    help="shorter simulated sessions, 30 spiketok steps (1 min at most), 100 baseline steps (a smoke run)")
     ap.add_argument("--no-doc", action="store_true")
+    add_doc_args(ap)
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.minutes, args.baseline_steps = min(args.steps, 200), min(args.minutes, 3.0), 300
+        args.steps, args.minutes, args.baseline_steps = min(args.steps, 30), min(args.minutes, 1.0), 100
+    load = Load()
     args.work.mkdir(parents=True, exist_ok=True)
     sections = ["baselines"] if args.skip_spiketok else args.sections.split(",")
     stored = args.work / "results.json"
     results = json.loads(stored.read_text()) if stored.exists() and not args.fresh else {}
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "scikit-learn", "numpy", "spiketok"))
-    results["_meta"] = {**results.get("_meta", {}), "date": dt.date.today().isoformat(),
-                        "machine": f"`{platform.platform()}`, {platform.machine()}, {os.cpu_count()} CPUs",
-                        "versions": f"Python {platform.python_version()}, {versions}"}
+    results["_meta"] = results.get("_meta", {})
     folders = prepare(args.work, args.quick)
     if args.only:
         folders = {k: v for k, v in folders.items() if k in args.only.split(",")}
@@ -257,19 +244,14 @@ def main() -> None:
             results["_meta"]["spiketok_budget"] = (f"config `{args.config}`, at most {args.steps} steps or "
                                                    f"{args.minutes:g} minutes per run, on this CPU")
             run_spiketok(folders, args, column, results)
-    if args.spiketok_json:
-        read_spiketok_json(args.spiketok_json, prepare(args.work, args.quick), results)
+    current = command()
+    results["_meta"]["commands"] = [c for c in results["_meta"].get("commands", []) if c != current] + [current]
     save(args.work, results)
-    command = "python benchmarks/bench_accuracy_baselines.py " + " ".join(sys.argv[1:])
-    commands = results["_meta"].setdefault("commands", [])
-    if command.strip() not in commands:
-        commands.append(command.strip())
-    save(args.work, results)
-    section = render(results, readme_floors(), command.strip())
+    section = render(results, readme_floors(), load.stop())
     print(section)
     if not args.no_doc:
-        write_doc(section)
-        print(f"wrote section baselines of {DOC}")
+        write_doc(section, args.doc)
+        print(f"wrote section baselines of {args.doc}")
 
 
 if __name__ == "__main__":

@@ -9,25 +9,24 @@ replaces its part of the `fewshot` section of docs/benchmarks.md.
 
     python benchmarks/bench_fewshot.py --simulated --pretrain-steps 600 --pretrain-batch 16
     python benchmarks/bench_fewshot.py --real --pretrain-steps 500 --pretrain-minutes 12 [--trials 1,2,5,10] [--seeds 3]
+    python benchmarks/bench_fewshot.py --simulated --quick [--doc PATH]     # a smoke run
 
-The exact command of each recorded run is in its part of docs/benchmarks.md.
+The exact command of each recorded run is in its part of docs/benchmarks.md. "unit-id beats scratch" is a
+verdict per N from a paired two-sided t-test over seeds (same seed = same trials): unit-id better
+(or worse) when the mean paired difference has that sign and p < 0.05, else no clear difference.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-import lightning
 import numpy as np
 import torch
 
@@ -35,9 +34,10 @@ from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, read_runs, s
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
+from docsection import add_doc_args
+from provenance import Load, footer
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 REAL_DATA = ROOT.parent / "shared" / "data"
 START, END = "<!-- fewshot:start -->", "<!-- fewshot:end -->"
 CHEWIE = ("m1_chewie_2013-10-03.nwb", "m1_chewie_2013-12-19.nwb")
@@ -95,13 +95,31 @@ def pretrain(paths: list[Path], run_dir: Path, overrides: list[str], retrain: bo
     return ckpt, info, info["minutes"]
 
 
-def versions() -> str:
-    return (f"Python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}, "
-            f"numpy {np.__version__}")
+ALPHA = 0.05  # significance level of the paired test
+
+
+def paired_test(runs: list, a: str, b: str, n: int) -> dict | None:
+    """Mode `a` against mode `b` at N trials, paired by seed: mean ± sd of the differences, paired t-test p."""
+    from scipy.stats import ttest_rel
+
+    r2 = {(r.mode, r.seed): r.r2 for r in runs if r.n_trials == n}
+    seeds = sorted(s for m, s in r2 if m == a and (b, s) in r2)
+    if not seeds:
+        return None
+    d = np.array([r2[(a, s)] - r2[(b, s)] for s in seeds])
+    p = float(ttest_rel([r2[(a, s)] for s in seeds], [r2[(b, s)] for s in seeds]).pvalue) if len(seeds) > 1 \
+        and np.ptp(d) > 0 else float("nan")
+    verdict = ("better" if d.mean() > 0 else "worse") if np.isfinite(p) and p < ALPHA else "no clear difference"
+    return {"n": n, "seeds": len(seeds), "mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "p": p, "verdict": verdict}
+
+
+def fmt_p(p: float) -> str:
+    return "-" if not np.isfinite(p) else f"{p:.3f}"
 
 
 def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: StoredSession, runs: list,
-                 cfg: AdaptConfig) -> str:
+                 cfg: AdaptConfig, machine_load: Load) -> str:
     """Markdown for one part (real or simulated) of the fewshot section."""
     summary = summarise(runs)
     modes = list(dict.fromkeys(r["mode"] for r in summary))
@@ -115,16 +133,17 @@ def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: Stor
             row.append("" if r is None else
                        f"{r['r2_mean']:.3f} ± {r['r2_std']:.3f} ({r['r2_min']:.2f} to {r['r2_max']:.2f})")
         lines.append(f"| {n} | " + " | ".join(row) + " |")
-    beats = [n for n in ns if ("unit-id", n) in cell and ("scratch", n) in cell
-             and cell[("unit-id", n)]["r2_mean"] > cell[("scratch", n)]["r2_mean"]]
+    tests = [t for t in (paired_test(runs, "unit-id", "scratch", n) for n in ns) if t is not None]
+    test_lines = ["| N trials | seeds | unit-id - scratch (mean ± sd over seeds) | paired t-test p | unit-id vs scratch |",
+                  "|---:|---:|---:|---:|---|"]
+    test_lines += [f"| {t['n']} | {t['seeds']} | {t['mean']:+.3f} ± {t['sd']:.3f} | "
+                   f"{fmt_p(t['p'])} | {t['verdict']} |" for t in tests]
+    better = [str(t["n"]) for t in tests if t["verdict"] == "better"]
+    worse = [str(t["n"]) for t in tests if t["verdict"] == "worse"]
     pre = info["results"]["sessions"]
     pre_r2 = ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in pre.items())
     title = "Real macaque M1: pretrain on two Chewie sessions, adapt to Mihi" if kind == "real" else \
         "Simulated: pretrain on 8 sessions of 3 animals, adapt to a 9th"
-    command = (f"python benchmarks/bench_fewshot.py --{kind} --pretrain-steps {args.pretrain_steps} "
-               f"--pretrain-minutes {args.pretrain_minutes:g} --pretrain-batch {args.pretrain_batch} "
-               f"--trials {args.trials} --seeds {args.seeds} "
-               f"--threads {args.threads}" + "".join(f" {s}" for s in args.settings))
     return f"""
 <!-- fewshot:{kind}:start -->
 ### {title}
@@ -135,7 +154,12 @@ trials at random (every mode of one seed sees the same trials) and seeds initial
 
 {chr(10).join(lines)}
 
-unit-id beats scratch at N = {', '.join(map(str, beats)) or 'none'} (of {', '.join(map(str, ns))}).
+unit-id against scratch, paired by seed (two-sided paired t-test, significance level {ALPHA}):
+
+{chr(10).join(test_lines)}
+
+unit-id beats scratch at N = {', '.join(better) or 'none'}; is worse at N = {', '.join(worse) or 'none'}
+(of {', '.join(map(str, ns))}; other N: no clear difference at {args.seeds} seeds).
 
 | | |
 |---|---|
@@ -144,15 +168,13 @@ unit-id beats scratch at N = {', '.join(map(str, beats)) or 'none'} (of {', '.jo
 | adaptation | N >= {cfg.min_valid_trials}: early stopping on the last 20% of the N trials (checked every {cfg.eval_every} steps, patience {cfg.patience}, at most {cfg.max_steps} steps per stage); N < {cfg.min_valid_trials}: nothing held out, {cfg.fixed_steps} steps per stage on all N; batch {cfg.batch_size}; no unit dropout; unit-id: AdamW lr {cfg.lr_unit_id:g} on the new rows only; finetune: then every weight at the pretraining lr / 10; scratch: pretraining lr |
 | normalisation | the N trials' mean and std of the target, shrunk toward the pretrained sessions' (which count as {cfg.norm_prior_seconds:g} s of data); the same statistics for all three modes |
 | adaptation time | {sum(r.seconds for r in runs) / 60:.1f} min of training for {len(runs)} runs (test decoding not counted) |
-| date | {dt.date.today().isoformat()} |
-| machine | `{platform.platform()}`, {os.cpu_count()} CPUs, torch on {torch.get_num_threads()} thread(s){'; ' + args.note if args.note else ''} |
-| versions | {versions()} |
-| command | `{command}` |
+{footer(machine_load, ("torch", "lightning", "numpy", "scipy", "spiketok"), f"torch on {args.threads} thread(s)",
+        timing=False, argv=args.argv).split(chr(10), 2)[2]}
 <!-- fewshot:{kind}:end -->
 """
 
 
-def write_doc(part: str, kind: str, doc: Path = DOC) -> None:
+def write_doc(part: str, kind: str, doc: Path) -> None:
     """Replace this kind's part inside the fewshot section (creating the section if needed)."""
     inner_start, inner_end = f"<!-- fewshot:{kind}:start -->", f"<!-- fewshot:{kind}:end -->"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
@@ -186,11 +208,16 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=REAL_DATA)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-fewshot")
     p.add_argument("--retrain", action="store_true", help="pretrain again even when a checkpoint is cached")
-    p.add_argument("--note", default="", help="added to the machine line, e.g. 'CPU shared with other jobs'")
-    p.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("--quick", action="store_true",
+                   help="20 pretraining steps, N = 1,2, 2 seeds, 5 adaptation steps per stage (a smoke run)")
+    p.add_argument("--no-doc", action="store_true", help="print only; leave the page alone")
+    add_doc_args(p)
     p.add_argument("--doc-only", action="store_true", help="rewrite the doc part from the cached results only")
     p.add_argument("settings", nargs="*", help="key=value adaptation settings (spiketok.adapt.AdaptConfig)")
     args = p.parse_args()
+    if args.quick:
+        args.pretrain_steps, args.pretrain_minutes, args.trials, args.seeds = 20, 1.0, "1,2", 2
+        args.settings = ["fixed_steps=5", "max_steps=5", "scratch_max_steps=5", *args.settings]
     quiet()
     torch.set_num_threads(args.threads)
     kind = "real" if args.real else "simulated"
@@ -201,13 +228,19 @@ def main() -> None:
         pre_paths, held_path = prepare_simulated(work / "sessions")
     overrides = ["target=hand_velocity", f"max_steps={args.pretrain_steps}", f"max_minutes={args.pretrain_minutes}",
                  "steps_per_epoch=100"] + ([f"batch_size={args.pretrain_batch}"] if args.pretrain_batch != 32 else [])
+    prov = work / "fewshot" / "provenance.json"  # the study's command and load, for --doc-only
     if args.doc_only:
         info = json.loads((work / "pretrain" / "pretrain_info.json").read_text())
         runs = read_runs(work / "fewshot" / "fewshot_runs.csv")
+        stored = json.loads(prov.read_text())
+        args.argv, args.settings, args.seeds = stored["argv"], stored["settings"], stored["seeds"]
         cfg = AdaptConfig.from_overrides(args.settings)
-        write_doc(section_text(kind, args, info, StoredSession(held_path), runs, cfg), kind)
-        print(f"rewrote the fewshot ({kind}) part of {DOC} from {work / 'fewshot' / 'fewshot_runs.csv'}")
+        write_doc(section_text(kind, args, info, StoredSession(held_path), runs, cfg, Load.from_dict(stored["load"])),
+                  kind, args.doc)
+        print(f"rewrote the fewshot ({kind}) part of {args.doc} from {work / 'fewshot' / 'fewshot_runs.csv'}")
         return
+    machine_load = Load()
+    args.argv = None  # this run's own sys.argv
     ckpt, info, _ = pretrain(pre_paths, work / "pretrain", overrides, args.retrain)
     print(f"pretrained: {info['steps']} steps, {info['minutes']:.1f} min; test R² "
           + ", ".join(f"{k} {v['r2']:.3f}" for k, v in info["results"]["sessions"].items()), flush=True)
@@ -226,13 +259,16 @@ def main() -> None:
 
     runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress)
     write_csv(runs, out)
+    machine_load.stop()
+    prov.write_text(json.dumps({"argv": sys.argv, "settings": args.settings, "seeds": args.seeds,
+                                "load": machine_load.as_dict()}))
     png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {held_out.id}")
-    part = section_text(kind, args, info, held_out, runs, cfg)
+    part = section_text(kind, args, info, held_out, runs, cfg, machine_load)
     print(part)
     print(f"CSV and plot in {out} ({png.name})")
     if not args.no_doc:
-        write_doc(part, kind)
-        print(f"wrote the fewshot ({kind}) part of {DOC}")
+        write_doc(part, kind, args.doc)
+        print(f"wrote the fewshot ({kind}) part of {args.doc}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Real recordings: one model on the three macaque sessions together, one per rat file; R² vs the floors.
 
     python benchmarks/bench_real_data.py [--minutes 20] [--only macaque|rat] [--set key=value ...] [--evaluate-only]
+        [--quick] [--doc PATH]
 
 Prepares ../shared/data/*.nwb, trains with `spiketok train`, scores with `spiketok evaluate` on each
 file's test split, and writes the table into docs/benchmarks.md beside the ridge/GRU/MLP floors of
-shared/data/README.md. Rat position is scored on moving samples only (prepare --keep-moving 5).
+shared/data/README.md (read from that file). Rat position is scored on moving samples only (prepare --keep-moving 5).
 Rows accumulate in WORK/results.json, so `--only` runs add to the table; `--evaluate-only` scores the
 models already trained in WORK again (after a change to evaluation) and keeps their training command.
 """
@@ -13,30 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from docsection import write_section
+from bench_accuracy_baselines import README_LABELS, readme_floors
+from docsection import add_doc_args, write_section
+from provenance import Load, command, footer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-IMG = ROOT / "docs" / "img"
 START, END = "<!-- real-data:start -->", "<!-- real-data:end -->"
-
-# floors from shared/data/README.md: (ridge, GRU, MLP)
-FLOORS = {
-    "m1_chewie_2013-10-03": (0.64, 0.80, 0.75),
-    "m1_chewie_2013-12-19": (0.77, 0.86, 0.84),
-    "m1_mihi_2014-03-03": (0.83, 0.85, 0.85),
-    "hc_linear_track": (0.31, 0.50, 0.51),
-    "hc_w_maze": (0.20, 0.29, 0.37),
-}
 GROUPS = {
     "macaque": {"files": ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03"],
                 "prepare": ["--behavior", "hand_velocity"], "together": True, "overrides": ["max_steps=2500"]},
@@ -78,14 +70,20 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--only", choices=list(GROUPS))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/spiketok-real"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-real")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value training overrides")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="score the models already in WORK/runs again (after a change to evaluation), no training")
+    ap.add_argument("--quick", action="store_true", help="at most 10 steps or 1 minute per model (a smoke run)")
+    add_doc_args(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.minutes = min(args.minutes, 1.0)
+        args.set = [*args.set, "max_steps=10"]
     if not DATA.exists():
-        sys.exit(f"no {DATA}: the real recordings are not here")
+        sys.exit("no ../shared/data: the real recordings are not here")
     results: dict[str, dict] = {}
+    load = Load()
     t0 = time.time()
     for group, spec in GROUPS.items():
         if args.only and group != args.only:
@@ -104,25 +102,28 @@ def main() -> None:
                 res = train_and_score(f.stem, [f], args.work, args.config, overrides, not args.evaluate_only)
                 for sid, r in res["sessions"].items():
                     results[sid] = {**r, "trained_on": "this session alone"}
-    write_doc(results, args, time.time() - t0)
+    write_doc(results, args, time.time() - t0, load.stop())
 
 
-def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float) -> None:
+def floors_of(sid: str) -> tuple[float, float, float] | None:
+    """(ridge, GRU, MLP) floors of a session from shared/data/README.md (rat rows: moving samples only)."""
+    variant = "rat-moving" if sid in GROUPS["rat"]["files"] else "macaque"
+    return readme_floors().get(README_LABELS.get((variant, sid), ""))
+
+
+def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float, load: Load) -> None:
     """Merge this run's rows into WORK/results.json (so --only runs add up) and write the doc section."""
-    import torch
-
     store = args.work / "results.json"
     rows = json.loads(store.read_text()) if store.exists() else {}
-    command = "python benchmarks/bench_real_data.py " + " ".join(sys.argv[1:])
+    cmd = command()
     for sid, r in results.items():
         trained = {k: rows[sid][k] for k in ("command", "date", "minutes")} if args.evaluate_only and sid in rows \
-            else {"command": command.strip(), "date": str(date.today()), "minutes": seconds / 60}
+            else {"command": cmd, "date": str(date.today()), "minutes": seconds / 60}
         rows[sid] = {"r2": r["r2"], "r2_per_dim": r["r2_per_dim"], "trained_on": r["trained_on"], **trained,
-                     "scored_by": command.strip() if args.evaluate_only else None}
+                     "scored_by": cmd if args.evaluate_only else None}
     store.write_text(json.dumps(rows, indent=2))
     lines = ["## Real recordings: spiketok against the floors", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; torch {torch.__version__}; "
-             f"model `{args.config}`. Training settings beyond the config: "
+             f"Model `{args.config}`. Training settings beyond the config: "
              + "; ".join(f"{g}: `{' '.join(spec['overrides']) or 'none'}`" for g, spec in GROUPS.items())
              + ", each run also stopped by `--minutes`.", "",
              "R² (mean over output dimensions) on each file's test split (trials or time blocks in the 3rd and 8th "
@@ -130,31 +131,31 @@ def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float
              "(`prepare --keep-moving 5`). Floors from `shared/data/README.md`.", "",
              "| file | spiketok R² | per dimension | trained on | ridge | GRU | MLP | floors beaten |",
              "|---|---|---|---|---|---|---|---|"]
-    for sid, floors in FLOORS.items():
+    sids = [f for spec in GROUPS.values() for f in spec["files"]]
+    for sid in sids:
         if sid in rows:
             r = rows[sid]
-            beaten = [name for name, f in zip(("ridge", "GRU", "MLP"), floors) if r["r2"] > f]
+            floors = floors_of(sid)
+            beaten = "-" if floors is None else \
+                (", ".join(n for n, f in zip(("ridge", "GRU", "MLP"), floors) if r["r2"] > f) or "none")
+            shown = " | ".join(f"{v:.2f}" for v in floors) if floors else "- | - | -"
             lines.append(f"| {sid} | **{r['r2']:.3f}** | {' / '.join(f'{v:.2f}' for v in r['r2_per_dim'])} | "
-                         f"{r['trained_on']} | {floors[0]:.2f} | {floors[1]:.2f} | {floors[2]:.2f} | "
-                         f"{', '.join(beaten) or 'none'} |")
-    lines += ["", "What made the difference, measured on these files: a validation block that holds scored (moving) "
-              "samples, so the best checkpoint is chosen on real errors (before, both rat validation blocks fell in "
-              "parked time; linear track 0.23 -> 0.44); a 4 s context for the sparse rat units (0.44 -> 0.76); weight "
-              "decay 0.05 and dropout 0.2 against overfitting the 250 s of macaque training data (mean 0.85 -> 0.89); "
-              "decoding windows every 0.5 s rather than every half window (W-maze 0.567 -> 0.591).", ""]
-    images = []
-    for sid in FLOORS:
+                         f"{r['trained_on']} | {shown} | {beaten} |")
+    img, images = args.doc.parent / "img", []
+    img.mkdir(parents=True, exist_ok=True)
+    for sid in sids:
         found = sorted(args.work.glob(f"plots/*/traces_{sid}.png"))
         if sid in rows and found:
-            shutil.copy(found[0], IMG / f"real_traces_{sid}.png")
+            shutil.copy(found[0], img / f"real_traces_{sid}.png")
             images.append(f"![{sid}](img/real_traces_{sid}.png)")
-    lines += ["Predicted and true traces on the test split (a few trials or stretches per file):", "", *images, "", "Runs:"]
-    for command in dict.fromkeys(r["command"] for r in rows.values()):
-        done = [r for r in rows.values() if r["command"] == command]
-        lines.append(f"- `{command}` ({done[0]['date']}, {done[0]['minutes']:.0f} min)")
-    for command in dict.fromkeys(r["scored_by"] for r in rows.values() if r.get("scored_by")):
-        lines.append(f"- then scored again, same models: `{command}`")
-    write_section("\n".join(lines), START, END)
+    lines += ["", "Predicted and true traces on the test split (a few trials or stretches per file):", "", *images, "", "Runs:"]
+    for c in dict.fromkeys(r["command"] for r in rows.values()):
+        done = [r for r in rows.values() if r["command"] == c]
+        lines.append(f"- `{c}` ({done[0]['date']}, {done[0]['minutes']:.0f} min)")
+    for c in dict.fromkeys(r["scored_by"] for r in rows.values() if r.get("scored_by")):
+        lines.append(f"- then scored again, same models: `{c}`")
+    lines += ["", footer(load, ("torch", "spiketok"), timing=False)]
+    write_section("\n".join(lines), START, END, args.doc)
     print("\n".join(lines))
 
 

@@ -8,23 +8,22 @@
     dataset grows from 1 to 1,000 simulated sessions (10 units x 30 s each): the unit vocabulary grows,
     the per-step cost should not.
 
-Writes PNG plots to docs/img/ and its section of docs/benchmarks.md.
+Writes PNG plots to img/ beside the page and its section of docs/benchmarks.md; refuses to when the
+machine was loaded (see provenance.py), unless --allow-load. Verdicts are computed from the fits
+(see `linearity`).
 
     python benchmarks/bench_scaling.py [--quick] [--part spikes|sessions|both] [--threads 1] [--no-doc]
+        [--doc PATH] [--allow-load]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,9 @@ import torch
 from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.tokenize import SpikeTokenizer, collate
-from docsection import write_section
+from docsection import add_doc_args, write_section
+from provenance import Load, footer, refuse_if_loaded
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-IMG = ROOT / "docs" / "img"
 START, END = "<!-- scaling:start -->", "<!-- scaling:end -->"
 RATE = 20.0  # Hz per unit: spikes per window = 20 x units
 
@@ -99,6 +96,25 @@ def line_fit(x: np.ndarray, y: np.ndarray) -> dict:
     r2 = 1 - np.sum((y - (a + b * x)) ** 2) / np.sum((y - y.mean()) ** 2)
     slope = float(np.polyfit(np.log(x), np.log(np.maximum(y, 1e-12)), 1)[0])
     return {"intercept": float(a), "per_unit": float(b), "r2": float(r2), "loglog_slope": slope}
+
+
+SLOPE_LINEAR, R2_LINEAR = (0.85, 1.15), 0.99  # the rule for calling a cost "linear"
+FLAT_RATIO = 1.25  # the rule for calling the step time flat in the number of sessions: last / first <= 1.25
+
+
+def linearity(fit: dict, what: str = "the cost") -> str:
+    """A verdict from a fit: linear when the log-log slope is in [0.85, 1.15] and the line fit's R² >= 0.99;
+    otherwise sub-linear (slope below, fixed costs weigh) or super-linear (slope above)."""
+    lo, hi = SLOPE_LINEAR
+    s, r2 = fit["loglog_slope"], fit["r2"]
+    rule = f"(rule: linear when the log-log slope is in [{lo}, {hi}] and R² >= {R2_LINEAR})"
+    if lo <= s <= hi and r2 >= R2_LINEAR:
+        return f"{what} is linear in spikes {rule}"
+    if s < lo:
+        return f"{what} grows less than linearly over these sizes: fixed costs weigh {rule}"
+    if s > hi:
+        return f"{what} grows faster than linearly {rule}"
+    return f"{what} is not shown linear: the line fit's R² is below {R2_LINEAR} {rule}"
 
 
 def spikes_point(size: str, kind: str, n: int, repeats: int) -> dict:
@@ -212,13 +228,13 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
     return rows
 
 
-def plot(res: dict) -> list[Path]:
+def plot(res: dict, img: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    IMG.mkdir(parents=True, exist_ok=True)
+    img.mkdir(parents=True, exist_ok=True)
     paths = []
     if "spikes" in res:
         sp = res["spikes"]
@@ -243,7 +259,7 @@ def plot(res: dict) -> list[Path]:
         axes[2].set(xlabel="spikes in the window", ylabel="MB added at peak", title="one window: peak memory")
         axes[2].legend(fontsize=8)
         fig.tight_layout()
-        path = IMG / "scaling_spikes.png"
+        path = img / "scaling_spikes.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
@@ -258,14 +274,14 @@ def plot(res: dict) -> list[Path]:
                title="time per training step, batch of 32")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = IMG / "scaling_sessions.png"
+        path = img / "scaling_sessions.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths
 
 
-def render(res: dict, command: str) -> str:
+def render(res: dict, load: Load) -> str:
     lines = ["## Scaling: spikes per window and sessions per dataset", ""]
     if "spikes" in res:
         sp = res["spikes"]
@@ -280,8 +296,10 @@ def render(res: dict, command: str) -> str:
                          f"{r['train_peak_added_mb']:,.0f} MB |")
         lines += ["", f"Line fit of time against tokens: R² = **{f['r2']:.4f}**, {1e6 * f['per_unit']:.2f} ms per "
                   f"1,000 tokens plus {1e3 * f['intercept']:.0f} ms; log-log slope **{f['loglog_slope']:.2f}** "
-                  "(1 = linear). The cost is linear in spikes: every spike is one key/value token of the "
-                  "encoder's cross-attention to a fixed number of latents, and nothing else sees the spikes.", "",
+                  "(1 = linear). " + linearity(f, "Forward + backward time").capitalize() + "."
+                  + (" That is what the design predicts: every spike is one key/value token of the encoder's "
+                     "cross-attention to a fixed number of latents, and nothing else sees the spikes."
+                     if "is linear" in linearity(f) else ""), "",
                   "One window, up to 100,000 spikes:", "",
                   "| spikes | tokens | inference | forward + backward | memory added (inference) | memory added (fwd + bwd) |",
                   "|---|---|---|---|---|---|"]
@@ -292,8 +310,7 @@ def render(res: dict, command: str) -> str:
         lines += ["", f"Line fits against tokens: inference time R² {fi['r2']:.4f} (log-log slope {fi['loglog_slope']:.2f}), "
                   f"forward + backward R² {ft['r2']:.4f} (slope {ft['loglog_slope']:.2f}), peak memory of forward + "
                   f"backward R² {fm['r2']:.4f} ({1e3 * fm['per_unit']:.1f} KB per token; slope {fm['loglog_slope']:.2f}). "
-                  "Small windows are dominated by fixed costs (latents, queries, Python), so their log-log slope is "
-                  "below 1.", "", "![time and memory against spikes per window](img/scaling_spikes.png)", ""]
+                  f"One window: inference {linearity(fi, 'time')}; forward + backward {linearity(ft, 'time')}.", "", "![time and memory against spikes per window](img/scaling_spikes.png)", ""]
     if "sessions" in res:
         rows = res["sessions"]
         lines += [f"**Sessions per dataset** (`{res['size']}` model, batch of 32 random one-second windows from the "
@@ -307,21 +324,26 @@ def render(res: dict, command: str) -> str:
                          f"{r['model_ms']:.0f} | {r['tokens_per_batch']:,.0f} | {r['model_us_per_token']:.1f} | "
                          f"{r['setup_s']:.1f} s |")
         first, last = rows[0], rows[-1]
+        ratio = last["step_ms"] / first["step_ms"]
+        flat = ratio <= FLAT_RATIO
+        per_unit = last["vocab_params"] / max(last["units"], 1)
+        setup = line_fit(np.array([r["sessions"] for r in rows], float), np.array([r["setup_s"] for r in rows])) \
+            if len(rows) >= 3 else None
         lines += ["", f"From {first['sessions']} to {last['sessions']:,} sessions the step time goes from "
-                  f"{first['step_ms']:.0f} to {last['step_ms']:.0f} ms ({last['step_ms'] / first['step_ms']:.2f}x) while the "
-                  f"vocabulary grows {last['units'] / first['units']:.0f}x. What grows with the vocabulary per step is "
-                  "the dense gradient and AdamW update of the unit-embedding table (64 floats per unit); setup "
-                  "(reading each session's index and target statistics) grows linearly but happens once.", "",
+                  f"{first['step_ms']:.0f} to {last['step_ms']:.0f} ms ({ratio:.2f}x) while the vocabulary grows "
+                  f"{last['units'] / first['units']:.0f}x: "
+                  + (f"**flat** (rule: within {FLAT_RATIO}x). " if flat else f"**it grows** (more than {FLAT_RATIO}x). ")
+                  + f"What grows with the vocabulary per step is the dense gradient and AdamW update of the "
+                  f"unit-embedding table ({per_unit:.0f} floats per unit)"
+                  + (f"; setup (reading each session's index and target statistics) happens once, with a log-log "
+                     f"slope of {setup['loglog_slope']:.2f} against sessions (1 = linear)." if setup else "."), "",
                   "![time per training step against sessions](img/scaling_sessions.png)", ""]
-    lines += ["| | |", "|---|---|", f"| date | {res['date']} |", f"| machine | {res['machine']} |",
-              f"| versions | {res['versions']} |", f"| command | `{command}` |", "",
-              "CPU figures were measured while other jobs shared this machine's 2 cores; single points can be "
-              "10-30% off, the trends hold."]
+    lines += [footer(load, ("torch", "numpy", "spiketok"), f"{res['threads']} torch thread(s)")]
     return "\n".join(lines)
 
 
-def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md."""
+def write_doc(section: str, doc: Path) -> None:
+    """Replace this benchmark's section of the benchmark page."""
     write_section(section, START, END, doc)
 
 
@@ -338,7 +360,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-scaling",
                     help="folder for the simulated sessions (kept between runs)")
     ap.add_argument("--quick", action="store_true", help="small points only (a smoke run)")
-    ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--no-doc", action="store_true", help="print only; plots go to WORK instead of the page's img/")
+    add_doc_args(ap, timing=True)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--_point", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -347,28 +370,31 @@ def main() -> None:
         print(json.dumps(spikes_point(args.size, args._point[0], int(args._point[1]), args.repeats)))
         return
     if args.quick:
-        args.batch_spikes, args.single_spikes, args.sessions = "1000,2000,5000", "1000,5000,20000", "1,10,50"
-        args.repeats, args.session_steps = 2, 5
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "numpy", "spiketok"))
-    res: dict = {"date": dt.date.today().isoformat(), "size": args.size, "threads": args.threads,
-                 "machine": f"`{platform.platform()}`, {platform.machine()}, {os.cpu_count()} CPUs",
-                 "versions": f"Python {platform.python_version()}, {versions}", "session_steps": args.session_steps}
+        args.batch_spikes, args.single_spikes, args.sessions = "500,1000,2000", "500,1000,2000", "1,3,5"
+        args.repeats, args.session_steps = 1, 2
+    load = Load()
+    if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):
+        sys.exit(3)
+    res: dict = {"size": args.size, "threads": args.threads, "session_steps": args.session_steps}
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     if args.part in ("spikes", "both"):
         res["spikes"] = spikes_part(args.size, ints(args.batch_spikes), ints(args.single_spikes), args.repeats,
                                     args.threads)
     if args.part in ("sessions", "both"):
         res["sessions"] = sessions_part(args.size, ints(args.sessions), args.session_steps, args.work)
-    paths = plot(res)
+    res["load"] = load.stop().as_dict()
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
-    command = "python benchmarks/bench_scaling.py " + " ".join(sys.argv[1:])
-    section = render(res, command.strip())
+    section = render(res, load)
     print(section)
-    print("plots:", ", ".join(map(str, paths)))
-    if not args.no_doc:
-        write_doc(section)
-        print(f"wrote section scaling of {DOC}")
+    if args.no_doc:
+        print("plots:", ", ".join(map(str, plot(res, args.work / "img"))))
+        return
+    if not refuse_if_loaded(load, args.allow_load, args.doc):
+        sys.exit(3)
+    print("plots:", ", ".join(map(str, plot(res, args.doc.parent / "img"))))
+    write_doc(section, args.doc)
+    print(f"wrote section scaling of {args.doc}")
 
 
 if __name__ == "__main__":

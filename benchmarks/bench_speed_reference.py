@@ -12,25 +12,23 @@ alternating between the two so that other jobs on the machine slow both alike:
 
 torch-brain must never become a dependency of spiketok, so this runs in its own virtual environment:
 
-    python -m venv /work/bench-venv
-    /work/bench-venv/bin/pip install torch==2.13.0          # the CPU build (never a CUDA one)
-    /work/bench-venv/bin/pip install -e /work/main
-    /work/bench-venv/bin/pip install --no-deps torch-brain==0.2.1
-    /work/bench-venv/bin/pip install pandas ray            # imported by torch_brain.models; uv etc. are not needed
-    /work/bench-venv/bin/python benchmarks/bench_speed_reference.py [--quick] [--profile] [--no-doc]
+    python -m venv bench-venv                               # in the repository root (git ignores it)
+    bench-venv/bin/pip install torch==2.13.0                # the CPU build (never a CUDA one)
+    bench-venv/bin/pip install -e .
+    bench-venv/bin/pip install --no-deps torch-brain==0.2.1
+    bench-venv/bin/pip install pandas ray                   # imported by torch_brain.models; uv etc. are not needed
+    bench-venv/bin/python benchmarks/bench_speed_reference.py [--quick] [--profile] [--no-doc] [--doc PATH] [--allow-load]
+
+Refuses to write the doc when the machine was loaded (see provenance.py), unless --allow-load.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +38,11 @@ from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.model.config import ModelConfig
 from spiketok.tokenize import SpikeTokenizer, collate
-from docsection import write_section
+from docsection import add_doc_args, write_section
+from provenance import Load, footer, refuse_if_loaded, versions
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START, END = "<!-- speed-reference:start -->", "<!-- speed-reference:end -->"
-SETUP = __doc__.split("own virtual environment:\n\n")[1].split("\n\"\"\"")[0]
+SETUP = __doc__.split("own virtual environment:\n\n")[1].split("\n\n")[0]
 N_UNITS, RATE, OUT_HZ = 100, 20.0, 100.0
 PUBLISHED_DROPOUT = {"ffn_dropout": 0.2, "lin_dropout": 0.4, "atn_dropout": 0.2}  # torch_brain's POYO-1.3M config
 
@@ -325,12 +323,11 @@ def profile(size: str, batch_size: int, top: int = 10) -> dict[str, list[tuple[s
 
 # --- report --------------------------------------------------------------------------------------
 
-def versions() -> str:
-    pk = {p: metadata.version(p) for p in ("torch", "torch-brain", "numpy", "spiketok")}
-    return f"Python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in pk.items())
+PACKAGES = ("torch", "torch-brain", "numpy", "spiketok")
+TRAIN_GOAL, LATENCY_GOAL = 1.5, 0.5  # spiketok / reference: training steps/s at least 1.5x, latency at most 0.5x
 
 
-def render(res: dict, args, command: str) -> str:
+def render(res: dict, args, load: Load) -> str:
     lines = ["## Speed against the reference implementation (torch-brain POYO)", ""]
     lines += [f"spiketok's POYO and the reference `torch_brain.models.POYO` ({res['versions'].split('torch-brain ')[1].split(',')[0]}, "
               "PyPI) at the same sizes, on the same batches of one-second windows (100 units at ~20 Hz, so about "
@@ -343,9 +340,9 @@ def render(res: dict, args, command: str) -> str:
               "|---|---|---|---|---|---|"]
     for size, r in res["sizes"].items():
         t = r["train"]
-        ok = "met" if t["ratio"] >= 1.5 else "**missed**"
+        ok = "met" if t["ratio"] >= TRAIN_GOAL else "**missed**"
         lines.append(f"| `{size}` | {t['steps_per_s']['spiketok']:.2f} | {t['steps_per_s']['reference']:.2f} | "
-                     f"**{t['ratio']:.2f}x** | {t['ratio_cpu']:.2f}x | >= 1.5x: {ok} |")
+                     f"**{t['ratio']:.2f}x** | {t['ratio_cpu']:.2f}x | >= {TRAIN_GOAL}x: {ok} |")
     lines += ["", "Single-window inference latency, wall clock (what a caller waits, including time lost to other jobs) "
               "and CPU time of the calling process (the model's own cost):", "",
               "| size | median: spiketok | reference | **ratio** | p99: spiketok | reference | ratio | CPU median: "
@@ -353,10 +350,11 @@ def render(res: dict, args, command: str) -> str:
     for size, r in res["sizes"].items():
         lat = r["latency"]
         s_, r_ = lat["spiketok"], lat["reference"]
-        ok = "met" if lat["ratio_median"] <= 0.5 else ("met in CPU time" if lat["ratio_cpu_median"] <= 0.5 else "**missed**")
+        ok = "met" if lat["ratio_median"] <= LATENCY_GOAL else \
+            ("met in CPU time" if lat["ratio_cpu_median"] <= LATENCY_GOAL else "**missed**")
         lines.append(f"| `{size}` | {s_['median_ms']:.1f} ms | {r_['median_ms']:.1f} ms | **{lat['ratio_median']:.2f}x** | "
                      f"{s_['p99_ms']:.1f} ms | {r_['p99_ms']:.1f} ms | {lat['ratio_p99']:.2f}x | {s_['cpu_median_ms']:.2f} ms | "
-                     f"{r_['cpu_median_ms']:.2f} ms | **{lat['ratio_cpu_median']:.2f}x** | <= 0.5x: {ok} |")
+                     f"{r_['cpu_median_ms']:.2f} ms | **{lat['ratio_cpu_median']:.2f}x** | <= {LATENCY_GOAL}x: {ok} |")
     if any("train_published" in r for r in res["sizes"].values()):
         lines += ["", "With the reference's published dropout (ffn 0.2, linear 0.4, attention 0.2, as in its "
                   "`poyo_1.3M` config; attention dropout sends its CPU attention to the slower math kernel):", "",
@@ -403,22 +401,23 @@ def render(res: dict, args, command: str) -> str:
     lines += ["", "**Why spiketok is faster.** Both spend their time on the spike tokens (the encoder's keys and "
               "values); the rest (latents, queries) is small. spiketok (1) embeds, normalises and projects each "
               "distinct (unit, token type) pair once and indexes the result per token, where the reference runs "
-              "LayerNorm and the key/value projection on every token (tokens outnumber pairs ~10x); (2) rotates "
+              "LayerNorm and the key/value projection on every token (here "
+              f"{res['tokens_per_window'] / (3 * N_UNITS):.1f} tokens per pair: {res['tokens_per_window']:,} tokens, "
+              f"{3 * N_UNITS} pairs); (2) rotates "
               "with one complex multiply per feature pair, where the reference builds rotated copies with "
-              "`repeat_interleave`, `cat`, `stack` and `neg` (its top operators above: `mul`, `add`, `cat`); "
+              "`repeat_interleave`, `cat`, `stack` and `neg`"
+              + (" (its top operators above: " + ", ".join(f"`{op[0]}`" for op in res["profile"]["reference"][:3]) + ")"
+                 if res.get("profile") else "") + "; "
               "(3) builds its rotations once per forward from cos and sin (not `torch.polar`, not a float64 "
               "`remainder`, both unvectorised on CPU); (4) has no attention dropout (on CPU that forces the "
               "slower math attention kernel) and passes no mask when nothing is padded."]
-    lines += ["", "| | |", "|---|---|", f"| date | {res['date']} |", f"| machine | {res['machine']} |",
-              f"| versions | {res['versions']} |", f"| command | `{command}` |",
-              f"| setup | `{' && '.join(l.split('#')[0].strip() for l in SETUP.splitlines()[:-1])}` |", "",
-              "CPU figures were measured while other jobs shared this machine's 2 cores (wall-time ratios move by "
-              "10-20% between runs; the CPU-time ratios less)."]
+    setup = " && ".join(l.split("#")[0].strip() for l in SETUP.splitlines()[:-1])
+    lines += ["", footer(load, PACKAGES, f"{args.threads} torch thread(s)", [("setup", f"`{setup}`")])]
     return "\n".join(lines)
 
 
-def write_doc(section: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md."""
+def write_doc(section: str, doc: Path) -> None:
+    """Replace this benchmark's section of the benchmark page."""
     write_section(section, START, END, doc)
 
 
@@ -435,6 +434,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer steps and calls (a smoke run)")
     ap.add_argument("--no-doc", action="store_true")
+    add_doc_args(ap, timing=True)
     ap.add_argument("--json", type=Path, help="also write all figures here")
     ap.add_argument("--_memory", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -446,9 +446,10 @@ def main() -> None:
     reference_poyo()
     if args.quick:
         args.steps, args.repeats, args.latency_calls = 2, 2, 40
-    res: dict = {"date": dt.date.today().isoformat(),
-                 "machine": f"`{platform.platform()}`, {platform.machine()}, {os.cpu_count()} CPUs",
-                 "versions": versions(), "sizes": {}}
+    load = Load()
+    if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):
+        sys.exit(3)
+    res: dict = {"versions": versions(*PACKAGES), "sizes": {}}
     res["tokens_per_window"] = int(batches("tiny", 8, 1)[0]["input_mask"].sum() / 8)
     for size in args.sizes.split(","):
         r: dict = {"agreement": agreement(size)}
@@ -467,14 +468,16 @@ def main() -> None:
     if args.profile:
         size = args.sizes.split(",")[-1]
         res["profile"] = {"size": size, **profile(size, args.batch_size)}
-    command = "/work/bench-venv/bin/python benchmarks/bench_speed_reference.py " + " ".join(sys.argv[1:])
+    res["load"] = load.stop().as_dict()
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
-    section = render(res, args, command.strip())
+    section = render(res, args, load)
     print(section)
-    if not args.no_doc:
-        write_doc(section)
-        print(f"wrote section speed-reference of {DOC}")
+    if not args.no_doc and refuse_if_loaded(load, args.allow_load, args.doc):
+        write_doc(section, args.doc)
+        print(f"wrote section speed-reference of {args.doc}")
+    elif not args.no_doc:
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""Rebuild docs/benchmarks.md: run every benchmark script in turn, each writing its own section.
+
+    python benchmarks/run_all.py [--quick] [--doc PATH] [--allow-load] [--only NAME ...]
+
+Timing benchmarks run first (they refuse to write on a loaded machine unless --allow-load), then the
+accuracy ones. --quick runs each script with its smallest settings (a smoke run; the scripts without a
+quick mode are long and skipped). Scripts that fail are listed at the end; the exit status is 1 if any
+failed. --doc PATH sends every section to PATH (through $SPIKETOK_BENCH_DOC, which scripts without a
+--doc option honour too) instead of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from docsection import ENV
+
+HERE = Path(__file__).resolve().parent
+TIMING = {"window_reads", "speed_reference", "streaming", "scaling"}  # take --allow-load
+# name -> (script and arguments of the full run, arguments of the quick run or None: long, skipped in --quick)
+BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
+    "window_reads": (["bench_window_reads.py"], ["bench_window_reads.py", "--quick"]),
+    "speed_reference": (["bench_speed_reference.py", "--profile", "--published-dropout"],
+                        ["bench_speed_reference.py", "--quick", "--sizes", "tiny"]),
+    "streaming": (["bench_streaming.py"], ["bench_streaming.py", "--quick"]),
+    "scaling": (["bench_scaling.py"], ["bench_scaling.py", "--quick"]),
+    "accuracy_baselines": (["bench_accuracy_baselines.py", "--fresh"],
+                           ["bench_accuracy_baselines.py", "--quick", "--fresh", "--only", "simulator"]),
+    "fewshot_simulated": (["bench_fewshot.py", "--simulated", "--pretrain-steps", "600", "--pretrain-batch", "16"],
+                          ["bench_fewshot.py", "--simulated", "--quick"]),
+    "fewshot_real": (["bench_fewshot.py", "--real", "--pretrain-steps", "500", "--pretrain-minutes", "12"],
+                     ["bench_fewshot.py", "--real", "--quick"]),
+    "real_data": (["bench_real_data.py"], ["bench_real_data.py", "--quick"]),
+    "recipe": (["bench_recipe.py"], None),
+    "transfer": (["bench_transfer.py"], None),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smallest settings of each script (a smoke run)")
+    ap.add_argument("--doc", type=Path, help="write every section here instead of docs/benchmarks.md")
+    ap.add_argument("--allow-load", action="store_true", help="passed to the timing benchmarks")
+    ap.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these")
+    args = ap.parse_args()
+    env = dict(os.environ)
+    if args.doc:
+        env[ENV] = str(args.doc.resolve())
+    failed, skipped, done = [], [], []
+    for name, (full, quick) in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        cmd = quick if args.quick else full
+        if cmd is None:
+            skipped.append(name)
+            print(f"== {name}: long, skipped in --quick", flush=True)
+            continue
+        cmd = [sys.executable, str(HERE / cmd[0]), *cmd[1:]]
+        if args.allow_load and name in TIMING:
+            cmd.append("--allow-load")
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        t = time.monotonic()
+        rc = subprocess.run(cmd, env=env, cwd=HERE.parent).returncode
+        minutes = (time.monotonic() - t) / 60
+        (failed if rc else done).append(f"{name} ({minutes:.1f} min{f', exit {rc}' if rc else ''})")
+    print("\nwritten: " + (", ".join(done) or "none"))
+    if skipped:
+        print("long, skipped in --quick: " + ", ".join(skipped))
+    if failed:
+        print("FAILED (their sections were not rewritten): " + ", ".join(failed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
