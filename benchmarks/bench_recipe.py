@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+import provenance
 from docsection import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,11 +142,11 @@ def run_table(seconds: float, load_before: tuple, load_after: tuple) -> list[str
     """The closing table of an accuracy section: date, machine, versions, this command, load averages."""
     import torch
 
-    command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+    command = provenance.command()  # sys.argv with paths relative to the repository (WORK/... outside it)
     return ["| | |", "|---|---|", f"| date | {date.today()} |",
             f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
             f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
-            f"| command | `{command.strip()}` ({seconds / 60:.0f} min) |",
+            f"| command | `{command}` ({seconds / 60:.0f} min) |",
             f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
             f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
 
