@@ -91,7 +91,7 @@ def r2_of(path: Path, sid: str) -> float | None:
     return float(res["sessions"][sid]["r2"])
 
 
-def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float) -> None:
+def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float, doc_only: bool = False) -> None:
     lines = ["## Default recipe on real recordings: `spiketok train` with no overrides", "",
              "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
              "no steps, nothing else set), R² on its test split (`spiketok evaluate`), beside `spiketok baseline "
@@ -132,20 +132,27 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float)
             lines.append(f"| {sid} | **{r['r2']:.3f}** | {'-' if best is None else f'{best:.3f}'} | {verdict} |")
         lines.append(f"\n(window {res['recipe']['settings'].get('model.window', 'set')}, {res['minutes']:.1f} min)")
     n = len(beaten)
-    lines += ["", f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**.", ""]
-    lines += run_table(seconds, load_before, load_after)
+    missing = [f for f in MACAQUE + RAT if not (work / f / "spiketok.json").exists()]
+    lines += ["", f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**"
+              + (f" (no result yet for {', '.join(missing)})." if missing else "."), ""]
+    lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 
 
-def run_table(seconds: float, load_before: tuple, load_after: tuple) -> list[str]:
-    """The closing table of an accuracy section: date, machine, versions, this command, load averages."""
+def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: bool = False) -> list[str]:
+    """The closing table of an accuracy section: date, machine, versions, this command, load averages
+    (none when the section is written from stored results: the load during those runs was not recorded)."""
     import torch
 
     command = provenance.command()  # sys.argv with paths relative to the repository (WORK/... outside it)
-    return ["| | |", "|---|---|", f"| date | {date.today()} |",
+    head = ["| | |", "|---|---|", f"| date | {date.today()} |",
             f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
-            f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
+            f"| versions | Python {platform.python_version()}, torch {torch.__version__} |"]
+    if doc_only:
+        return head + [f"| section written by | `{command}` from the results that earlier runs of this script stored "
+                       "in WORK; the load during those runs was not recorded |"]
+    return head + [
             f"| command | `{command}` ({seconds / 60:.0f} min) |",
             f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
             f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
@@ -174,7 +181,7 @@ def main() -> None:
                                    not args.no_baselines) for name in args.files]
             for f in futures:
                 f.result()
-    write_doc(args.work, load_before, os.getloadavg(), time.time() - t0)
+    write_doc(args.work, load_before, os.getloadavg(), time.time() - t0, args.doc_only)
 
 
 if __name__ == "__main__":

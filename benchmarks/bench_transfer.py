@@ -78,7 +78,8 @@ def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, wo
                 run(spiketok("baseline", "--model", model, "--data", str(data), "--json", str(out)), folder / "log.txt")
 
 
-def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load_after: tuple, seconds: float) -> None:
+def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load_after: tuple, seconds: float,
+              doc_only: bool = False) -> None:
     lines = ["## Transfer: training from a pretrained model against from scratch (macaque, leave one file out)", "",
              "For each macaque file: a model pretrained on the other two (`spiketok train`, defaults), then "
              "`spiketok train --init PRETRAINED` on N training trials of the left-out file, against `spiketok train` "
@@ -119,7 +120,7 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             pre.append(f"without {name}: " + ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in res["sessions"].items())
                        + f" ({res['minutes']:.0f} min)")
     lines += ["", "Pretrained models, test R² on their own sessions: " + "; ".join(pre) + ".", ""]
-    lines += run_table(seconds, load_before, load_after)
+    lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 
@@ -143,7 +144,7 @@ def main() -> None:
             futures = [pool.submit(left_out, name, paths, args.trials, args.seed, args.work) for name in args.files]
             for f in futures:
                 f.result()
-    write_doc(args.work, args.trials, args.seed, load_before, os.getloadavg(), time.time() - t0)
+    write_doc(args.work, args.trials, args.seed, load_before, os.getloadavg(), time.time() - t0, args.doc_only)
 
 
 if __name__ == "__main__":
