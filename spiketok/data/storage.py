@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_write
 from .session import Behavior, DataError, Intervals, Session, Window
 
 FORMAT = "spiketok-session"
@@ -57,10 +57,7 @@ def _read_intervals(group: h5py.Group) -> Intervals:
 def write_session(session: Session, path: str | Path) -> Path:
     """Write a session to `path` atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
@@ -94,11 +91,6 @@ def write_session(session: Session, path: str | Path) -> Path:
             for name, iv in session.splits.items():
                 _write_intervals(spl.create_group(name), iv)
         os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a prepared session is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

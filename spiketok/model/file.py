@@ -7,14 +7,13 @@ Loading it never unpickles: a model downloaded from a colleague or a model zoo c
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..data.atomic import atomic_write
 from .config import ModelConfig
 from .poyo import POYO
 
@@ -121,17 +120,9 @@ def save_model_file(model: POYO, path: str | Path, meta: ModelFileMeta | None = 
         raise TypeError(f"state entries {unknown} are not tensors and have no place in ModelFileMeta")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if torch.is_tensor(v)}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         save_file(tensors, tmp, metadata={"format": FORMAT, "format_version": str(meta.format_version),
                                           _META_KEY: meta.to_json()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

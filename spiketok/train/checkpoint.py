@@ -6,14 +6,13 @@ The shareable model (run_dir/model.ckpt, `adapt` outputs) is the data-only file 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ..data.atomic import atomic_write
 from ..model.config import ModelConfig
 from ..model.file import ModelFileError, ModelFileMeta, load_model_file, save_model_file
 from ..model.poyo import POYO
@@ -21,17 +20,8 @@ from ..model.poyo import POYO
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
