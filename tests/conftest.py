@@ -126,3 +126,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def cli(*args) -> tuple[int, str]:
+    """Run `spiketok ARGS` in this process: exit code and everything printed; a bug (not a user error) raises."""
+    from typer.testing import CliRunner
+
+    from spiketok.cli import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output

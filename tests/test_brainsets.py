@@ -9,9 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from spiketok.cli import _register, app
+from spiketok.cli import _register
 from spiketok.data.brainsets import read_temporaldata
 from spiketok.data.readers import file_kind, read_recording
 from spiketok.data.session import DataError, Session
@@ -21,9 +20,9 @@ from spiketok.data.storage import StoredSession
 
 temporaldata = pytest.importorskip("temporaldata")
 from temporaldata import ArrayDict, Data, Interval, IrregularTimeSeries, RegularTimeSeries  # noqa: E402
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
-runner = CliRunner()
 
 
 def _simulated(duration: float = 60.0) -> Session:
@@ -150,11 +149,6 @@ def test_reader_chosen_by_content_not_extension(tmp_path, sim, make_nwb):
     assert session.meta["identifier"] == "rec" and list(session.behavior) == ["led"]
 
 
-def cli(*args) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def test_prepare_train_evaluate_on_a_brainsets_session(tmp_path, sim):

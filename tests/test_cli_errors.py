@@ -20,6 +20,7 @@ from spiketok.cli import _register, app
 from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import write_session
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
 runner = CliRunner()
@@ -27,12 +28,6 @@ TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=4", "steps_per_epo
          "eval_stride=1.0"]
 
 
-def cli(*args: str | Path) -> tuple[int, str]:
-    """Run `spiketok ARGS` in this process: exit code and everything printed (stdout and stderr)."""
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def assert_user_error(code: int, out: str, *phrases: str) -> None:

@@ -7,24 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from spiketok.cli import _register, app
+from spiketok.cli import _register
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
-runner = CliRunner()
 TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3",
          "eval_stride=1.0"]
 
 
-def cli(*args: str | Path) -> tuple[int, str]:
-    """Run `spiketok ARGS` in this process; exit code and everything it printed."""
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 @pytest.fixture(scope="module")

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_nwb
-from typer.testing import CliRunner
 
-from spiketok.cli import _register, app
+from spiketok.cli import _register
 from spiketok.data.session import Session
 from spiketok.data.simulate import simulate_sessions
 from spiketok.data.storage import StoredSession, write_session
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
-runner = CliRunner()
 
 
-def cli(*args) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 @pytest.fixture(scope="module")

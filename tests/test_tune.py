@@ -12,28 +12,22 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from spiketok.cli import _register, app
+from spiketok.cli import _register
 from spiketok.data.session import Behavior
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, read_session, write_session
 from spiketok.train.config import load_config
 from spiketok.train.tune import STUDY, base_params, tune, with_values
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
-runner = CliRunner()
 # a handful of steps of a small model: every trial takes a few seconds on a loaded CPU
 BASE = ["target=hand_velocity", "max_steps=4", "steps_per_epoch=2", "batch_size=4", "warmup_steps=1",
         "eval_stride=1.0", "model.dim=32", "model.depth=1"]
 BUDGET = 0.75  # minutes
 
 
-def cli(*args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def _study(run: Path) -> optuna.Study:
