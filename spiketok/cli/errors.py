@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -34,7 +33,7 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
-def debug_enabled(ctx: click.Context | None = None) -> bool:
+def debug_enabled(ctx: typer.Context | None = None) -> bool:
     """--debug was given, or SPIKETOK_DEBUG is set to something other than '' or '0'."""
     if ctx is not None and ctx.meta.get("spiketok.debug"):
         return True
@@ -49,7 +48,7 @@ def one_line(exc: BaseException) -> str:
 class ErrorPolicyGroup(TyperGroup):
     """The `spiketok` command group: turns user errors raised by any subcommand into `error: ...`, exit 2."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:
