@@ -24,6 +24,7 @@ from bench_recipe import BASELINES, DATA, MACAQUE, prepare, run, run_table, spik
 from docsection import write_section
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
+ADAPT_MODES = ("unit-id", "finetune")  # `spiketok adapt` arms: only the new embeddings; then every weight
 
 
 def restricted(path: Path, n: str, seed: int, out: Path) -> Path:
@@ -62,6 +63,23 @@ def train_and_score(folder: Path, data: list[Path], extra: list[str]) -> dict:
     return res
 
 
+def adapt_and_score(folder: Path, pretrained: Path, data: Path, mode: str) -> dict:
+    """`spiketok adapt PRETRAINED DATA --mode MODE` (all N training trials) then `evaluate`; cached."""
+    result = folder / "result.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    run(spiketok("adapt", str(pretrained), str(data), "--mode", mode, "--out", str(folder / "model.ckpt"),
+                 "--no-evaluate"), folder / "log.txt")
+    minutes = (time.time() - t0) / 60
+    run(spiketok("evaluate", str(folder / "model.ckpt"), "--data", str(data), "--json", str(folder / "eval.json")),
+        folder / "log.txt")
+    res = {"sessions": json.loads((folder / "eval.json").read_text())["sessions"], "minutes": minutes}
+    result.write_text(json.dumps(res))
+    return res
+
+
 def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, work: Path) -> None:
     others = [paths[f] for f in MACAQUE if f != name]
     pre = train_and_score(work / f"pretrain-without-{name}", others, [])
@@ -72,6 +90,8 @@ def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, wo
         folder = work / name / f"n{n}"
         train_and_score(folder / "init", [data], ["--init", str(ckpt)])
         train_and_score(folder / "scratch", [data], [])
+        for mode in ADAPT_MODES:
+            adapt_and_score(folder / mode, ckpt, data, mode)
         for model in BASELINES:
             out = folder / f"{model}.json"
             if not out.exists():
@@ -86,9 +106,12 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
              f"from scratch on the same N trials (drawn with seed {seed}; both with the default recipe and early "
              "stopping on the file's own valid split) and the three baselines trained on the same N trials. "
              "R² on the left-out file's test split.", "",
-             "| left-out file | N trials | from pretrained | from scratch | ridge | GRU | MLP | init - scratch | "
-             "init vs best baseline |", "|---|---|---|---|---|---|---|---|---|"]
-    wins, missing = [], []
+             "`spiketok adapt PRETRAINED` on the same N trials gives the unit-id column (only the new unit and "
+             "session embeddings learn) and the finetune column (unit-id, then every weight).", "",
+             "| left-out file | N trials | from pretrained (`train --init`) | adapt unit-id | adapt finetune | "
+             "from scratch | ridge | GRU | MLP | init - scratch | init vs best baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    wins, adapt_wins, missing = [], [], []
     for name in MACAQUE:
         for n in trials:
             folder = work / name / f"n{n}"
@@ -102,12 +125,19 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             for m in BASELINES:
                 p = folder / f"{m}.json"
                 base[m] = json.loads(p.read_text())["sessions"][name]["r2"] if p.exists() else None
+            arm = {}
+            for mode in ADAPT_MODES:
+                p = folder / mode / "result.json"
+                arm[mode] = json.loads(p.read_text())["sessions"][name]["r2"] if p.exists() else None
+                if arm[mode] is not None and scratch is not None:
+                    adapt_wins.append((n, mode, arm[mode] > scratch))
             known = [v for v in base.values() if v is not None]
             best = max(known) if known else None
             if scratch is not None:
                 wins.append((n, init > scratch))
             fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            lines.append(f"| {name} | {n} | **{init:.3f}** | {fmt(scratch)} | {fmt(base['ridge'])} | {fmt(base['gru'])} | "
+            lines.append(f"| {name} | {n} | **{init:.3f}** | {fmt(arm['unit-id'])} | {fmt(arm['finetune'])} | {fmt(scratch)} | "
+                         f"{fmt(base['ridge'])} | {fmt(base['gru'])} | "
                          f"{fmt(base['mlp'])} | {'-' if scratch is None else f'{init - scratch:+.3f}'} | "
                          f"{'-' if best is None else ('above' if init > best else '**below**')} ({fmt(best)}) |")
     for n in trials:
@@ -115,6 +145,11 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
         if got:
             lines.append(f"\nWith {n} trials, the pretrained start beats scratch on **{sum(got)} of {len(got)}** "
                          "left-out files.")
+        for mode in ADAPT_MODES:
+            got = [w for k, m, w in adapt_wins if k == n and m == mode]
+            if got:
+                lines.append(f"With {n} trials, `adapt --mode {mode}` beats scratch on **{sum(got)} of {len(got)}** "
+                             "left-out files.")
     if missing:
         lines.append(f"\nNot run yet (no result from the pretrained start): {', '.join(missing)}.")
     pre = []

@@ -34,12 +34,13 @@ def shown_path(text: str, cwd: Path | None = None) -> str:
     path = Path(text)
     if not path.is_absolute():
         return text
-    resolved = path.resolve()
-    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
-        try:
-            return prefix + (resolved.relative_to(base).as_posix() or ".")
-        except ValueError:
-            continue
+    # as written (../shared may be a link to elsewhere) and with links resolved
+    for candidate in (Path(os.path.abspath(path)), path.resolve()):
+        for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+            try:
+                return prefix + (candidate.relative_to(base).as_posix() or ".")
+            except ValueError:
+                continue
     return f"WORK/{path.name}" if path.name else "WORK"
 
 
