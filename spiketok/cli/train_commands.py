@@ -241,10 +241,10 @@ def model_info(
 
     if name in SIZES:
         model = POYO(model_config(name))
-    elif Path(name).exists():
+    elif Path(name).exists() or name.startswith("pretrained:"):
         model = load(name)
     else:
-        fail(f"{name!r} is neither a model size ({', '.join(SIZES)}) nor a checkpoint file")
+        fail(f"{name!r} is neither a model size ({', '.join(SIZES)}), a checkpoint file nor pretrained:NAME")
     table = Table(title=f"model {name}")
     table.add_column("setting")
     table.add_column("value", justify="right")
@@ -266,8 +266,18 @@ def demo(
     duration: Annotated[float, typer.Option(min=60.0, help="Seconds of data per simulated session.")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    adapt: Annotated[bool, typer.Option("--adapt", help="Instead: adapt the shipped pretrained:m1-reaching model to a "
+                                                       "new simulated session, against a scratch model.")] = False,
+    trials: Annotated[int, typer.Option(min=1, help="With --adapt: trials of the new session to adapt on.")] = 10,
 ) -> None:
-    """Simulate multi-session motor cortex, train a tiny model, evaluate, plot, and print the R²."""
+    """Simulate multi-session motor cortex, train a tiny model, evaluate, plot, and print the R².
+
+    With --adapt nothing is trained from zero first: the shipped pretrained model learns a new
+    simulated session's units from --trials trials, and a fresh model trains on the same trials
+    (at most --steps steps) for comparison.
+    """
+    if adapt:
+        return _demo_adapt(out, trials, steps, seed, progress)
     from ..data.simulate import simulate_to_folder
     from ..data.storage import SessionDataset
     from ..evaluate.report import evaluate as run_eval, plot_results, write_json
@@ -303,3 +313,17 @@ def demo(
     console.print(f"checkpoint {result.checkpoint}; results {out / 'results.json'}; plots {out / 'plots'}")
     console.print(f"[bold]demo R² = {results['mean_r2']:.3f}[/bold] (test split, {len(ds)} sessions, "
                   f"{(time.monotonic() - t0) / 60:.1f} min in all)")
+
+
+def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -> None:
+    from ..adapt.demo import DEMO_MODEL, adapt_demo
+
+    t0 = time.monotonic()
+    console.rule(f"adapt {DEMO_MODEL} to a new simulated session with {trials} trials")
+    res = adapt_demo(out, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
+    score = {r.mode: r for r in res.runs}
+    for mode, r in score.items():
+        console.print(f"  {mode:8s}: R² {r.r2:.3f} on the test split ({r.steps} steps, {r.seconds:.0f} s)")
+    console.print(f"session {res.session}; table {res.table}; plot {res.plot}")
+    console.print(f"[bold]demo --adapt: unit-id R² = {score['unit-id'].r2:.3f}, scratch R² = {score['scratch'].r2:.3f}"
+                  f"[/bold] ({trials} trials, {(time.monotonic() - t0) / 60:.1f} min in all)")

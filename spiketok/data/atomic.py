@@ -19,6 +19,9 @@ def atomic_write(path: str | Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's owner-only 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

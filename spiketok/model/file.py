@@ -130,7 +130,9 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
     """The tensors and metadata of a model file; never unpickles (a pickle is refused unread)."""
     from safetensors import safe_open
 
-    path = Path(path)
+    from .pretrained import resolve_model_path
+
+    path = resolve_model_path(path)  # `pretrained:NAME` is a model file shipped in the package
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     with open(path, "rb") as f:

@@ -1,0 +1,32 @@
+"""`spiketok pretrained`: the pretrained models shipped with spiketok and their model cards."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from typing_extensions import Annotated
+
+from . import app
+
+console = Console()
+
+
+@app.command()
+def pretrained(
+    name: Annotated[Optional[str], typer.Argument(help="A pretrained model's name: print its model card.",
+                                                  show_default=False)] = None,
+) -> None:
+    """List the pretrained models shipped with spiketok, or print one's model card.
+
+    Use one wherever a model file is expected: `spiketok adapt pretrained:m1-reaching new.h5 --out a.ckpt`.
+    """
+    from ..model.pretrained import PREFIX, available, model_card
+
+    if name is None:
+        for n in available():
+            console.print(f"{PREFIX}{n}")
+        return
+    console.print(Markdown(model_card(name)))  # an unknown name: ModelFileError, one `error:` line

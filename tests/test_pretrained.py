@@ -1,0 +1,79 @@
+"""The pretrained model shipped in the package: `pretrained:m1-reaching` loads, is what its card says, adapts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spiketok
+from spiketok.model.file import FORMAT_VERSION, ModelFileError, read_model_file
+from spiketok.model.pretrained import FOLDER, available, model_card, pretrained_path
+
+from conftest import cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+MACAQUE = ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03"]
+
+
+def test_m1_reaching_ships_as_a_small_data_only_file_with_a_card():
+    assert "m1-reaching" in available()
+    path = pretrained_path("pretrained:m1-reaching")
+    assert path.parent == FOLDER and path.stat().st_size < 5_000_000
+    tensors, meta = read_model_file(path)
+    assert meta.format_version == FORMAT_VERSION
+    assert set(MACAQUE) <= set(meta.session_ids)
+    assert meta.tasks == {"hand_velocity": 2}
+    model = spiketok.load("pretrained:m1-reaching")
+    assert len(model.unit_emb) == len(meta.unit_ids) > 500
+    card = model_card("m1-reaching")
+    for sid in MACAQUE:  # one row per session, with its test R²
+        assert re.search(rf"\| {sid} \| \d+ \| \d+ \| 0\.\d{{3}}", card), sid
+
+
+def test_unknown_pretrained_name_is_one_error_line():
+    with pytest.raises(ModelFileError, match="available: pretrained:m1-reaching"):
+        spiketok.load("pretrained:no-such-model")
+    code, out = cli("model-info", "pretrained:no-such-model")
+    assert code == 2 and out.strip().startswith("error: no pretrained model named 'no-such-model'")
+
+
+def test_pretrained_command_lists_and_prints_the_card():
+    code, out = cli("pretrained")
+    assert code == 0 and "pretrained:m1-reaching" in out.split()
+    code, out = cli("pretrained", "m1-reaching")
+    assert code == 0 and "m1_mihi_2014-03-03" in out and "Apache-2.0" in out
+    code, out = cli("model-info", "pretrained:m1-reaching")
+    assert code == 0 and "units / sessions in vocabulary" in out
+
+
+def test_card_r2_is_what_the_shipped_weights_score(tmp_path):
+    """Decode Mihi's test split with the shipped weights: the card's R² for it, to the printed digit."""
+    nwb = DATA / "m1_mihi_2014-03-03.nwb"
+    if not nwb.exists():
+        pytest.skip(f"real recording {nwb} is absent (the shared data folder is not mounted here)")
+    code, out = cli("prepare", nwb, "--out", tmp_path, "--behavior", "hand_velocity")
+    assert code == 0, out
+    code, out = cli("evaluate", "pretrained:m1-reaching", "--data", tmp_path / "m1_mihi_2014-03-03.h5",
+                    "--json", tmp_path / "eval.json")
+    assert code == 0, out
+    r2 = json.loads((tmp_path / "eval.json").read_text())["sessions"]["m1_mihi_2014-03-03"]["r2"]
+    carded = float(re.search(r"\| m1_mihi_2014-03-03 \| \d+ \| \d+ \| (0\.\d{3})", model_card("m1-reaching")).group(1))
+    assert r2 == pytest.approx(carded, abs=6e-4)
+
+
+@pytest.mark.slow
+def test_demo_adapt_uses_the_shipped_model_without_pretraining(tmp_path):
+    """`demo --adapt`: the shipped model learns a new simulated session's units from 10 trials."""
+    code, out = cli("demo", "--adapt", "--trials", "10", "--steps", "100", "--out", tmp_path, "--no-progress")
+    assert code == 0, out
+    scores = {m: float(v) for m, v in re.findall(r"(unit-id|scratch) R² = (-?\d\.\d{3})", out)}
+    assert set(scores) == {"unit-id", "scratch"}
+    assert scores["unit-id"] > 0.5  # a new animal's units placed in the pretrained space from 10 reaches
+    assert (tmp_path / "fewshot.png").stat().st_size > 10_000
+    rows = (tmp_path / "fewshot_runs.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",10," in r for r in rows[1:])
