@@ -222,12 +222,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-accuracy")
     ap.add_argument("--fresh", action="store_true", help="forget the results kept in WORK/results.json")
     ap.add_argument("--quick", action="store_true",
-                    help="shorter simulated sessions, 30 spiketok steps (1 min at most), 100 baseline steps (a smoke run)")
+                    help="shorter simulated sessions, 30 spiketok steps (1 min at most), 100 baseline steps, "
+                         "50 ms baseline bins (a smoke run)")
     ap.add_argument("--no-doc", action="store_true")
     add_doc_args(ap)
     args = ap.parse_args()
     if args.quick:
         args.steps, args.minutes, args.baseline_steps = min(args.steps, 30), min(args.minutes, 1.0), 100
+        args.bin = max(args.bin, 0.05)  # ridge's window search solves (lags x units)-sized systems: 20 lags, not 50
     load = Load()
     args.work.mkdir(parents=True, exist_ok=True)
     sections = ["baselines"] if args.skip_spiketok else args.sections.split(",")

@@ -189,7 +189,8 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
     rows = []
     for n in counts:
         cfg = load_config(size if size in ("tiny", "poyo-1.3M", "poyo-11.8M") else "tiny",
-                          ["target=hand_velocity", f"steps_per_epoch={steps + 3}", "unit_dropout=true"])
+                          ["target=hand_velocity", f"steps_per_epoch={steps + 3}", "unit_dropout=true",
+                           "model.window=1"])  # the recipe's `auto` window needs pilot runs; this times steps
         t = time.perf_counter()
         data = SessionDataset(files[:n])
         torch.manual_seed(0)

@@ -21,6 +21,7 @@ from pathlib import Path
 from docsection import ENV
 
 HERE = Path(__file__).resolve().parent
+OWN_VENV = {"speed_reference": HERE.parent / "bench-venv" / "bin" / "python"}  # see bench_speed_reference.py
 TIMING = {"window_reads", "speed_reference", "streaming", "scaling"}  # take --allow-load
 # name -> (script and arguments of the full run, arguments of the quick run or None: long, skipped in --quick)
 BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
@@ -60,7 +61,10 @@ def main() -> None:
             skipped.append(name)
             print(f"== {name}: long, skipped in --quick", flush=True)
             continue
-        cmd = [sys.executable, str(HERE / cmd[0]), *cmd[1:]]
+        python = sys.executable
+        if name in OWN_VENV and OWN_VENV[name].exists():  # torch-brain lives only in the benchmark's own venv
+            python = str(OWN_VENV[name])
+        cmd = [python, str(HERE / cmd[0]), *cmd[1:]]
         if args.allow_load and name in TIMING:
             cmd.append("--allow-load")
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
