@@ -11,28 +11,12 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .common import load_model, load_session
 from .errors import fail
 from ..data.session import DataError
 
 console = Console()
 MODE_HELP = "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
-
-
-def _load_model(checkpoint: Path):
-    from ..train.checkpoint import load
-
-    return load(checkpoint)  # missing, damaged or pickled: ModelFileError, one `error:` line
-
-
-def _session(path: Path):
-    from ..data.storage import StoredSession
-
-    if not path.is_file():
-        fail(f"{path}: no such file")
-    try:
-        return StoredSession(path)
-    except (DataError, OSError) as e:
-        fail(f"{path}: not a prepared session ({e}); run `spiketok prepare` on the NWB file first")
 
 
 def _config(overrides: list[str] | None):
@@ -65,7 +49,8 @@ def adapt(
     """
     from ..adapt.run import MODES, adapt as run_adapt
     from ..evaluate.decode import decode_split
-    from ..train.checkpoint import save_model
+    from ..model.file import save_model
+    from ..train.scratch import train_scratch
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -74,15 +59,15 @@ def adapt(
     if pick not in ("first", "random"):
         fail(f"--pick must be 'first' or 'random', not {pick!r}")
     cfg = _config(overrides)
-    model = _load_model(checkpoint)
-    s = _session(session)
+    model = load_model(checkpoint)
+    s = load_session(session)
     try:
         adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,
-                            pick=pick, seed=seed, config=cfg)
+                            pick=pick, seed=seed, config=cfg, scratch=train_scratch)
     except (DataError, ValueError) as e:
         fail(str(e))
     save_model(adapted, out)
-    rec = adapted.hparams["adaptations"][-1]
+    rec = adapted.meta.adaptations[-1]
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
     console.print(f"  data: {rec['data']}")
     for st in rec["stages"]:
@@ -140,6 +125,7 @@ def fewshot(
 ) -> None:
     """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
     from ..adapt.fewshot import few_shot_study, plot_study, summarise, write_csv
+    from ..train.scratch import train_scratch
     from ..adapt.run import MODES
 
     counts = _parse_counts(trials)
@@ -152,8 +138,8 @@ def fewshot(
     if pick not in ("first", "random"):
         fail(f"--pick must be 'first' or 'random', not {pick!r}")
     cfg = _config(overrides)
-    model = _load_model(checkpoint)
-    s = _session(session)
+    model = load_model(checkpoint)
+    s = load_session(session)
     done = []
 
     def save_progress(run) -> None:  # a study stopped half-way keeps what it measured
@@ -161,7 +147,8 @@ def fewshot(
         write_csv(done, out)
 
     try:
-        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress)
+        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress,
+                              scratch=train_scratch)
     except (DataError, ValueError) as e:
         fail(str(e))
     skipped = sorted(set(counts) - {r.n_trials for r in runs})
@@ -183,7 +170,7 @@ def embeddings(
     """Plot the model's unit embeddings in 2-D (PCA, or UMAP when installed), coloured by session."""
     from ..adapt.embeddings import plot_projection, project_unit_embeddings
 
-    model = _load_model(checkpoint)
+    model = load_model(checkpoint)
     try:
         coords, sessions, used = project_unit_embeddings(model, method)
         path = plot_projection(coords, sessions, used, out)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..data.session import DataError, Intervals
 from ..data.storage import SessionDataset, StoredSession
+from ..data.targets import resolve_target
 from .metrics import r2_per_dim
 
 MODELS = ("ridge", "gru", "mlp")
@@ -601,13 +602,12 @@ def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split:
 def run_baseline(data: SessionDataset, cfg: BaselineConfig, target: str | None = None, split: str = "test",
                  progress: bool = True) -> tuple[dict, dict[str, SessionFit]]:
     """Fit and score a baseline on every session; results in the JSON layout of `spiketok evaluate`."""
-    from ..train.data import choose_target
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     results: dict = {"split": split, "model": cfg.model, "config": config, "sessions": {}}
     fits: dict[str, SessionFit] = {}
     for s in tqdm(list(data), desc=f"baseline {cfg.model}", disable=not progress):
-        t = choose_target(s, target)
+        t = resolve_target(s.id, list(s.behavior_info), target)
         fit = fit_session(s, t, cfg, split, progress)
         r2 = fit.r2()
         fits[s.id] = fit
