@@ -135,7 +135,7 @@ class StreamingDecoder:
         return tuple(t[None].contiguous() for t in self.model.encoder.context_kv(x))
 
     def _precompute(self, rows: torch.Tensor, sess_row: int) -> None:
-        m, c = self.model, self.model.config
+        m = self.model
         unit = m.unit_emb.weight[rows]  # (n_units, dim)
         types = m.token_type_emb.weight
         self._k_spike, self._v_spike = (t[0] for t in self._kv(unit + types[TokenType.SPIKE]))  # (n_units, H, d)
