@@ -28,6 +28,13 @@ def _config(overrides: list[str] | None):
         fail(str(e))
 
 
+def _inputs(pick: str, overrides: list[str] | None, checkpoint: Path, session: Path):
+    """The checked --pick, then the adaptation settings, the model and the new session."""
+    if pick not in ("first", "random"):
+        fail(f"--pick must be 'first' or 'random', not {pick!r}")
+    return _config(overrides), load_model(checkpoint), load_session(session)
+
+
 @app.command()
 def adapt(
     checkpoint: Annotated[Path, typer.Argument(help="A trained spiketok checkpoint.")],
@@ -56,11 +63,7 @@ def adapt(
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if train_trials is not None and train_seconds is not None:
         fail("give --train-trials or --train-seconds, not both")
-    if pick not in ("first", "random"):
-        fail(f"--pick must be 'first' or 'random', not {pick!r}")
-    cfg = _config(overrides)
-    model = load_model(checkpoint)
-    s = load_session(session)
+    cfg, model, s = _inputs(pick, overrides, checkpoint, session)
     try:
         adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,
                             pick=pick, seed=seed, config=cfg, scratch=train_scratch)
@@ -135,11 +138,7 @@ def fewshot(
         fail(f"--modes must be a comma-separated subset of {','.join(MODES)}; got {modes!r}")
     if seeds < 1:
         fail("--seeds must be at least 1")
-    if pick not in ("first", "random"):
-        fail(f"--pick must be 'first' or 'random', not {pick!r}")
-    cfg = _config(overrides)
-    model = load_model(checkpoint)
-    s = load_session(session)
+    cfg, model, s = _inputs(pick, overrides, checkpoint, session)
     done = []
 
     def save_progress(run) -> None:  # a study stopped half-way keeps what it measured
