@@ -34,6 +34,7 @@ from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, read_runs, s
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
+from spiketok.train.scratch import train_scratch
 from docsection import add_doc_args
 from provenance import Load, footer
 
@@ -257,7 +258,7 @@ def main() -> None:
         print(f"  {run.mode:8s} N={run.n_trials:3d} seed={run.seed}  R²={run.r2:.3f}  "
               f"({run.steps} steps, {run.seconds:.0f} s)", flush=True)
 
-    runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress)
+    runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress, scratch=train_scratch)
     write_csv(runs, out)
     machine_load.stop()
     prov.write_text(json.dumps({"argv": sys.argv, "settings": args.settings, "seeds": args.seeds,

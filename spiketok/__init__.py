@@ -8,9 +8,9 @@ def load(path):
 
     A pickled checkpoint raises spiketok.model.ModelFileError saying to run `spiketok convert OLD NEW`.
     """
-    from .train.checkpoint import load as _load
+    from .model.file import load_model_file
 
-    return _load(path)
+    return load_model_file(path)
 
 
 def __getattr__(name: str):

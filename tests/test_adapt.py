@@ -29,6 +29,7 @@ from spiketok.data.splits import make_splits
 from spiketok.data.storage import SessionDataset, StoredSession, read_session, write_session
 from spiketok.train.config import load_config
 from spiketok.train.run import train
+from spiketok.train.scratch import train_scratch
 
 runner = CliRunner()
 HELD_OUT = "sim_a1_s1"
@@ -140,7 +141,7 @@ def test_unit_id_beats_scratch_with_eight_trials(pretrained):
     cfg = AdaptConfig(fixed_steps=60, batch_size=8, scratch_max_steps=400)
     r2 = {}
     for mode in ("unit-id", "scratch"):
-        adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False)
+        adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False, scratch=train_scratch)
         r2[mode] = float(r2_on_test_split(adapted, new, "hand_velocity").mean())
         if mode == "scratch":  # a model of its own, knowing only the new session
             assert adapted.session_emb.ids == [HELD_OUT] and len(adapted.unit_emb) == new.n_units

@@ -272,7 +272,7 @@ def test_ridge_routes_agree_with_sklearn(tmp_path, monkeypatch):
     with the chosen window and penalty."""
     from sklearn.linear_model import Ridge
 
-    from spiketok.evaluate import baselines as bl
+    from spiketok.evaluate.baselines import ridge as bl  # the module whose limits pick the route
 
     s = _lagged_session(tmp_path / "lag.h5", 0.06, {"train": (0.0, 4.0), "valid": (4.0, 10.0), "test": (10.0, 16.0)},
                         noise=0.5)

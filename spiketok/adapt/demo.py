@@ -14,7 +14,7 @@ from ..data.simulate import simulate_to_folder
 from ..data.storage import StoredSession
 from ..model.file import load_model_file
 from .fewshot import FewShotRun, few_shot_study, plot_study, write_csv
-from .run import AdaptConfig
+from .run import AdaptConfig, ScratchTrainer
 
 DEMO_MODEL = "pretrained:m1-reaching"
 TARGET = "hand_velocity"
@@ -28,9 +28,12 @@ class AdaptDemoResult:
     table: Path
 
 
-def adapt_demo(out: str | Path, n_trials: int = 10, seed: int = 0, model: str = DEMO_MODEL,
+def adapt_demo(out: str | Path, scratch: ScratchTrainer, n_trials: int = 10, seed: int = 0, model: str = DEMO_MODEL,
                scratch_max_steps: int = 400, progress: bool = True) -> AdaptDemoResult:
-    """Simulate a new session into out/data, adapt `model` to its first `n_trials` trials, score unit-id vs scratch."""
+    """Simulate a new session into out/data, adapt `model` to its first `n_trials` trials, score unit-id vs scratch.
+
+    `scratch` trains the fresh model (spiketok.train.scratch.train_scratch: training is the layer above).
+    """
     out = Path(out)
     pretrained = load_model_file(model)
     path = simulate_to_folder(out / "data", n_animals=1, sessions_per_animal=1, n_units=(80, 100),
@@ -38,7 +41,7 @@ def adapt_demo(out: str | Path, n_trials: int = 10, seed: int = 0, model: str = 
     session = StoredSession(path)
     config = AdaptConfig(scratch_max_steps=scratch_max_steps)
     runs = few_shot_study(pretrained, session, [n_trials], seeds=1, modes=("unit-id", "scratch"), target=TARGET,
-                          pick="first", config=config, progress=progress)
+                          pick="first", config=config, progress=progress, scratch=scratch)
     table, _ = write_csv(runs, out)
     plot = plot_study(runs, out / "fewshot.png", title=f"{model} adapted to a new simulated session ({n_trials} trials)")
     return AdaptDemoResult(path, runs, plot, table)

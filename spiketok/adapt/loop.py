@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 from ..data.samplers import RandomWindowBatchSampler, causal_windows, sliding_windows
 from ..data.storage import StoredSession
 from ..model.poyo import POYO
+from ..model.normalize import normalised_targets
+from ..model.objective import warmup_cosine, weighted_mse
 from ..tokenize import collate
-from ..train.data import WindowDataset
-from ..train.module import normalised_targets, warmup_cosine, weighted_mse
+from ..tokenize.dataset import WindowDataset
 from .data import single_session_dataset
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -11,12 +11,8 @@ import torch
 import yaml
 
 from ..data.storage import StoredSession
-from ..evaluate.report import session_target
 from ..model.poyo import POYO
-from .data import AdaptationData, adaptation_data, as_session, restricted_session, single_session_dataset
-from ..train.checkpoint import load
-from ..train.config import load_config
-from ..train.run import train
+from .data import AdaptationData, adaptation_data, as_session, restricted_session
 from .finetune import finetune_param_groups
 from .loop import StageResult, fit
 from .unit_identification import (NewRows, adaptation_stats, frozen_except, init_new_rows, only_new_rows_learn,
@@ -71,6 +67,12 @@ class AdaptConfig:
         return cls(**values)
 
 
+# The scratch arm: (source model, adaptation view of the session, target, config, seed, progress) -> a fresh
+# model of the source's size trained on the view alone, and its stage record. Training a model from scratch
+# is the training layer's work (Lightning), so the caller passes it: spiketok.train.scratch.train_scratch.
+ScratchTrainer = Callable[[POYO, StoredSession, str, AdaptConfig, int, bool], tuple[POYO, StageResult]]
+
+
 def _spans(iv) -> list[list[float]]:
     return [[float(a), float(b)] for a, b in zip(iv.start, iv.end)]
 
@@ -86,6 +88,7 @@ def adapt(
     seed: int = 0,
     config: AdaptConfig | None = None,
     progress: bool = True,
+    scratch: ScratchTrainer | None = None,
 ) -> POYO:
     """A new model (eval mode) that decodes `session` too; `model` itself is left untouched.
 
@@ -94,15 +97,18 @@ def adapt(
     a lower learning rate; "scratch": a fresh model of the same size trained on the same data only.
     The data: `n_trials` trials of the session's training split (`pick` "first" or "random" with
     `seed`), or its first `seconds`, or all of it; see `spiketok.adapt.data`. Save the result with
-    `spiketok.train.checkpoint.save_model`; it loads, evaluates and predicts like any model.
+    `spiketok.model.save_model`; it loads, evaluates and predicts like any model.
+    Mode "scratch" needs `scratch`, the trainer of the scratch arm (spiketok.train.scratch.train_scratch).
     """
     if mode not in MODES:
         raise ValueError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "scratch" and scratch is None:
+        raise ValueError("mode 'scratch' trains a fresh model: pass scratch=spiketok.train.scratch.train_scratch")
     cfg = config or AdaptConfig()
     if cfg.unit_init not in ("mean", "random"):
         raise ValueError(f"unit_init must be 'mean' or 'random', got {cfg.unit_init!r}")
     session = as_session(session)
-    target = session_target(model, session.id, list(session.behavior_info), target)
+    target = model.target_for(session.id, list(session.behavior_info), target)
     data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials,
                            cfg.min_valid_seconds)
     view = restricted_session(session, data)
@@ -110,7 +116,7 @@ def adapt(
     torch.manual_seed(seed)
     stages = []
     if mode == "scratch":
-        new, stage = train_scratch(model, view, target, cfg, seed, progress)
+        new, stage = scratch(model, view, target, cfg, seed, progress)
         stages.append(stage)
     else:
         new = copy.deepcopy(model)
@@ -126,32 +132,6 @@ def adapt(
     return finetune_adapted(new, session, cfg, progress) if mode == "finetune" else new
 
 
-def train_scratch(model: POYO, view: StoredSession, target: str, cfg: AdaptConfig, seed: int,
-                  progress: bool) -> tuple[POYO, StageResult]:
-    """A fresh model of `model`'s size trained on the adaptation data as `spiketok train` would: the
-    recipe's batch size and steps, early stopping on the held-out part (none held out: the last step).
-
-    This is the fair comparison for unit identification: scratch gets enough steps to converge.
-    """
-    train_cfg = copy.deepcopy(_pretrained(model, "__all__", None) or load_config("tiny"))
-    train_cfg.update(model=model.config.to_dict(), target=target, seed=seed, max_minutes=None, init=None,
-                     batch_size="auto", max_steps=cfg.scratch_max_steps or "auto", warmup_steps="auto",
-                     patience="auto")
-    if cfg.lr_scratch is not None:
-        train_cfg["lr"] = float(cfg.lr_scratch)
-    if cfg.weight_decay is not None:
-        train_cfg["weight_decay"] = float(cfg.weight_decay)
-    if cfg.unit_dropout is not None:
-        train_cfg["unit_dropout"] = bool(cfg.unit_dropout)
-    with tempfile.TemporaryDirectory(prefix="spiketok-scratch-") as tmp:
-        result = train(single_session_dataset(view), train_cfg, Path(tmp) / "run", progress=progress,
-                       accelerator="cpu" if next(model.parameters()).device.type == "cpu" else "auto")
-        new = load(result.checkpoint)
-    stage = StageResult("scratch", result.steps, result.steps, None, result.steps < int(new.hparams["train"]["max_steps"]),
-                        result.seconds)
-    return new, stage
-
-
 def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: AdaptConfig | None = None,
                      progress: bool = True) -> POYO:
     """The finetune stage alone, on a model that `adapt(mode="unit-id")` made for `session`.
@@ -161,7 +141,7 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
     """
     cfg = config or AdaptConfig()
     session = as_session(session)
-    records = (getattr(model, "hparams", None) or {}).get("adaptations", [])
+    records = model.meta.adaptations
     if not records or records[-1]["session"] != session.id or records[-1]["mode"] != "unit-id":
         raise ValueError(f"the model's last adaptation is not unit-id on {session.id!r}; use adapt(mode='finetune')")
     rec = records[-1]
@@ -170,7 +150,7 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
     view = restricted_session(session, data)
     new = copy.deepcopy(model)
     rows = NewRows(new.unit_emb.lookup(session.unit_ids), new.session_emb.lookup([session.id]), [])
-    lr = float(cfg.lr_finetune or float(_pretrained(model, "lr", 2e-3)) / 10)
+    lr = float(cfg.lr_finetune or float(pretrained_setting(model, "lr", 2e-3)) / 10)
     groups = finetune_param_groups(new, lr, cfg.lr_finetune_vocab, _weight_decay(model, cfg))
     torch.manual_seed(rec["seed"] + 1)
     with only_new_rows_learn(new, rows):
@@ -181,22 +161,22 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
     return new.eval()
 
 
-def _pretrained(model: POYO, key: str, default):
-    """A setting of the pretraining run (model.hparams["train"]; key "__all__": all of them)."""
-    settings = (getattr(model, "hparams", None) or {}).get("train", {})
+def pretrained_setting(model: POYO, key: str, default):
+    """A setting of the pretraining run (model.meta.train; key "__all__": all of them)."""
+    settings = model.meta.train
     return (settings or default) if key == "__all__" else settings.get(key, default)
 
 
 def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:
-    return float(cfg.weight_decay if cfg.weight_decay is not None else _pretrained(model, "weight_decay", 1e-4))
+    return float(cfg.weight_decay if cfg.weight_decay is not None else pretrained_setting(model, "weight_decay", 1e-4))
 
 
 def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, progress: bool) -> dict:
-    unit_dropout = _pretrained(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
+    unit_dropout = pretrained_setting(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
     return dict(max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps, batch_size=cfg.batch_size,
                 eval_every=cfg.eval_every, patience=cfg.patience, seed=seed, progress=progress,
-                unit_dropout=bool(unit_dropout), min_units=int(_pretrained(model, "min_units", 8)),
-                causal=bool(_pretrained(model, "causal", False)))
+                unit_dropout=bool(unit_dropout), min_units=int(pretrained_setting(model, "min_units", 8)),
+                causal=bool(pretrained_setting(model, "causal", False)))
 
 
 def _adapted_hparams(model: POYO, session: StoredSession, target: str, data: AdaptationData, mode: str,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..data.session import DataError
 from ..data.storage import StoredSession
+from ..model.normalize import adaptation_stats, prior_stats  # noqa: F401  (also imported from here)
 from ..model.poyo import POYO
 
 
@@ -25,43 +26,6 @@ class NewRows:
     unit_rows: torch.Tensor  # (n_new_units,) long, rows of model.unit_emb
     session_rows: torch.Tensor  # (1,) long, row of model.session_emb
     new_tasks: list[str]  # readouts created for this session (none when the task is known)
-
-
-def prior_stats(model: POYO, task: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Mean and std (D,) of `task` pooled over the model's sessions (a mixture of theirs); None if none has it."""
-    known = [per[task] for per in model.normalizer.stats.values() if task in per]
-    if not known:
-        return None
-    means = np.array([k["mean"] for k in known], dtype=np.float64)
-    stds = np.array([k["std"] for k in known], dtype=np.float64)
-    mean = means.mean(0)
-    return mean, np.sqrt((stds**2 + (means - mean) ** 2).mean(0))
-
-
-def adaptation_stats(model: POYO, session: StoredSession, target: str,
-                     prior_seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """Normalisation statistics (D,) for a new session from its adaptation data (`splits["train"]`).
-
-    A few trials give poor estimates (one reach has a large mean velocity in one direction), so the
-    data's mean and variance are shrunk toward the model's pooled statistics for the same task, the
-    latter counting as `prior_seconds` seconds of data: weight = s / (s + prior_seconds) for s seconds.
-    """
-    b = session.behavior(target)
-    train = session.splits["train"]
-    keep = train.contains(b.timestamps) & (b.weights > 0) & np.isfinite(b.values).all(1)
-    prior = prior_stats(model, target) if prior_seconds > 0 else None
-    if keep.sum() < 2:
-        if prior is None:
-            raise DataError(f"{session.path}: fewer than 2 usable {target!r} samples in the adaptation data")
-        return prior
-    values = b.values[keep].astype(np.float64)
-    mean, std = values.mean(0), values.std(0)
-    if prior is None:
-        return mean, std
-    w = train.duration / (train.duration + prior_seconds)
-    pooled = w * mean + (1 - w) * prior[0]
-    var = w * (std**2 + (mean - pooled) ** 2) + (1 - w) * (prior[1] ** 2 + (prior[0] - pooled) ** 2)
-    return pooled, np.sqrt(var)
 
 
 def register_new_session(model: POYO, session: StoredSession, target: str,

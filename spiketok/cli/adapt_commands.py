@@ -11,28 +11,12 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .common import load_model, load_session
 from .errors import fail
 from ..data.session import DataError
 
 console = Console()
 MODE_HELP = "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
-
-
-def _load_model(checkpoint: Path):
-    from ..train.checkpoint import load
-
-    return load(checkpoint)  # missing, damaged or pickled: ModelFileError, one `error:` line
-
-
-def _session(path: Path):
-    from ..data.storage import StoredSession
-
-    if not path.is_file():
-        fail(f"{path}: no such file")
-    try:
-        return StoredSession(path)
-    except (DataError, OSError) as e:
-        fail(f"{path}: not a prepared session ({e}); run `spiketok prepare` on the NWB file first")
 
 
 def _config(overrides: list[str] | None):
@@ -42,6 +26,13 @@ def _config(overrides: list[str] | None):
         return AdaptConfig.from_overrides(overrides or [])
     except (ValueError, TypeError) as e:
         fail(str(e))
+
+
+def _inputs(pick: str, overrides: list[str] | None, checkpoint: Path, session: Path):
+    """The checked --pick, then the adaptation settings, the model and the new session."""
+    if pick not in ("first", "random"):
+        fail(f"--pick must be 'first' or 'random', not {pick!r}")
+    return _config(overrides), load_model(checkpoint), load_session(session)
 
 
 @app.command()
@@ -65,24 +56,21 @@ def adapt(
     """
     from ..adapt.run import MODES, adapt as run_adapt
     from ..evaluate.decode import decode_split
-    from ..train.checkpoint import save_model
+    from ..model.file import save_model
+    from ..train.scratch import train_scratch
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if train_trials is not None and train_seconds is not None:
         fail("give --train-trials or --train-seconds, not both")
-    if pick not in ("first", "random"):
-        fail(f"--pick must be 'first' or 'random', not {pick!r}")
-    cfg = _config(overrides)
-    model = _load_model(checkpoint)
-    s = _session(session)
+    cfg, model, s = _inputs(pick, overrides, checkpoint, session)
     try:
         adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,
-                            pick=pick, seed=seed, config=cfg)
+                            pick=pick, seed=seed, config=cfg, scratch=train_scratch)
     except (DataError, ValueError) as e:
         fail(str(e))
     save_model(adapted, out)
-    rec = adapted.hparams["adaptations"][-1]
+    rec = adapted.meta.adaptations[-1]
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
     console.print(f"  data: {rec['data']}")
     for st in rec["stages"]:
@@ -140,6 +128,7 @@ def fewshot(
 ) -> None:
     """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
     from ..adapt.fewshot import few_shot_study, plot_study, summarise, write_csv
+    from ..train.scratch import train_scratch
     from ..adapt.run import MODES
 
     counts = _parse_counts(trials)
@@ -149,11 +138,7 @@ def fewshot(
         fail(f"--modes must be a comma-separated subset of {','.join(MODES)}; got {modes!r}")
     if seeds < 1:
         fail("--seeds must be at least 1")
-    if pick not in ("first", "random"):
-        fail(f"--pick must be 'first' or 'random', not {pick!r}")
-    cfg = _config(overrides)
-    model = _load_model(checkpoint)
-    s = _session(session)
+    cfg, model, s = _inputs(pick, overrides, checkpoint, session)
     done = []
 
     def save_progress(run) -> None:  # a study stopped half-way keeps what it measured
@@ -161,7 +146,8 @@ def fewshot(
         write_csv(done, out)
 
     try:
-        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress)
+        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress,
+                              scratch=train_scratch)
     except (DataError, ValueError) as e:
         fail(str(e))
     skipped = sorted(set(counts) - {r.n_trials for r in runs})
@@ -183,7 +169,7 @@ def embeddings(
     """Plot the model's unit embeddings in 2-D (PCA, or UMAP when installed), coloured by session."""
     from ..adapt.embeddings import plot_projection, project_unit_embeddings
 
-    model = _load_model(checkpoint)
+    model = load_model(checkpoint)
     try:
         coords, sessions, used = project_unit_embeddings(model, method)
         path = plot_projection(coords, sessions, used, out)

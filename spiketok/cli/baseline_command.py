@@ -71,7 +71,7 @@ def baseline(
     from ..data.storage import SessionDataset
     from ..evaluate.baselines import BaselineConfig, run_baseline
     from ..evaluate.decode import require_scored_samples
-    from ..train.data import choose_target
+    from ..data.targets import resolve_target
     from ..evaluate.report import write_json
 
     try:
@@ -81,7 +81,7 @@ def baseline(
     try:
         ds = SessionDataset(data)
         for s in ds:  # an empty split would score R² nan: say so before fitting anything
-            require_scored_samples(s, choose_target(s, target), split)
+            require_scored_samples(s, resolve_target(s.id, list(s.behavior_info), target), split)
         results, _ = run_baseline(ds, cfg, target=target, split=split)
     except DataError as e:
         fail(str(e))

@@ -13,8 +13,9 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from ..data.readers import file_kind
+from .common import load_model
 from .errors import fail
-from ..data.session import DataError
 
 console = Console()
 
@@ -32,36 +33,13 @@ def _speed(value: str) -> float | None:
     return speed
 
 
-def _load_session(file: Path, model, keep_moving: float | None):
-    """A prepared session (lazy) or an NWB file read with the model's target for it."""
-    from ..data.nwb import read_nwb
-    from ..data.storage import FORMAT, StoredSession
-    from .train_commands import _is_prepared
-
-    if _is_prepared(file, FORMAT):
-        if keep_moving is not None:
-            typer.echo("note: --keep-moving applies to NWB files; a prepared file keeps the weights it was "
-                       "prepared with", err=True)
-        return StoredSession(file)
-    session, _ = read_nwb(file, behavior=[])
-    target = (model.hparams or {}).get("targets", {}).get(session.id)
-    if target is None and len(model.task_names) == 1:
-        target = model.task_names[0]
-    if target is not None:
-        try:
-            session, _ = read_nwb(file, behavior=[target], keep_moving=keep_moving)
-        except DataError:
-            pass  # no such behaviour in the file: decode without scoring
-    return session
-
-
 def _intervals(model, session, split: str):
     """The intervals to stream: a split as the checkpoint recorded it (else the file's), or 'all'."""
     from ..data.session import Intervals
 
     if split == "all":
         return None
-    stored = (model.hparams or {}).get("splits", {}).get(session.id, {})
+    stored = model.meta.splits.get(session.id, {})
     if split in stored:
         pairs = np.asarray(stored[split], dtype=np.float64).reshape(-1, 2)
         return Intervals(pairs[:, 0], pairs[:, 1])
@@ -69,49 +47,6 @@ def _intervals(model, session, split: str):
         return session.splits[split]
     fail(f"session {session.id} has no {split!r} split (it has {sorted(set(stored) | set(session.splits))}); "
          "use --split all to stream the whole recording")
-
-
-def plot_replay(result, path: Path, seconds: float = 30.0) -> Path:
-    """PNG: predicted and recorded traces over the first `seconds` of stream, and the latency histogram."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dims = result.y_pred.shape[1]
-    n = min(len(result.times), int(round(seconds / result.every)))
-    fig, axes = plt.subplots(dims + 1, 1, figsize=(9, 1.9 * (dims + 1)), squeeze=False)
-    t = result.times[:n]
-    x = np.arange(n) * result.every  # stream time (intervals laid end to end)
-    for k in range(dims):
-        a = axes[k, 0]
-        if result.y_true is not None:
-            a.plot(x, np.where(result.weights[:n] > 0, result.y_true[:n, k], np.nan), color="0.3", lw=1, label="recorded")
-        a.plot(x, result.y_pred[:n, k], color="tab:red", lw=1, label="streamed")
-        a.set_ylabel(result.dims[k] if k < len(result.dims) else f"dim {k}", fontsize=8)
-    axes[0, 0].legend(fontsize=7, loc="upper right")
-    axes[dims - 1, 0].set_xlabel(f"stream time (s) from t = {t[0]:.2f} s" if n else "stream time (s)", fontsize=8)
-    lat = result.latency_ms
-    a = axes[dims, 0]
-    top = min(float(lat.max()), 3 * float(np.percentile(lat, 99)))  # a rare hiccup must not squash the histogram
-    a.hist(np.minimum(lat, top), bins=60, range=(0, top), color="tab:blue")
-    if (lat > top).any():
-        a.text(0.99, 0.5, f"{int((lat > top).sum())} above {top:.1f} ms (max {lat.max():.1f} ms), in the last bin",
-               transform=a.transAxes, ha="right", fontsize=7)
-    for q, style in ((50, "-"), (99, "--")):
-        a.axvline(np.percentile(lat, q), color="k", ls=style, lw=1, label=f"p{q} {np.percentile(lat, q):.2f} ms")
-    a.set_xlabel("latency per decode (ms)", fontsize=8)
-    a.legend(fontsize=7)
-    s = result.summary()
-    title = f"{result.session}: {result.target}, decode every {1e3 * result.every:.0f} ms"
-    if "r2" in s:
-        title += f", R² {s['r2']:.3f}"
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 @app.command()
@@ -131,9 +66,8 @@ def replay(
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
     import torch
 
-    from ..model.embeddings import UnknownIdError
-    from ..stream import StreamOrderError, replay as run_replay
-    from ..train.checkpoint import load
+    from ..evaluate.predict import open_recording
+    from ..stream import StreamOrderError, plot_replay, replay as run_replay
 
     sp = _speed(speed)
     if every <= 0:
@@ -141,12 +75,15 @@ def replay(
     if threads < 1:
         raise typer.BadParameter(f"{threads}: must be at least 1", param_hint="--threads")
     torch.set_num_threads(threads)
-    model = load(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
+    model = load_model(checkpoint)
+    if keep_moving is not None and file_kind(file) == "prepared":
+        typer.echo("note: --keep-moving applies to NWB files; a prepared file keeps the weights it was "
+                   "prepared with", err=True)
     try:
-        session = _load_session(file, model, keep_moving)
+        session, target = open_recording(file, model, target, keep_moving)
         intervals = _intervals(model, session, split)
         result = run_replay(model, session, intervals, every=every, speed=sp, target=target, limit=limit)
-    except (UnknownIdError, DataError, StreamOrderError, KeyError, ValueError) as e:
+    except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
         fail(str(e))
     s = result.summary()
     if not s["n_decodes"]:

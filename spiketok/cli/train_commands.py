@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .common import load_dataset, load_model
 from .errors import fail
 from ..data.session import DataError
 
@@ -29,15 +29,6 @@ def _results_table(results: dict) -> Table:
         table.add_row(sid, r["target"], f"{r['r2']:.3f}", per_dim, str(r["n_samples"]))
     table.add_row("[bold]mean[/bold]", "", f"[bold]{results['mean_r2']:.3f}[/bold]", "", "")
     return table
-
-
-def _dataset(data: list[Path]):
-    from ..data.storage import SessionDataset
-
-    try:
-        return SessionDataset(data)
-    except DataError as e:
-        fail(str(e))
 
 
 @app.command()
@@ -68,7 +59,7 @@ def train(
         cfg = load_config(config, overrides or [])
     except (ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e))
-    ds = _dataset(data)
+    ds = load_dataset(data)
     dev: int | str = int(devices) if devices.isdigit() else devices
     rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
     if rank0:
@@ -78,11 +69,10 @@ def train(
               progress=progress)
     try:
         if init is not None:
-            from ..adapt.transfer import train_from_pretrained
-            from ..train.checkpoint import load
+            from ..train.transfer import train_from_pretrained
 
             cfg["init"] = str(init)
-            result = train_from_pretrained(load(init), ds, cfg, out, **kw)
+            result = train_from_pretrained(load_model(init), ds, cfg, out, **kw)
         else:
             result = run_train(ds, cfg, out, **kw)
     except TrainingInterrupted as e:
@@ -118,14 +108,12 @@ def evaluate(
 ) -> None:
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
     from ..evaluate.report import evaluate as run_eval, plot_results, write_json
-    from ..model.embeddings import UnknownIdError
-    from ..train.checkpoint import load
 
-    model = load(checkpoint)
-    ds = _dataset(data)
+    model = load_model(checkpoint)
+    ds = load_dataset(data)
     try:
         results, decoded = run_eval(model, ds, split, target, stride)
-    except (UnknownIdError, KeyError, ValueError, DataError) as e:
+    except (KeyError, ValueError) as e:  # a split the sessions lack, a target they lack
         fail(str(e))
     console.print(_results_table(results))
     if json_path:
@@ -145,68 +133,18 @@ def predict(
     rate: Annotated[float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")] = 100.0,
 ) -> None:
     """Decode a whole recording and write the predicted behaviour with its timestamps."""
-    from ..data.readers import read_recording
-    from ..data.session import Intervals
-    from ..data.storage import FORMAT, StoredSession
-    from ..evaluate.decode import decode_times, full_behavior
-    from ..model.embeddings import UnknownIdError
-    from ..train.checkpoint import load
+    from ..evaluate.predict import OUTPUT_SUFFIXES, open_recording, predict_recording, write_prediction
 
-    if out.suffix not in (".nwb", ".npz", ".csv"):
+    if out.suffix not in OUTPUT_SUFFIXES:
         fail(f"{out}: the output must end in .nwb, .npz or .csv")
     if out.exists() and out.resolve() == file.resolve():
         fail(f"{out}: this is the input recording; write the predictions to a new file")
-    model = load(checkpoint)
-    try:
-        if _is_prepared(file, FORMAT):
-            session = StoredSession(file)
-            available = list(session.behavior_info)
-        else:
-            session, _ = read_recording(file, behavior=[])
-            available = []
-        trained = model.hparams.get("targets", {})
-        target = trained.get(session.id) or (model.task_names[0] if len(model.task_names) == 1 else None)
-        if target is None:
-            fail(f"the model has several tasks {model.task_names} and was not trained on {session.id}")
-        if not available and not isinstance(session, StoredSession):
-            try:
-                session, _ = read_recording(file, behavior=[target])
-                available = [target]
-            except DataError:
-                pass
-        if target in available:
-            times = full_behavior(session, target).timestamps
-        else:
-            times = np.arange(session.start, session.end, 1.0 / rate)
-        span = Intervals([session.start], [session.end + 1e-6])
-        pred, covered = decode_times(model, session, target, span, times, progress=True)
-    except (UnknownIdError, DataError) as e:
-        fail(str(e))
-    dims = [f"{target}_{k}" for k in range(pred.shape[1])]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".nwb":
-        from ..evaluate.export import write_predictions_nwb
-
-        known = full_behavior(session, target) if target in available else None
-        write_predictions_nwb(out, times, pred, target=target, dims=known.dims if known else dims,
-                              unit=known.unit if known else "", session_id=session.id, source=file,
-                              model=checkpoint, source_meta=session.meta)
-    elif out.suffix == ".npz":
-        np.savez(out, timestamps=times, predictions=pred, dims=np.array(dims), session=session.id, target=target)
-    else:
-        header = "timestamp," + ",".join(dims)
-        np.savetxt(out, np.column_stack([times, pred]), delimiter=",", header=header, comments="", fmt="%.6f")
-    console.print(f"wrote {len(times)} predictions of {target} ({covered.mean():.0%} of samples covered) to {out}")
-
-
-def _is_prepared(path: Path, fmt: str) -> bool:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == fmt
-    except OSError:
-        return False
+    model = load_model(checkpoint)
+    session, target = open_recording(file, model)
+    pred = predict_recording(model, session, target, rate, progress=True)
+    write_prediction(pred, out, source=file, model_path=checkpoint, source_meta=session.meta)
+    console.print(f"wrote {len(pred.times)} predictions of {target} ({pred.covered.mean():.0%} of samples covered) "
+                  f"to {out}")
 
 
 @app.command()
@@ -220,12 +158,12 @@ def convert(
     can run any code the file holds; convert only files you made yourself or trust. The file it
     writes is data only: `spiketok.load` and every other command read it without unpickling.
     """
-    from ..train.checkpoint import convert_checkpoint, load
+    from ..train.checkpoint import convert_checkpoint
 
     if old.resolve() == new.resolve():
         fail(f"{new}: write the converted model to a new file, not over {old}")
     convert_checkpoint(old, new)
-    model = load(new)
+    model = load_model(new)
     console.print(f"wrote {new}: {model.n_parameters(with_vocab=True):,} parameters, {len(model.unit_emb)} units, "
                   f"{len(model.session_emb)} sessions, tasks {model.task_names}")
 
@@ -237,12 +175,11 @@ def model_info(
     """Print a model's settings and parameter count (without the unit and session tables)."""
     from ..model.config import SIZES, model_config
     from ..model.poyo import POYO
-    from ..train.checkpoint import load
 
     if name in SIZES:
         model = POYO(model_config(name))
     elif Path(name).exists() or name.startswith("pretrained:"):
-        model = load(name)
+        model = load_model(name)
     else:
         fail(f"{name!r} is neither a model size ({', '.join(SIZES)}), a checkpoint file nor pretrained:NAME")
     table = Table(title=f"model {name}")
@@ -281,7 +218,6 @@ def demo(
     from ..data.simulate import simulate_to_folder
     from ..data.storage import SessionDataset
     from ..evaluate.report import evaluate as run_eval, plot_results, write_json
-    from ..train.checkpoint import load
     from ..train.config import load_config
     from ..train.run import train as run_train
 
@@ -304,7 +240,7 @@ def demo(
         console.print(f"[yellow]the {minutes:g} min budget stopped training after {result.steps} of {steps} steps; "
                       "the R² below is lower than a full run's (raise --minutes)[/yellow]")
     console.rule("3/4 evaluate")
-    model = load(result.checkpoint)
+    model = load_model(result.checkpoint)
     results, decoded = run_eval(model, ds, "test", progress=progress)
     write_json(results, out / "results.json")
     console.print(_results_table(results))
@@ -317,10 +253,11 @@ def demo(
 
 def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -> None:
     from ..adapt.demo import DEMO_MODEL, adapt_demo
+    from ..train.scratch import train_scratch
 
     t0 = time.monotonic()
     console.rule(f"adapt {DEMO_MODEL} to a new simulated session with {trials} trials")
-    res = adapt_demo(out, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
+    res = adapt_demo(out, train_scratch, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
     score = {r.mode: r for r in res.runs}
     for mode, r in score.items():
         console.print(f"  {mode:8s}: R² {r.r2:.3f} on the test split ({r.steps} steps, {r.seconds:.0f} s)")

@@ -11,6 +11,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .common import load_dataset
 from .errors import fail
 from ..data.session import DataError
 
@@ -35,13 +36,12 @@ def tune(
     """
     from ..train.config import load_config
     from ..train.tune import TuneError, format_values, tune as run_tune
-    from .train_commands import _dataset
 
     try:
         base = load_config(config, overrides or [])
     except (ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e))
-    ds = _dataset(data)
+    ds = load_dataset(data)
     share = budget_minutes / (trials or 10)
     console.print(f"tuning on {len(ds)} session(s), config {config}: {budget_minutes:g} min budget, "
                   + (f"up to {trials} trials" if trials else "trials") + f" of at most {share:.2g} min and "

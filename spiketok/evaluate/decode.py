@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from ..data.session import Behavior, DataError, Intervals, Session
 from ..data.storage import StoredSession
+from ..model.normalize import denormalise
 from ..model.poyo import POYO
-from ..tokenize import SpikeTokenizer, collate
-from ..train.module import denormalise
+from ..tokenize import collate
 from .metrics import r2_per_dim
 from .stitching import Stitcher
 
@@ -39,14 +39,9 @@ def full_behavior(session: Session | StoredSession, name: str) -> Behavior:
     return session.behavior[name] if isinstance(session, Session) else session.behavior(name)
 
 
-def is_causal(model: POYO) -> bool:
-    return bool((getattr(model, "hparams", None) or {}).get("train", {}).get("causal", False))
-
-
 def default_stride(model: POYO) -> float:
     """Seconds between offline decoding windows: the training config's `eval_stride`, at most half a window."""
-    train_cfg = (getattr(model, "hparams", None) or {}).get("train", {})
-    return min(model.config.window / 2, float(train_cfg.get("eval_stride", model.config.window / 2)))
+    return min(model.config.window / 2, float(model.meta.train.get("eval_stride", model.config.window / 2)))
 
 
 @torch.no_grad()
@@ -68,14 +63,14 @@ def decode_times(
     interval's start, as a real-time decoder has them), as `spiketok.stream.StreamingDecoder` does.
     """
     c = model.config
-    tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window)
+    tok = model.tokenizer()
     units = model.unit_emb.lookup(session.unit_ids).numpy()
     sess_idx = int(model.session_emb.lookup([session.id])[0])
     task_idx = model.task_names.index(target)
     dim = model.readouts[target].out_features
     stitch = Stitcher(times, dim)
     specs: list[tuple[float, float, np.ndarray]] = []
-    causal = is_causal(model)
+    causal = model.meta.causal
     stride = default_stride(model) if stride is None else stride
     for s, e in zip(intervals.start, intervals.end):
         inside = times[(times >= s) & (times < e)]

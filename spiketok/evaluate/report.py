@@ -12,20 +12,6 @@ from ..model.poyo import POYO
 from .decode import Decoded, decode_split
 
 
-def session_target(model: POYO, session_id: str, available: list[str], target: str | None = None) -> str:
-    """The behaviour this model decodes for a session: as trained, else `target`, else the only one."""
-    trained = (getattr(model, "hparams", None) or {}).get("targets", {})
-    if session_id in trained:
-        return trained[session_id]
-    for name in (target.split(",") if target else []):
-        if name in available:
-            return name
-    tasks = [t for t in model.task_names if t in available]
-    if len(tasks) == 1:
-        return tasks[0]
-    raise ValueError(f"session {session_id}: cannot tell which behaviour to decode (has {available}); pass --target")
-
-
 def evaluate(
     model: POYO, data: SessionDataset, split: str = "test", target: str | None = None, stride: float | None = None,
     progress: bool = True,
@@ -34,7 +20,7 @@ def evaluate(
     results: dict = {"split": split, "sessions": {}}
     decoded: dict[str, Decoded] = {}
     for s in data:
-        t = session_target(model, s.id, list(s.behavior_info), target)
+        t = model.target_for(s.id, list(s.behavior_info), target)
         d = decode_split(model, s, t, split, stride=stride, progress=progress)
         r2 = d.r2()
         decoded[s.id] = d

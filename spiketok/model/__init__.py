@@ -2,9 +2,11 @@
 
 from .config import SIZES, ModelConfig, model_config
 from .embeddings import UnknownIdError, VocabEmbedding
-from .file import FORMAT_VERSION, ModelFileError, ModelFileMeta, load_model_file, save_model_file
+from .file import FORMAT_VERSION, ModelFileError, ModelFileMeta, load_model_file, save_model, save_model_file
+from .normalize import TargetNormalizer
 from .poyo import POYO
 from .rotary import RotaryTimeEmbedding
 
 __all__ = ["SIZES", "ModelConfig", "model_config", "UnknownIdError", "VocabEmbedding", "POYO", "RotaryTimeEmbedding",
-           "FORMAT_VERSION", "ModelFileError", "ModelFileMeta", "load_model_file", "save_model_file"]
+           "FORMAT_VERSION", "ModelFileError", "ModelFileMeta", "load_model_file", "save_model",
+           "save_model_file", "TargetNormalizer"]

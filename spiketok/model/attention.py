@@ -30,6 +30,29 @@ class RotaryAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.head_dim)  # (B, n, H, d)
 
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        """Queries (B, n, H, d) of x (B, n, dim), not yet rotated."""
+        return self._heads(self.to_q(x))
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (..., m, H, d) of context (..., m, ctx_dim), not yet rotated."""
+        k, v = self.to_kv(context).chunk(2, dim=-1)
+        return k.unflatten(-1, (self.heads, self.head_dim)), v.unflatten(-1, (self.heads, self.head_dim))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Output (B, n, dim) of rotated queries q (B, n, H, d) over rotated keys and values k, v (B, m, H, d).
+
+        With `rotate_value` the output is rotated back by the query rotations x_rot (B, n, 1, d/2).
+        mask: (B, 1, 1, m), True = attend, or None.
+        """
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        out = out.transpose(1, 2)  # (B, n, H, d)
+        if self.rotate_value:
+            out = rotate(out, x_rot, inverse=True)
+        b, n = out.shape[:2]
+        return self.to_out(out.reshape(b, n, self.heads * self.head_dim))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -41,7 +64,7 @@ class RotaryAttention(nn.Module):
     ) -> torch.Tensor:
         """With `ctx_index` (B, m), `context` is a table (K, ctx_dim) of distinct context features and
         context token j of window b is row ctx_index[b, j]: keys and values are projected once per row."""
-        q = rotate(self._heads(self.to_q(x)), x_rot)
+        q = rotate(self.project_q(x), x_rot)
         kv = self.to_kv(context)
         if ctx_index is not None:
             kv = F.embedding(ctx_index, kv)  # (B, m, 2 * inner): a row gather, 3x faster than kv[ctx_index]
@@ -53,12 +76,7 @@ class RotaryAttention(nn.Module):
             k = rotate(k, ctx_rot)
         # (B, 1, 1, m), True = attend; none when nothing is padded (a single window): a faster kernel path
         mask = None if ctx_mask is None or bool(ctx_mask.all()) else ctx_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-        out = out.transpose(1, 2)  # (B, n, H, d)
-        if self.rotate_value:
-            out = rotate(out, x_rot, inverse=True)
-        b, n = out.shape[:2]
-        return self.to_out(out.reshape(b, n, self.heads * self.head_dim))
+        return self.attend(q, k, v, x_rot, mask)
 
 
 class FeedForward(nn.Module):
@@ -87,6 +105,23 @@ class CrossAttentionBlock(nn.Module):
     def forward(self, x, x_rot, context, ctx_rot, ctx_mask=None, ctx_index=None) -> torch.Tensor:
         """`ctx_index`: context is a table of distinct rows, normalised once (see RotaryAttention)."""
         x = x + self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask, ctx_index)
+        return x + self.ff(self.norm_ff(x))
+
+    # The same block in parts, for callers that keep keys and values between calls (spiketok.stream):
+    # forward(x, ...) == attend(x, rotate(query(x), x_rot), rotated context_kv(context), x_rot).
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """Queries (B, n, H, d) of x (B, n, dim): normed and projected, not yet rotated."""
+        return self.attn.project_q(self.norm_q(x))
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (..., m, H, d) of context (..., m, dim): normed and projected, not yet rotated."""
+        return self.attn.project_kv(self.norm_ctx(context))
+
+    def attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               x_rot: torch.Tensor) -> torch.Tensor:
+        """x (B, n, dim) plus attention of its rotated queries q over rotated k, v (B, m, H, d), then the feed-forward."""
+        x = x + self.attn.attend(q, k, v, x_rot)
         return x + self.ff(self.norm_ff(x))
 
 

@@ -7,40 +7,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data.targets import resolve_target
+from ..tokenize import SpikeTokenizer, TokenType
 from .attention import CrossAttentionBlock, SelfAttentionBlock
 from .config import ModelConfig
 from .embeddings import VocabEmbedding
+from .meta import ModelFileMeta
+from .normalize import TargetNormalizer
 from .rotary import RotaryTimeEmbedding
 
-N_TOKEN_TYPES = 3  # spike, unit start, unit end
-
-
-class TargetNormalizer(nn.Module):
-    """Per-session, per-task mean and std of the targets (from the training split)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stats: dict[str, dict[str, dict[str, list[float]]]] = {}
-        self.version = 0  # bumped on every change, so cached tables know when to rebuild
-
-    def set(self, session_id: str, task: str, mean: Sequence[float], std: Sequence[float]) -> None:
-        std = [max(float(s), 1e-6) for s in std]
-        self.stats.setdefault(session_id, {})[task] = {"mean": [float(m) for m in mean], "std": std}
-        self.version += 1
-
-    def get(self, session_id: str, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            s = self.stats[session_id][task]
-        except KeyError:
-            raise KeyError(f"no normalisation statistics for session {session_id!r}, task {task!r}") from None
-        return torch.tensor(s["mean"]), torch.tensor(s["std"])
-
-    def get_extra_state(self) -> dict:
-        return {"stats": self.stats}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.stats = state["stats"]
-        self.version += 1
+N_TOKEN_TYPES = len(TokenType)  # spike, unit start, unit end
 
 
 class POYO(nn.Module):
@@ -48,6 +24,8 @@ class POYO(nn.Module):
 
     Inputs come from `spiketok.tokenize.collate`: padded (B, n_tokens) token arrays with a mask,
     (B, n_latents) latent ids and times, (B, n_queries) output times, sessions and tasks.
+    The model owns its tokenizer (`tokenizer()`), its target statistics (`normalizer`, see
+    spiketok.model.normalize) and what it was trained with (`hparams`; typed: `meta`).
     """
 
     def __init__(
@@ -76,6 +54,22 @@ class POYO(nn.Module):
             self.add_task(name, dim)
         nn.init.normal_(self.token_type_emb.weight, std=0.02)
         nn.init.normal_(self.latent_emb.weight, std=0.02)
+        self.hparams: dict = {}  # what it was trained and adapted with (the model file's metadata, as a dict)
+
+    @property
+    def meta(self) -> ModelFileMeta:
+        """The model's metadata, typed (a snapshot: change the model through `hparams` or its modules)."""
+        return ModelFileMeta.from_model(self)
+
+    def tokenizer(self, window: float | None = None) -> SpikeTokenizer:
+        """The tokenizer of this model's latent grid; `window` (s) defaults to the model's context window."""
+        c = self.config
+        return SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window if window is None else window)
+
+    def target_for(self, session_id: str, available: Sequence[str] | None, requested: str | None = None) -> str:
+        """The behaviour this model decodes for a session: as trained, else `requested`, else its only task
+        the session has (`available`: the session's behaviours, None when unknown). See resolve_target."""
+        return resolve_target(session_id, available, requested, self.meta.targets, self.task_names)
 
     @property
     def task_names(self) -> list[str]:

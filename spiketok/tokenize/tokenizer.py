@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.session import Window
-
-TOKEN_SPIKE, TOKEN_START, TOKEN_END = 0, 1, 2
+from .token_types import TOKEN_END, TOKEN_SPIKE, TOKEN_START
 
 
 @dataclass

@@ -14,7 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..data.atomic import atomic_write
 from ..model.config import ModelConfig
-from ..model.file import ModelFileError, ModelFileMeta, load_model_file, save_model_file
+from ..model.file import ModelFileError, ModelFileMeta, load_model_file, save_model, save_model_file  # noqa: F401
 from ..model.poyo import POYO
 
 
@@ -38,12 +38,6 @@ def load(path: str | Path) -> POYO:
     saying to run `spiketok convert`.
     """
     return load_model_file(path)
-
-
-def save_model(model: POYO, path: str | Path, extra: dict | None = None) -> Path:
-    """Write a bare model (e.g. after adaptation) as a shareable model file that `load` reads."""
-    hp = {**(getattr(model, "hparams", None) or {}), **(extra or {})}
-    return save_model_file(model, path, ModelFileMeta.from_model(model, hp))
 
 
 def read_pickled_checkpoint(path: str | Path) -> dict:

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
-import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..data.samplers import RandomWindowBatchSampler, WindowSpec, causal_windows, sliding_windows
-from ..data.session import Behavior, DataError, Window
+from ..data.session import DataError
 from ..data.storage import SessionDataset, StoredSession
+from ..data.targets import resolve_target
+from ..model.normalize import target_stats  # noqa: F401  (also imported from here)
 from ..model.poyo import POYO
-from ..tokenize import SpikeTokenizer, collate
+from ..tokenize import collate
+from ..tokenize.dataset import WindowDataset, causal_window  # noqa: F401  (also imported from here)
 
 
 def choose_target(session: StoredSession, target: str | None) -> str:
-    """The behaviour a session is decoded to: `target` if given, else its only behaviour signal."""
-    names = list(session.behavior_info)
-    if target is not None:
-        for name in target.split(","):
-            if name in names:
-                return name
-        raise DataError(f"{session.path}: no behaviour {target!r}; it has {names}. Set `target` in the config.")
-    if len(names) != 1:
-        raise DataError(f"{session.path}: {len(names)} behaviour signals {names}; choose one with target=NAME")
-    return names[0]
-
-
-def target_stats(session: StoredSession, target: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (D,) of a target over the samples inside a split that have weight > 0."""
-    b = session.behavior(target)
-    keep = session.splits[split].contains(b.timestamps) & (b.weights > 0) & np.isfinite(b.values).all(1)
-    if keep.sum() < 2:
-        raise DataError(f"{session.path}: fewer than 2 usable {target!r} samples in the {split} split")
-    v = b.values[keep].astype(np.float64)
-    return v.mean(0), v.std(0)
+    """The behaviour a session is trained on: `target` (comma-separated preferences) if given, else its only one."""
+    return resolve_target(session.id, list(session.behavior_info), target)
 
 
 def register_sessions(model: POYO, data: SessionDataset, target: str | None, causal: bool = False) -> dict[str, str]:
@@ -51,60 +33,10 @@ def register_sessions(model: POYO, data: SessionDataset, target: str | None, cau
         model.unit_emb.extend(s.unit_ids)
         model.session_emb.extend([s.id])
         model.add_task(t, s.behavior_info[t]["dim"])
-        if s.id not in model.normalizer.stats or t not in model.normalizer.stats[s.id]:
+        if not model.normalizer.has(s.id, t):
             mean, std = target_stats(s, t)
             model.normalizer.set(s.id, t, mean, std)
     return targets
-
-
-@dataclass
-class WindowDataset(Dataset):
-    """Reads and tokenizes windows given by WindowSpec keys (map-style, keyed by spec)."""
-
-    data: SessionDataset
-    model_units: dict[str, np.ndarray]  # session id -> vocabulary row of each local unit
-    session_index: dict[str, int]
-    task_index: dict[str, int]  # session id -> readout index
-    targets: dict[str, str]
-    tokenizer: SpikeTokenizer
-    unit_dropout: bool = False
-    min_units: int = 8
-    causal: bool = False
-    seed: int = 0
-
-    @classmethod
-    def for_model(cls, model: POYO, data: SessionDataset, targets: dict[str, str], **kw) -> "WindowDataset":
-        c = model.config
-        tasks = model.task_names
-        return cls(
-            data=data,
-            model_units={s.id: model.unit_emb.lookup(s.unit_ids).numpy() for s in data},
-            session_index={s.id: int(model.session_emb.lookup([s.id])[0]) for s in data},
-            task_index={sid: tasks.index(t) for sid, t in targets.items()},
-            targets=targets,
-            tokenizer=SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window),
-            **kw,
-        )
-
-    def __len__(self) -> int:  # keys come from a sampler
-        return 0
-
-    def __getitem__(self, spec: WindowSpec) -> dict[str, np.ndarray]:
-        s = self.data[spec.session]
-        target = self.targets[spec.session]
-        if self.causal:
-            w = causal_window(s, spec, target, self.tokenizer.window)
-        else:
-            w = s.slice(spec.t0, spec.t1, behavior=[target])
-        keep = None
-        if self.unit_dropout:
-            rng = np.random.default_rng([self.seed, spec.draw, int(spec.t0 * 1e6) % (2**32), len(spec.session)])
-            n = s.n_units
-            k = int(rng.integers(min(self.min_units, n), n + 1))
-            keep = np.sort(rng.choice(n, size=k, replace=False))
-        sample = self.tokenizer(w, self.model_units[spec.session], self.session_index[spec.session],
-                                self.task_index[spec.session], target, keep_units=keep)
-        return sample
 
 
 def unscored_validation(data: SessionDataset, targets: dict[str, str]) -> list[str]:
@@ -115,26 +47,6 @@ def unscored_validation(data: SessionDataset, targets: dict[str, str]) -> list[s
         if not (b.weights[s.splits["valid"].contains(b.timestamps)] > 0).any():
             empty.append(s.id)
     return empty
-
-
-def causal_window(session: StoredSession, spec: WindowSpec, target: str, length: float) -> Window:
-    """The window of a causal model: `length` s of spikes ending exactly at a behaviour sample, which is
-    its only output (query at the window end, time `length`).
-
-    Takes the last `target` sample tau in [t0, t1) and returns the window [tau - length, tau). Always full
-    length, as a real-time decoder (and `decode_times` for causal models) always has a full window of past
-    spikes: when [t0, t1) is shorter (an interval shorter than the window, a validation window at an
-    interval's start) the window reaches back before t0, for spikes only; its label stays inside [t0, t1).
-    A [t0, t1) without samples comes back as it is, with no outputs.
-    """
-    w = session.slice(spec.t0, spec.t1, behavior=[target])
-    b = w.behavior[target]
-    if len(b.timestamps) == 0:
-        return w
-    end = spec.t0 + float(b.timestamps[-1])
-    w = session.slice(end - length, end, behavior=[])
-    w.behavior[target] = Behavior(target, np.array([w.length]), b.values[-1:], b.unit, b.dims, b.weights[-1:])
-    return w
 
 
 def eval_windows(data: SessionDataset, split: str, window: float, stride: float, causal: bool = False) -> list[WindowSpec]:

@@ -2,66 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 
+from ..model.normalize import denormalise, normalised_targets  # noqa: F401  (denormalise: imported from here by older code)
+from ..model.objective import warmup_cosine, weighted_mse
 from ..model.poyo import POYO
-
-
-def normalised_targets(model: POYO, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets (B, Q, D) normalised with each query's session/task statistics, and their dim mask."""
-    mean, std, dim_mask = _stat_tables(model, batch["output_values"].shape[-1], batch["output_values"].device)
-    s, k = batch["output_sessions"], batch["output_tasks"]
-    return (batch["output_values"] - mean[s, k]) / std[s, k], dim_mask[k]
-
-
-def denormalise(model: POYO, pred: torch.Tensor, sessions: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-    """Predictions (B, Q, D) back in the behaviour's own units."""
-    mean, std, _ = _stat_tables(model, pred.shape[-1], pred.device)
-    return pred * std[sessions, tasks] + mean[sessions, tasks]
-
-
-def _stat_tables(model: POYO, d: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(n_sessions, n_tasks, d) mean and std tables and the (n_tasks, d) mask of real dims."""
-    cache = getattr(model, "_stat_cache", None)
-    key = (len(model.session_emb), tuple(model.task_names), d, str(device), model.normalizer.version, id(model.normalizer))
-    if cache is not None and cache[0] == key:
-        return cache[1]
-    tasks = model.task_names
-    mean = torch.zeros(len(model.session_emb), len(tasks), d)
-    std = torch.ones(len(model.session_emb), len(tasks), d)
-    dim_mask = torch.zeros(len(tasks), d, dtype=torch.bool)
-    for k, t in enumerate(tasks):
-        dim_mask[k, : model.readouts[t].out_features] = True
-    for sid, per_task in model.normalizer.stats.items():
-        if sid not in model.session_emb.index:
-            continue
-        i = model.session_emb.index[sid]
-        for t, st in per_task.items():
-            if t in tasks:
-                k = tasks.index(t)
-                n = len(st["mean"])
-                mean[i, k, :n] = torch.tensor(st["mean"])
-                std[i, k, :n] = torch.tensor(st["std"])
-    tables = (mean.to(device), std.to(device), dim_mask.to(device))
-    model._stat_cache = (key, tables)
-    return tables
-
-
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, dim_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real output dims, then weighted mean over queries."""
-    err = ((pred.float() - target) ** 2 * dim_mask).sum(-1) / dim_mask.sum(-1).clamp(min=1)
-    return (err * weights).sum() / weights.sum().clamp(min=1e-8)
-
-
-def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.05) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to `floor`."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class POYOModule(L.LightningModule):

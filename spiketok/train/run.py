@@ -265,7 +265,7 @@ def train(
 
     resume=True continues from run_dir/checkpoints/last.ckpt (written at every epoch end and on
     SIGTERM / Ctrl-C, which raise TrainingInterrupted after saving). Several devices or nodes run DDP.
-    `init`: start from this model (its size and window; see spiketok.adapt.transfer) instead of a fresh one.
+    `init`: start from this model (its size and window; see spiketok.train.transfer) instead of a fresh one.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

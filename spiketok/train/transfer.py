@@ -2,7 +2,7 @@
 
 Each session the model does not know first gets its unit and session embeddings by unit
 identification (every other weight frozen); then every weight is trained on all the given sessions by
-`spiketok.train.run.train` (the recipe's batch, steps and early stopping) at a lower learning rate.
+`train` (the recipe's batch, steps and early stopping) at a lower learning rate.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from ..adapt.run import AdaptConfig, adapt
 from ..data.storage import SessionDataset
 from ..model.poyo import POYO
-from ..train.run import TrainResult, train
-from .run import AdaptConfig, adapt
+from .run import TrainResult, train
 
 FINETUNE_LR_FACTOR = 0.1  # as `adapt --mode finetune`: a tenth of the pretraining learning rate
 

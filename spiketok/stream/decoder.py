@@ -16,31 +16,20 @@ A decode then costs one cross-attention of the latents over the window's keys (a
 buffer, no copy), the latent self-attention blocks and the read-out; no Python loop over spikes.
 For the lowest latency run it with `torch.set_num_threads(1)` (small ops; on a busy machine several
 threads wait on each other). A decoder is not thread-safe: push and decode from one thread.
-
-`replay` streams a recorded session through a decoder (the `spiketok replay` command).
 """
 
 from __future__ import annotations
 
-import gc
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .data.session import Behavior, Intervals, Session
-from .data.storage import StoredSession
-from .evaluate.metrics import r2_per_dim
-from .model.poyo import POYO
-from .model.rotary import rotate
-from .tokenize import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
-
-__all__ = ["StreamingDecoder", "StreamOrderError", "LateSpikeError", "ReplayResult", "replay", "behavior_at"]
+from ..model.normalize import unnormalise
+from ..model.poyo import POYO
+from ..model.rotary import rotate
+from ..tokenize import TokenType
 
 
 class StreamOrderError(ValueError):
@@ -49,13 +38,6 @@ class StreamOrderError(ValueError):
 
 class LateSpikeError(StreamOrderError):
     """A spike older than a decode already returned: that decode went out without it."""
-
-
-def _is_causal(model: POYO) -> bool | None:
-    hp = getattr(model, "hparams", None)
-    if not hp:
-        return None
-    return bool(hp.get("train", {}).get("causal", False))
 
 
 class StreamingDecoder:
@@ -105,7 +87,7 @@ class StreamingDecoder:
         if abs(self.window - c.window) > 1e-9:
             warnings.warn(f"streaming window {self.window} s differs from the model's {c.window} s window",
                           stacklevel=2)
-        if _is_causal(model) is False:
+        if model.meta.train and not model.meta.causal:
             warnings.warn("this model was trained with outputs throughout its windows (causal=false); streaming reads "
                           "it out at the window end only: train with causal=true for real-time decoding", stacklevel=2)
         sess_row = int(model.session_emb.lookup([session_id])[0])  # UnknownIdError: adapt first
@@ -121,7 +103,7 @@ class StreamingDecoder:
         self._build_id_table()
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        self._tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, self.window)
+        self._tok = model.tokenizer(self.window)
         with torch.inference_mode():
             self._precompute(rows.to(self.device), sess_row)
         self._alloc(max(int(capacity), 16))
@@ -130,14 +112,12 @@ class StreamingDecoder:
     # ------------------------------------------------------------------ set-up
 
     def _target(self, target: str | None) -> str:
-        from .evaluate.report import session_target
-
         names = self.model.task_names
         if target is not None:
             if target not in names:
                 raise ValueError(f"target {target!r} is not a task of this model (it has {names})")
             return target
-        return session_target(self.model, self.session_id, names)
+        return self.model.target_for(self.session_id, None)
 
     def _build_id_table(self) -> None:
         """Sorted string ids (full ids and bare unit names) -> local index, for vectorised lookups."""
@@ -152,24 +132,20 @@ class StreamingDecoder:
 
     def _kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder keys and values (1, n, H, d) of input embeddings x (n, dim), not yet rotated."""
-        enc = self.model.encoder
-        a = enc.attn
-        k, v = a.to_kv(enc.norm_ctx(x)).chunk(2, dim=-1)
-        return tuple(t.reshape(1, -1, a.heads, a.head_dim).contiguous() for t in (k, v))
+        return tuple(t[None].contiguous() for t in self.model.encoder.context_kv(x))
 
     def _precompute(self, rows: torch.Tensor, sess_row: int) -> None:
-        m, c = self.model, self.model.config
+        m = self.model
         unit = m.unit_emb.weight[rows]  # (n_units, dim)
         types = m.token_type_emb.weight
-        self._k_spike, self._v_spike = (t[0] for t in self._kv(unit + types[TOKEN_SPIKE]))  # (n_units, H, d)
-        self._k_start, self._v_start = self._kv(unit + types[TOKEN_START])  # (1, n_units, H, d)
-        self._k_end, self._v_end = self._kv(unit + types[TOKEN_END])
+        self._k_spike, self._v_spike = (t[0] for t in self._kv(unit + types[TokenType.SPIKE]))  # (n_units, H, d)
+        self._k_start, self._v_start = self._kv(unit + types[TokenType.START])  # (1, n_units, H, d)
+        self._k_end, self._v_end = self._kv(unit + types[TokenType.END])
         lat_ids, lat_times = self._tok.latents()
         self._lat_times = torch.from_numpy(lat_times)[None].to(self.device)  # (1, n_lat) float64, from window start
         self._lat = m.latent_emb(torch.from_numpy(lat_ids).to(self.device))[None]  # (1, n_lat, dim)
         enc = m.encoder
-        q = enc.attn.to_q(enc.norm_q(self._lat))
-        self._q_lat = q.view(1, -1, enc.attn.heads, enc.attn.head_dim).contiguous()  # (1, n_lat, H, d)
+        self._q_lat = enc.query(self._lat).contiguous()  # (1, n_lat, H, d), not yet rotated
         self._lat_rot = m.rotary(self._lat_times)  # relative to the window start: constant
         self._out_rot = m.rotary(torch.tensor([[self.window]], dtype=torch.float64, device=self.device))
         self._query = m.session_emb.weight[sess_row].reshape(1, 1, -1)
@@ -297,7 +273,7 @@ class StreamingDecoder:
     @torch.inference_mode()
     def decode(self, t: float) -> np.ndarray:
         """Behaviour (D,) at time t in original units, from the spikes pushed with times in [t - window, t)."""
-        return self.decode_normalised(t).mul(self._std).add(self._mean).cpu().numpy()
+        return unnormalise(self.decode_normalised(t), self._mean, self._std).cpu().numpy()
 
     @torch.inference_mode()
     def decode_normalised(self, t: float) -> torch.Tensor:
@@ -320,14 +296,10 @@ class StreamingDecoder:
         self._v[:, s:s + n_u] = rotate(self._v_start, at_start)
         self._k[:, s + n_u:s + p] = rotate(self._k_end, at_end)
         self._v[:, s + n_u:s + p] = rotate(self._v_end, at_end)
-        k, v = self._k[:, s:p + b].transpose(1, 2), self._v[:, s:p + b].transpose(1, 2)  # (1, H, m, d) views
+        k, v = self._k[:, s:p + b], self._v[:, s:p + b]  # (1, m, H, d) views, already rotated
         # encoder: latent queries rotated by their absolute times, over the window's keys
         lat_rot = m.rotary(self._lat_times + t0)
-        attn = m.encoder.attn
-        q = rotate(self._q_lat, lat_rot).transpose(1, 2)
-        o = rotate(F.scaled_dot_product_attention(q, k, v).transpose(1, 2), lat_rot, inverse=True)
-        lat = self._lat + attn.to_out(o.reshape(1, -1, self._heads * self._head_dim))
-        lat = lat + m.encoder.ff(m.encoder.norm_ff(lat))
+        lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
         for block in m.processor:
             lat = block(lat, self._lat_rot)
         out = m.norm_out(m.decoder(self._query, self._out_rot, lat, self._lat_rot))
@@ -340,159 +312,3 @@ class StreamingDecoder:
         live, units = self._times[self._lo:self._hi], self._units[self._lo:self._hi]
         a, b = np.searchsorted(live, [t - self.window, t], side="left")
         return units[a:b].copy(), live[a:b] - (t - self.window)
-
-
-# ---------------------------------------------------------------------- replay of recorded sessions
-
-
-@dataclass
-class ReplayResult:
-    """What `replay` decoded: predictions at the decode times, the recorded behaviour there, timings."""
-
-    session: str
-    target: str
-    dims: list[str]
-    times: np.ndarray  # (N,) decode times, session clock (s)
-    y_pred: np.ndarray  # (N, D) original units
-    y_true: np.ndarray | None  # (N, D) recorded behaviour interpolated at the decode times, or None
-    weights: np.ndarray  # (N,) 1 where y_true counts in scores (both neighbouring samples usable)
-    push_ms: np.ndarray  # (N,) time to push the packet that arrived since the previous decode
-    decode_ms: np.ndarray  # (N,) time of the decode itself
-    every: float
-    wall_s: float  # wall-clock time of the whole replay
-
-    @property
-    def latency_ms(self) -> np.ndarray:
-        """Per decode: push of the newest packet plus the decode (from packet arrival to output)."""
-        return self.push_ms + self.decode_ms
-
-    def r2(self) -> np.ndarray:
-        """R^2 per output dimension against the recorded behaviour (weighted samples only)."""
-        if self.y_true is None:
-            raise ValueError(f"session {self.session}: no recorded {self.target!r} to score against")
-        return r2_per_dim(self.y_true, self.y_pred, self.weights)
-
-    def summary(self) -> dict:
-        """Numbers for reports and JSON: latencies (ms), R^2, counts."""
-        lat = self.latency_ms
-        out = {
-            "session": self.session, "target": self.target, "n_decodes": int(len(self.times)), "every_s": self.every,
-            "stream_s": float(len(self.times) * self.every), "wall_s": self.wall_s,
-            "latency_ms": {"median": float(np.median(lat)), "p99": float(np.percentile(lat, 99)),
-                           "max": float(lat.max()), "mean": float(lat.mean())} if len(lat) else {},
-            "decode_ms": {"median": float(np.median(self.decode_ms)), "p99": float(np.percentile(self.decode_ms, 99))}
-            if len(lat) else {},
-            "over_budget": int((lat > 1000 * self.every).sum()),
-        }
-        if self.y_true is not None:
-            r2 = self.r2()
-            out.update({"r2": float(np.nanmean(r2)), "r2_per_dim": [float(v) for v in r2], "dims": self.dims,
-                        "n_scored": int((self.weights > 0).sum())})
-        return out
-
-
-def behavior_at(b: Behavior, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Behaviour (N, D) linearly interpolated at `times`, and weights (N,): the smaller of the two
-    neighbouring samples' weights, 0 where the neighbours are more than 1.5 sample periods apart."""
-    ts = b.timestamps
-    if len(ts) < 2:
-        return np.full((len(times), b.dim), np.nan, np.float32), np.zeros(len(times), np.float32)
-    i1 = np.clip(np.searchsorted(ts, times, side="right"), 1, len(ts) - 1)
-    i0 = i1 - 1
-    gap = ts[i1] - ts[i0]
-    ok = (times >= ts[0]) & (times <= ts[-1]) & (gap <= 1.5 * np.median(np.diff(ts)))
-    frac = np.clip((times - ts[i0]) / np.maximum(gap, 1e-12), 0, 1)[:, None]
-    vals = (b.values[i0] * (1 - frac) + b.values[i1] * frac).astype(np.float32)
-    w = np.minimum(b.weights[i0], b.weights[i1]) * ok * np.isfinite(vals).all(1)
-    return vals, w.astype(np.float32)
-
-
-def replay(
-    model: POYO,
-    session: Session | StoredSession,
-    intervals: Intervals | None = None,
-    every: float = 0.02,
-    speed: float | None = None,
-    target: str | None = None,
-    limit: float | None = None,
-    progress: bool = True,
-) -> ReplayResult:
-    """Stream a recorded session through a StreamingDecoder, decoding every `every` s inside `intervals`.
-
-    For each interval [s, e): reset, push the spikes of [s - window, s) (warm-up, not timed), then for
-    t = s, s + every, ... < e push the packet of spikes in [previous t, t) and decode at t, timing both.
-    speed: None = as fast as possible; a factor of real time (1.0 = real time) paces the packets by the
-    wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session
-    (from one window after its start). Python's garbage collector is paused during the loop.
-    """
-    if every <= 0:
-        raise ValueError(f"every must be positive, got {every}")
-    if speed is not None and speed <= 0:
-        raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
-    dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids)
-    w = dec.window
-    if intervals is None:
-        intervals = Intervals([session.start + w], [session.end])
-    info = session.behavior_info if isinstance(session, StoredSession) else session.behavior
-    truth = None
-    if dec.target in info:
-        truth = session.behavior(dec.target) if isinstance(session, StoredSession) else session.behavior[dec.target]
-    grids = [s + every * np.arange(int(np.ceil((e - s) / every - 1e-9))) for s, e in zip(intervals.start, intervals.end)]
-    if limit is not None:
-        left, kept = int(round(limit / every)), []
-        for g in grids:
-            kept.append(g[:max(left, 0)])
-            left -= len(kept[-1])
-        grids = kept
-    total = sum(len(g) for g in grids)
-    times, preds, push_ms, decode_ms = [], [], [], []
-    tic_all = time.perf_counter()
-    bar = tqdm(total=total, desc=f"replay {session.id}", unit="decode", disable=not progress, leave=False)
-    gc_was_on = gc.isenabled()
-    gc.disable()  # a garbage-collector pass costs milliseconds; the loop makes no reference cycles
-    try:
-        _stream_grids(dec, session, grids, speed, bar, times, preds, push_ms, decode_ms)
-    finally:
-        if gc_was_on:
-            gc.enable()
-    bar.close()
-    times_a = np.concatenate(times) if times else np.zeros(0)
-    y_pred = np.stack(preds) if preds else np.zeros((0, model.readouts[dec.target].out_features), np.float32)
-    if truth is not None:
-        y_true, weights = behavior_at(truth, times_a)
-        dims = list(truth.dims)
-    else:
-        y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(y_pred.shape[1])]
-    return ReplayResult(session.id, dec.target, dims, times_a, y_pred, y_true, weights, np.array(push_ms),
-                        np.array(decode_ms), every, time.perf_counter() - tic_all)
-
-
-def _stream_grids(dec: StreamingDecoder, session: Session | StoredSession, grids: list[np.ndarray],
-                  speed: float | None, bar, times: list, preds: list, push_ms: list, decode_ms: list) -> None:
-    """The replay loop: per interval, warm up (untimed), then push a packet and decode at each grid time."""
-    w = dec.window
-    for grid in grids:
-        if not len(grid):
-            continue
-        win = session.slice(grid[0] - w, grid[-1] + 1e-9, behavior=[]) if isinstance(session, StoredSession) \
-            else session.slice(grid[0] - w, grid[-1] + 1e-9)
-        sp_t, sp_u = win.spike_times + win.t0, win.spike_units.astype(np.int64)
-        cut = np.searchsorted(sp_t, grid, side="left")  # packet k: spikes in [grid[k-1], grid[k])
-        dec.reset()
-        dec.push(sp_u[:cut[0]], sp_t[:cut[0]])
-        wall0 = time.perf_counter()
-        for k, t in enumerate(grid):
-            if speed is not None:
-                wait = wall0 + (t - grid[0]) / speed - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-            lo, hi = cut[k - 1] if k else cut[0], cut[k]
-            t1 = time.perf_counter()
-            dec.push(sp_u[lo:hi], sp_t[lo:hi])
-            t2 = time.perf_counter()
-            preds.append(dec.decode(t))
-            t3 = time.perf_counter()
-            push_ms.append(1e3 * (t2 - t1))
-            decode_ms.append(1e3 * (t3 - t2))
-        times.append(grid)
-        bar.update(len(grid))
