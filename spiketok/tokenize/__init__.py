@@ -1,6 +1,6 @@
 """Spikes -> tokens, latents and output queries; batching by padding with masks."""
 
-from .batch import collate
+from .batch import Batch, WindowTokens, collate
 from .tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
 
-__all__ = ["collate", "SpikeTokenizer", "TOKEN_SPIKE", "TOKEN_START", "TOKEN_END"]
+__all__ = ["Batch", "WindowTokens", "collate", "SpikeTokenizer", "TOKEN_SPIKE", "TOKEN_START", "TOKEN_END"]

@@ -8,13 +8,14 @@ import lightning as L
 import torch
 
 from ..model.poyo import POYO
+from ..tokenize import Batch
 
 
-def normalised_targets(model: POYO, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def normalised_targets(model: POYO, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (B, Q, D) normalised with each query's session/task statistics, and their dim mask."""
-    mean, std, dim_mask = _stat_tables(model, batch["output_values"].shape[-1], batch["output_values"].device)
-    s, k = batch["output_sessions"], batch["output_tasks"]
-    return (batch["output_values"] - mean[s, k]) / std[s, k], dim_mask[k]
+    mean, std, dim_mask = _stat_tables(model, batch.output_values.shape[-1], batch.output_values.device)
+    s, k = batch.output_sessions, batch.output_tasks
+    return (batch.output_values - mean[s, k]) / std[s, k], dim_mask[k]
 
 
 def denormalise(model: POYO, pred: torch.Tensor, sessions: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
@@ -75,23 +76,23 @@ class POYOModule(L.LightningModule):
         self.cfg = train_config
         self._val_sums: torch.Tensor | None = None  # (4, n_sessions, D) sums of the running validation epoch
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pred = self.model(batch)
         target, dim_mask = normalised_targets(self.model, batch)
-        return weighted_mse(pred, target, batch["output_weights"], dim_mask), pred, target
+        return weighted_mse(pred, target, batch.output_weights, dim_mask), pred, target
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx: int):
         loss, _, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_units"].shape[0])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx: int):
         loss, pred, target = self._loss(batch)
-        w = batch["output_weights"]
+        w = batch.output_weights
         self.log("val_loss", loss, prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
         # per session and output dim: n, sum y, sum y^2, sum err^2 over samples with weight > 0 (for val_r2)
-        scored = (w > 0) & batch["output_mask"]
-        sessions = batch["output_sessions"][scored]
+        scored = (w > 0) & batch.output_mask
+        sessions = batch.output_sessions[scored]
         y, err = target[scored], (pred.float() - target)[scored]
         dim_mask = normalised_targets(self.model, batch)[1][scored].float()
         stats = torch.stack([dim_mask, y * dim_mask, y ** 2 * dim_mask, err ** 2 * dim_mask])  # (4, n, D)
