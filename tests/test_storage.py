@@ -19,7 +19,7 @@ def make_session(sid: str = "s1", n_units: int = 30, duration: float = 120.0, se
     beh = Behavior("vel", ts, np.stack([np.sin(ts), np.cos(ts)], 1), unit="cm/s", dims=["vx", "vy"])
     trials = Intervals(np.arange(0, duration - 2, 3.0), np.arange(0, duration - 2, 3.0) + 2.0,
                        {"target_id": np.arange(len(np.arange(0, duration - 2, 3.0))) % 8})
-    s = Session.from_unit_spikes(sid, spikes, behavior={"vel": beh}, trials=trials,
+    s = Session.from_unit_spikes(sid, spikes, behaviors={"vel": beh}, trials=trials,
                                  meta={"subject": "m1", "species": "macaque"})
     s.splits = make_splits(s.start, s.end, trials, seed=1)
     return s
@@ -54,7 +54,7 @@ def test_stored_windows_equal_in_memory_windows(tmp_path):
         a, b = s.slice(t0, t0 + 1.0), st.slice(t0, t0 + 1.0)
         assert np.array_equal(a.spike_units, b.spike_units)
         assert np.allclose(a.spike_times, b.spike_times)
-        assert np.allclose(a.behavior["vel"].values, b.behavior["vel"].values)
+        assert np.allclose(a.behavior("vel").values, b.behavior("vel").values)
     back = st.load()
     assert back.n_spikes == s.n_spikes and back.unit_names == s.unit_names
     assert back.meta == s.meta and back.trials.columns["target_id"].tolist() == s.trials.columns["target_id"].tolist()

@@ -148,7 +148,7 @@ def predict(
     from ..data.readers import read_recording
     from ..data.session import Intervals
     from ..data.storage import FORMAT, StoredSession
-    from ..evaluate.decode import decode_times, full_behavior
+    from ..evaluate.decode import decode_times
     from ..model.embeddings import UnknownIdError
     from ..train.checkpoint import load
 
@@ -158,7 +158,8 @@ def predict(
         fail(f"{out}: this is the input recording; write the predictions to a new file")
     model = load(checkpoint)
     try:
-        if _is_prepared(file, FORMAT):
+        prepared = _is_prepared(file, FORMAT)
+        if prepared:
             session = StoredSession(file)
             available = list(session.behavior_info)
         else:
@@ -168,14 +169,14 @@ def predict(
         target = trained.get(session.id) or (model.task_names[0] if len(model.task_names) == 1 else None)
         if target is None:
             fail(f"the model has several tasks {model.task_names} and was not trained on {session.id}")
-        if not available and not isinstance(session, StoredSession):
+        if not available and not prepared:
             try:
                 session, _ = read_recording(file, behavior=[target])
                 available = [target]
             except DataError:
                 pass
         if target in available:
-            times = full_behavior(session, target).timestamps
+            times = session.behavior(target).timestamps
         else:
             times = np.arange(session.start, session.end, 1.0 / rate)
         span = Intervals([session.start], [session.end + 1e-6])
@@ -187,7 +188,7 @@ def predict(
     if out.suffix == ".nwb":
         from ..evaluate.export import write_predictions_nwb
 
-        known = full_behavior(session, target) if target in available else None
+        known = session.behavior(target) if target in available else None
         write_predictions_nwb(out, times, pred, target=target, dims=known.dims if known else dims,
                               unit=known.unit if known else "", session_id=session.id, source=file,
                               model=checkpoint, source_meta=session.meta)

@@ -8,11 +8,12 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.samplers import RandomWindowBatchSampler, WindowSpec, causal_windows, sliding_windows
+from ..data.samplers import RandomWindowBatchSampler
 from ..data.session import Behavior, DataError, Window
 from ..data.storage import SessionDataset, StoredSession
+from ..data.windows import WindowSpec, causal_windows, sliding_windows
 from ..model.poyo import POYO
-from ..tokenize import SpikeTokenizer, collate
+from ..tokenize import SpikeTokenizer, WindowTokens, collate
 
 
 def choose_target(session: StoredSession, target: str | None) -> str:
@@ -89,7 +90,7 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:  # keys come from a sampler
         return 0
 
-    def __getitem__(self, spec: WindowSpec) -> dict[str, np.ndarray]:
+    def __getitem__(self, spec: WindowSpec) -> WindowTokens:
         s = self.data[spec.session]
         target = self.targets[spec.session]
         if self.causal:
