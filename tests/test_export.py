@@ -97,7 +97,7 @@ def test_from_pynapple_round_trips_through_a_session_file(tmp_path):
     np.testing.assert_array_equal(stored.behavior("hand_velocity").weights, b.weights)
     own = {"train": nap.IntervalSet(0, 20), "valid": nap.IntervalSet(20, 25), "test": nap.IntervalSet(25, 30)}
     one = Session.from_pynapple(group, nap.Tsd(t=t, d=vel[:, 0]), splits=own)
-    assert list(one.behavior) == ["behavior"] and one.behavior["behavior"].dim == 1
+    assert one.behavior_names == ["behavior"] and one.behavior("behavior").dim == 1
     assert one.splits["valid"].start.tolist() == [20.0] and one.splits["test"].end.tolist() == [30.0]
 
 

@@ -54,7 +54,7 @@ def test_stored_windows_equal_in_memory_windows(tmp_path):
         a, b = s.slice(t0, t0 + 1.0), st.slice(t0, t0 + 1.0)
         assert np.array_equal(a.spike_units, b.spike_units)
         assert np.allclose(a.spike_times, b.spike_times)
-        assert np.allclose(a.behavior("vel").values, b.behavior("vel").values)
+        assert np.allclose(a.behavior["vel"].values, b.behavior["vel"].values)
     back = st.load()
     assert back.n_spikes == s.n_spikes and back.unit_names == s.unit_names
     assert back.meta == s.meta and back.trials.columns["target_id"].tolist() == s.trials.columns["target_id"].tolist()
