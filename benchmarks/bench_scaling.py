@@ -74,7 +74,7 @@ def spiking_model(size: str, n_units: int) -> POYO:
 
 def fwd_bwd(model: POYO, batch: dict[str, torch.Tensor]) -> None:
     pred = model(batch)
-    loss = ((pred - batch["output_values"]) ** 2).mean()
+    loss = ((pred - batch.output_values) ** 2).mean()
     model.zero_grad(set_to_none=True)
     loss.backward()
 
@@ -122,7 +122,7 @@ def spikes_point(size: str, kind: str, n: int, repeats: int) -> dict:
     windows (forward + backward) or one window (inference, then forward + backward)."""
     model = spiking_model(size, max(1, n // int(RATE)))
     batch = window_batch(model, 32 if kind == "batch" else 1, n)
-    row: dict = {"spikes": n, "tokens": int(batch["input_mask"].sum())}
+    row: dict = {"spikes": n, "tokens": int(batch.input_mask.sum())}
     if kind == "single":
         model.eval()
         base = _rss_kb("VmRSS")
@@ -208,7 +208,7 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
             t1 = time.perf_counter()
             pred = model(batch)
             target, dim_mask = normalised_targets(model, batch)
-            loss = weighted_mse(pred, target, batch["output_weights"], dim_mask)
+            loss = weighted_mse(pred, target, batch.output_weights, dim_mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -216,7 +216,7 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
             if k >= 3:  # the first steps allocate optimizer state and open files
                 data_s.append(t1 - t0)
                 model_s.append(t2 - t1)
-                tokens.append(int(batch["input_mask"].sum()))
+                tokens.append(int(batch.input_mask.sum()))
         row = {"sessions": n, "units": len(model.unit_emb), "setup_s": setup, "data_ms": 1e3 * float(np.median(data_s)),
                "model_ms": 1e3 * float(np.median(model_s)),
                "step_ms": 1e3 * float(np.median(np.array(data_s) + np.array(model_s))),

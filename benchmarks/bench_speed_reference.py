@@ -81,22 +81,22 @@ def spiketok_batch(windows: list[Window], config: ModelConfig) -> dict[str, torc
 
 def reference_batch(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same tokens in the reference's layout: vocabulary index 0 is its padding word, inputs padded to x8."""
-    pad = (-b["input_units"].shape[1]) % 8
+    pad = (-b.input_units.shape[1]) % 8
 
     def p(x: torch.Tensor, value=0) -> torch.Tensor:
         return torch.nn.functional.pad(x, (0, pad), value=value)
 
-    mask = p(b["input_mask"], False)
+    mask = p(b.input_mask, False)
     return {
-        "input_unit_index": torch.where(mask, p(b["input_units"]) + 1, 0),
-        "input_timestamps": p(b["input_times"]),
-        "input_token_type": p(b["input_types"]),
+        "input_unit_index": torch.where(mask, p(b.input_units) + 1, 0),
+        "input_timestamps": p(b.input_times),
+        "input_token_type": p(b.input_types),
         "input_mask": mask,
-        "latent_index": b["latent_ids"],
-        "latent_timestamps": b["latent_times"],
-        "session_index": b["output_sessions"][:, 0] + 1,
-        "output_timestamps": b["output_times"],
-        "output_mask": b["output_mask"],
+        "latent_index": b.latent_ids,
+        "latent_timestamps": b.latent_times,
+        "session_index": b.output_sessions[:, 0] + 1,
+        "output_timestamps": b.output_times,
+        "output_mask": b.output_mask,
     }
 
 
@@ -175,7 +175,7 @@ def agreement(size: str) -> dict:
     with torch.no_grad():
         a = ours(b)
         r = ref(**reference_batch(b))
-    mask = b["output_mask"]
+    mask = b.output_mask
     diff = (a - r)[mask].abs()
     return {"max_abs_diff": float(diff.max()), "output_std": float(r[mask].std()),
             "max_rel_diff": float(diff.max() / r[mask].abs().max())}
@@ -186,7 +186,7 @@ def agreement(size: str) -> dict:
 def step_fn(model: torch.nn.Module, kind: str, batch: dict, train: bool):
     """A closure running one training step (or one inference) of `model` on `batch`."""
     target, weights = batch["_target"], batch["_weights"]
-    inputs = {k: v for k, v in batch.items() if not k.startswith("_")}
+    inputs = batch["_batch"] if kind == "spiketok" else {k: v for k, v in batch.items() if not k.startswith("_")}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
 
     def forward() -> torch.Tensor:
@@ -208,11 +208,11 @@ def step_fn(model: torch.nn.Module, kind: str, batch: dict, train: bool):
 
 
 def batches(size: str, n: int, seed: int) -> tuple[dict, dict]:
-    """spiketok and reference versions of one batch of `n` windows, with loss targets attached."""
+    """spiketok (a Batch, under "_batch") and reference versions of one batch of `n` windows, with loss targets attached."""
     c = model_config(size)
     b = spiketok_batch(make_windows(n, seed=seed), c)
-    extra = {"_target": b["output_values"], "_weights": b["output_mask"].float()}
-    return {**b, **extra}, {**reference_batch(b), **extra}
+    extra = {"_target": b.output_values, "_weights": b.output_mask.float()}
+    return {"_batch": b, **extra}, {**reference_batch(b), **extra}
 
 
 def timed(run, n: int) -> tuple[float, float]:
@@ -239,7 +239,7 @@ def time_training(size: str, batch_size: int, steps: int, repeats: int, referenc
             cpu[k].append(steps / c)
     med = {k: float(np.median(v)) for k, v in wall.items()}
     med_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
-    tokens = int(b_ours["input_mask"].sum())
+    tokens = int(b_ours["_batch"].input_mask.sum())
     return {"steps_per_s": med, "steps_per_cpu_s": med_cpu, "ratio": med["spiketok"] / med["reference"],
             "ratio_cpu": med_cpu["spiketok"] / med_cpu["reference"], "runs": wall, "input_tokens": tokens}
 
@@ -450,7 +450,7 @@ def main() -> None:
     if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):
         sys.exit(3)
     res: dict = {"versions": versions(*PACKAGES), "sizes": {}}
-    res["tokens_per_window"] = int(batches("tiny", 8, 1)[0]["input_mask"].sum() / 8)
+    res["tokens_per_window"] = int(batches("tiny", 8, 1)[0]["_batch"].input_mask.sum() / 8)
     for size in args.sizes.split(","):
         r: dict = {"agreement": agreement(size)}
         print(size, "agreement", r["agreement"], flush=True)

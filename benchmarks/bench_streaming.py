@@ -115,11 +115,11 @@ def stream(model, session, repeats: int, seconds: float = STREAM_S) -> dict:
 
 def offline_r2(model, session, interval) -> float:
     """R² of `evaluate`'s decoder (causal: one window per sample) on the same 60 s test block."""
-    from spiketok.evaluate.decode import decode_times, full_behavior
+    from spiketok.evaluate.decode import decode_times
     from spiketok.evaluate.metrics import r2_per_dim
 
     torch.set_num_threads(1)
-    b = full_behavior(session, "hand_velocity")
+    b = session.behavior("hand_velocity")
     inside = interval.contains(b.timestamps)
     pred, covered = decode_times(model, session, "hand_velocity", interval, b.timestamps[inside], progress=True)
     return float(np.nanmean(r2_per_dim(b.values[inside], pred, b.weights[inside] * covered)))

@@ -45,7 +45,7 @@ def build(path: Path, chunk: int, seed: int = 0, duration: float = DURATION, n_u
     ts = np.arange(int(duration * 100)) / 100.0
     vel = Behavior("hand_velocity", ts, rng.normal(0, 10, (len(ts), 2)), unit="cm/s", dims=["vx", "vy"])
     s = Session(f"bench_{duration:g}s_{n_units}u", times, units, [f"n{i:04d}" for i in range(n_units)],
-                behavior={"hand_velocity": vel}, start=0.0, end=duration)
+                behaviors={"hand_velocity": vel}, start=0.0, end=duration)
     write_session(s, path)
 
 

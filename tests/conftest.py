@@ -86,7 +86,7 @@ def whole_span_copy(stored, path: Path) -> Path:
     w = stored.slice(stored.start, stored.end + 1.0)
     whole = Intervals(np.array([stored.start]), np.array([stored.end + 1e-6]))
     beh = {n: Behavior(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()}
-    copy = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behavior=beh,
+    copy = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behaviors=beh,
                    splits={"test": whole}, start=stored.start, end=stored.end)
     return write_session(copy, path)
 

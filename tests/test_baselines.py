@@ -39,7 +39,7 @@ def _hand_session(tmp_path: Path) -> StoredSession:
     weights[5] = 0.0
     iv = Intervals([0.0, 2.0], [1.0, 3.0])
     splits = {"train": iv, "valid": iv, "test": iv}
-    s = Session.from_unit_spikes("hand", spikes, behavior={"v": Behavior("v", ts, values, weights=weights)},
+    s = Session.from_unit_spikes("hand", spikes, behaviors={"v": Behavior("v", ts, values, weights=weights)},
                                  splits=splits, start=0.0, end=3.0)
     return StoredSession(write_session(s, tmp_path / "hand.h5"))
 
@@ -85,7 +85,7 @@ def test_gru_chunks_score_each_sample_once_at_its_bin():
 
 def test_ridge_ignores_weight_zero_samples(tmp_path, sim):
     src = StoredSession(sorted(sim.glob("*.h5"))[0]).load()
-    b = src.behavior["hand_velocity"]
+    b = src.behavior("hand_velocity")
     rng = np.random.default_rng(0)
     drop = rng.uniform(size=len(b.timestamps)) < 0.2
     weights = np.where(drop, 0.0, 1.0).astype(np.float32)
@@ -95,7 +95,7 @@ def test_ridge_ignores_weight_zero_samples(tmp_path, sim):
         values = b.values.copy()
         if garbage:
             values[drop] = 1e4 * rng.normal(size=(drop.sum(), 2))
-        src.behavior = {"hand_velocity": Behavior("hand_velocity", b.timestamps, values, b.unit, b.dims, weights)}
+        src.behaviors = {"hand_velocity": Behavior("hand_velocity", b.timestamps, values, b.unit, b.dims, weights)}
         path = write_session(src, tmp_path / f"w{int(garbage)}" / "s.h5")
         fits.append(fit_session(StoredSession(path), "hand_velocity", cfg))
     clean, dirty = fits
@@ -179,9 +179,9 @@ def test_ridge_on_real_macaque_near_floor(tmp_path):
 def test_unusable_valid_split_falls_back_to_end_of_train(tmp_path, sim):
     """A valid split with no weighted samples (a rat parked through it) must not pick the first candidate."""
     src = StoredSession(sorted(sim.glob("*.h5"))[0]).load()
-    b = src.behavior["hand_velocity"]
+    b = src.behavior("hand_velocity")
     weights = np.where(src.splits["valid"].contains(b.timestamps), 0.0, 1.0).astype(np.float32)
-    src.behavior = {"hand_velocity": Behavior("hand_velocity", b.timestamps, b.values, b.unit, b.dims, weights)}
+    src.behaviors = {"hand_velocity": Behavior("hand_velocity", b.timestamps, b.values, b.unit, b.dims, weights)}
     path = write_session(src, tmp_path / "s.h5")
     cfg = BaselineConfig(model="ridge", bin=0.02, history=0.2, alphas=(1e-1, 1e2, 1e5))
     fit = fit_session(StoredSession(path), "hand_velocity", cfg)
@@ -207,7 +207,7 @@ def _lagged_session(path: Path, lag: float, splits: dict[str, tuple[float, float
         lo, hi = np.searchsorted(t, ts - lag - 0.01), np.searchsorted(t, ts - lag + 0.01)
         y += gain[int(u)] * (hi - lo)
     y += noise * y.std() * rng.normal(size=len(ts))
-    s = Session.from_unit_spikes("lagged", spikes, behavior={"y": Behavior("y", ts, y)}, start=0.0, end=end,
+    s = Session.from_unit_spikes("lagged", spikes, behaviors={"y": Behavior("y", ts, y)}, start=0.0, end=end,
                                  splits={k: Intervals([a], [b]) for k, (a, b) in splits.items()})
     return StoredSession(write_session(s, path))
 

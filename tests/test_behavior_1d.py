@@ -51,7 +51,7 @@ def test_the_fixture_is_one_dimensional(track_1d):
 
 def test_prepare_stores_a_column(run, track_1d):
     session, _ = read_nwb(track_1d["a"])
-    assert session.behavior["pos"].values.shape == (1600, 1)
+    assert session.behavior("pos").values.shape == (1600, 1)
     s = StoredSession(run["a"])
     assert s.behavior_info["pos"]["dim"] == 1 and s.behavior_info["pos"]["dims"] == ["pos_0"]
     b = s.behavior("pos")

@@ -40,7 +40,7 @@ def _save(data: Data, path: Path) -> Path:
 def brainsets_session(path: Path, sim: Session) -> tuple[Path, dict[str, Interval]]:
     """A file shaped like a brainsets session (perich_miller style): spikes, units, trials, cursor with
     pos/vel, session/subject descriptions, and train/valid/test domains made from held-out trials."""
-    hv, hp = sim.behavior["hand_velocity"], sim.behavior["hand_position"]
+    hv, hp = sim.behavior("hand_velocity"), sim.behavior("hand_position")
     cursor = IrregularTimeSeries(timestamps=hv.timestamps, pos=hp.values.astype(np.float64),
                                  vel=hv.values.astype(np.float64), domain="auto")
     n_trials = len(sim.trials)
@@ -81,11 +81,11 @@ def test_brainsets_session_is_read_with_its_own_splits(tmp_path, sim):
     assert session.unit_names == [f"elec{i}/unit_0" for i in range(sim.n_units)]
     np.testing.assert_array_equal(session.spike_times, sim.spike_times)
     np.testing.assert_array_equal(session.spike_units, sim.spike_units)
-    assert list(session.behavior) == ["cursor_vel"]
-    vel = session.behavior["cursor_vel"]
+    assert session.behavior_names == ["cursor_vel"]
+    vel = session.behavior("cursor_vel")
     assert vel.dims == ["cursor_vel_x", "cursor_vel_y"]
-    np.testing.assert_array_equal(vel.timestamps, sim.behavior["hand_velocity"].timestamps)
-    np.testing.assert_allclose(vel.values, sim.behavior["hand_velocity"].values, rtol=1e-6)
+    np.testing.assert_array_equal(vel.timestamps, sim.behavior("hand_velocity").timestamps)
+    np.testing.assert_allclose(vel.values, sim.behavior("hand_velocity").values, rtol=1e-6)
     for name in ("train", "valid", "test"):
         _same_intervals(session.splits[name], domains[name])
     np.testing.assert_array_equal(session.trials.start, sim.trials.start)
@@ -98,27 +98,27 @@ def test_brainsets_session_is_read_with_its_own_splits(tmp_path, sim):
 
 
 def test_regular_time_series_without_domains_uses_spiketok_splits(tmp_path, sim):
-    hp = sim.behavior["hand_position"]
+    hp = sim.behavior("hand_position")
     hand = RegularTimeSeries(pos=hp.values.astype(np.float64), sampling_rate=100.0, domain_start=0.0)
     data = Data(spikes=IrregularTimeSeries(timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64),
                                            domain="auto"),
                 hand=hand, domain=hand.domain)
     path = _save(data, tmp_path / "plain.h5")
     session, report = read_temporaldata(path, derive="velocity")  # the only signal: hand_pos
-    assert set(session.behavior) == {"hand_pos", "hand_pos_velocity"}
-    np.testing.assert_allclose(session.behavior["hand_pos"].timestamps, np.arange(len(hp.values)) / 100.0)
+    assert set(session.behavior_names) == {"hand_pos", "hand_pos_velocity"}
+    np.testing.assert_allclose(session.behavior("hand_pos").timestamps, np.arange(len(hp.values)) / 100.0)
     # derived velocity of the simulated position matches the simulated velocity away from segment ends
-    v, true = session.behavior["hand_pos_velocity"].values, sim.behavior["hand_velocity"].values
+    v, true = session.behavior("hand_pos_velocity").values, sim.behavior("hand_velocity").values
     assert np.corrcoef(v[1:-1, 0], true[1:-1, 0])[0, 1] > 0.99
     assert session.unit_names == [str(i) for i in range(sim.n_units)]
-    expected = make_splits(session.start, session.end, None, scored_times=session.behavior["hand_pos"].timestamps)
+    expected = make_splits(session.start, session.end, None, scored_times=session.behavior("hand_pos").timestamps)
     for name in ("train", "valid", "test"):
         np.testing.assert_array_equal(session.splits[name].start, expected[name].start)
     assert not any("domain" in line for line in report.lines())
 
 
 def test_missing_spikes_and_behaviour_are_clear_errors(tmp_path, sim):
-    hv = sim.behavior["hand_velocity"]
+    hv = sim.behavior("hand_velocity")
     cursor = IrregularTimeSeries(timestamps=hv.timestamps, vel=hv.values.astype(np.float64), domain="auto")
     no_spikes = _save(Data(cursor=cursor, domain=cursor.domain), tmp_path / "no_spikes.h5")
     with pytest.raises(DataError, match=r"no spikes in this temporaldata file .*holds: cursor") as e:
@@ -135,7 +135,7 @@ def test_missing_spikes_and_behaviour_are_clear_errors(tmp_path, sim):
     with pytest.raises(DataError, match="no behaviour signal named 'hand_vel'; available: cursor_pos"):
         read_temporaldata(path, behavior=["hand_vel"])
     session, _ = read_temporaldata(path, behavior=["hand_vel,cursor_vel"])  # first that exists
-    assert list(session.behavior) == ["cursor_vel"]
+    assert session.behavior_names == ["cursor_vel"]
 
 
 def test_reader_chosen_by_content_not_extension(tmp_path, sim, make_nwb):
@@ -146,7 +146,7 @@ def test_reader_chosen_by_content_not_extension(tmp_path, sim, make_nwb):
                    behavior={"led": {"timestamps": np.arange(0, 3, 0.1), "data": np.ones((30, 2))}})
     assert file_kind(nwb) == "nwb"
     session, _ = read_recording(nwb)
-    assert session.meta["identifier"] == "rec" and list(session.behavior) == ["led"]
+    assert session.meta["identifier"] == "rec" and session.behavior_names == ["led"]
 
 
 

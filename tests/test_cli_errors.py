@@ -49,7 +49,7 @@ def session_file(path: Path, sid: str, duration: float, behavior_spans: list[tup
     ts = np.concatenate([np.arange(a, b, 0.01) for a, b in behavior_spans]) if behavior_spans else np.zeros(0)
     beh = Behavior("hand_velocity", ts, np.stack([np.sin(ts), np.cos(ts)], axis=1), unit="cm/s")
     ivs = {name: Intervals(np.array([a for a, _ in iv]), np.array([b for _, b in iv])) for name, iv in splits.items()}
-    session = Session.from_unit_spikes(sid, spikes, behavior={"hand_velocity": beh}, splits=ivs, start=0.0,
+    session = Session.from_unit_spikes(sid, spikes, behaviors={"hand_velocity": beh}, splits=ivs, start=0.0,
                                        end=duration)
     return write_session(session, path)
 
@@ -163,7 +163,7 @@ def test_evaluate_on_a_split_with_no_behaviour_samples(files) -> None:
     keep = ~test.contains(beh.timestamps + good.start)
     beh = Behavior("hand_velocity", beh.timestamps[keep] + good.start, beh.values[keep], unit=beh.unit)
     session = Session(good.id, w.spike_times + good.start, w.spike_units, good.unit_names,
-                      behavior={"hand_velocity": beh}, splits=good.splits, start=good.start, end=good.end)
+                      behaviors={"hand_velocity": beh}, splits=good.splits, start=good.start, end=good.end)
     path = write_session(session, files["root"] / "nobeh" / files["good"].name)
     code, out = cli("evaluate", files["model"], "--data", path)
     assert_user_error(code, out, good.id, "'test' split holds no 'hand_velocity' sample")

@@ -26,7 +26,7 @@ def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("export")
     sim = simulate_sessions(n_animals=1, sessions_per_animal=1, n_units=16, duration=40.0, seed=4)[0]
     units = {name: sim.spike_times[sim.spike_units == i] for i, name in enumerate(sim.unit_names)}
-    hv = sim.behavior["hand_velocity"]
+    hv = sim.behavior("hand_velocity")
     rec = write_nwb(root / "rec.nwb", units,
                     behavior={"hand_velocity": {"timestamps": hv.timestamps, "data": hv.values, "unit": "cm/s",
                                                 "kind": "timeseries"}},
@@ -50,7 +50,7 @@ def test_predict_writes_nwb_that_pynwb_reads_back(trained):
     assert code == 0, out
     with np.load(root / "p.npz") as z:
         times, pred = z["timestamps"], z["predictions"]
-    np.testing.assert_array_equal(times, trained["sim"].behavior["hand_velocity"].timestamps)
+    np.testing.assert_array_equal(times, trained["sim"].behavior("hand_velocity").timestamps)
     with NWBHDF5IO(str(root / "p.nwb"), "r") as io:
         nwb = io.read()
         ts = nwb.processing["spiketok"]["hand_velocity"]
@@ -86,7 +86,7 @@ def test_from_pynapple_round_trips_through_a_session_file(tmp_path):
     np.testing.assert_array_equal(session.spike_times[session.spike_units == 1], spikes[7])
     assert list(session.unit_meta["location"]) == ["M1", "PMd"]
     np.testing.assert_array_equal(session.unit_meta["depth"], [100.0, 250.0])
-    b = session.behavior["hand_velocity"]
+    b = session.behavior("hand_velocity")
     assert b.dims == ["hand_velocity_x", "hand_velocity_y"] and b.unit == "cm/s"
     assert b.weights[5] == 0 and b.weights.sum() == len(t) - 1 and np.all(np.isfinite(b.values))
     # whole trials, each in exactly one split
@@ -97,7 +97,7 @@ def test_from_pynapple_round_trips_through_a_session_file(tmp_path):
     np.testing.assert_array_equal(stored.behavior("hand_velocity").weights, b.weights)
     own = {"train": nap.IntervalSet(0, 20), "valid": nap.IntervalSet(20, 25), "test": nap.IntervalSet(25, 30)}
     one = Session.from_pynapple(group, nap.Tsd(t=t, d=vel[:, 0]), splits=own)
-    assert list(one.behavior) == ["behavior"] and one.behavior["behavior"].dim == 1
+    assert one.behavior_names == ["behavior"] and one.behavior("behavior").dim == 1
     assert one.splits["valid"].start.tolist() == [20.0] and one.splits["test"].end.tolist() == [30.0]
 
 

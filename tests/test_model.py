@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from spiketok.data import Behavior, Window
 from spiketok.model import POYO, SIZES, UnknownIdError, model_config
-from spiketok.tokenize import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer, collate
+from spiketok.tokenize import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer, WindowTokens, collate
 
 
 def make_window(rng: np.random.Generator, n_units: int = 20, n_spikes: int = 300, length: float = 1.0) -> Window:
@@ -26,7 +28,7 @@ def make_model(n_units: int = 20, size: str = "tiny", sessions=("s0",)) -> POYO:
     return POYO(cfg, unit_ids=units, session_ids=list(sessions), tasks={"vel": 2}).eval()
 
 
-def tokenize(model: POYO, window: Window, session: int = 0, n_units: int = 20) -> dict:
+def tokenize(model: POYO, window: Window, session: int = 0, n_units: int = 20) -> WindowTokens:
     c = model.config
     tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window)
     return tok(window, np.arange(n_units) + session * n_units, session, 0, "vel")
@@ -37,13 +39,13 @@ def test_tokens_have_start_and_end_per_unit_and_latent_grid():
     w = make_window(rng, n_units=5, n_spikes=40)
     tok = SpikeTokenizer(num_latents_per_step=16, latent_step=0.125, window=1.0)
     s = tok(w, np.arange(5) + 100, 3, 0, "vel")
-    types = s["input_types"]
+    types = s.input_types
     assert (types == TOKEN_SPIKE).sum() == 40
     assert (types == TOKEN_START).sum() == 5 and (types == TOKEN_END).sum() == 5
-    assert np.all(s["input_times"][types == TOKEN_START] == 0) and np.all(s["input_times"][types == TOKEN_END] == 1.0)
-    assert set(s["input_units"]) == set(range(100, 105))
-    assert len(s["latent_ids"]) == 16 * 8 and np.unique(s["latent_times"]).size == 8
-    assert np.all(s["output_sessions"] == 3) and s["output_values"].shape == (100, 2)
+    assert np.all(s.input_times[types == TOKEN_START] == 0) and np.all(s.input_times[types == TOKEN_END] == 1.0)
+    assert set(s.input_units) == set(range(100, 105))
+    assert len(s.latent_ids) == 16 * 8 and np.unique(s.latent_times).size == 8
+    assert np.all(s.output_sessions == 3) and s.output_values.shape == (100, 2)
 
 
 def test_nan_targets_get_zero_weight():
@@ -51,8 +53,8 @@ def test_nan_targets_get_zero_weight():
     w = make_window(rng)
     w.behavior["vel"].values[3] = np.nan
     s = SpikeTokenizer()(w, np.arange(20), 0, 0, "vel")
-    assert s["output_weights"][3] == 0 and s["output_weights"].sum() == len(s["output_weights"]) - 1
-    assert np.isfinite(s["output_values"]).all()
+    assert s.output_weights[3] == 0 and s.output_weights.sum() == len(s.output_weights) - 1
+    assert np.isfinite(s.output_values).all()
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -69,15 +71,13 @@ def test_time_shift_invariance():
     model = make_model()
     rng = np.random.default_rng(2)
     s = tokenize(model, make_window(rng))
-    shifted = {k: v.copy() for k, v in s.items()}
-    for key in ("input_times", "latent_times", "output_times"):
-        shifted[key] = shifted[key] + 1234.567
+    shifted = replace(s, **{key: getattr(s, key) + 1234.567 for key in ("input_times", "latent_times", "output_times")})
     with torch.no_grad():
         a, b = model(collate([s])), model(collate([shifted]))
     assert (a - b).abs().max().item() < 1e-4
     # and the output does depend on timing: moving the spikes changes it
-    moved = {k: v.copy() for k, v in s.items()}
-    moved["input_times"][moved["input_types"] == TOKEN_SPIKE] *= 0.5
+    moved = replace(s, input_times=s.input_times.copy())
+    moved.input_times[moved.input_types == TOKEN_SPIKE] *= 0.5
     with torch.no_grad():
         c = model(collate([moved]))
     assert (a - c).abs().max().item() > 1e-3
@@ -87,10 +87,8 @@ def test_permuting_input_tokens_changes_nothing():
     model = make_model()
     rng = np.random.default_rng(3)
     s = tokenize(model, make_window(rng))
-    perm = rng.permutation(len(s["input_units"]))
-    p = dict(s)
-    for key in ("input_units", "input_times", "input_types"):
-        p[key] = s[key][perm]
+    perm = rng.permutation(len(s.input_units))
+    p = replace(s, **{key: getattr(s, key)[perm] for key in ("input_units", "input_times", "input_types")})
     with torch.no_grad():
         assert torch.allclose(model(collate([s])), model(collate([p])), atol=1e-5)
 
@@ -104,7 +102,7 @@ def test_batched_equals_unbatched():
         batched = model(collate(samples))
         for i, s in enumerate(samples):
             alone = model(collate([s]))
-            n = len(s["output_times"])
+            n = len(s.output_times)
             assert torch.allclose(batched[i, :n], alone[0], atol=1e-5), i
 
 
@@ -140,7 +138,7 @@ def test_only_embeddings_get_gradients_when_rest_frozen():
         p.requires_grad_(name in ("unit_emb.weight", "session_emb.weight"))
     rng = np.random.default_rng(6)
     batch = collate([tokenize(model, make_window(rng))])
-    loss = (model(batch)[..., :2] - batch["output_values"]).pow(2).mean()
+    loss = (model(batch)[..., :2] - batch.output_values).pow(2).mean()
     loss.backward()
     for name, p in model.named_parameters():
         if name in ("unit_emb.weight", "session_emb.weight"):
@@ -156,7 +154,7 @@ def test_tiny_model_overfits_one_window():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(300):
-        loss = (model(batch)[..., :2] - batch["output_values"]).pow(2).mean()
+        loss = (model(batch)[..., :2] - batch.output_values).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

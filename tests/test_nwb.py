@@ -52,8 +52,8 @@ def test_round_trip(make_nwb, tmp_path):
     assert loaded.unit_names == list(units)
     for i, (name, times) in enumerate(units.items()):
         np.testing.assert_array_equal(loaded.spike_times[loaded.spike_units == i], times)
-    np.testing.assert_allclose(loaded.behavior["led"].values, _led()["data"], rtol=1e-6)
-    np.testing.assert_array_equal(loaded.behavior["led"].timestamps, T)
+    np.testing.assert_allclose(loaded.behavior("led").values, _led()["data"], rtol=1e-6)
+    np.testing.assert_array_equal(loaded.behavior("led").timestamps, T)
     np.testing.assert_array_equal(loaded.trials.columns["target_id"], np.arange(10) % 8)
     assert list(loaded.unit_meta["location"]) == ["CA1", "CA1", "CA3", "CA3"]
     assert stored.behavior_info["led"]["unit"] == "px" and stored.behavior_info["led"]["dims"] == ["led_x", "led_y"]
@@ -64,16 +64,16 @@ def test_named_units_rate_timing_and_behavior_path(make_nwb):
     path = make_nwb(units={"a": [2.5, 3.0], "b": [3.5]}, behavior={"hand_velocity": vel, "hand": _led()})
     session, _ = read_nwb(path, behavior=["behavior/hand_velocity"])
     assert session.unit_names == ["a", "b"]
-    np.testing.assert_allclose(session.behavior["hand_velocity"].timestamps, 2.0 + np.arange(100) / 50.0)
-    assert list(session.behavior) == ["hand_velocity"]
+    np.testing.assert_allclose(session.behavior("hand_velocity").timestamps, 2.0 + np.arange(100) / 50.0)
+    assert session.behavior_names == ["hand_velocity"]
     session, report = read_nwb(path, behavior=["processing/behavior/Position/hand"], session_id="day1")
-    assert session.id == "day1" and list(session.behavior) == ["hand"] and report.behavior["hand"] == "behavior/Position/hand"
+    assert session.id == "day1" and session.behavior_names == ["hand"] and report.behavior["hand"] == "behavior/Position/hand"
 
 
 def test_comma_alternatives_take_first_existing(make_nwb):
     path = make_nwb(units=_units(), behavior={"led": _led()})
     session, _ = read_nwb(path, behavior=["hand_velocity,led"])
-    assert list(session.behavior) == ["led"]
+    assert session.behavior_names == ["led"]
 
 
 def test_no_units_table(make_nwb):
@@ -117,7 +117,7 @@ def test_non_increasing_timestamps_dropped(make_nwb):
     path = make_nwb(units=_units(), behavior={"led": _led(ts)})
     session, report = read_nwb(path)
     assert report.dropped_timestamps == {"led": 2}
-    b = session.behavior["led"]
+    b = session.behavior("led")
     assert len(b.timestamps) == len(T) - 2 and np.all(np.diff(b.timestamps) > 0)
     assert any("dropped 2 samples with non-increasing" in line for line in report.lines())
 
@@ -128,7 +128,7 @@ def test_nan_and_inf_masked(make_nwb):
     data[700, 1] = np.inf
     path = make_nwb(units=_units(), behavior={"led": _led(data=data)})
     session, report = read_nwb(path)
-    b = session.behavior["led"]
+    b = session.behavior("led")
     assert report.masked_samples == {"led": 4}
     assert np.all(b.weights[[10, 11, 500, 700]] == 0) and b.weights.sum() == len(T) - 4
     assert np.all(np.isfinite(b.values))
@@ -189,7 +189,7 @@ def test_derive_velocity_known_trajectory(make_nwb):
     pos = np.stack([3 * ts + 1 + 100 * (ts >= 10), ts ** 2], axis=1)
     path = make_nwb(units=_units(), behavior={"led": _led(ts, pos)})
     session, report = read_nwb(path, derive="velocity")
-    v = session.behavior["led_velocity"]
+    v = session.behavior("led_velocity")
     assert v.unit == "px/s" and v.dims == ["led_x_velocity", "led_y_velocity"]
     np.testing.assert_array_equal(v.timestamps, ts)
     np.testing.assert_allclose(v.values[:, 0], 3.0, atol=1e-3)  # never differentiated across the jump
@@ -207,9 +207,9 @@ def test_keep_moving_fraction(make_nwb):
     # |x(t+.5) - x(t-.5)| = 20 (t - 49.5) near the start of motion: <= 5 px while t <= 49.75
     expected = np.mean(ts <= 49.75)
     assert report.moving_left_out["led"] == pytest.approx(expected, abs=1.5 / len(ts))
-    w = session.behavior["led"].weights
+    w = session.behavior("led").weights
     assert np.all(w[ts < 49.7] == 0) and np.all(w[ts > 49.8] == 1)
-    np.testing.assert_array_equal(session.behavior["led_velocity"].weights, w)
+    np.testing.assert_array_equal(session.behavior("led_velocity").weights, w)
     assert any("left out" in line for line in report.lines())
 
 

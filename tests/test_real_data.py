@@ -63,12 +63,12 @@ def test_known_quirks_are_reported():
     assert report.moving_left_out["led"] > 0.5  # frozen at (522, 8) px for the second half
     for seed in range(3):  # the valid block always holds moving samples, whatever the split seed
         session, _ = read_nwb(track, behavior=["led"], keep_moving=5.0, split_seed=seed)
-        led = session.behavior["led"]
+        led = session.behavior("led")
         assert led.weights[session.splits["valid"].contains(led.timestamps)].sum() > 100
     session, report = read_nwb(wmaze, behavior=["led"], derive="velocity", keep_moving=5.0)
     assert report.moving_left_out["led"] > 0.4  # parked about 45% of the time
     assert np.bincount(session.spike_units).max() > 450_000  # the multi-unit cluster is kept, not hidden
-    assert session.behavior["led_velocity"].weights.sum() < 0.6 * len(session.behavior["led_velocity"].weights)
+    assert session.behavior("led_velocity").weights.sum() < 0.6 * len(session.behavior("led_velocity").weights)
     _, report = read_nwb(_path("m1_mihi_2014-03-03.nwb"), behavior=["hand"])
     assert any("constant" in note for note in report.notes)  # Mihi's hand position is all zeros in the file
 

@@ -169,7 +169,7 @@ def test_unit_dropout_differs_between_draws_of_the_same_short_trial(sim: Session
     for w in _all_windows(sampler, range(5)):  # 40 draws of one trial
         assert (w.t0, w.t1) == (10.0, 10.6)
         sample = data[w]
-        kept.append(frozenset(sample["input_units"][sample["input_types"] == TOKEN_START].tolist()))
-        assert data[w]["input_units"].tolist() == sample["input_units"].tolist()  # same draw, same units
+        kept.append(frozenset(sample.input_units[sample.input_types == TOKEN_START].tolist()))
+        assert data[w].input_units.tolist() == sample.input_units.tolist()  # same draw, same units
     assert len(set(kept)) > 30
     assert min(map(len, kept)) >= 2 and max(map(len, kept)) <= s.n_units

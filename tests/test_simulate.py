@@ -26,7 +26,7 @@ def test_deterministic_from_seed():
     b = simulate_sessions(1, 1, 50, 60.0, seed=3)[0]
     c = simulate_sessions(1, 1, 50, 60.0, seed=4)[0]
     assert np.array_equal(a.spike_times, b.spike_times) and np.array_equal(a.spike_units, b.spike_units)
-    assert np.array_equal(a.behavior["hand_velocity"].values, b.behavior["hand_velocity"].values)
+    assert np.array_equal(a.behavior("hand_velocity").values, b.behavior("hand_velocity").values)
     assert a.n_spikes != c.n_spikes or not np.array_equal(a.spike_times, c.spike_times)
 
 
@@ -62,7 +62,7 @@ def test_units_shared_within_animal_not_across(sessions):
 
 def test_behavior_and_trials(sessions):
     for s in sessions:
-        vel, pos = s.behavior["hand_velocity"], s.behavior["hand_position"]
+        vel, pos = s.behavior("hand_velocity"), s.behavior("hand_position")
         assert vel.values.shape == (12000, 2) and pos.values.shape == (12000, 2)
         assert vel.dims == ["vx", "vy"] and vel.unit == "cm/s" and pos.unit == "cm"
         assert np.allclose(np.diff(vel.timestamps), 0.01)

@@ -19,7 +19,7 @@ def make_session(sid: str = "s1", n_units: int = 30, duration: float = 120.0, se
     beh = Behavior("vel", ts, np.stack([np.sin(ts), np.cos(ts)], 1), unit="cm/s", dims=["vx", "vy"])
     trials = Intervals(np.arange(0, duration - 2, 3.0), np.arange(0, duration - 2, 3.0) + 2.0,
                        {"target_id": np.arange(len(np.arange(0, duration - 2, 3.0))) % 8})
-    s = Session.from_unit_spikes(sid, spikes, behavior={"vel": beh}, trials=trials,
+    s = Session.from_unit_spikes(sid, spikes, behaviors={"vel": beh}, trials=trials,
                                  meta={"subject": "m1", "species": "macaque"})
     s.splits = make_splits(s.start, s.end, trials, seed=1)
     return s

@@ -53,7 +53,7 @@ def offline(model, session: StoredSession, t: float) -> np.ndarray:
                  0, None, output_times=np.array([w.length]))
     batch = collate([sample])
     with torch.no_grad():
-        pred = denormalise(model, model(batch), batch["output_sessions"], batch["output_tasks"])
+        pred = denormalise(model, model(batch), batch.output_sessions, batch.output_tasks)
     return pred[0, 0, :2].numpy()
 
 
@@ -179,9 +179,9 @@ def test_causal_training_windows_end_on_a_behaviour_sample(causal_run: dict) -> 
         assert abs(b.timestamps[k] - end) < 1e-9 and spec.t0 <= end < spec.t1  # ends exactly on a sample
         assert abs(w.length - 1.0) < 1e-9  # full length
         s = ds[spec]
-        assert s["output_times"].tolist() == [pytest.approx(1.0)]
-        np.testing.assert_allclose(s["output_values"][0], b.values[k])
-        assert s["input_times"].max() <= 1.0 + 1e-9 and (s["input_times"] >= 0).all()
+        assert s.output_times.tolist() == [pytest.approx(1.0)]
+        np.testing.assert_allclose(s.output_values[0], b.values[k])
+        assert s.input_times.max() <= 1.0 + 1e-9 and (s.input_times >= 0).all()
     # evaluate scores causal models (one window ending at each test sample)
     results, decoded = evaluate(model, data, "test", progress=False)
     d = decoded[session.id]

@@ -111,7 +111,7 @@ def test_a_valid_split_without_scored_samples_is_named(tmp_path: Path) -> None:
     simulate_to_folder(tmp_path / "sim", n_animals=1, sessions_per_animal=2, n_units=12, duration=30.0, seed=2)
     paths = sorted((tmp_path / "sim").glob("*.h5"))
     session = read_session(paths[0])
-    b = session.behavior["hand_velocity"]
+    b = session.behavior("hand_velocity")
     b.weights[session.splits["valid"].contains(b.timestamps)] = 0.0  # the animal "parked" all through validation
     write_session(session, paths[0])
     data = SessionDataset(tmp_path / "sim")

@@ -155,12 +155,12 @@ def _with_scrambled_test_split(src: Path, dst: Path) -> Path:
     spikes[inside] = rng.uniform(test.start[0], test.end[0], inside.sum())  # all in the first test interval
     units[inside] = rng.integers(0, s.n_units, inside.sum())
     order = np.argsort(spikes, kind="stable")
-    b = s.behavior["hand_velocity"]
+    b = s.behavior("hand_velocity")
     values = b.values.copy()
     in_test = test.contains(b.timestamps)
     values[in_test] += 20 * values.std(0)  # decoded as before, scored against targets far off
-    behavior = dict(s.behavior, hand_velocity=Behavior(b.name, b.timestamps, values, b.unit, b.dims, b.weights))
-    write_session(replace(s, spike_times=spikes[order], spike_units=units[order], behavior=behavior), dst / f"{s.id}.h5")
+    behavior = dict(s.behaviors, hand_velocity=Behavior(b.name, b.timestamps, values, b.unit, b.dims, b.weights))
+    write_session(replace(s, spike_times=spikes[order], spike_units=units[order], behaviors=behavior), dst / f"{s.id}.h5")
     return dst
 
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..data.samplers import RandomWindowBatchSampler, causal_windows, sliding_windows
+from ..data.samplers import RandomWindowBatchSampler
 from ..data.storage import StoredSession
+from ..data.windows import causal_windows, sliding_windows
+from ..evaluate.decode import default_stride
 from ..model.poyo import POYO
 from ..model.normalize import normalised_targets
 from ..model.objective import warmup_cosine, weighted_mse
-from ..tokenize import collate
+from ..tokenize import Batch, collate
 from ..tokenize.dataset import WindowDataset
 from .data import single_session_dataset
 
@@ -37,24 +39,20 @@ class StageResult:
         return dict(self.__dict__)
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def batch_loss(model: POYO, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def batch_loss(model: POYO, batch: Batch) -> torch.Tensor:
     """Weighted MSE of the normalised targets (the training loss)."""
     target, dim_mask = normalised_targets(model, batch)
-    return weighted_mse(model(batch), target, batch["output_weights"], dim_mask)
+    return weighted_mse(model(batch), target, batch.output_weights, dim_mask)
 
 
 @torch.no_grad()
-def validation_loss(model: POYO, batches: list[dict[str, torch.Tensor]]) -> float:
+def validation_loss(model: POYO, batches: list[Batch]) -> float:
     """Loss over all held-out windows, each batch weighted by its total sample weight."""
     was_training = model.training
     model.eval()
     total, weight = 0.0, 0.0
     for batch in batches:
-        w = float(batch["output_weights"].sum())
+        w = float(batch.output_weights.sum())
         total += float(batch_loss(model, batch)) * w
         weight += w
     model.train(was_training)
@@ -82,7 +80,8 @@ def fit(
 ) -> StageResult:
     """Train the parameters in `param_groups` on `session.splits["train"]` (random windows).
 
-    With a non-empty `session.splits["valid"]`, the loss on its sliding windows is checked every
+    With a non-empty `session.splits["valid"]`, the loss on its sliding windows (every `default_stride`
+    s, as evaluation lays them) is checked every
     `eval_every` steps; training stops after `patience` checks without
     improvement and the best weights are put back. Without it, all `max_steps` steps run.
     `causal`: windows with one output at their end, as the model was trained (train cfg `causal`).
@@ -99,9 +98,9 @@ def fit(
     sampler = RandomWindowBatchSampler({session.id: session.splits["train"]}, window, batch_size, eval_every, seed=seed)
     valid = session.splits.get("valid")
     make_windows = causal_windows if causal else sliding_windows
-    specs = make_windows(valid, window, window / 2, session.id) if valid is not None and len(valid) else []
+    specs = make_windows(valid, window, default_stride(model), session.id) if valid is not None and len(valid) else []
     device = next(model.parameters()).device
-    val_batches = [_to(collate([eval_set[s] for s in specs[i:i + batch_size]]), device)
+    val_batches = [collate([eval_set[s] for s in specs[i:i + batch_size]]).to(device)
                    for i in range(0, len(specs), batch_size)]
     params = [p for g in param_groups for p in g["params"]]
     optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.98))
@@ -121,7 +120,7 @@ def fit(
         sampler.set_epoch(epoch)  # each draw of a window, even of the same short trial, drops other units
         epoch += 1
         for window_specs in sampler:
-            loss = batch_loss(model, _to(collate([train_set[s] for s in window_specs]), device))
+            loss = batch_loss(model, collate([train_set[s] for s in window_specs]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, grad_clip)

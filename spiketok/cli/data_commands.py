@@ -91,7 +91,7 @@ def _print_prepare_summary(done: list[tuple[Path, Session, PrepareReport, Path]]
     table.add_column("behaviour", no_wrap=True)
     for file, session, r, target in done:
         table.add_row(target.name, str(r.n_units), str(r.n_spikes), str(len(r.dropped_units)), str(r.dropped_spikes),
-                      ", ".join(session.behavior) or "-")
+                      ", ".join(session.behavior_names) or "-")
     console.print(table)
     for file, _, r, _ in done:
         typer.echo(f"{file.name}:")
@@ -142,7 +142,7 @@ def _info_prepared(path: Path) -> dict[str, Any]:
 def _info_recording(path: Path, kind: str) -> dict[str, Any]:
     session, report = read_recording(path, behavior=recording_signals(path))
     beh = {n: _behavior_info(n, b.timestamps, b.values, b.weights, b.unit, b.dims)
-           for n, b in session.behavior.items()}
+           for n, b in session.behaviors.items()}
     counts = np.bincount(session.spike_units, minlength=session.n_units)
     d = _summary(kind, path, session.id, counts, session.duration, beh, session.trials, session.splits, session.meta)
     d["report"] = report.to_dict()

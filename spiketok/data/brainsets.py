@@ -11,7 +11,7 @@ are read. What `read_temporaldata` takes:
 - trials: the `trials` Interval with its 1-D columns.
 - splits: `train_domain` / `valid_domain` / `test_domain` (brainsets' own splits) when all three are
   present and non-empty, else `make_splits` as for NWB files.
-Spikes and behaviour then go through the same cleaning as NWB files (`nwb.build_session`).
+Spikes and behaviour then go through the same cleaning as NWB files (`cleanup.build_session`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from .nwb import PrepareReport, build_session, signals_to_behavior
+from .cleanup import PrepareReport, build_session, signals_to_behavior
 from .session import DataError, Intervals, Session
 
 DOMAINS = {"train": "train_domain", "valid": "valid_domain", "test": "test_domain"}

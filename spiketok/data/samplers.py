@@ -1,34 +1,15 @@
-"""Where windows come from: random training windows and sliding evaluation windows.
-
-Windows never leave the intervals they are drawn from (a split's trials or time blocks), so they
-never cross into another split or into a gap with no data. An interval shorter than the context
-window is taken whole, as one shorter window.
-"""
+"""The training sampler: batches of random windows across sessions (layout: `data.windows`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch.distributed as dist
 
 from .session import Intervals
-
-
-@dataclass(frozen=True)
-class WindowSpec:
-    """One window to read: session id and [t0, t1) in the session's clock.
-
-    `draw` is a random number the training sampler gives each window it draws, so augmentations seeded
-    by it (unit dropout) differ between two draws of the same [t0, t1), e.g. a trial shorter than the window.
-    """
-
-    session: str
-    t0: float
-    t1: float
-    draw: int = 0
+from .windows import WindowSpec, causal_windows, random_windows, sliding_windows
 
 
 def _rank_world() -> tuple[int, int]:
@@ -103,8 +84,7 @@ class RandomWindowBatchSampler:
         n_batches = self.batches_per_epoch * world
         n = n_batches * self.batch_size
         k = rng.choice(len(self.prob), size=n, p=self.prob)
-        length = np.minimum(self.window, self.ends[k] - self.starts[k])
-        t0 = self.starts[k] + rng.uniform(0, 1, n) * (self.ends[k] - self.starts[k] - length)
+        t0, length = random_windows(self.starts[k], self.ends[k], self.window, rng.uniform(0, 1, n))
         draws = np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**31, n)  # own stream: windows unchanged
         cost = self.rate[k] * length
         order = np.arange(n)
@@ -136,23 +116,4 @@ class RandomWindowBatchSampler:
             f.write(json.dumps(line) + "\n")
 
 
-def sliding_windows(intervals: Intervals, window: float, stride: float, session: str) -> list[WindowSpec]:
-    """Overlapping windows covering every interval: starts every `stride` s, the last flush with the end."""
-    specs = []
-    for s, e in zip(intervals.start, intervals.end):
-        if e - s <= window:
-            specs.append(WindowSpec(session, float(s), float(e)))
-            continue
-        starts = np.arange(s, e - window, stride)
-        starts = np.append(starts, e - window)
-        specs.extend(WindowSpec(session, float(t), float(t + window)) for t in starts)
-    return specs
-
-
-def causal_windows(intervals: Intervals, window: float, stride: float, session: str) -> list[WindowSpec]:
-    """Windows ending every `stride` s inside each interval (for models with outputs at the window end)."""
-    specs = []
-    for s, e in zip(intervals.start, intervals.end):
-        ends = np.arange(s + stride, e + 1e-9, stride)
-        specs.extend(WindowSpec(session, float(max(s, t - window)), float(t)) for t in ends)
-    return specs
+__all__ = ["RandomWindowBatchSampler", "WindowSpec", "causal_windows", "sliding_windows"]

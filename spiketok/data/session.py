@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -97,15 +97,55 @@ class Window:
         return self.t1 - self.t0
 
 
+class SessionLike(Protocol):
+    """What every session offers, in memory (`Session`) or in a file (`storage.StoredSession`).
+
+    Subclasses inherit the unit and duration helpers below; callers never need to know which they hold.
+    """
+
+    id: str
+    unit_names: list[str]
+    start: float
+    end: float
+    splits: dict[str, Intervals]
+    trials: Intervals | None
+
+    @property
+    def behavior_names(self) -> list[str]:
+        """Names of the session's behaviour signals."""
+        ...
+
+    def behavior(self, name: str) -> Behavior:
+        """The whole behaviour signal `name` (absolute times)."""
+        ...
+
+    def slice(self, t0: float, t1: float, behavior: list[str] | None = None) -> Window:
+        """Spikes and behaviour (the signals named in `behavior`, default all) in [t0, t1), times relative to t0."""
+        ...
+
+    @property
+    def unit_ids(self) -> list[str]:
+        """Unit ids unique across sessions: `<session_id>/<unit_name>`."""
+        return [f"{self.id}/{n}" for n in self.unit_names]
+
+    @property
+    def n_units(self) -> int:
+        return len(self.unit_names)
+
+    @property
+    def duration(self) -> float:
+        return float(self.end - self.start)
+
+
 @dataclass
-class Session:
+class Session(SessionLike):
     """One recording: sorted spikes with a unit index each, units, behaviour, trials, splits."""
 
     id: str
     spike_times: np.ndarray
     spike_units: np.ndarray
     unit_names: list[str]
-    behavior: dict[str, Behavior] = field(default_factory=dict)
+    behaviors: dict[str, Behavior] = field(default_factory=dict)
     trials: Intervals | None = None
     splits: dict[str, Intervals] = field(default_factory=dict)
     unit_meta: dict[str, np.ndarray] = field(default_factory=dict)
@@ -132,7 +172,7 @@ class Session:
             self.end = self._span()[1]
 
     def _span(self) -> tuple[float, float]:
-        times = [self.spike_times] + [b.timestamps for b in self.behavior.values()]
+        times = [self.spike_times] + [b.timestamps for b in self.behaviors.values()]
         times = [t for t in times if len(t)]
         if not times:
             return 0.0, 0.0
@@ -182,7 +222,7 @@ class Session:
             beh[bname] = Behavior(bname, np.asarray(tsd.t, dtype=np.float64), np.where(bad[:, None], 0.0, values),
                                   unit, dims, (~bad).astype(np.float32))
         trial_iv = _intervals_from_pynapple(trials) if trials is not None else None
-        session = cls.from_unit_spikes(id, spikes, behavior=beh, trials=trial_iv, unit_meta=unit_meta,
+        session = cls.from_unit_spikes(id, spikes, behaviors=beh, trials=trial_iv, unit_meta=unit_meta,
                                        meta={"source_format": "pynapple"})
         if trial_iv is not None:
             session.start = min(session.start, float(trial_iv.start.min()))
@@ -196,27 +236,23 @@ class Session:
         return session
 
     @property
-    def unit_ids(self) -> list[str]:
-        """Unit ids unique across sessions: `<session_id>/<unit_name>`."""
-        return [f"{self.id}/{n}" for n in self.unit_names]
-
-    @property
-    def n_units(self) -> int:
-        return len(self.unit_names)
-
-    @property
     def n_spikes(self) -> int:
         return len(self.spike_times)
 
     @property
-    def duration(self) -> float:
-        return float(self.end - self.start)
+    def behavior_names(self) -> list[str]:
+        return list(self.behaviors)
 
-    def slice(self, t0: float, t1: float) -> Window:
-        """Spikes and behaviour in [t0, t1), times relative to t0."""
+    def behavior(self, name: str) -> Behavior:
+        """The whole behaviour signal `name`."""
+        return self.behaviors[name]
+
+    def slice(self, t0: float, t1: float, behavior: list[str] | None = None) -> Window:
+        """Spikes and behaviour (the signals named in `behavior`, default all) in [t0, t1), times relative to t0."""
         lo, hi = np.searchsorted(self.spike_times, [t0, t1], side="left")
         beh = {}
-        for name, b in self.behavior.items():
+        for name in self.behaviors if behavior is None else behavior:
+            b = self.behaviors[name]
             blo, bhi = np.searchsorted(b.timestamps, [t0, t1], side="left")
             beh[name] = Behavior(name, b.timestamps[blo:bhi] - t0, b.values[blo:bhi], b.unit, b.dims, b.weights[blo:bhi])
         return Window(t0, t1, self.spike_times[lo:hi] - t0, self.spike_units[lo:hi], beh)

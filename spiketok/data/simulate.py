@@ -171,7 +171,7 @@ def simulate_session(
     return Session.from_unit_spikes(
         session_id,
         dict(zip(names, spikes)),
-        behavior=behavior,
+        behaviors=behavior,
         trials=trials,
         splits=make_splits(0.0, end, trials),
         unit_meta={"pool_index": np.asarray(units, np.int64), "preferred_direction": sub.pd,
@@ -235,7 +235,7 @@ def ridge_r2(session: Session, bin_size: float = 0.05, history: int = 5, alpha: 
     counts, edges = binned_counts(session, bin_size)
     x = np.sqrt(counts)
     feats = np.concatenate([np.roll(x, k, axis=0) for k in range(history)], axis=1)
-    beh = session.behavior[behavior]
+    beh = session.behavior(behavior)
     b = np.searchsorted(edges, beh.timestamps, side="right") - 1
     ok = (b >= 0) & (b < len(counts))
     n = np.bincount(b[ok], minlength=len(counts))

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from .atomic import atomic_write
-from .session import Behavior, DataError, Intervals, Session, Window
+from .session import Behavior, DataError, Intervals, Session, SessionLike, Window
 
 FORMAT = "spiketok-session"
 VERSION = 1
@@ -77,7 +77,7 @@ def write_session(session: Session, path: str | Path) -> Path:
                 v = np.asarray(v)
                 meta.create_dataset(k, data=v.astype(h5py.string_dtype()) if v.dtype.kind in "OU" else v)
             bg = f.create_group("behavior")
-            for name, b in session.behavior.items():
+            for name, b in session.behaviors.items():
                 g = bg.create_group(name)
                 _dataset(g, "timestamps", b.timestamps)
                 _dataset(g, "values", b.values)
@@ -94,7 +94,7 @@ def write_session(session: Session, path: str | Path) -> Path:
     return path
 
 
-class StoredSession:
+class StoredSession(SessionLike):
     """A session in an HDF5 file, opened lazily; `slice` reads only the rows of that window."""
 
     def __init__(self, path: str | Path):
@@ -155,16 +155,8 @@ class StoredSession:
         return state
 
     @property
-    def unit_ids(self) -> list[str]:
-        return [f"{self.id}/{n}" for n in self.unit_names]
-
-    @property
-    def n_units(self) -> int:
-        return len(self.unit_names)
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
+    def behavior_names(self) -> list[str]:
+        return list(self.behavior_info)
 
     def _rows(self, index: np.ndarray, t0: float, t1: float) -> tuple[int, int]:
         k0 = int(np.clip(np.floor((t0 - self.start) / INDEX_STEP), 0, len(index) - 1))
@@ -174,7 +166,8 @@ class StoredSession:
         return lo, hi
 
     def slice(self, t0: float, t1: float, behavior: list[str] | None = None) -> Window:
-        """Spikes and behaviour in [t0, t1), times relative to t0, reading only nearby rows."""
+        """Spikes and behaviour (the signals named in `behavior`, default all) in [t0, t1), times relative to
+        t0, reading only nearby rows."""
         self._open()
         d = self._d
         lo, hi = self._rows(self._spike_index, t0, t1)
@@ -204,7 +197,7 @@ class StoredSession:
         meta = {k: d[()] if d.dtype.kind != "O" else d.asstr()[()] for k, d in f["units/meta"].items()}
         return Session(
             id=self.id, spike_times=f["spikes/times"][()], spike_units=f["spikes/units"][()],
-            unit_names=self.unit_names, behavior={n: self.behavior(n) for n in self._beh_index},
+            unit_names=self.unit_names, behaviors={n: self.behavior(n) for n in self._beh_index},
             trials=self.trials, splits=self.splits, unit_meta=meta, meta=self.meta, start=self.start, end=self.end,
         )
 

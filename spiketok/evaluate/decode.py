@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.session import Behavior, DataError, Intervals, Session
-from ..data.storage import StoredSession
+from ..data.session import DataError, Intervals, SessionLike
+from ..data.windows import ending_at, eval_stride, sliding
 from ..model.normalize import denormalise
 from ..model.poyo import POYO
 from ..tokenize import collate
@@ -35,19 +35,17 @@ class Decoded:
         return r2_per_dim(self.y_true, self.y_pred, self.weights)
 
 
-def full_behavior(session: Session | StoredSession, name: str) -> Behavior:
-    return session.behavior[name] if isinstance(session, Session) else session.behavior(name)
 
 
 def default_stride(model: POYO) -> float:
     """Seconds between offline decoding windows: the training config's `eval_stride`, at most half a window."""
-    return min(model.config.window / 2, float(model.meta.train.get("eval_stride", model.config.window / 2)))
+    return eval_stride(model.config.window, model.meta.train.get("eval_stride"))
 
 
 @torch.no_grad()
 def decode_times(
     model: POYO,
-    session: Session | StoredSession,
+    session: SessionLike,
     target: str,
     intervals: Intervals,
     times: np.ndarray,
@@ -75,29 +73,26 @@ def decode_times(
     for s, e in zip(intervals.start, intervals.end):
         inside = times[(times >= s) & (times < e)]
         if causal:
-            specs.extend((t - c.window, t, np.array([t])) for t in inside)
-            continue
-        starts = [s] if e - s <= c.window else list(np.append(np.arange(s, e - c.window, stride), e - c.window))
-        for t0 in starts:
-            t1 = min(e, t0 + c.window)
-            specs.append((t0, t1, inside[(inside >= t0) & (inside < t1)]))
+            specs.extend((t0, t1, np.array([t1])) for t0, t1 in ending_at(inside, c.window))
+        else:
+            specs.extend((t0, t1, inside[(inside >= t0) & (inside < t1)]) for t0, t1 in sliding(s, e, c.window, stride))
     specs = [sp for sp in specs if len(sp[2])]
     model.eval()
     device = next(model.parameters()).device
     for i in tqdm(range(0, len(specs), batch_size), desc=f"decode {session.id}", disable=not progress, leave=False):
         chunk = specs[i:i + batch_size]
-        samples = [tok(session.slice(t0, t1, behavior=[]) if isinstance(session, StoredSession) else session.slice(t0, t1),
-                       units, sess_idx, task_idx, None, output_times=out - t0) for t0, t1, out in chunk]
-        batch = {k: v.to(device) for k, v in collate(samples).items()}
-        pred = denormalise(model, model(batch), batch["output_sessions"], batch["output_tasks"]).cpu().numpy()
+        samples = [tok(session.slice(t0, t1, behavior=[]), units, sess_idx, task_idx, None, output_times=out - t0)
+                   for t0, t1, out in chunk]
+        batch = collate(samples).to(device)
+        pred = denormalise(model, model(batch), batch.output_sessions, batch.output_tasks).cpu().numpy()
         for j, (t0, _, out) in enumerate(chunk):
             stitch.add(out, pred[j, : len(out), :dim])
     return stitch.result()
 
 
-def require_scored_samples(session: Session | StoredSession, target: str, split: str) -> None:
+def require_scored_samples(session: SessionLike, target: str, split: str) -> None:
     """Raise DataError when a split holds no `target` sample with weight > 0: an R² there would be nan."""
-    b = full_behavior(session, target)
+    b = session.behavior(target)
     if split in session.splits and not (b.weights[session.splits[split].contains(b.timestamps)] > 0).any():
         raise DataError(f"session {session.id}: its {split!r} split holds no {target!r} sample (with weight > 0), so "
                         f"there is nothing to score; choose another split (--split), or prepare the NWB file again "
@@ -105,14 +100,14 @@ def require_scored_samples(session: Session | StoredSession, target: str, split:
 
 
 def decode_split(
-    model: POYO, session: Session | StoredSession, target: str, split: str = "test",
+    model: POYO, session: SessionLike, target: str, split: str = "test",
     stride: float | None = None, batch_size: int = 32, progress: bool = False,
 ) -> Decoded:
     """Decode one split of a session at its behaviour samples; scores use weight > 0 samples only."""
     if split not in session.splits:
         raise KeyError(f"session {session.id} has no {split!r} split (it has {list(session.splits)})")
     iv = session.splits[split]
-    b = full_behavior(session, target)
+    b = session.behavior(target)
     inside = iv.contains(b.timestamps)
     require_scored_samples(session, target, split)
     times = b.timestamps[inside]

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.readers import file_kind, read_recording
-from ..data.session import DataError, Intervals, Session
+from ..data.session import DataError, Intervals, Session, SessionLike
 from ..data.storage import StoredSession
 from ..model.poyo import POYO
-from .decode import decode_times, full_behavior
+from .decode import decode_times
 
 OUTPUT_SUFFIXES = (".nwb", ".npz", ".csv")
 
@@ -36,8 +36,8 @@ def open_recording(path: str | Path, model: POYO, target: str | None = None,
     return session, target
 
 
-def has_behavior(session: Session | StoredSession, name: str) -> bool:
-    return name in (session.behavior_info if isinstance(session, StoredSession) else session.behavior)
+def has_behavior(session: SessionLike, name: str) -> bool:
+    return name in session.behavior_names
 
 
 @dataclass
@@ -54,10 +54,10 @@ class Prediction:
     unit: str  # the recorded behaviour's unit, "" when the file lacks it
 
 
-def predict_recording(model: POYO, session: Session | StoredSession, target: str, rate: float = 100.0,
+def predict_recording(model: POYO, session: SessionLike, target: str, rate: float = 100.0,
                       progress: bool = False) -> Prediction:
     """Decode the whole recording: at the behaviour's own samples when it has `target`, else every 1/rate s."""
-    known = full_behavior(session, target) if has_behavior(session, target) else None
+    known = session.behavior(target) if has_behavior(session, target) else None
     times = known.timestamps if known is not None else np.arange(session.start, session.end, 1.0 / rate)
     span = Intervals([session.start], [session.end + 1e-6])
     values, covered = decode_times(model, session, target, span, times, progress=progress)

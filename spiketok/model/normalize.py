@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.session import DataError
 from ..data.storage import StoredSession
+from ..tokenize.batch import Batch
 
 if TYPE_CHECKING:
     from .poyo import POYO
@@ -109,11 +110,11 @@ def adaptation_stats(model: POYO, session: StoredSession, target: str,
 # ---------------------------------------------------------------------- apply and undo
 
 
-def normalised_targets(model: POYO, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def normalised_targets(model: POYO, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (B, Q, D) normalised with each query's session/task statistics, and their dim mask (B, Q, D)."""
-    mean, std, dim_mask = _stat_tables(model, batch["output_values"].shape[-1], batch["output_values"].device)
-    s, k = batch["output_sessions"], batch["output_tasks"]
-    return (batch["output_values"] - mean[s, k]) / std[s, k], dim_mask[k]
+    mean, std, dim_mask = _stat_tables(model, batch.output_values.shape[-1], batch.output_values.device)
+    s, k = batch.output_sessions, batch.output_tasks
+    return (batch.output_values - mean[s, k]) / std[s, k], dim_mask[k]
 
 
 def denormalise(model: POYO, pred: torch.Tensor, sessions: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..data.targets import resolve_target
 from ..tokenize import SpikeTokenizer, TokenType
+from ..tokenize.batch import Batch
 from .attention import CrossAttentionBlock, SelfAttentionBlock
 from .config import ModelConfig
 from .embeddings import VocabEmbedding
@@ -22,8 +23,8 @@ N_TOKEN_TYPES = len(TokenType)  # spike, unit start, unit end
 class POYO(nn.Module):
     """The POYO PerceiverIO over spike tokens with rotary time.
 
-    Inputs come from `spiketok.tokenize.collate`: padded (B, n_tokens) token arrays with a mask,
-    (B, n_latents) latent ids and times, (B, n_queries) output times, sessions and tasks.
+    `forward` takes a `spiketok.tokenize.Batch` (see its docstring for every field's shape): tokens ->
+    latents (cross-attention) -> processed latents (self-attention) -> output queries -> readout.
     The model owns its tokenizer (`tokenizer()`), its target statistics (`normalizer`, see
     spiketok.model.normalize) and what it was trained with (`hparams`; typed: `meta`).
     """
@@ -94,21 +95,30 @@ class POYO(nn.Module):
         row = torch.cumsum(present, 0) - 1
         return present.nonzero().squeeze(1), row.index_select(0, key.reshape(-1)).view_as(key)
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Output-query features (B, n_queries, dim) from a collated batch."""
-        # A token's features depend only on its (unit, type): embed, normalise and project each distinct
-        # pair once, then index (tokens outnumber distinct pairs ~10x; a fifth of a training step saved).
-        pairs, index = self._distinct_pairs(batch["input_units"], batch["input_types"])
-        x = self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES)  # (K, dim)
-        x_ang = self.rotary(batch["input_times"])
-        lat = self.latent_emb(batch["latent_ids"])
-        lat_ang = self.rotary(batch["latent_times"])
-        lat = self.encoder(lat, lat_ang, x, x_ang, batch["input_mask"], ctx_index=index)
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Normalised predictions (B, n_queries, max_task_dim) for a padded batch of windows."""
+        # 1. tokens: a token's features depend only on its (unit, type), so embed each distinct pair once
+        #    and let the encoder index them (tokens outnumber distinct pairs ~10x; a fifth of a step saved)
+        pairs, token_row = self._distinct_pairs(batch.input_units, batch.input_types)  # (K,), (B, n_tokens)
+        tokens = self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES)  # (K, dim)
+        token_ang = self.rotary(batch.input_times)  # (B, n_tokens, 1, head_dim / 2) complex rotations
+
+        # 2. latents: learned ids on a time grid read the window's tokens (cross-attention, padding masked)
+        latents = self.latent_emb(batch.latent_ids)  # (B, n_latents, dim)
+        latent_ang = self.rotary(batch.latent_times)  # (B, n_latents, 1, head_dim / 2)
+        latents = self.encoder(latents, latent_ang, tokens, token_ang, batch.input_mask, ctx_index=token_row)
+
+        # 3. processed latents: self-attention among the latents
         for block in self.processor:
-            lat = block(lat, lat_ang)
-        q = self.session_emb(batch["output_sessions"])
-        out = self.decoder(q, self.rotary(batch["output_times"]), lat, lat_ang)
-        return self.norm_out(out)
+            latents = block(latents, latent_ang)  # (B, n_latents, dim)
+
+        # 4. output queries: the session embedding at each query's time reads the latents
+        queries = self.session_emb(batch.output_sessions)  # (B, n_queries, dim)
+        out = self.decoder(queries, self.rotary(batch.output_times), latents, latent_ang)
+        out = self.norm_out(out)  # (B, n_queries, dim)
+
+        # 5. readout: each query through its task's linear head
+        return self.readout(out, batch.output_tasks)  # (B, n_queries, max_task_dim)
 
     def readout(self, features: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """Normalised predictions (B, n_queries, max_task_dim); each query uses its task's readout."""
@@ -119,9 +129,6 @@ class POYO(nn.Module):
             if sel.any():
                 pred[sel, : head.out_features] = head(features[sel]).to(pred.dtype)
         return pred
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.readout(self.encode(batch), batch["output_tasks"])
 
     def n_parameters(self, with_vocab: bool = False) -> int:
         """Parameter count; by default without the unit and session tables, which grow with data."""

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.session import Behavior, Intervals, Session
-from ..data.storage import StoredSession
+from ..data.session import Behavior, Intervals, SessionLike
 from ..evaluate.metrics import r2_per_dim
 from ..model.poyo import POYO
 from .decoder import StreamingDecoder
@@ -85,7 +84,7 @@ def behavior_at(b: Behavior, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def replay(
     model: POYO,
-    session: Session | StoredSession,
+    session: SessionLike,
     intervals: Intervals | None = None,
     every: float = 0.02,
     speed: float | None = None,
@@ -109,10 +108,7 @@ def replay(
     w = dec.window
     if intervals is None:
         intervals = Intervals([session.start + w], [session.end])
-    info = session.behavior_info if isinstance(session, StoredSession) else session.behavior
-    truth = None
-    if dec.target in info:
-        truth = session.behavior(dec.target) if isinstance(session, StoredSession) else session.behavior[dec.target]
+    truth = session.behavior(dec.target) if dec.target in session.behavior_names else None
     grids = [s + every * np.arange(int(np.ceil((e - s) / every - 1e-9))) for s, e in zip(intervals.start, intervals.end)]
     if limit is not None:
         left, kept = int(round(limit / every)), []
@@ -143,15 +139,14 @@ def replay(
                         np.array(decode_ms), every, time.perf_counter() - tic_all)
 
 
-def _stream_grids(dec: StreamingDecoder, session: Session | StoredSession, grids: list[np.ndarray],
+def _stream_grids(dec: StreamingDecoder, session: SessionLike, grids: list[np.ndarray],
                   speed: float | None, bar, times: list, preds: list, push_ms: list, decode_ms: list) -> None:
     """The replay loop: per interval, warm up (untimed), then push a packet and decode at each grid time."""
     w = dec.window
     for grid in grids:
         if not len(grid):
             continue
-        win = session.slice(grid[0] - w, grid[-1] + 1e-9, behavior=[]) if isinstance(session, StoredSession) \
-            else session.slice(grid[0] - w, grid[-1] + 1e-9)
+        win = session.slice(grid[0] - w, grid[-1] + 1e-9, behavior=[])
         sp_t, sp_u = win.spike_times + win.t0, win.spike_units.astype(np.int64)
         cut = np.searchsorted(sp_t, grid, side="left")  # packet k: spikes in [grid[k-1], grid[k])
         dec.reset()

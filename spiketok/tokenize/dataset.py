@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..data.samplers import WindowSpec
+from ..data.windows import WindowSpec
 from ..data.session import Behavior, Window
 from ..data.storage import SessionDataset, StoredSession
+from .batch import WindowTokens
 from .tokenizer import SpikeTokenizer
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:  # keys come from a sampler
         return 0
 
-    def __getitem__(self, spec: WindowSpec) -> dict[str, np.ndarray]:
+    def __getitem__(self, spec: WindowSpec) -> WindowTokens:
         s = self.data[spec.session]
         target = self.targets[spec.session]
         if self.causal:
@@ -68,8 +69,6 @@ class WindowDataset(Dataset):
         sample = self.tokenizer(w, self.model_units[spec.session], self.session_index[spec.session],
                                 self.task_index[spec.session], target, keep_units=keep)
         return sample
-
-
 
 
 def causal_window(session: StoredSession, spec: WindowSpec, target: str, length: float) -> Window:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.session import Window
+from .batch import WindowTokens
 from .token_types import TOKEN_END, TOKEN_SPIKE, TOKEN_START
 
 
@@ -33,8 +34,9 @@ class SpikeTokenizer:
     def inputs(
         self, spike_times: np.ndarray, spike_units: np.ndarray, unit_index: np.ndarray, length: float,
         keep_units: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Input tokens: one per spike plus a START (t=0) and END (t=length) token per unit.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Input tokens (units, times, types), each (n_tokens,): one per spike plus a START (t=0) and END
+        (t=length) token per unit.
 
         `unit_index` maps the session's local unit index to the model's vocabulary row;
         `keep_units` (local indices) restricts the tokens to a subset of units (unit dropout).
@@ -47,13 +49,11 @@ class SpikeTokenizer:
             spike_times, spike_units = spike_times[sel], spike_units[sel]
         n_u, n_s = len(units), len(spike_times)
         local = np.concatenate([spike_units, units, units])
-        return {
-            "input_units": unit_index[local].astype(np.int64),
-            "input_times": np.concatenate([spike_times, np.zeros(n_u), np.full(n_u, length)]).astype(np.float64),
-            "input_types": np.concatenate([
-                np.full(n_s, TOKEN_SPIKE), np.full(n_u, TOKEN_START), np.full(n_u, TOKEN_END)
-            ]).astype(np.int64),
-        }
+        return (
+            unit_index[local].astype(np.int64),
+            np.concatenate([spike_times, np.zeros(n_u), np.full(n_u, length)]).astype(np.float64),
+            np.concatenate([np.full(n_s, TOKEN_SPIKE), np.full(n_u, TOKEN_START), np.full(n_u, TOKEN_END)]).astype(np.int64),
+        )
 
     def __call__(
         self,
@@ -64,12 +64,10 @@ class SpikeTokenizer:
         target: str | None,
         keep_units: np.ndarray | None = None,
         output_times: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> WindowTokens:
         """All arrays of one window; outputs at the target's samples (or at `output_times`)."""
-        length = window.length
-        sample = self.inputs(window.spike_times, window.spike_units, unit_index, length, keep_units)
+        units, times_in, types = self.inputs(window.spike_times, window.spike_units, unit_index, window.length, keep_units)
         lat_ids, lat_times = self.latents()
-        sample["latent_ids"], sample["latent_times"] = lat_ids, lat_times
         if target is not None:
             b = window.behavior[target]
             times, values = b.timestamps, b.values.astype(np.float32)
@@ -81,9 +79,10 @@ class SpikeTokenizer:
             times = np.asarray(output_times, dtype=np.float64)
             values = np.zeros((len(times), 1), np.float32)
             weights = np.zeros(len(times), np.float32)
-        sample["output_times"] = times.astype(np.float64)
-        sample["output_values"] = values
-        sample["output_weights"] = weights
-        sample["output_sessions"] = np.full(len(times), session_index, dtype=np.int64)
-        sample["output_tasks"] = np.full(len(times), task_index, dtype=np.int64)
-        return sample
+        return WindowTokens(
+            input_units=units, input_times=times_in, input_types=types,
+            latent_ids=lat_ids, latent_times=lat_times,
+            output_times=times.astype(np.float64), output_values=values, output_weights=weights,
+            output_sessions=np.full(len(times), session_index, dtype=np.int64),
+            output_tasks=np.full(len(times), task_index, dtype=np.int64),
+        )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..data.samplers import RandomWindowBatchSampler, WindowSpec, causal_windows, sliding_windows
+from ..data.samplers import RandomWindowBatchSampler
 from ..data.session import DataError
 from ..data.storage import SessionDataset, StoredSession
 from ..data.targets import resolve_target
+from ..data.windows import WindowSpec, causal_windows, sliding_windows
 from ..model.normalize import target_stats  # noqa: F401  (also imported from here)
 from ..model.poyo import POYO
 from ..tokenize import collate

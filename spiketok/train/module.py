@@ -8,6 +8,7 @@ import torch
 from ..model.normalize import denormalise, normalised_targets  # noqa: F401  (denormalise: imported from here by older code)
 from ..model.objective import warmup_cosine, weighted_mse
 from ..model.poyo import POYO
+from ..tokenize import Batch
 
 
 class POYOModule(L.LightningModule):
@@ -21,23 +22,23 @@ class POYOModule(L.LightningModule):
         self.cfg = train_config
         self._val_sums: torch.Tensor | None = None  # (4, n_sessions, D) sums of the running validation epoch
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pred = self.model(batch)
         target, dim_mask = normalised_targets(self.model, batch)
-        return weighted_mse(pred, target, batch["output_weights"], dim_mask), pred, target
+        return weighted_mse(pred, target, batch.output_weights, dim_mask), pred, target
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx: int):
         loss, _, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_units"].shape[0])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx: int):
         loss, pred, target = self._loss(batch)
-        w = batch["output_weights"]
+        w = batch.output_weights
         self.log("val_loss", loss, prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
         # per session and output dim: n, sum y, sum y^2, sum err^2 over samples with weight > 0 (for val_r2)
-        scored = (w > 0) & batch["output_mask"]
-        sessions = batch["output_sessions"][scored]
+        scored = (w > 0) & batch.output_mask
+        sessions = batch.output_sessions[scored]
         y, err = target[scored], (pred.float() - target)[scored]
         dim_mask = normalised_targets(self.model, batch)[1][scored].float()
         stats = torch.stack([dim_mask, y * dim_mask, y ** 2 * dim_mask, err ** 2 * dim_mask])  # (4, n, D)

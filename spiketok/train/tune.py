@@ -3,13 +3,12 @@
 Each trial trains in this process with `train.run.train` on the base config plus the trial's values,
 reports `val_r2` (R² of the valid split, logged by `POYOModule` every validation) to Optuna after every
 validation, and stops early when the median pruner says so. The study lives in RUN_DIR/optuna.db, so
-running the same command again adds trials to it. The test split is never read.
+running the same command again adds trials to it. The test split is never read. The search space is in
+`tune_space`, what a run writes (summaries, plot, best.yaml) in `tune_report`.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
 import json
 import logging
 import math
@@ -17,26 +16,25 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from lightning.pytorch.callbacks import Callback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..data.storage import SessionDataset
-from ..model.config import model_config
-from .config import PRESETS, load_config
-from .recipe import is_auto, window_settings
+from .config import load_config
+from .recipe import is_auto
 from .run import TrainingInterrupted, train
+from .tune_report import TrialRow, format_values, plot_search, root_preset, write_best_yaml, write_summary
+from .tune_space import METRIC, base_params, current_values, suggest, with_values
 
 STUDY = "spiketok-tune"
 DEFAULT_SHARES = 10  # without --trials, each trial gets 1/10 of the budget (more trials run if they end early)
-METRIC = "val_r2"
-SEARCHED = ("lr", "weight_decay", "model.dropout", "model.window", "model.latent_step", "model.t_max",
-            "model.dim", "model.depth")
+__all__ = ["STUDY", "TuneError", "TuneResult", "TrialRow", "base_params", "format_values", "open_study", "tune",
+           "with_values"]
 
 
 class TuneError(RuntimeError):
@@ -62,253 +60,6 @@ class ReportValR2(Callback):
         if self.pruned_at is None and self.trial.should_prune():
             self.pruned_at = step
             trainer.should_stop = True
-
-
-# --- the search space -------------------------------------------------------------------------------
-
-def _choices(values: list[float | int], base: float | int) -> list:
-    return sorted(set(values) | {base})
-
-
-def base_model(base: dict):
-    """The base config's model settings; an "auto" window (the recipe's) counts as 1 s, where the search starts."""
-    settings = dict(base["model"])
-    if is_auto(settings.get("window")):
-        settings.update({k.removeprefix("model."): v for k, v in window_settings(1.0).items()})
-    return model_config(settings)
-
-
-def search_space(base: dict) -> dict[str, Any]:
-    """The ranges searched around the base config: log-uniform lr (base/10 .. 5 x base) and weight decay,
-    dropout 0-0.4, window 0.5-4 s, 4/8/16 latent steps per window, width and depth from half to twice the
-    base size's (width in multiples of 8)."""
-    m = base_model(base)
-    lr, wd = float(base["lr"]), float(base["weight_decay"])
-    steps = max(1, round(m.window / m.latent_step))
-    return {
-        "lr": (min(lr / 10, 1e-4), lr * 5),
-        "weight_decay": (min(1e-5, wd) if wd > 0 else 1e-5, max(0.3, wd)),
-        "dropout": (0.0, max(0.4, m.dropout)),
-        "window": _choices([0.5, 1.0, 2.0, 4.0], float(m.window)),
-        "latent_steps": _choices([4, 8, 16], steps),
-        "dim": _choices([max(16, 8 * round(m.dim * f / 8)) for f in (0.5, 1.0, 1.5, 2.0)], m.dim),
-        "depth": _choices([max(1, m.depth // 2), m.depth + max(1, m.depth // 2), 2 * m.depth], m.depth),
-    }
-
-
-def base_params(base: dict) -> dict[str, Any]:
-    """The Optuna parameters that reproduce the base config (tried first in a new study)."""
-    m = base_model(base)
-    return {"lr": float(base["lr"]), "weight_decay": max(float(base["weight_decay"]), 1e-5),
-            "dropout": float(m.dropout), "window": float(m.window),
-            "latent_steps": max(1, round(m.window / m.latent_step)), "dim": m.dim, "depth": m.depth}
-
-
-def current_values(cfg: dict) -> dict[str, Any]:
-    """The searched settings as a config has them (dotted keys)."""
-    m = model_config(cfg["model"])
-    return {"lr": float(cfg["lr"]), "weight_decay": float(cfg["weight_decay"]), "model.dropout": m.dropout,
-            "model.window": m.window, "model.latent_step": m.latent_step, "model.t_max": m.t_max,
-            "model.dim": m.dim, "model.depth": m.depth}
-
-
-def values_of(params: dict[str, Any], base: dict) -> dict[str, Any]:
-    """Optuna parameters -> config values (dotted keys). t_max >= 2 x window (rotary time range);
-    latent_step = window / latent_steps, so the latent count stays latent_steps x num_latents_per_step."""
-    m = model_config(base["model"])
-    window = float(params["window"])
-    return {"lr": float(params["lr"]), "weight_decay": float(params["weight_decay"]),
-            "model.dropout": float(params["dropout"]), "model.window": window,
-            "model.latent_step": window / int(params["latent_steps"]), "model.t_max": max(float(m.t_max), 2 * window),
-            "model.dim": int(params["dim"]), "model.depth": int(params["depth"])}
-
-
-def suggest(trial: optuna.Trial, base: dict) -> dict[str, Any]:
-    """The config values (dotted keys) of one trial."""
-    space = search_space(base)
-    params = {
-        "lr": trial.suggest_float("lr", *space["lr"], log=True),
-        "weight_decay": trial.suggest_float("weight_decay", *space["weight_decay"], log=True),
-        "dropout": trial.suggest_float("dropout", *space["dropout"]),
-        "window": trial.suggest_categorical("window", space["window"]),
-        "latent_steps": trial.suggest_categorical("latent_steps", space["latent_steps"]),
-        "dim": trial.suggest_categorical("dim", space["dim"]),
-        "depth": trial.suggest_categorical("depth", space["depth"]),
-    }
-    return values_of(params, base)
-
-
-def with_values(cfg: dict, values: dict[str, Any]) -> dict:
-    """A copy of `cfg` with dotted keys set."""
-    out = copy.deepcopy(cfg)
-    for key, value in values.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    return out
-
-
-# --- best.yaml ----------------------------------------------------------------------------------------
-
-def root_preset(source: str | Path) -> str:
-    """The preset a config source rests on: itself, or the `base:` chain of a YAML file (default tiny)."""
-    if str(source) in PRESETS:
-        return str(source)
-    user = yaml.safe_load(Path(source).read_text()) or {}
-    return root_preset(user.get("base", "tiny"))
-
-
-def _diff(cfg: dict, ref: dict) -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict) and isinstance(ref.get(k), dict):
-            sub = _diff(v, ref[k])
-            if sub:
-                out[k] = sub
-        elif k not in ref or ref[k] != v:
-            out[k] = v
-    return out
-
-
-def write_best_yaml(path: Path, cfg: dict, preset: str, comment: str) -> None:
-    """`base: PRESET` and every setting of `cfg` that differs from the preset (what `load_config` reads)."""
-    body = {"base": preset, **_diff(cfg, load_config(preset))}
-    text = "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(body, sort_keys=False)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-# --- summaries and the plot ---------------------------------------------------------------------------
-
-@dataclass
-class TrialRow:
-    """One trial as the summary files and progress lines show it."""
-
-    number: int
-    state: str  # complete, pruned, fail, running
-    val_r2: float | None  # best val_r2 the trial reached
-    steps: int | None
-    last_step: int | None
-    seconds: float | None
-    values: dict[str, Any] = field(default_factory=dict)
-    intermediate: dict[int, float] = field(default_factory=dict)
-    error: str | None = None
-
-    @classmethod
-    def of(cls, t: FrozenTrial) -> "TrialRow":
-        inter = {int(k): float(v) for k, v in sorted(t.intermediate_values.items())}
-        finite = [v for v in inter.values() if math.isfinite(v)]
-        best = t.value if t.state == TrialState.COMPLETE else (max(finite) if finite else None)
-        best = None if t.state == TrialState.FAIL else best
-        return cls(t.number, t.state.name.lower(), best, t.user_attrs.get("steps"), max(inter) if inter else None,
-                   t.user_attrs.get("seconds"), dict(t.user_attrs.get("values", {})), inter, t.user_attrs.get("error"))
-
-    def line(self, best: "TrialRow | None") -> str:
-        """A one-line progress report: outcome, val R², time, settings, best so far."""
-        r2 = f"val R² {self.val_r2:.3f}" if self.val_r2 is not None else "no val R²"
-        what = {"pruned": f"pruned at step {self.last_step}", "complete": f"{self.steps} steps",
-                "fail": f"failed ({self.error or 'interrupted'})"}.get(self.state, self.state)
-        secs = f", {self.seconds:.0f} s" if self.seconds is not None else ""
-        top = f" | best {best.val_r2:.3f} (trial {best.number})" if best is not None and best.val_r2 is not None else ""
-        return f"trial {self.number}: {what}, {r2}{secs} | {format_values(self.values)}{top}"
-
-
-def format_values(v: dict[str, Any]) -> str:
-    """The searched settings in one short line."""
-    if not v:
-        return ""
-    return (f"lr={v['lr']:.2g} weight_decay={v['weight_decay']:.2g} dropout={v['model.dropout']:.2f} "
-            f"window={v['model.window']:g}s latent_step={v['model.latent_step']:g} dim={v['model.dim']} "
-            f"depth={v['model.depth']}")
-
-
-def write_summary(rows: list[TrialRow], best: TrialRow | None, run_dir: Path) -> tuple[Path, Path]:
-    """trials.csv (one row per trial) and trials.json (the same plus each trial's val_r2 per step)."""
-    keys = list(SEARCHED)
-    csv_path, json_path = run_dir / "trials.csv", run_dir / "trials.json"
-    with open(csv_path.with_suffix(".csv.tmp"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["trial", "state", "val_r2", "steps", "last_step", "seconds", *keys])
-        for r in rows:
-            w.writerow([r.number, r.state, "" if r.val_r2 is None else f"{r.val_r2:.6f}", r.steps or "",
-                        "" if r.last_step is None else r.last_step, "" if r.seconds is None else f"{r.seconds:.1f}",
-                        *[r.values.get(k, "") for k in keys]])
-    csv_path.with_suffix(".csv.tmp").replace(csv_path)
-    doc = {"metric": f"{METRIC} (R² of the valid split; the test split is not used)",
-           "best": None if best is None else {"trial": best.number, "val_r2": best.val_r2, "values": best.values},
-           "trials": [{"trial": r.number, "state": r.state, "val_r2": r.val_r2, "steps": r.steps,
-                       "last_step": r.last_step, "seconds": r.seconds, "values": r.values, "error": r.error,
-                       "val_r2_per_step": {str(k): v for k, v in r.intermediate.items()}} for r in rows]}
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(json_path)
-    return csv_path, json_path
-
-
-def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
-    """search.png: best val R² of each trial by trial number (pruned trials marked, best so far as a
-    line), and each trial's val R² against the training step. Values below `floor` are drawn at it."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    def y(r: TrialRow) -> float:  # no finite value (diverged): drawn at the floor
-        return max(r.val_r2, floor) if r.val_r2 is not None and math.isfinite(r.val_r2) else floor
-
-    styles = {"complete": ("o", "tab:blue", "completed"), "pruned": ("x", "tab:orange", "pruned (best value reached)")}
-    for state, (marker, colour, label) in styles.items():
-        sel = [r for r in rows if r.state == state]
-        if sel:
-            ax.scatter([r.number for r in sel], [y(r) for r in sel], marker=marker, color=colour, label=label, zorder=3)
-    done = sorted((r for r in rows if r.state == "complete" and r.val_r2 is not None and math.isfinite(r.val_r2)),
-                  key=lambda r: r.number)
-    if done:
-        xs, best, ys = [], -math.inf, []
-        for r in done:
-            best = max(best, r.val_r2)
-            xs.append(r.number)
-            ys.append(max(best, floor))
-        xs.append(max(r.number for r in rows))
-        ys.append(ys[-1])
-        ax.step(xs, ys, where="post", color="tab:green", label="best so far")
-    failed = [r.number for r in rows if r.state == "fail"]
-    if failed:
-        ax.scatter(failed, [floor] * len(failed), marker="v", color="tab:red", label="failed", zorder=3)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
-    ax.set_ylabel("val R² (valid split)")
-    ax.set_title("search")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
-    top = max(done, key=lambda r: r.val_r2) if done else None
-    for r in rows:
-        if not r.intermediate:
-            continue
-        steps, vals = zip(*sorted(r.intermediate.items()))
-        vals = [max(v, floor) if math.isfinite(v) else floor for v in vals]
-        if r is top:
-            ax2.plot(steps, vals, color="tab:green", lw=2.5, marker="o", ms=3, label=f"best (trial {r.number})", zorder=3)
-        elif r.state == "pruned":
-            ax2.plot(steps, vals, color="tab:orange", ls="--", lw=1, marker="x", ms=4)
-        else:
-            ax2.plot(steps, vals, color="tab:blue", lw=1, alpha=0.6, marker="o", ms=2)
-    ax2.set_xlabel("training step")
-    ax2.set_ylabel(f"val R² (below {floor:g}: drawn at {floor:g})")
-    ax2.set_title("val R² per validation (dashed: pruned)")
-    ax2.grid(alpha=0.3)
-    if top is not None:
-        ax2.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # --- the search -----------------------------------------------------------------------------------------
