@@ -1,0 +1,59 @@
+"""`spiketok export`: a trained model as an ONNX or TorchScript graph of one window, with its sidecar JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from . import app
+from .errors import fail
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A spiketok model file (run_dir/model.ckpt or an `adapt` output).")],
+    out: Annotated[Path, typer.Option("--out", help="The graph file to write; its sidecar goes to OUT.json.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime, C++, C#...) or torchscript (libtorch).")] = "onnx",
+    target: Annotated[Optional[str], typer.Option(help="Behaviour task to export (default: the model's only or trained one).")] = None,
+) -> None:
+    """Export one window of spike tokens -> behaviour (recording units) as a graph, plus OUT.json to tokenize with.
+
+    The graph takes unit rows, token times and types (any number of tokens), output times and the session row;
+    the sidecar holds the unit and session vocabularies, normalisation, window and latent layout (docs/export.md).
+    """
+    from ..model.export import FORMATS, ExportError, export_model
+    from ..train.checkpoint import load
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if out.is_dir():
+        fail(f"--out {out} is a folder: give a file name (e.g. {out / 'model.onnx'})")
+    model = load(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
+    try:
+        graph, side = export_model(model, out, fmt, target)
+    except ExportError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {out}: {e.strerror or e}")
+    typer.echo(f"{fmt} graph: {graph}")
+    typer.echo(f"sidecar: {side}")
+
+
+def load_exported(path: Path, threads: int = 1):
+    """An exported model for `replay --onnx`, and a stand-in for the checkpoint with what replay reads from one
+    (the sessions' trained targets and splits, the task), taken from the sidecar."""
+    from types import SimpleNamespace
+
+    from ..stream_onnx import ExportedModel, ExportFileError
+
+    try:
+        exported = ExportedModel(path, threads=threads)
+    except ExportFileError as e:
+        fail(str(e))
+    meta = exported.meta
+    stand_in = SimpleNamespace(hparams={"targets": meta.get("targets", {}), "splits": meta.get("splits", {})},
+                               task_names=[exported.target])
+    return exported, stand_in
