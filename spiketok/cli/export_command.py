@@ -19,10 +19,10 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime, C++, C#...) or torchscript (libtorch).")] = "onnx",
     target: Annotated[Optional[str], typer.Option(help="Behaviour task to export (default: the model's only or trained one).")] = None,
 ) -> None:
-    """Export one window of spike tokens -> behaviour (recording units) as a graph, plus OUT.json to tokenize with.
+    """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
 
-    The graph takes unit rows, token times and types (any number of tokens), output times and the session row;
-    the sidecar holds the unit and session vocabularies, normalisation, window and latent layout (docs/export.md).
+    Inputs: unit rows, token times and types (any number of tokens), output times, the session row. The sidecar
+    OUT.json holds the unit and session vocabularies, normalisation, window and token layout (docs/export.md).
     """
     from ..model.export import FORMATS, ExportError, export_model
     from ..train.checkpoint import load
