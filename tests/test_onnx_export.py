@@ -96,6 +96,7 @@ def compare(model, graph: Path, session, session_id: str, wins: list[Window]) ->
 def test_exported_graph_matches_pytorch_on_simulated_windows(run: dict, fmt: str) -> None:
     model, session = run["model"], run["session"]
     diff, spread, counts = compare(model, run[fmt], session, session.id, windows(session, 6, seed=0))
+    print(f"simulated windows, {fmt}: max abs difference {diff:.2e}, spike counts {sorted(counts)}")
     assert diff < TOL, f"{fmt}: max abs difference {diff:.2e}"
     assert spread > 100 * TOL  # windows' outputs differ far more than the tolerance
     assert len(counts) == 6 and 0 in counts
@@ -117,6 +118,7 @@ def test_real_recording_windows(run: dict, tmp_path: Path) -> None:
         code, text = cli("export", ckpt, "--format", fmt, "--out", tmp_path / name)
         assert code == 0, text
         diff, spread, counts = compare(model, tmp_path / name, session, session.id, windows(session, 5, seed=1))
+        print(f"real windows, {fmt}: max abs difference {diff:.2e}, spike counts {sorted(counts)}")
         assert diff < TOL, f"{fmt}: max abs difference {diff:.2e} on real windows"
         assert spread > 100 * TOL and len(counts) == 5 and max(counts) > 1000  # real M1 windows: thousands of spikes
     torch_run = replay(model, session, every=0.05, limit=1.0, progress=False)

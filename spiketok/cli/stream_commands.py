@@ -122,7 +122,7 @@ def replay(
     every: Annotated[float, typer.Option(help="Seconds between decodes (and between spike packets).")] = 0.02,
     split: Annotated[str, typer.Option(help="Part to stream: a split (test, valid, train) as the checkpoint recorded it, or 'all'.")] = "test",
     limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of stream.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is usually fastest for one stream).")] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch, or onnxruntime with --onnx (1 is usually fastest for one stream).")] = 1,
     target: Annotated[Optional[str], typer.Option(help="Behaviour task to decode (default: as trained for this session).")] = None,
     keep_moving: Annotated[Optional[float], typer.Option(help="NWB files: score only position samples moving > PX over 1 s (as `prepare --keep-moving`).", metavar="PX")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
