@@ -38,6 +38,7 @@ def _register() -> None:
     from . import adapt_commands  # noqa: F401
     from . import tune_command  # noqa: F401
     from . import pretrained_command  # noqa: F401
+    from . import export_command  # noqa: F401
 
 
 def main() -> None:

@@ -51,17 +51,18 @@ def _intervals(model, session, split: str):
 
 @app.command()
 def replay(
-    checkpoint: Annotated[Path, typer.Argument(help="A spiketok checkpoint, ideally trained with causal=true.")],
-    file: Annotated[Path, typer.Argument(help="A prepared session file (.h5) or an NWB file.")],
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="A spiketok checkpoint, ideally trained with causal=true (left out with --onnx).", show_default=False)] = None,
+    file: Annotated[Optional[Path], typer.Argument(help="A prepared session file (.h5) or an NWB file.", show_default=False)] = None,
     speed: Annotated[str, typer.Option(help="'max' (decode as fast as possible) or a factor of real time (1 = real time).")] = "max",
     every: Annotated[float, typer.Option(help="Seconds between decodes (and between spike packets).")] = 0.02,
     split: Annotated[str, typer.Option(help="Part to stream: a split (test, valid, train) as the checkpoint recorded it, or 'all'.")] = "test",
     limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of stream.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is usually fastest for one stream).")] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch, or onnxruntime with --onnx (1 is usually fastest for one stream).")] = 1,
     target: Annotated[Optional[str], typer.Option(help="Behaviour task to decode (default: as trained for this session).")] = None,
     keep_moving: Annotated[Optional[float], typer.Option(help="NWB files: score only position samples moving > PX over 1 s (as `prepare --keep-moving`).", metavar="PX")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")] = None,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Stream through a model exported by `spiketok export` (its FILE.json beside it) instead of a checkpoint: `replay --onnx model.onnx FILE`.")] = None,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
     import torch
@@ -75,14 +76,28 @@ def replay(
     if threads < 1:
         raise typer.BadParameter(f"{threads}: must be at least 1", param_hint="--threads")
     torch.set_num_threads(threads)
-    model = load_model(checkpoint)
+    if onnx is not None:  # the exported model replaces the checkpoint: `replay --onnx MODEL FILE`
+        from .export_command import load_exported
+
+        if file is not None:
+            fail("with --onnx give only the session FILE: the exported model replaces the checkpoint")
+        file, exported, model = checkpoint, *load_exported(onnx, threads)
+    else:
+        model = load_model(checkpoint) if checkpoint is not None else None  # a damaged or pickled file: one `error:` line
+    if file is None:
+        raise typer.BadParameter("give a CHECKPOINT and a session FILE (or --onnx MODEL and a FILE)", param_hint="FILE")
     if keep_moving is not None and file_kind(file) == "prepared":
         typer.echo("note: --keep-moving applies to NWB files; a prepared file keeps the weights it was "
                    "prepared with", err=True)
     try:
         session, target = open_recording(file, model, target, keep_moving)
         intervals = _intervals(model, session, split)
-        result = run_replay(model, session, intervals, every=every, speed=sp, target=target, limit=limit)
+        if onnx is not None:
+            from ..stream.exported import replay_exported
+
+            result = replay_exported(exported, session, intervals, every=every, speed=sp, target=target, limit=limit)
+        else:
+            result = run_replay(model, session, intervals, every=every, speed=sp, target=target, limit=limit)
     except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
         fail(str(e))
     s = result.summary()

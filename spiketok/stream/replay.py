@@ -100,14 +100,24 @@ def replay(
     wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session
     (from one window after its start). Python's garbage collector is paused during the loop.
     """
+    check_pace(every, speed)
+    dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids)
+    return replay_decoder(dec, model.readouts[dec.target].out_features, session, intervals, every, speed, limit,
+                          progress)
+
+
+def check_pace(every: float, speed: float | None) -> None:
     if every <= 0:
         raise ValueError(f"every must be positive, got {every}")
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
-    dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids)
-    w = dec.window
+
+
+def replay_decoder(dec, n_dims: int, session: SessionLike, intervals: Intervals | None, every: float,
+                   speed: float | None, limit: float | None, progress: bool) -> ReplayResult:
+    """`replay` with a ready decoder (anything with StreamingDecoder's reset/push/decode, window and target)."""
     if intervals is None:
-        intervals = Intervals([session.start + w], [session.end])
+        intervals = Intervals([session.start + dec.window], [session.end])
     truth = session.behavior(dec.target) if dec.target in session.behavior_names else None
     grids = [s + every * np.arange(int(np.ceil((e - s) / every - 1e-9))) for s, e in zip(intervals.start, intervals.end)]
     if limit is not None:
@@ -123,23 +133,23 @@ def replay(
     gc_was_on = gc.isenabled()
     gc.disable()  # a garbage-collector pass costs milliseconds; the loop makes no reference cycles
     try:
-        _stream_grids(dec, session, grids, speed, bar, times, preds, push_ms, decode_ms)
+        stream_grids(dec, session, grids, speed, bar, times, preds, push_ms, decode_ms)
     finally:
         if gc_was_on:
             gc.enable()
     bar.close()
     times_a = np.concatenate(times) if times else np.zeros(0)
-    y_pred = np.stack(preds) if preds else np.zeros((0, model.readouts[dec.target].out_features), np.float32)
+    y_pred = np.stack(preds) if preds else np.zeros((0, n_dims), np.float32)
     if truth is not None:
         y_true, weights = behavior_at(truth, times_a)
         dims = list(truth.dims)
     else:
-        y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(y_pred.shape[1])]
+        y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(n_dims)]
     return ReplayResult(session.id, dec.target, dims, times_a, y_pred, y_true, weights, np.array(push_ms),
                         np.array(decode_ms), every, time.perf_counter() - tic_all)
 
 
-def _stream_grids(dec: StreamingDecoder, session: SessionLike, grids: list[np.ndarray],
+def stream_grids(dec: StreamingDecoder, session: SessionLike, grids: list[np.ndarray],
                   speed: float | None, bar, times: list, preds: list, push_ms: list, decode_ms: list) -> None:
     """The replay loop: per interval, warm up (untimed), then push a packet and decode at each grid time."""
     w = dec.window

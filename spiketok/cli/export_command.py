@@ -1,0 +1,68 @@
+"""`spiketok export`: a trained model as an ONNX or TorchScript graph of one window, with its sidecar JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from . import app
+from .errors import fail
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A spiketok model file (run_dir/model.ckpt or an `adapt` output).")],
+    out: Annotated[Path, typer.Option("--out", help="The graph file to write; its sidecar goes to OUT.json.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime, C++, C#...) or torchscript (libtorch).")] = "onnx",
+    target: Annotated[Optional[str], typer.Option(help="Behaviour task to export (default: the model's only or trained one).")] = None,
+) -> None:
+    """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
+
+    Inputs: unit rows, token times and types (any number of tokens), output times, the session row. The sidecar
+    OUT.json holds the unit and session vocabularies, normalisation, window and token layout (docs/export.md).
+    """
+    from ..model.export import FORMATS, ExportError, export_model
+    from ..train.checkpoint import load
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if out.is_dir():
+        fail(f"--out {out} is a folder: give a file name (e.g. {out / 'model.onnx'})")
+    model = load(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
+    try:
+        graph, side = export_model(model, out, fmt, target)
+    except ExportError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {out}: {e.strerror or e}")
+    typer.echo(f"{fmt} graph: {graph}")
+    typer.echo(f"sidecar: {side}")
+
+
+class ExportedStandIn:
+    """What `replay` reads from a checkpoint (splits, the task to decode), taken from an exported model's sidecar."""
+
+    def __init__(self, exported) -> None:
+        self.target = exported.target
+        self.meta = SimpleNamespace(splits=exported.meta.get("splits", {}), targets=exported.meta.get("targets", {}))
+
+    def target_for(self, session_id: str, available=None, requested: str | None = None) -> str:
+        """An export decodes one task: the requested one must be it."""
+        if requested is not None and requested != self.target:
+            fail(f"the exported model decodes {self.target!r}, not {requested!r}")
+        return self.target
+
+
+def load_exported(path: Path, threads: int = 1):
+    """An exported model for `replay --onnx`, and a stand-in for the checkpoint (see ExportedStandIn)."""
+    from ..stream.exported import ExportedModel, ExportFileError
+
+    try:
+        exported = ExportedModel(path, threads=threads)
+    except ExportFileError as e:
+        fail(str(e))
+    return exported, ExportedStandIn(exported)

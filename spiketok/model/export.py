@@ -1,0 +1,242 @@
+"""An export-friendly graph of a trained POYO: one window of spike tokens in, behaviour in recording units out.
+
+`WindowGraph` runs the model's own submodules and weights (embeddings, layer norms, projections, feed-forward
+blocks, read-out) on a batch of one window, written with operations that ONNX and TorchScript carry:
+rotations as real cos/sin arithmetic (ONNX has no complex tensors; the model multiplies complex numbers,
+the same products), each token's key and value computed directly (no table of distinct (unit, type) pairs,
+whose size depends on the data), no masks (nothing is padded). `sidecar` describes how to tokenize for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.atomic import atomic_write
+from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
+from .attention import RotaryAttention
+from .poyo import POYO
+
+SIDECAR_FORMAT = "spiketok-export"
+SIDECAR_VERSION = 1  # bump when the sidecar changes in a way older readers cannot follow
+
+INPUTS: list[dict[str, Any]] = [
+    {"name": "input_units", "dtype": "int64", "shape": ["n_tokens"],
+     "doc": "row of each token's unit in the unit vocabulary (`units`)"},
+    {"name": "input_times", "dtype": "float64", "shape": ["n_tokens"],
+     "doc": "each token's time in seconds from the window start, in [0, window]"},
+    {"name": "input_types", "dtype": "int64", "shape": ["n_tokens"], "doc": "token type code (`token_types`)"},
+    {"name": "output_times", "dtype": "float64", "shape": ["n_out"],
+     "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming"},
+    {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
+]
+OUTPUT_NAME = "behavior"
+
+
+class _Rotation(nn.Module):
+    """cos and sin (n, 1, head_dim/2) of a RotaryTimeEmbedding's angles for times t (n,) float64.
+
+    The same float64 angles, wrapped to [0, 2*pi), then float32, as spiketok.model.rotary computes them."""
+
+    def __init__(self, omega: torch.Tensor):
+        super().__init__()
+        self.register_buffer("omega", omega.detach().clone().to(torch.float64), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = t.to(torch.float64).unsqueeze(-1) * self.omega
+        a = (a - (2 * math.pi) * torch.floor(a / (2 * math.pi))).to(torch.float32)
+        return a.cos().unsqueeze(-2), a.sin().unsqueeze(-2)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """x (n, H, d) with consecutive feature pairs rotated by (cos, sin) (n, 1, d/2): spiketok.model.rotary.rotate
+    in real arithmetic ((a + ib)(c + is) = (ac - bs) + i(as + bc))."""
+    n, h, d = x.shape
+    pairs = x.reshape(n, h, d // 2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    if inverse:
+        sin = -sin
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, h, d)
+
+
+def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], ctx: torch.Tensor,
+            ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RotaryAttention.forward for one window: queries x (n, dim) over context (m, dim) -> (n, dim)."""
+    h, d = att.heads, att.head_dim
+    q = _rotate(att.to_q(x).reshape(-1, h, d), *x_rot)
+    k, v = att.to_kv(ctx).chunk(2, dim=-1)
+    k = _rotate(k.reshape(-1, h, d), *ctx_rot)
+    v = v.reshape(-1, h, d)
+    if att.rotate_value:
+        v = _rotate(v, *ctx_rot)
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
+    out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
+    if att.rotate_value:
+        out = _rotate(out, *x_rot, inverse=True)
+    return att.to_out(out.reshape(-1, h * d))
+
+
+class WindowGraph(nn.Module):
+    """POYO on one window for one behaviour task, denormalised: the graph `spiketok export` writes.
+
+    forward(input_units (n_tokens,) int64, input_times (n_tokens,) float64, input_types (n_tokens,) int64,
+            output_times (n_out,) float64, session (1,) int64) -> behaviour (n_out, D) float32.
+    Latent tokens are fixed by the model's window and latent grid (buffers, not inputs). Sessions without
+    normalisation statistics for `target` get mean 0, std 1 (normalised output).
+    """
+
+    def __init__(self, model: POYO, target: str):
+        super().__init__()
+        if target not in model.task_names:
+            raise ValueError(f"target {target!r} is not a task of this model (it has {model.task_names})")
+        c = model.config
+        model.eval()
+        self.target = target
+        # the model's own modules and parameters, shared (not copied); not the model itself: its vocabularies and
+        # statistics are extra state (dicts), which the tracers behind ONNX and TorchScript export cannot carry
+        self.unit_weight, self.session_weight = model.unit_emb.weight, model.session_emb.weight
+        self.token_type_emb, self.latent_emb = model.token_type_emb, model.latent_emb
+        self.encoder, self.processor, self.decoder = model.encoder, model.processor, model.decoder
+        self.norm_out, self.readout = model.norm_out, model.readouts[target]
+        self.rotation = _Rotation(model.rotary.omega)
+        lat_ids, lat_times = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).latents()
+        self.register_buffer("latent_ids", torch.from_numpy(lat_ids), persistent=False)
+        self.register_buffer("latent_times", torch.from_numpy(lat_times), persistent=False)
+        dims = model.readouts[target].out_features
+        mean, std = torch.zeros(len(model.session_emb), dims), torch.ones(len(model.session_emb), dims)
+        for sid, per_task in model.normalizer.stats.items():
+            if sid in model.session_emb.index and target in per_task:
+                row = model.session_emb.index[sid]
+                mean[row], std[row] = (torch.tensor(per_task[target][k], dtype=torch.float32) for k in ("mean", "std"))
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, input_units: torch.Tensor, input_times: torch.Tensor, input_types: torch.Tensor,
+                output_times: torch.Tensor, session: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
+        x_rot = self.rotation(input_times)
+        lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
+        lat_rot = self.rotation(self.latent_times)
+        enc = self.encoder
+        lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, enc.norm_ctx(x), x_rot)
+        lat = lat + enc.ff(enc.norm_ff(lat))
+        for block in self.processor:
+            h = block.norm_attn(lat)
+            lat = lat + _attend(block.attn, h, lat_rot, h, lat_rot)
+            lat = lat + block.ff(block.norm_ff(lat))
+        q = F.embedding(session.expand(output_times.shape[0]), self.session_weight)  # (n_out, dim)
+        dec = self.decoder
+        q = q + _attend(dec.attn, dec.norm_q(q), self.rotation(output_times), dec.norm_ctx(lat), lat_rot)
+        q = q + dec.ff(dec.norm_ff(q))
+        pred = self.readout(self.norm_out(q))  # (n_out, D), normalised
+        return pred * self.std[session] + self.mean[session]
+
+
+def sidecar(model: POYO, target: str, graph_format: str) -> dict[str, Any]:
+    """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it)."""
+    from .. import __version__
+
+    c = model.config
+    lat_ids, lat_times = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).latents()
+    hp = getattr(model, "hparams", None) or {}
+    dims = model.readouts[target].out_features
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": SIDECAR_VERSION,
+        "spiketok_version": __version__,
+        "graph": graph_format,
+        "target": target,
+        "dims": dims,
+        "window": float(c.window),
+        "causal": bool(hp.get("train", {}).get("causal", False)),
+        "token_types": {"spike": TOKEN_SPIKE, "start": TOKEN_START, "end": TOKEN_END},
+        "latents": {"step": float(c.latent_step), "per_step": int(c.num_latents_per_step),
+                    "ids": [int(i) for i in lat_ids], "times": [float(t) for t in lat_times]},
+        "units": {u: k for k, u in enumerate(model.unit_emb.ids)},
+        "sessions": {s: k for k, s in enumerate(model.session_emb.ids)},
+        "normalization": {sid: per_task[target] for sid, per_task in model.normalizer.stats.items()
+                          if target in per_task and sid in model.session_emb.index},
+        "targets": dict(hp.get("targets") or {}),
+        "splits": dict(hp.get("splits") or {}),
+        "inputs": INPUTS,
+        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["n_out", dims],
+                     "doc": f"{target} in the recording's units (denormalised with the session's statistics)"}],
+    }
+
+
+FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
+
+
+class ExportError(ValueError):
+    """The model cannot be exported as asked (unknown format or target, export packages missing)."""
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """Where the sidecar of an exported graph lives: FILE.json beside FILE."""
+    return Path(str(path) + ".json")
+
+
+def default_target(model: POYO) -> str:
+    """The task to export: the model's only task, or the one every session was trained on."""
+    if len(model.task_names) == 1:
+        return model.task_names[0]
+    trained = set(((getattr(model, "hparams", None) or {}).get("targets") or {}).values())
+    if len(trained) == 1:
+        return trained.pop()
+    raise ExportError(f"this model has several tasks {model.task_names}: choose one with --target")
+
+
+def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> tuple[torch.Tensor, ...]:
+    """Example inputs to trace with (their sizes become dynamic axes)."""
+    g = torch.Generator().manual_seed(0)
+    w = model.config.window
+    return (torch.randint(0, max(len(model.unit_emb), 1), (n_tokens,), generator=g),
+            torch.rand(n_tokens, generator=g, dtype=torch.float64) * w,
+            torch.randint(0, 3, (n_tokens,), generator=g),
+            torch.linspace(0, w, n_out, dtype=torch.float64),
+            torch.zeros(1, dtype=torch.long))
+
+
+def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None) -> tuple[Path, Path]:
+    """Write `model` as an ONNX or TorchScript graph of one window (WindowGraph) at `out`, and its sidecar JSON
+    at `out`.json; returns both paths. Dynamic axes: the number of tokens and of output times."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
+    if not len(model.unit_emb) or not len(model.session_emb):
+        raise ExportError("this model has no units or no sessions in its vocabulary: train it first")
+    target = default_target(model) if target is None else target
+    if target not in model.task_names:
+        raise ExportError(f"target {target!r} is not a task of this model (it has {model.task_names})")
+    graph = WindowGraph(model, target).eval()
+    example = _example(model)
+    out = Path(out)
+    names = [i["name"] for i in INPUTS]
+    with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
+        warnings.simplefilter("ignore")
+        with torch.no_grad(), atomic_write(out) as tmp:
+            if fmt == "onnx":
+                try:
+                    import onnx  # noqa: F401  (torch.onnx.export needs it)
+                except ImportError:
+                    raise ExportError("ONNX export needs the `onnx` package: pip install 'spiketok[export]'") from None
+                tokens = {0: "n_tokens"}
+                # the TorchScript-based exporter: with dynamo=True the ONNX graph drifted 7e-4 from PyTorch
+                torch.onnx.export(graph, example, tmp, input_names=names, output_names=[OUTPUT_NAME],
+                                  opset_version=ONNX_OPSET, dynamo=False,
+                                  dynamic_axes={"input_units": tokens, "input_times": tokens, "input_types": tokens,
+                                                "output_times": {0: "n_out"}, OUTPUT_NAME: {0: "n_out"}})
+            else:
+                traced = torch.jit.trace(graph, example, check_trace=False)
+                torch.jit.save(traced, tmp)
+    side = sidecar_path(out)
+    with atomic_write(side) as tmp:
+        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt), indent=1))
+    return out, side

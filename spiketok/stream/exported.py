@@ -1,0 +1,236 @@
+"""Decode with an exported model (`spiketok export`): tokenize from its sidecar JSON, run onnxruntime (or TorchScript).
+
+`ExportedModel` reads FILE and FILE.json and decodes one window: the tokenization a caller outside Python
+would write from the sidecar (one token per spike, a START token at 0 and an END token at the window length
+per unit of the session; times in seconds from the window start). `ExportedStreamingDecoder` keeps the
+recent spikes of a stream and decodes the window [t - window, t) at each call, with the same interface and
+ordering rules as spiketok.stream.StreamingDecoder; `replay_exported` streams a recorded session through it
+(`spiketok replay --onnx FILE`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.session import Intervals, SessionLike
+from ..model.embeddings import UnknownIdError
+from ..model.export import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
+from .decoder import LateSpikeError, StreamOrderError
+from .replay import ReplayResult, check_pace, replay_decoder
+
+__all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar", "replay_exported"]
+
+
+class ExportFileError(ValueError):
+    """An exported model that cannot be used (sidecar missing, damaged or too new; runtime missing)."""
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The sidecar (FILE.json) of an exported graph FILE, checked for format and version."""
+    side = sidecar_path(path)
+    if not Path(path).is_file():
+        raise ExportFileError(f"{path}: no such exported model file")
+    if not side.is_file():
+        raise ExportFileError(f"{path}: its sidecar {side.name} is missing (`spiketok export` writes both; keep them together)")
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportFileError(f"{side}: not valid JSON ({e}); export the model again") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise ExportFileError(f"{side}: not a spiketok export sidecar (no format {SIDECAR_FORMAT!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > SIDECAR_VERSION:
+        raise ExportFileError(f"{side}: sidecar format version {version!r}; this spiketok reads up to "
+                              f"{SIDECAR_VERSION}: upgrade spiketok")
+    return meta
+
+
+class ExportedModel:
+    """An exported window graph and its sidecar: `run` on tokens, `tokenize` + `predict` on spikes."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        self.path = Path(path)
+        self.meta = read_sidecar(path)
+        self.window, self.target, self.dims = float(self.meta["window"]), self.meta["target"], int(self.meta["dims"])
+        self.units: dict[str, int] = self.meta["units"]
+        self.sessions: dict[str, int] = self.meta["sessions"]
+        self.types: dict[str, int] = self.meta["token_types"]
+        self.names = [i["name"] for i in self.meta["inputs"]]
+        self.graph = self.meta["graph"]
+        if self.graph == "onnx":
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise ExportFileError("running an ONNX model needs onnxruntime: pip install 'spiketok[export]'") from None
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, int(threads))
+            try:
+                self._ort = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+                raise ExportFileError(f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+        elif self.graph == "torchscript":
+            import warnings
+
+            import torch
+
+            try:
+                with warnings.catch_warnings():  # torch.jit's own deprecation note, not about this model
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._ts = torch.jit.load(str(self.path), map_location="cpu")
+            except Exception as e:  # a damaged archive: RuntimeError or a zip error
+                raise ExportFileError(f"{self.path}: TorchScript cannot load it ({type(e).__name__}: {e})") from None
+        else:
+            raise ExportFileError(f"{self.path}: unknown graph kind {self.graph!r} in its sidecar")
+
+    def run(self, input_units: np.ndarray, input_times: np.ndarray, input_types: np.ndarray,
+            output_times: np.ndarray, session: int) -> np.ndarray:
+        """The graph on one window's tokens: behaviour (n_out, D) float32 in the recording's units."""
+        feeds = [np.ascontiguousarray(input_units, np.int64), np.ascontiguousarray(input_times, np.float64),
+                 np.ascontiguousarray(input_types, np.int64), np.ascontiguousarray(output_times, np.float64),
+                 np.array([session], np.int64)]
+        if self.graph == "onnx":
+            return self._ort.run(None, dict(zip(self.names, feeds)))[0]
+        import torch
+
+        with torch.no_grad():
+            return self._ts(*(torch.from_numpy(a) for a in feeds)).numpy()
+
+    def unit_rows(self, unit_ids: Sequence[str]) -> np.ndarray:
+        """Vocabulary rows (n,) of full unit ids ("<session>/<unit>"); unknown ids raise UnknownIdError."""
+        missing = [u for u in unit_ids if u not in self.units]
+        if missing:
+            raise UnknownIdError(f"{len(missing)} unit id(s) unknown to this exported model (first: {missing[0]!r}); "
+                                 "adapt the model to that session and export it again")
+        return np.array([self.units[u] for u in unit_ids], dtype=np.int64)
+
+    def session_row(self, session_id: str) -> int:
+        if session_id not in self.sessions:
+            raise UnknownIdError(f"session {session_id!r} is unknown to this exported model "
+                                 f"(it knows {len(self.sessions)}); adapt the model to it and export it again")
+        if session_id not in self.meta["normalization"]:
+            raise ValueError(f"no normalisation statistics for session {session_id!r}, task {self.target!r} "
+                             "in this export: its outputs would not be in the recording's units")
+        return self.sessions[session_id]
+
+    def tokenize(self, spike_rows: np.ndarray, spike_times: np.ndarray, unit_rows: np.ndarray,
+                 length: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tokens of one window: spikes (rows, times from the window start), then START (t=0) and END (t=length)
+        tokens for each of the session's units `unit_rows`; returns (input_units, input_times, input_types)."""
+        length = self.window if length is None else length
+        n_s, n_u = len(spike_rows), len(unit_rows)
+        units = np.concatenate([spike_rows, unit_rows, unit_rows]).astype(np.int64)
+        times = np.concatenate([spike_times, np.zeros(n_u), np.full(n_u, length)]).astype(np.float64)
+        types = np.concatenate([np.full(n_s, self.types["spike"]), np.full(n_u, self.types["start"]),
+                                np.full(n_u, self.types["end"])]).astype(np.int64)
+        return units, times, types
+
+
+class ExportedStreamingDecoder:
+    """StreamingDecoder's interface on an exported model: push packets of spikes, decode the behaviour at t.
+
+    decoder = ExportedStreamingDecoder(ExportedModel("model.onnx"), "session_id")
+    decoder.push(unit_ids, times); y = decoder.decode(t)   # (D,) from spikes in [t - window, t)
+
+    Each decode tokenizes the window from the buffered spikes and runs the graph once.
+    """
+
+    def __init__(self, exported: ExportedModel, session_id: str, unit_ids: Sequence[str] | None = None,
+                 target: str | None = None, late: str = "raise"):
+        if late not in ("raise", "drop"):
+            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        if target is not None and target != exported.target:
+            raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
+        self.exported, self.session_id, self.late = exported, session_id, late
+        self.window, self.target = exported.window, exported.target
+        self._session = exported.session_row(session_id)
+        if unit_ids is None:
+            unit_ids = [u for u in exported.units if u.startswith(f"{session_id}/")]
+            if not unit_ids:
+                raise ValueError(f"the exported model knows session {session_id!r} but none of its units; pass unit_ids")
+        self.unit_ids = list(unit_ids)
+        self.n_units = len(self.unit_ids)
+        self._rows = exported.unit_rows(self.unit_ids)
+        prefix = f"{session_id}/"
+        self._local = {u: i for i, u in enumerate(self.unit_ids)}
+        self._local.update({u[len(prefix):]: i for i, u in enumerate(self.unit_ids)
+                            if u.startswith(prefix) and u[len(prefix):] not in self._local})
+        self._out = np.array([self.window], np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all spikes and decode times."""
+        self._times, self._units = np.zeros(0, np.float64), np.zeros(0, np.int64)
+        self._last_time = self._last_decode = -np.inf
+        self.n_late = 0
+
+    def push(self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray) -> int:
+        """Add a packet of spikes (local indices or string ids, times in s); the ordering rules of StreamingDecoder."""
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        ids = np.asarray(unit_ids).reshape(-1)
+        if len(ids) != len(times):
+            raise ValueError(f"push: {len(ids)} unit ids but {len(times)} times")
+        if not len(times):
+            return 0
+        if ids.dtype.kind in "iu":
+            units = ids.astype(np.int64)
+            if units.min() < 0 or units.max() >= self.n_units:
+                raise IndexError(f"push: local unit index outside 0..{self.n_units - 1} (got {units.min()}..{units.max()})")
+        else:
+            bad = [u for u in ids.astype(str) if u not in self._local]
+            if bad:
+                raise KeyError(f"{len(bad)} spike(s) from units unknown to this decoder (first: {bad[0]!r}); "
+                               f"session {self.session_id!r} has {self.n_units} units")
+            units = np.array([self._local[u] for u in ids.astype(str)], np.int64)
+        if not np.isfinite(times).all():
+            raise ValueError("push: spike times must be finite")
+        order = np.argsort(times, kind="stable")
+        times, units = times[order], units[order]
+        if times[0] < self._last_decode:
+            n_late = int(np.searchsorted(times, self._last_decode, side="left"))
+            if self.late == "raise":
+                raise LateSpikeError(f"push: {n_late} spike(s) at t={times[0]:.6f} s and later arrived after a decode "
+                                     f"at t={self._last_decode:.6f} s already went out without them")
+            self.n_late += n_late
+            times, units = times[n_late:], units[n_late:]
+            if not len(times):
+                return 0
+        if times[0] < self._last_time:
+            raise StreamOrderError(f"push: packet starts at t={times[0]:.6f} s, before the newest spike already "
+                                   f"pushed (t={self._last_time:.6f} s); packets must arrive in time order")
+        self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
+        self._last_time = float(times[-1])
+        return len(times)
+
+    def decode(self, t: float) -> np.ndarray:
+        """Behaviour (D,) at time t in the recording's units, from the spikes pushed with times in [t - window, t)."""
+        t = float(t)
+        if t < self._last_decode:
+            raise StreamOrderError(f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s")
+        t0 = t - self.window
+        a, b = np.searchsorted(self._times, [t0, t], side="left")
+        self._times, self._units = self._times[a:], self._units[a:]  # older spikes are never needed again
+        b -= a
+        tokens = self.exported.tokenize(self._rows[self._units[:b]], self._times[:b] - t0, self._rows)
+        self._last_decode = t
+        return self.exported.run(*tokens, self._out, self._session)[0]
+
+
+def replay_exported(
+    exported: ExportedModel,
+    session: SessionLike,
+    intervals: Intervals | None = None,
+    every: float = 0.02,
+    speed: float | None = None,
+    target: str | None = None,
+    limit: float | None = None,
+    progress: bool = True,
+) -> ReplayResult:
+    """spiketok.stream.replay through an exported model: the same packets, decode times and scoring."""
+    check_pace(every, speed)
+    dec = ExportedStreamingDecoder(exported, session.id, unit_ids=session.unit_ids, target=target)
+    return replay_decoder(dec, exported.dims, session, intervals, every, speed, limit, progress)
