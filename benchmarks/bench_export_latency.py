@@ -75,9 +75,9 @@ def bench(size: str, repeats: int, threads: int, n_units: int, rate: float, tmp:
 
     def pytorch() -> np.ndarray:
         with torch.inference_mode():
-            return denormalise(model, model(batch), batch["output_sessions"], batch["output_tasks"])[0].numpy()
+            return denormalise(model, model(batch), batch.output_sessions, batch.output_tasks)[0].numpy()
 
-    feeds = (sample["input_units"], sample["input_times"], sample["input_types"], sample["output_times"], 0)
+    feeds = (sample.input_units, sample.input_times, sample.input_types, sample.output_times, 0)
     rows, ref = [], pytorch()
     runners = {"pytorch": pytorch}
     for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.pt")):
@@ -87,7 +87,7 @@ def bench(size: str, repeats: int, threads: int, n_units: int, rate: float, tmp:
             (lambda e=exported: e.run(*feeds[:4], feeds[4]))
     for label, fn in runners.items():
         wall, cpu = timed(fn, repeats)
-        rows.append({"size": size, "runtime": label, "n_tokens": int(len(sample["input_units"])),
+        rows.append({"size": size, "runtime": label, "n_tokens": int(len(sample.input_units)),
                      "wall_median_ms": float(np.median(wall)), "wall_p99_ms": float(np.percentile(wall, 99)),
                      "cpu_median_ms": float(np.median(cpu)), "max_abs_diff": float(np.abs(fn() - ref).max())})
     return rows

@@ -60,7 +60,7 @@ def reference(model, window: Window, unit_ids: list[str], session_id: str, outpu
                  0, None, output_times=output_times)
     batch = collate([sample])
     with torch.no_grad():
-        return denormalise(model, model(batch), batch["output_sessions"], batch["output_tasks"])[0].numpy()
+        return denormalise(model, model(batch), batch.output_sessions, batch.output_tasks)[0].numpy()
 
 
 def windows(session: Session | StoredSession, n: int, seed: int) -> list[Window]:
@@ -111,7 +111,7 @@ def test_real_recording_windows(run: dict, tmp_path: Path) -> None:
     model = load(run["ckpt"])
     model.unit_emb.extend(session.unit_ids)
     model.session_emb.extend([session.id])
-    v = session.behavior["hand_velocity"].values
+    v = session.behavior("hand_velocity").values
     model.normalizer.set(session.id, "hand_velocity", np.nanmean(v, 0), np.nanstd(v, 0))
     ckpt = save_model(model, tmp_path / "real.ckpt")
     for fmt, name in (("onnx", "real.onnx"), ("torchscript", "real.pt")):
@@ -150,8 +150,8 @@ def test_sidecar_describes_the_graph(run: dict) -> None:
     rows = np.array([meta["units"][u] for u in session.unit_ids])
     ours = ExportedModel(run["onnx"]).tokenize(rows[w.spike_units], w.spike_times, rows)
     theirs = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).inputs(w.spike_times, w.spike_units, rows, 1.0)
-    for a, key in zip(ours, ("input_units", "input_times", "input_types")):
-        assert np.array_equal(a, theirs[key]), key
+    for a, b, key in zip(ours, theirs, ("input_units", "input_times", "input_types")):
+        assert np.array_equal(a, b), key
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
