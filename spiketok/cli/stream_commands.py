@@ -92,12 +92,8 @@ def replay(
     try:
         session, target = open_recording(file, model, target, keep_moving)
         intervals = _intervals(model, session, split)
-        if onnx is not None:
-            from ..stream.exported import replay_exported
-
-            result = replay_exported(exported, session, intervals, every=every, speed=sp, target=target, limit=limit)
-        else:
-            result = run_replay(model, session, intervals, every=every, speed=sp, target=target, limit=limit)
+        decoder_model = exported if onnx is not None else model  # replay streams through either
+        result = run_replay(decoder_model, session, intervals, every=every, speed=sp, target=target, limit=limit)
     except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
         fail(str(e))
     s = result.summary()

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from .cleanup import PrepareReport, build_session, signals_to_behavior
+from .cleanup import PrepareReport, build_session, select_signals, signals_to_behavior
 from .session import DataError, Intervals, Session
 
 DOMAINS = {"train": "train_domain", "valid": "valid_domain", "test": "test_domain"}
@@ -108,21 +108,12 @@ def _select(signals: dict[str, tuple[Any, str, str]], behavior: list[str] | None
         raise DataError(f"{file}: no behaviour in this temporaldata file (no numeric field of an "
                         "IrregularTimeSeries or RegularTimeSeries other than spikes, e.g. cursor.vel); "
                         "add the behaviour to decode to the session")
-    if behavior is None:
-        if len(signals) > 1:
-            raise DataError(f"{file}: {len(signals)} behaviour signals found: {_describe(signals)}; "
-                            "choose with --behavior NAME (read_temporaldata(behavior=[...]))")
-        return list(signals)
-    chosen: list[str] = []
-    for entry in behavior:
-        names = [a.strip().replace(".", "_").replace("/", "_") for a in entry.split(",") if a.strip()]
-        found = next((n for n in names if n in signals), None)
-        if found is None:
-            raise DataError(f"{file}: no behaviour signal named {entry!r}; available: {_describe(signals)}; "
-                            "pass one of these names with --behavior")
-        if found not in chosen:
-            chosen.append(found)
-    return chosen
+
+    def match(name: str) -> str | None:
+        key = name.replace(".", "_").replace("/", "_")
+        return key if key in signals else None
+
+    return select_signals(signals, behavior, file, match, _describe(signals), "read_temporaldata")
 
 
 def _timestamps(ts: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -240,12 +231,9 @@ def _meta(data: Any, file: Path) -> dict[str, str]:
 
 def temporaldata_signals(path: str | Path) -> list[str]:
     """Names of every behaviour signal in a temporaldata file (as accepted by `read_temporaldata(behavior=...)`)."""
-    file = Path(path)
-    f, data = _open(file)
-    try:
+    f, data = _open(Path(path))
+    with f:  # h5py closes the file on leaving
         return list(_signals(data))
-    finally:
-        f.close()
 
 
 def read_temporaldata(path: str | Path, behavior: list[str] | None = None, derive: str | None = None,

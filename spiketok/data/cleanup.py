@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,3 +187,26 @@ def build_session(sid: str, names: list[str], times: np.ndarray, counts: np.ndar
                       splits=splits, unit_meta=unit_meta, meta=meta, start=start, end=end)
     report.n_units, report.n_spikes = session.n_units, session.n_spikes
     return session
+
+
+def select_signals(available: Mapping[str, Any], behavior: list[str] | None, file: Path,
+                   match: Callable[[str], str | None], describe: str, reader: str) -> list[str]:
+    """Keys of `available` that `behavior` asks for, in order, as every reader chooses them.
+
+    None: the only signal (an error when several); each entry may be 'a,b': the first alternative that
+    `match` finds. `describe` lists the signals in messages; `reader` names the function in the hint.
+    """
+    if behavior is None:
+        if len(available) > 1:
+            raise DataError(f"{file}: {len(available)} behaviour signals found: {describe}; "
+                            f"choose with --behavior NAME ({reader}(behavior=[...]))")
+        return list(available)
+    chosen: list[str] = []
+    for entry in behavior:
+        found = next((k for k in (match(a.strip()) for a in entry.split(",") if a.strip()) if k), None)
+        if found is None:
+            raise DataError(f"{file}: no behaviour signal named {entry!r}; available: {describe}; "
+                            "pass one of these names with --behavior")
+        if found not in chosen:
+            chosen.append(found)
+    return chosen

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from . import preprocess as pp
-from .cleanup import PrepareReport, build_session, signals_to_behavior
+from .cleanup import PrepareReport, build_session, select_signals, signals_to_behavior
 from .session import Behavior, DataError, Intervals, Session
 from .storage import FORMAT as PREPARED_FORMAT
 
@@ -94,21 +94,8 @@ def _match(name: str, series: dict[str, Any], file: Path) -> str | None:
 
 def _select(series: dict[str, Any], behavior: list[str] | None, file: Path) -> list[str]:
     """Paths of the requested series; each entry may be 'a,b': the first that exists is used."""
-    if behavior is None:
-        if len(series) > 1:
-            raise DataError(f"{file}: {len(series)} behaviour signals found: {_describe(series)}; "
-                            "choose with --behavior NAME (read_nwb(behavior=[...]))")
-        return list(series)
-    chosen: list[str] = []
-    for entry in behavior:
-        alternatives = [a for a in entry.split(",") if a.strip()]
-        found = next((p for p in (_match(a, series, file) for a in alternatives) if p), None)
-        if found is None:
-            raise DataError(f"{file}: no behaviour signal named {entry!r}; available: {_describe(series)}; "
-                            "pass one of these names with --behavior")
-        if found not in chosen:
-            chosen.append(found)
-    return chosen
+    return select_signals(series, behavior, file, lambda name: _match(name, series, file), _describe(series),
+                          "read_nwb")
 
 
 def _read_units(nwb: Any, file: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data.session import Intervals, SessionLike
 from ..model.embeddings import UnknownIdError
 from ..model.export import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
-from .decoder import LateSpikeError, StreamOrderError
-from .replay import ReplayResult, check_pace, replay_decoder
+from .decoder import PacketRules, StreamOrderError
+from .replay import replay
 
 __all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar", "replay_exported"]
 
@@ -130,7 +129,7 @@ class ExportedModel:
         return units, times, types
 
 
-class ExportedStreamingDecoder:
+class ExportedStreamingDecoder(PacketRules):
     """StreamingDecoder's interface on an exported model: push packets of spikes, decode the behaviour at t.
 
     decoder = ExportedStreamingDecoder(ExportedModel("model.onnx"), "session_id")
@@ -155,10 +154,7 @@ class ExportedStreamingDecoder:
         self.unit_ids = list(unit_ids)
         self.n_units = len(self.unit_ids)
         self._rows = exported.unit_rows(self.unit_ids)
-        prefix = f"{session_id}/"
-        self._local = {u: i for i, u in enumerate(self.unit_ids)}
-        self._local.update({u[len(prefix):]: i for i, u in enumerate(self.unit_ids)
-                            if u.startswith(prefix) and u[len(prefix):] not in self._local})
+        self._build_id_table()
         self._out = np.array([self.window], np.float64)
         self.reset()
 
@@ -170,38 +166,10 @@ class ExportedStreamingDecoder:
 
     def push(self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray) -> int:
         """Add a packet of spikes (local indices or string ids, times in s); the ordering rules of StreamingDecoder."""
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
-        ids = np.asarray(unit_ids).reshape(-1)
-        if len(ids) != len(times):
-            raise ValueError(f"push: {len(ids)} unit ids but {len(times)} times")
-        if not len(times):
+        packet = self._checked_packet(unit_ids, times)
+        if packet is None:
             return 0
-        if ids.dtype.kind in "iu":
-            units = ids.astype(np.int64)
-            if units.min() < 0 or units.max() >= self.n_units:
-                raise IndexError(f"push: local unit index outside 0..{self.n_units - 1} (got {units.min()}..{units.max()})")
-        else:
-            bad = [u for u in ids.astype(str) if u not in self._local]
-            if bad:
-                raise KeyError(f"{len(bad)} spike(s) from units unknown to this decoder (first: {bad[0]!r}); "
-                               f"session {self.session_id!r} has {self.n_units} units")
-            units = np.array([self._local[u] for u in ids.astype(str)], np.int64)
-        if not np.isfinite(times).all():
-            raise ValueError("push: spike times must be finite")
-        order = np.argsort(times, kind="stable")
-        times, units = times[order], units[order]
-        if times[0] < self._last_decode:
-            n_late = int(np.searchsorted(times, self._last_decode, side="left"))
-            if self.late == "raise":
-                raise LateSpikeError(f"push: {n_late} spike(s) at t={times[0]:.6f} s and later arrived after a decode "
-                                     f"at t={self._last_decode:.6f} s already went out without them")
-            self.n_late += n_late
-            times, units = times[n_late:], units[n_late:]
-            if not len(times):
-                return 0
-        if times[0] < self._last_time:
-            raise StreamOrderError(f"push: packet starts at t={times[0]:.6f} s, before the newest spike already "
-                                   f"pushed (t={self._last_time:.6f} s); packets must arrive in time order")
+        units, times = packet
         self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
         self._last_time = float(times[-1])
         return len(times)
@@ -220,17 +188,4 @@ class ExportedStreamingDecoder:
         return self.exported.run(*tokens, self._out, self._session)[0]
 
 
-def replay_exported(
-    exported: ExportedModel,
-    session: SessionLike,
-    intervals: Intervals | None = None,
-    every: float = 0.02,
-    speed: float | None = None,
-    target: str | None = None,
-    limit: float | None = None,
-    progress: bool = True,
-) -> ReplayResult:
-    """spiketok.stream.replay through an exported model: the same packets, decode times and scoring."""
-    check_pace(every, speed)
-    dec = ExportedStreamingDecoder(exported, session.id, unit_ids=session.unit_ids, target=target)
-    return replay_decoder(dec, exported.dims, session, intervals, every, speed, limit, progress)
+replay_exported = replay  # `replay` takes an ExportedModel as it takes a POYO model

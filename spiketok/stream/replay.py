@@ -10,6 +10,7 @@ import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,6 +19,9 @@ from ..data.session import Behavior, Intervals, SessionLike
 from ..evaluate.metrics import r2_per_dim
 from ..model.poyo import POYO
 from .decoder import StreamingDecoder
+
+if TYPE_CHECKING:
+    from .exported import ExportedModel
 
 
 @dataclass
@@ -83,7 +87,7 @@ def behavior_at(b: Behavior, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def replay(
-    model: POYO,
+    model: POYO | ExportedModel,
     session: SessionLike,
     intervals: Intervals | None = None,
     every: float = 0.02,
@@ -92,7 +96,8 @@ def replay(
     limit: float | None = None,
     progress: bool = True,
 ) -> ReplayResult:
-    """Stream a recorded session through a StreamingDecoder, decoding every `every` s inside `intervals`.
+    """Stream a recorded session through a StreamingDecoder (or, for a model exported with `spiketok export`,
+    an ExportedStreamingDecoder), decoding every `every` s inside `intervals`.
 
     For each interval [s, e): reset, push the spikes of [s - window, s) (warm-up, not timed), then for
     t = s, s + every, ... < e push the packet of spikes in [previous t, t) and decode at t, timing both.
@@ -100,17 +105,19 @@ def replay(
     wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session
     (from one window after its start). Python's garbage collector is paused during the loop.
     """
-    check_pace(every, speed)
-    dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids)
-    return replay_decoder(dec, model.readouts[dec.target].out_features, session, intervals, every, speed, limit,
-                          progress)
-
-
-def check_pace(every: float, speed: float | None) -> None:
     if every <= 0:
         raise ValueError(f"every must be positive, got {every}")
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
+    if isinstance(model, POYO):
+        dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids)
+        n_dims = model.readouts[dec.target].out_features
+    else:
+        from .exported import ExportedStreamingDecoder
+
+        dec = ExportedStreamingDecoder(model, session.id, unit_ids=session.unit_ids, target=target)
+        n_dims = model.dims
+    return replay_decoder(dec, n_dims, session, intervals, every, speed, limit, progress)
 
 
 def replay_decoder(dec, n_dims: int, session: SessionLike, intervals: Intervals | None, every: float,
