@@ -122,3 +122,16 @@ def test_tokenizer_gives_one_token_per_spike_plus_start_and_end_per_unit(length:
     bad = ~np.isfinite(values).all(1)
     np.testing.assert_array_equal(out.output_weights == 0, bad)
     assert (out.output_sessions == 3).all() and (out.output_tasks == 1).all()
+
+
+def test_found_by_hypothesis_a_batch_without_output_queries_and_a_recording_without_spikes() -> None:
+    """Two crashes the recording property found: rotating (B, 0, H, d) queries, cleaning units with no spikes."""
+    import torch
+
+    from spiketok.data.preprocess import clean_unit_spikes
+    from spiketok.model.rotary import RotaryTimeEmbedding, rotate
+
+    rot = RotaryTimeEmbedding(16, 1e-4, 4.0)
+    assert rotate(torch.ones(2, 0, 2, 16), rot(torch.zeros(2, 0))).shape == (2, 0, 2, 16)
+    times, units, unsorted, n_dup = clean_unit_spikes(np.zeros(0), np.array([0, 0, 0]))
+    assert len(times) == len(units) == 0 and n_dup.tolist() == [0, 0, 0] and not unsorted.any()

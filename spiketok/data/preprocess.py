@@ -23,7 +23,8 @@ def clean_unit_spikes(times: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray
         unsorted[np.unique(units[1:][back])] = True
         order = np.lexsort((times, units))
         times = times[order]
-    dup = np.concatenate([[False], same & (np.diff(times) == 0)])
+    dup = np.zeros(len(times), dtype=bool)  # a spike at the same time as the previous one of its unit
+    dup[1:] = same & (np.diff(times) == 0)
     n_dup = np.bincount(units[dup], minlength=len(counts))
     return times[~dup], units[~dup], unsorted, n_dup
 
