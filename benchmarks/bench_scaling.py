@@ -190,7 +190,7 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
     for n in counts:
         cfg = load_config(size if size in ("tiny", "poyo-1.3M", "poyo-11.8M") else "tiny",
                           ["target=hand_velocity", f"steps_per_epoch={steps + 3}", "unit_dropout=true",
-                           "model.window=1"])  # the recipe's `auto` window needs pilot runs; this times steps
+                           "model.window=1", "batch_size=32"])  # `auto` needs pilot runs; this times steps
         t = time.perf_counter()
         data = SessionDataset(files[:n])
         torch.manual_seed(0)

@@ -297,3 +297,14 @@ def test_ridge_routes_agree_with_sklearn(tmp_path, monkeypatch):
     ref = Ridge(alpha=info["alpha"]).fit(x, std.targets(train.values[keep]), sample_weight=train.weights[keep])
     want = std.untarget(ref.predict(window_features(std.inputs(test), test.window_start(lay), lay.rows)).reshape(-1, 1))
     assert np.allclose(fits["svd"].y_pred, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_ridge_window_choices_follow_the_bin_width():
+    """With 50 ms bins the 20 ms window cannot be built: it is left out, not an error (found by the quick benchmark)."""
+    from spiketok.evaluate.baselines import BaselineConfig
+
+    cfg = BaselineConfig(model="ridge", bin=0.05)
+    assert min(cfg.history_choices) >= 0.05 and 0.02 not in cfg.history_choices
+    assert all(lay.rows >= 1 for lay in cfg.layouts())
+    with pytest.raises(ValueError, match="at least one bin"):
+        BaselineConfig(model="ridge", bin=0.05, history=0.02)

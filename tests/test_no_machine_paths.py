@@ -7,7 +7,6 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PATTERN = re.compile(r"(?<![\w.])/(tmp|work|home|root|usr|opt|var|mnt|scratch)/|site-packages")
@@ -38,16 +37,11 @@ def test_benchmarks_and_readme_hold_no_machine_path() -> None:
     assert not found, "absolute machine paths:\n" + "\n".join(found)
 
 
-STALE = doc_sections_with_paths(ROOT / "docs" / "benchmarks.md")
-
-
-@pytest.mark.xfail(bool(STALE), strict=True,
-                   reason="sections of docs/benchmarks.md written before benchmarks/provenance.py, to re-run on an "
-                          "idle machine (python benchmarks/run_all.py): " + ", ".join(STALE))
 def test_docs_hold_no_machine_path() -> None:
     files = [p for p in sorted((ROOT / "docs").rglob("*")) if p.suffix in (".md", ".txt", ".html")]
     found = [h for f in files for h in hits(f)]
     assert not found, "absolute machine paths:\n" + "\n".join(found)
+    assert not doc_sections_with_paths(ROOT / "docs" / "benchmarks.md")
 
 
 def test_footer_command_is_relative(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ class BaselineConfig:
             raise ValueError(f"unknown lags {self.lags!r}; choose one of {', '.join(LAGS)}")
         if self.bin <= 0:
             raise ValueError(f"bin width must be positive, got {self.bin}")
+        if self.history is None:  # windows shorter than one bin cannot be built: try the others
+            self.history_choices = tuple(h for h in self.history_choices if h >= self.bin - 1e-12)
         histories = [self.history] if self.history is not None else list(self.history_choices)
         if not histories or min(histories) < self.bin or self.lookahead < 0:
             raise ValueError(f"history must cover at least one bin ({self.bin} s) and lookahead must be >= 0")
