@@ -65,7 +65,8 @@ def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | N
         return load(run_dir / "model.ckpt"), info["seconds"], info["steps"]
 
     over = ["target=hand_velocity", f"max_steps={steps}", f"causal={str(causal).lower()}", "steps_per_epoch=100",
-            "eval_stride=1.0", "warmup_steps=50"]
+            "eval_stride=1.0", "warmup_steps=50",
+            "model.window=1", "batch_size=32"]  # the streaming target's setting: 1 s of context (no window pilots)
     if minutes:
         over.append(f"max_minutes={minutes}")
     torch.set_num_threads(threads)

@@ -53,7 +53,9 @@ def render(base: str, head: str, sizes: list[str], old: list[dict], new: list[di
     lines = ["## This tree against an earlier revision (training and latency)", "",
              f"spiketok at `{head}` (this tree) against `{base}`, each timed by its own `bench_speed_reference.py` "
              f"in alternating runs ({len(old)} each, medians shown). Higher steps/s and lower latency are better; "
-             f"'change' is this tree against the base (goal: no slower than {TOLERANCE:.0%}).", "",
+             f"'change' is this tree against the base. The goal (no slower than {TOLERANCE:.0%}) is judged on the "
+             "ratios to torch-brain, timed in the same process beside each tree: between separate runs the machine "
+             "itself drifts by more than 5% (measured below), and the ratio divides that drift out.", "",
              "| size | figure | base | this tree | change | goal |", "|---|---|---|---|---|---|"]
     verdicts = []
     for size in sizes:
@@ -67,19 +69,22 @@ def render(base: str, head: str, sizes: list[str], old: list[dict], new: list[di
                                    ("latency_ratio", "latency, ratio to torch-brain", False)):
             change = n[key] / o[key] - 1
             slower = -change if higher else change
-            ok = slower <= TOLERANCE
-            verdicts.append(ok)
-            lines.append(f"| `{size}` | {label} | {o[key]:.3g} | {n[key]:.3g} | {change:+.1%} | "
-                         f"{'met' if ok else '**missed**'} |")
+            if "ratio" in key:  # the verdict: divided by the reference timed beside it, the machine's drift cancels
+                ok = slower <= TOLERANCE
+                verdicts.append(ok)
+                goal = "met" if ok else "**missed**"
+            else:
+                goal = "(see the ratio)"
+            lines.append(f"| `{size}` | {label} | {o[key]:.3g} | {n[key]:.3g} | {change:+.1%} | {goal} |")
     noise = []
     for size in sizes:  # the reference's code is the same in both sets of runs: its change is the machine's drift
         for part, key in (("train", "steps_per_s"), ("latency", "median_ms")):
             pick = (lambda r: r["sizes"][size][part][key]["reference"]) if part == "train" else \
                 (lambda r: r["sizes"][size][part]["reference"][key])
             noise.append(abs(np.median([pick(r) for r in new]) / np.median([pick(r) for r in old]) - 1))
-    lines += ["", f"No slower than the base within {TOLERANCE:.0%} on **{sum(verdicts)} of {len(verdicts)}** figures. "
+    lines += ["", f"No slower than the base within {TOLERANCE:.0%} on **{sum(verdicts)} of {len(verdicts)}** ratios. "
               f"The reference (the same torch-brain code in every run) moved by up to {max(noise):.1%} between the "
-              "two sets of runs: the machine's own drift, which the ratio rows divide out.", ""]
+              "two sets of runs: the machine's own drift.", ""]
     lines += footer(load, ("torch", "spiketok"), "torch on 1 thread", argv=argv).splitlines()
     return "\n".join(lines)
 
