@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -53,27 +54,28 @@ def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | N
                threads: int = 1):
     """Train a model on the session (CPU); returns the loaded model, the training seconds and steps.
 
-    A run folder that already holds model.ckpt and train.json (from an earlier run of this script) is reused.
+    A run folder that already holds model.ckpt and train.json from an earlier run with the same settings is reused.
     """
     import json
 
     from spiketok.train import load, load_config, train
-
-    done = run_dir / "train.json"
-    if (run_dir / "model.ckpt").exists() and done.exists():
-        info = json.loads(done.read_text())
-        return load(run_dir / "model.ckpt"), info["seconds"], info["steps"]
 
     over = ["target=hand_velocity", f"max_steps={steps}", f"causal={str(causal).lower()}", "steps_per_epoch=100",
             "eval_stride=1.0", "warmup_steps=50",
             "model.window=1", "batch_size=32"]  # the streaming target's setting: 1 s of context (no window pilots)
     if minutes:
         over.append(f"max_minutes={minutes}")
+    done = run_dir / "train.json"
+    if (run_dir / "model.ckpt").exists() and done.exists():
+        info = json.loads(done.read_text())
+        if info.get("overrides") == [size, *over]:  # trained with these very settings
+            return load(run_dir / "model.ckpt"), info["seconds"], info["steps"]
+    shutil.rmtree(run_dir, ignore_errors=True)
     torch.set_num_threads(threads)
     tic = time.monotonic()
     result = train(data, load_config(size, over), run_dir, accelerator="cpu", progress=True)
     seconds = time.monotonic() - tic
-    done.write_text(json.dumps({"seconds": seconds, "steps": result.steps}))
+    done.write_text(json.dumps({"seconds": seconds, "steps": result.steps, "overrides": [size, *over]}))
     return load(result.checkpoint), seconds, result.steps
 
 
