@@ -10,6 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from . import app
+from .common import load_model
 from .errors import fail
 
 
@@ -26,13 +27,12 @@ def export(
     OUT.json holds the unit and session vocabularies, normalisation, window and token layout (docs/export.md).
     """
     from ..model.export import FORMATS, ExportError, export_model
-    from ..train.checkpoint import load
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format")
     if out.is_dir():
         fail(f"--out {out} is a folder: give a file name (e.g. {out / 'model.onnx'})")
-    model = load(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
+    model = load_model(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
     try:
         graph, side = export_model(model, out, fmt, target)
     except ExportError as e:
