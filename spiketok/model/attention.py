@@ -47,7 +47,11 @@ class RotaryAttention(nn.Module):
         mask: (B, 1, 1, m), True = attend, or None.
         """
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-        out = out.transpose(1, 2)  # (B, n, H, d)
+        return self.finish(out.transpose(1, 2), x_rot)
+
+    def finish(self, out: torch.Tensor, x_rot: torch.Tensor) -> torch.Tensor:
+        """Output (B, n, dim) of the per-head attention averages out (B, n, H, d) (softmax-weighted rotated
+        values): rotated back by the query rotations x_rot with `rotate_value`, heads joined, projected."""
         if self.rotate_value:
             out = rotate(out, x_rot, inverse=True)
         b, n = out.shape[:2]
@@ -121,7 +125,12 @@ class CrossAttentionBlock(nn.Module):
     def attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                x_rot: torch.Tensor) -> torch.Tensor:
         """x (B, n, dim) plus attention of its rotated queries q over rotated k, v (B, m, H, d), then the feed-forward."""
-        x = x + self.attn.attend(q, k, v, x_rot)
+        return self.finish(x, self.attn.attend(q, k, v, x_rot))
+
+    def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """x (B, n, dim) plus its attention output `attended` (B, n, dim), then the feed-forward (with residuals);
+        `attended` = attn.finish(per-head averages, x_rot) for callers that merge softmax partials themselves."""
+        x = x + attended
         return x + self.ff(self.norm_ff(x))
 
 

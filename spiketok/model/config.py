@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from ..tokenize.tokenizer import LATENT_GRIDS, is_multiple
+
 
 @dataclass
 class ModelConfig:
@@ -21,6 +23,17 @@ class ModelConfig:
     t_min: float = 1e-4
     t_max: float = 4.0
     window: float = 1.0
+    # where latents sit: "window" = (k + 0.5) * step from each window's start (moves with the window);
+    # "absolute" = on the session clock's grid (k + 0.5) * step, so a latent's score with a spike never
+    # changes while both are in the window (what the incremental StreamingDecoder needs)
+    latent_grid: str = "window"
+
+    def __post_init__(self) -> None:
+        if self.latent_grid not in LATENT_GRIDS:
+            raise ValueError(f"latent_grid={self.latent_grid!r}: use one of {list(LATENT_GRIDS)}")
+        if self.latent_grid == "absolute" and not is_multiple(self.window, self.latent_step):
+            raise ValueError(f"latent_grid='absolute' needs a window ({self.window} s) that is a whole number of "
+                             f"latent steps ({self.latent_step} s)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -212,6 +212,10 @@ def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | 
         raise ExportError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
     if not len(model.unit_emb) or not len(model.session_emb):
         raise ExportError("this model has no units or no sessions in its vocabulary: train it first")
+    if model.config.latent_grid != "window":
+        raise ExportError("this model puts its latents on the absolute time grid (latent_grid='absolute'): their "
+                          "times depend on each window's start, which the exported graph does not take as an "
+                          "input yet; export a model trained with latent_grid='window'")
     target = default_target(model) if target is None else target
     if target not in model.task_names:
         raise ExportError(f"target {target!r} is not a task of this model (it has {model.task_names})")

@@ -65,7 +65,8 @@ class POYO(nn.Module):
     def tokenizer(self, window: float | None = None) -> SpikeTokenizer:
         """The tokenizer of this model's latent grid; `window` (s) defaults to the model's context window."""
         c = self.config
-        return SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window if window is None else window)
+        return SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window if window is None else window,
+                              c.latent_grid)
 
     def target_for(self, session_id: str, available: Sequence[str] | None, requested: str | None = None) -> str:
         """The behaviour this model decodes for a session: as trained, else `requested`, else its only task

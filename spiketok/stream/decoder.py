@@ -14,6 +14,9 @@ causal model), but reuses everything that does not change between calls:
 
 A decode then costs one cross-attention of the latents over the window's keys (a view into the
 buffer, no copy), the latent self-attention blocks and the read-out; no Python loop over spikes.
+For a model with its latents on the absolute time grid (`latent_grid="absolute"`) the cross-attention is
+incremental (spiketok.stream.incremental): each packet's softmax partials are computed once, on push, and a
+decode merges those of the window, so its cost follows the new spikes, not the window.
 For the lowest latency run it with `torch.set_num_threads(1)` (small ops; on a busy machine several
 threads wait on each other). A decoder is not thread-safe: push and decode from one thread.
 """
@@ -30,6 +33,8 @@ from ..model.normalize import unnormalise
 from ..model.poyo import POYO
 from ..model.rotary import rotate
 from ..tokenize import TokenType
+from ..tokenize.tokenizer import grid_start, grid_times
+from .incremental import IncrementalEncoder
 
 
 class StreamOrderError(ValueError):
@@ -135,6 +140,9 @@ class StreamingDecoder(PacketRules):
         late: what `push` does with spikes older than the last decode time: "raise" (LateSpikeError) or
             "drop" (leave them out and count them in `n_late`).
         capacity: initial spike capacity of the buffer (it grows as needed).
+        incremental: merge per-packet softmax partials instead of attending over the whole window at each
+            decode (same numbers); None (default) = when the model's latents are on the absolute time grid
+            (`latent_grid="absolute"`), the only layout where it is exact (True on another raises ValueError).
 
     Timing: a decode at t uses the spikes pushed so far with times in [t - window, t) (times in the
     session's clock, seconds); the stream is taken as silent before its first spike. Decode times must
@@ -151,6 +159,7 @@ class StreamingDecoder(PacketRules):
         unit_ids: Sequence[str] | None = None,
         late: str = "raise",
         capacity: int = 16384,
+        incremental: bool | None = None,
     ):
         if late not in ("raise", "drop"):
             raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
@@ -179,6 +188,15 @@ class StreamingDecoder(PacketRules):
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._tok = model.tokenizer(self.window)
+        self._absolute = c.latent_grid == "absolute"
+        if incremental and not self._absolute:
+            raise ValueError(
+                f"incremental=True needs a model with latent_grid='absolute' (this one has {c.latent_grid!r}): with "
+                "latents at window-relative times every latent moves with t, so its score with every spike changes "
+                "at each decode and no partial sum can be reused exactly; train with model.latent_grid=absolute")
+        self.incremental = self._absolute if incremental is None else bool(incremental)
+        if self._absolute:
+            self._tok.latents(t0=0.0)  # a window that is not a whole number of latent steps: ValueError now
         with torch.inference_mode():
             self._precompute(rows.to(self.device), sess_row)
         self._alloc(max(int(capacity), 16))
@@ -205,7 +223,7 @@ class StreamingDecoder(PacketRules):
         self._k_spike, self._v_spike = (t[0] for t in self._kv(unit + types[TokenType.SPIKE]))  # (n_units, H, d)
         self._k_start, self._v_start = self._kv(unit + types[TokenType.START])  # (1, n_units, H, d)
         self._k_end, self._v_end = self._kv(unit + types[TokenType.END])
-        lat_ids, lat_times = self._tok.latents()
+        lat_ids, lat_times = self._tok.latents(t0=0.0)
         self._lat_times = torch.from_numpy(lat_times)[None].to(self.device)  # (1, n_lat) float64, from window start
         self._lat = m.latent_emb(torch.from_numpy(lat_ids).to(self.device))[None]  # (1, n_lat, dim)
         enc = m.encoder
@@ -217,11 +235,15 @@ class StreamingDecoder(PacketRules):
         self._mean, self._std = mean.to(self.device), std.to(self.device)
         self._readout = m.readouts[self.target]
         self._heads, self._head_dim = enc.attn.heads, enc.attn.head_dim
+        if self.incremental:  # latent queries per id (L, H, d)
+            q_ids = enc.query(m.latent_emb.weight[None])[0].contiguous()
+            self._inc = IncrementalEncoder(q_ids, m.rotary, m.config.latent_step, self.window)
 
     def _alloc(self, capacity: int) -> None:
-        """Empty buffers: 2 * n_units slots for START/END tokens, then `capacity` spike slots."""
+        """Empty buffers: 2 * n_units slots for START/END tokens, then `capacity` spike slots (keys and values
+        only without `incremental`: the incremental encoder keeps its own blocks)."""
         self._p = 2 * self.n_units
-        shape = (1, self._p + capacity, self._heads, self._head_dim)
+        shape = (1, self._p + (0 if self.incremental else capacity), self._heads, self._head_dim)
         self._k = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self._v = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self._times = np.zeros(capacity, dtype=np.float64)
@@ -229,6 +251,8 @@ class StreamingDecoder(PacketRules):
         self._lo = self._hi = 0  # live spikes are buffer slots [lo, hi) (plus the START/END prefix)
         self._last_time = -np.inf  # newest spike pushed
         self._last_decode = -np.inf
+        if self.incremental:
+            self._inc.clear()
 
     def reset(self) -> None:
         """Forget all spikes and decode times (e.g. before streaming another stretch of the recording)."""
@@ -266,9 +290,12 @@ class StreamingDecoder(PacketRules):
         self._times[lo:hi], self._units[lo:hi] = times, units
         rot = self.model.rotary(torch.from_numpy(times)[None].to(self.device))  # absolute times
         u = torch.from_numpy(units).to(self.device)
-        p = self._p
-        self._k[:, p + lo:p + hi] = rotate(self._k_spike[u][None], rot)
-        self._v[:, p + lo:p + hi] = rotate(self._v_spike[u][None], rot)
+        k, v = rotate(self._k_spike[u][None], rot), rotate(self._v_spike[u][None], rot)  # (1, n, H, d)
+        if self.incremental:
+            self._inc.add(times, k[0], v[0])
+        else:
+            p = self._p
+            self._k[:, p + lo:p + hi], self._v[:, p + lo:p + hi] = k, v
         self._hi = hi
         self._last_time = float(times[-1])
         return n
@@ -284,14 +311,17 @@ class StreamingDecoder(PacketRules):
         p, lo, hi = self._p, self._lo, self._hi
         times, units, k, v = self._times, self._units, self._k, self._v
         if cap != len(times):
+            self._times, self._units = np.zeros(cap, np.float64), np.zeros(cap, np.int64)
+        self._times[:live], self._units[:live] = times[lo:hi].copy(), units[lo:hi].copy()
+        self._lo, self._hi = 0, live
+        if self.incremental:
+            return
+        if cap != len(times):
             shape = (1, p + cap, self._heads, self._head_dim)
             self._k = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self._v = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            self._times, self._units = np.zeros(cap, np.float64), np.zeros(cap, np.int64)
-        self._times[:live], self._units[:live] = times[lo:hi].copy(), units[lo:hi].copy()
         self._k[:, p:p + live] = k[:, p + lo:p + hi].clone()
         self._v[:, p:p + live] = v[:, p + lo:p + hi].clone()
-        self._lo, self._hi = 0, live
 
     @torch.inference_mode()
     def decode(self, t: float) -> np.ndarray:
@@ -310,25 +340,42 @@ class StreamingDecoder(PacketRules):
         a = self._lo + int(np.searchsorted(live, t0, side="left"))
         b = self._lo + int(np.searchsorted(live, t, side="left"))
         m, p, n_u = self.model, self._p, self.n_units
-        # START/END tokens go in the n_units*2 slots just before the window's first spike: spikes there are
-        # older than t - window and, since decode times never decrease, never needed again.
         edge = m.rotary(torch.tensor([[t0, t]], dtype=torch.float64, device=self.device))  # absolute times
         at_start, at_end = edge[:, :1], edge[:, 1:]
-        s = a  # buffer slot of spike a - 2 * n_units
-        self._k[:, s:s + n_u] = rotate(self._k_start, at_start)
-        self._v[:, s:s + n_u] = rotate(self._v_start, at_start)
-        self._k[:, s + n_u:s + p] = rotate(self._k_end, at_end)
-        self._v[:, s + n_u:s + p] = rotate(self._v_end, at_end)
-        k, v = self._k[:, s:p + b], self._v[:, s:p + b]  # (1, m, H, d) views, already rotated
-        # encoder: latent queries rotated by their absolute times, over the window's keys
-        lat_rot = m.rotary(self._lat_times + t0)
-        lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
+        if self.incremental:  # START/END tokens fresh, spikes from the blocks' partials
+            k_edge = torch.cat([rotate(self._k_start, at_start), rotate(self._k_end, at_end)], 1)[0]
+            v_edge = torch.cat([rotate(self._v_start, at_start), rotate(self._v_end, at_end)], 1)[0]
+            avg, lat_rot = self._inc.attend(t, k_edge, v_edge)  # (1, n_lat, H, d), rotations at absolute times
+            lat = m.encoder.finish(self._lat, m.encoder.attn.finish(avg, lat_rot))
+        else:
+            # START/END tokens go in the n_units*2 slots just before the window's first spike: spikes there are
+            # older than t - window and, since decode times never decrease, never needed again.
+            s = a  # buffer slot of spike a - 2 * n_units
+            self._k[:, s:s + n_u] = rotate(self._k_start, at_start)
+            self._v[:, s:s + n_u] = rotate(self._v_start, at_start)
+            self._k[:, s + n_u:s + p] = rotate(self._k_end, at_end)
+            self._v[:, s + n_u:s + p] = rotate(self._v_end, at_end)
+            k, v = self._k[:, s:p + b], self._v[:, s:p + b]  # (1, m, H, d) views, already rotated
+            # encoder: latent queries rotated by their absolute times, over the window's keys
+            lat_rot = m.rotary(self._absolute_latent_times(t0) if self._absolute else self._lat_times + t0)
+            lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
+        # processor and read-out: latent times from the window start, as the tokenizer gives them offline
+        rel_rot = self._lat_rot
+        if self._absolute:
+            rel_rot = m.rotary(torch.from_numpy(self._tok.latents(t0=t0)[1])[None].to(self.device))
         for block in m.processor:
-            lat = block(lat, self._lat_rot)
-        out = m.norm_out(m.decoder(self._query, self._out_rot, lat, self._lat_rot))
+            lat = block(lat, rel_rot)
+        out = m.norm_out(m.decoder(self._query, self._out_rot, lat, rel_rot))
         self._lo = a  # spikes before t - window are dead from now on
         self._last_decode = t
         return self._readout(out[0, 0]).float()
+
+    def _absolute_latent_times(self, t0: float) -> torch.Tensor:
+        """Session times (1, n_lat) of the latents of the window starting at t0 (absolute grid, grid-major)."""
+        step, n_lat = self.model.config.latent_step, self._lat_times.shape[1]
+        L = self.model.config.num_latents_per_step
+        times = np.repeat(grid_times(grid_start(t0, step), n_lat // L, step), L)
+        return torch.from_numpy(times)[None].to(self.device)
 
     def window_spikes(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Buffered spikes in [t - window, t): local unit indices and times relative to t - window (for checks)."""

@@ -1,0 +1,136 @@
+"""The encoder's cross-attention computed incrementally, for models whose latents sit on the absolute time grid.
+
+With `latent_grid="absolute"` a latent is a fixed point (k + 0.5) * step of the session clock, so its score with
+a spike (both rotated by their absolute times) does not change while both are in the window. Each block of
+pushed spikes therefore keeps, per latent grid point it can meet (|tau - s| < window) and per head, the partial
+softmax sums of flash attention: the running max m, l = sum exp(score - m) and o = sum exp(score - m) v.
+A decode merges the partials of the blocks inside its window (M = max m; L = sum l e^(m - M); O = sum o e^(m - M);
+average = O / L) with those of the START/END tokens (fresh: they sit at the window's edges). Expiring a block
+is dropping its partial (nothing is subtracted); only a block straddling an edge of the window is recomputed,
+over its spikes inside. A decode costs the new spikes times the latents they meet, plus merging the blocks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..model.rotary import RotaryTimeEmbedding, rotate
+from ..tokenize.tokenizer import grid_start, grid_times
+
+Partial = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # m (H, N), l (H, N), o (H, N, d)
+
+
+def partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> Partial:
+    """Softmax partial sums of queries q (H, N, d) over keys and values k, v (H, n, d), n >= 1: the max score
+    m (H, N), l = sum exp(score - m) (H, N) and o = sum exp(score - m) v (H, N, d); score = q . k * scale."""
+    s = torch.matmul(q, k.transpose(1, 2)) * scale  # (H, N, n)
+    m = s.amax(-1)
+    e = torch.exp(s - m.unsqueeze(-1))
+    return m, e.sum(-1), torch.matmul(e, v)
+
+
+def merge(parts: list[Partial]) -> torch.Tensor:
+    """The attention average (H, N, d) over all keys of the partials (as flash attention merges blocks)."""
+    if len(parts) == 1:
+        m, l, o = parts[0]
+        return o / l.unsqueeze(-1)
+    m = torch.stack([p[0] for p in parts])  # (P, H, N)
+    w = torch.exp(m - m.amax(0))
+    total = (torch.stack([p[1] for p in parts]) * w).sum(0)
+    out = (torch.stack([p[2] for p in parts]) * w.unsqueeze(-1)).sum(0)
+    return out / total.unsqueeze(-1)
+
+
+@dataclass
+class Block:
+    """A run of pushed spikes (time-sorted) and its partials for latent grid points g0 .. g0 + n_grid - 1."""
+
+    times: np.ndarray  # (n,) absolute spike times
+    k: torch.Tensor  # (H, n, d) keys rotated by the spike times
+    v: torch.Tensor  # (H, n, d) values rotated by the spike times
+    g0: int
+    n_grid: int
+    part: Partial  # over the n_grid * L latents, grid-major
+
+    @property
+    def t_min(self) -> float:
+        return float(self.times[0])
+
+    @property
+    def t_max(self) -> float:
+        return float(self.times[-1])
+
+
+class IncrementalEncoder:
+    """Blocks of rotated spike keys/values with their softmax partials; `attend` gives the window's averages.
+
+    q_lat (L, H, d): the encoder's latent queries (normed, projected, not rotated), one per latent id.
+    Blocks span at most `block_span` s (a longer packet is cut), so one spans a bounded number of grid points.
+    """
+
+    def __init__(self, q_lat: torch.Tensor, rotary: RotaryTimeEmbedding, step: float, window: float,
+                 block_span: float | None = None):
+        self.q_lat, self.rotary, self.step, self.window = q_lat, rotary, float(step), float(window)
+        self.n_ids, self.heads, self.head_dim = q_lat.shape
+        self.scale = self.head_dim ** -0.5  # as F.scaled_dot_product_attention
+        self.n_steps = int(round(self.window / self.step))  # grid points per window
+        self.block_span = self.step if block_span is None else float(block_span)
+        self.blocks: deque[Block] = deque()
+
+    def clear(self) -> None:
+        self.blocks.clear()
+
+    def grid_rotation(self, g0: int, n: int) -> torch.Tensor:
+        """Rotations (n, 1, 1, d/2) of grid points g0 .. g0 + n - 1 at their absolute times."""
+        t = torch.from_numpy(grid_times(g0, n, self.step)).to(self.q_lat.device)
+        return self.rotary(t[None]).reshape(n, 1, 1, -1)
+
+    def queries(self, rot: torch.Tensor) -> torch.Tensor:
+        """Rotated latent queries (H, n * L, d) of n grid points with rotations rot (n, 1, 1, d/2), grid-major."""
+        n = rot.shape[0]
+        q = rotate(self.q_lat.expand(n, *self.q_lat.shape), rot)  # (n, L, H, d)
+        return q.reshape(n * self.n_ids, self.heads, self.head_dim).transpose(0, 1)
+
+    def add(self, times: np.ndarray, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Spikes at sorted absolute times (n,) with rotated keys and values k, v (n, H, d): new blocks."""
+        start = 0
+        while start < len(times):
+            end = int(np.searchsorted(times, times[start] + self.block_span, side="left"))
+            end = max(end, start + 1)
+            t = times[start:end]
+            # every grid point tau with |tau - s| < window for a spike s of the block, one spare on each side
+            g0 = grid_start(float(t[0]) - self.window, self.step) - 1
+            n = grid_start(float(t[-1]) + self.window, self.step) + 1 - g0
+            kb, vb = k[start:end].transpose(0, 1).contiguous(), v[start:end].transpose(0, 1).contiguous()
+            part = partial(self.queries(self.grid_rotation(g0, n)), kb, vb, self.scale)
+            self.blocks.append(Block(t.copy(), kb, vb, g0, n, part))
+            start = end
+
+    def attend(self, t: float, k_edge: torch.Tensor, v_edge: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention averages (1, n_latents, H, d) of the latents of window [t - window, t) over its spikes and
+        the edge (START/END) tokens k_edge, v_edge (m, H, d), rotated; and the latents' rotations
+        (1, n_latents, 1, d/2) at their absolute times. Drops the blocks older than the window."""
+        t0 = t - self.window
+        while self.blocks and self.blocks[0].t_max < t0:
+            self.blocks.popleft()  # decode times never decrease: never needed again
+        g0, n, L = grid_start(t0, self.step), self.n_steps, self.n_ids
+        rot = self.grid_rotation(g0, n)
+        q = self.queries(rot)  # (H, n * L, d)
+        parts = [partial(q, k_edge.transpose(0, 1), v_edge.transpose(0, 1), self.scale)]
+        for b in self.blocks:
+            if b.t_min >= t:
+                break  # this block and all later ones are after the window
+            if b.t_min >= t0 and b.t_max < t:  # inside: its partial, for the window's grid points
+                r = (g0 - b.g0) * L
+                assert 0 <= g0 - b.g0 and g0 + n <= b.g0 + b.n_grid, "block partial misses a window latent"
+                parts.append(tuple(p[:, r:r + n * L] for p in b.part))
+            else:  # straddles an edge: only its spikes inside, computed for this window
+                a, c = np.searchsorted(b.times, [t0, t], side="left")
+                if c > a:
+                    parts.append(partial(q, b.k[:, a:c], b.v[:, a:c], self.scale))
+        out = merge(parts).transpose(0, 1).unsqueeze(0)  # (1, n * L, H, d)
+        return out, rot.repeat_interleave(L, 0).reshape(1, n * L, 1, -1)
