@@ -62,6 +62,7 @@ def replay(
     keep_moving: Annotated[Optional[float], typer.Option(help="NWB files: score only position samples moving > PX over 1 s (as `prepare --keep-moving`).", metavar="PX")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")] = None,
+    incremental: Annotated[Optional[bool], typer.Option("--incremental/--no-incremental", help="Merge per-packet attention partials (cost follows the new spikes); exact only for models trained with model.latent_grid=absolute. Default: on for those models, off for the others.", show_default=False)] = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Stream through a model exported by `spiketok export` (its FILE.json beside it) instead of a checkpoint: `replay --onnx model.onnx FILE`.")] = None,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
@@ -81,6 +82,8 @@ def replay(
 
         if file is not None:
             fail("with --onnx give only the session FILE: the exported model replaces the checkpoint")
+        if incremental:
+            fail("--incremental applies to checkpoints; an exported model decodes whole windows")
         file, exported, model = checkpoint, *load_exported(onnx, threads)
     else:
         model = load_model(checkpoint) if checkpoint is not None else None  # a damaged or pickled file: one `error:` line
@@ -93,7 +96,8 @@ def replay(
         session, target = open_recording(file, model, target, keep_moving)
         intervals = _intervals(model, session, split)
         decoder_model = exported if onnx is not None else model  # replay streams through either
-        result = run_replay(decoder_model, session, intervals, every=every, speed=sp, target=target, limit=limit)
+        result = run_replay(decoder_model, session, intervals, every=every, speed=sp, target=target, limit=limit,
+                            incremental=incremental)
     except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
         fail(str(e))
     s = result.summary()
@@ -109,6 +113,7 @@ def replay(
     table.add_row("decode only median / p99", f"{s['decode_ms']['median']:.2f} / {s['decode_ms']['p99']:.2f} ms")
     table.add_row("decodes over budget", f"{s['over_budget']} (latency > {1e3 * every:g} ms)")
     table.add_row("wall time", f"{s['wall_s']:.1f} s")
+    table.add_row("encoder", "incremental (per-packet partials)" if s["incremental"] else "whole window per decode")
     if "r2" in s:
         per_dim = ", ".join(f"{d}={v:.3f}" for d, v in zip(s["dims"], s["r2_per_dim"]))
         table.add_row(f"R² ({result.target})", f"{s['r2']:.3f} ({per_dim}; {s['n_scored']:,} scored)")

@@ -39,6 +39,7 @@ class ReplayResult:
     decode_ms: np.ndarray  # (N,) time of the decode itself
     every: float
     wall_s: float  # wall-clock time of the whole replay
+    incremental: bool = False  # the decoder merged per-packet attention partials (StreamingDecoder incremental)
 
     @property
     def latency_ms(self) -> np.ndarray:
@@ -56,7 +57,7 @@ class ReplayResult:
         lat = self.latency_ms
         out = {
             "session": self.session, "target": self.target, "n_decodes": int(len(self.times)), "every_s": self.every,
-            "stream_s": float(len(self.times) * self.every), "wall_s": self.wall_s,
+            "stream_s": float(len(self.times) * self.every), "wall_s": self.wall_s, "incremental": self.incremental,
             "latency_ms": {"median": float(np.median(lat)), "p99": float(np.percentile(lat, 99)),
                            "max": float(lat.max()), "mean": float(lat.mean())} if len(lat) else {},
             "decode_ms": {"median": float(np.median(self.decode_ms)), "p99": float(np.percentile(self.decode_ms, 99))}
@@ -95,6 +96,7 @@ def replay(
     target: str | None = None,
     limit: float | None = None,
     progress: bool = True,
+    incremental: bool | None = None,
 ) -> ReplayResult:
     """Stream a recorded session through a StreamingDecoder (or, for a model exported with `spiketok export`,
     an ExportedStreamingDecoder), decoding every `every` s inside `intervals`.
@@ -104,13 +106,14 @@ def replay(
     speed: None = as fast as possible; a factor of real time (1.0 = real time) paces the packets by the
     wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session
     (from one window after its start). Python's garbage collector is paused during the loop.
+    incremental: StreamingDecoder's choice (None = incremental for models with latents on the absolute grid).
     """
     if every <= 0:
         raise ValueError(f"every must be positive, got {every}")
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
     if isinstance(model, POYO):
-        dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids)
+        dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids, incremental=incremental)
         n_dims = model.readouts[dec.target].out_features
     else:
         from .exported import ExportedStreamingDecoder
@@ -153,7 +156,7 @@ def replay_decoder(dec, n_dims: int, session: SessionLike, intervals: Intervals 
     else:
         y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(n_dims)]
     return ReplayResult(session.id, dec.target, dims, times_a, y_pred, y_true, weights, np.array(push_ms),
-                        np.array(decode_ms), every, time.perf_counter() - tic_all)
+                        np.array(decode_ms), every, time.perf_counter() - tic_all, bool(getattr(dec, "incremental", False)))
 
 
 def stream_grids(dec: StreamingDecoder, session: SessionLike, grids: list[np.ndarray],
