@@ -1,9 +1,11 @@
 """Benchmark real-time streaming decoding: latency per decode on one CPU core, and R² against offline.
 
 Simulates one 200-unit session at about 20 Hz per unit (10 minutes of reaching, block splits), trains a
-tiny causal model and a tiny offline model on it for the same number of steps, then streams one held-out
-60 s test block through `spiketok.stream.replay`: a decode every 20 ms (3,000 decodes), 20 ms spike
-packets, `torch.set_num_threads(1)`. For poyo-1.3M the latency is measured with random weights (latency
+tiny causal model, a tiny causal model with its latents on the absolute time grid and a tiny offline model on
+it for the same number of steps, then streams one held-out 60 s test block through `spiketok.stream.replay`:
+a decode every 20 ms (3,000 decodes), 20 ms spike packets, `torch.set_num_threads(1)`. Two paths: the
+whole-window decoder (window-relative latents) and the incremental one (absolute grid: per-packet softmax
+partials merged at each decode). For poyo-1.3M the latency is measured with random weights (latency
 does not depend on the weights; training it on this CPU takes too long) unless --train-large is given.
 Writes its section of docs/benchmarks.md; refuses to when the machine was loaded (see provenance.py),
 unless --allow-load.
@@ -51,7 +53,7 @@ def simulate(path: Path, seed: int = 0, duration: float = DURATION) -> Path:
 
 
 def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | None, size: str = "tiny",
-               threads: int = 1):
+               threads: int = 1, grid: str = "window"):
     """Train a model on the session (CPU); returns the loaded model, the training seconds and steps.
 
     A run folder that already holds model.ckpt and train.json from an earlier run with the same settings is reused.
@@ -63,6 +65,8 @@ def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | N
     over = ["target=hand_velocity", f"max_steps={steps}", f"causal={str(causal).lower()}", "steps_per_epoch=100",
             "eval_stride=1.0", "warmup_steps=50",
             "model.window=1", "batch_size=32"]  # the streaming target's setting: 1 s of context (no window pilots)
+    if grid != "window":
+        over.append(f"model.latent_grid={grid}")
     if minutes:
         over.append(f"max_minutes={minutes}")
     done = run_dir / "train.json"
@@ -79,14 +83,14 @@ def train_tiny(data, run_dir: Path, steps: int, causal: bool, minutes: float | N
     return load(result.checkpoint), seconds, result.steps
 
 
-def random_model(size: str, session):
-    """An untrained causal model of `size` registered with the session (for latency only)."""
+def random_model(size: str, session, grid: str = "window"):
+    """An untrained causal model of `size` with latents on `grid`, registered with the session (for latency only)."""
     from spiketok.data.storage import SessionDataset
     from spiketok.model import POYO, model_config
     from spiketok.train.data import register_sessions
 
     torch.manual_seed(0)
-    model = POYO(model_config({"size": size, "dropout": 0.0}))
+    model = POYO(model_config({"size": size, "dropout": 0.0, "latent_grid": grid}))
     targets = register_sessions(model, SessionDataset([session.path]), "hand_velocity")
     model.hparams = {"train": {"causal": True}, "targets": targets}
     return model.eval()
@@ -94,7 +98,8 @@ def random_model(size: str, session):
 
 def stream(model, session, repeats: int, seconds: float = STREAM_S) -> dict:
     """Replay the first test block on one thread `repeats` times; the run with the lowest p99 latency
-    (the least disturbed by other jobs), with every run's p99 and the load average around the runs."""
+    (the least disturbed by other jobs), with every run's p99 and the load average around the runs.
+    The decoder path follows the model: incremental for latents on the absolute grid, else the whole window."""
     from spiketok.data.session import Intervals
     from spiketok.stream import replay
 
@@ -113,6 +118,7 @@ def stream(model, session, repeats: int, seconds: float = STREAM_S) -> dict:
     s["r2_stream"] = s.pop("r2", float("nan"))
     s["stream_interval"] = [float(iv.start[0]), float(iv.end[0])]
     s["result"] = r
+    s["path"] = "incremental" if r.incremental else "whole window"
     return s
 
 
@@ -140,13 +146,19 @@ def max_diff(model, session, result) -> float:
     return float(np.abs((result.y_pred[sel] - pred) / std).max())
 
 
-def flops_per_decode(c, n_tokens: int) -> tuple[float, float]:
+def flops_per_decode(c, n_tokens: int, new_spikes: float | None = None) -> tuple[float, float]:
     """FLOPs (2 x multiply-adds) of one decode: (encoder attention over the n_tokens keys, everything):
     the encoder's attention and feed-forward plus the latent self-attention blocks (the output query's
-    decoder is negligible). `c` is the model's ModelConfig."""
+    decoder is negligible). `c` is the model's ModelConfig. With `new_spikes` (spikes per packet), the
+    incremental path: the new spikes against every latent they can meet (2 windows of grid points), once
+    more for the packet straddling the window's start, and the START/END tokens (n_tokens - spikes per window)."""
     n_lat = c.num_latents_per_step * int(round(c.window / c.latent_step))
     cross, inner, ffn = c.cross_heads * c.head_dim, c.self_heads * c.head_dim, 3 * c.ffn_mult * c.dim * c.dim
-    attn = 2 * n_lat * n_tokens * cross
+    pairs = n_lat * n_tokens
+    if new_spikes is not None:
+        n_meet = c.num_latents_per_step * (2 * int(round(c.window / c.latent_step)) + 3)
+        pairs = (n_meet + n_lat) * new_spikes + n_lat * 2 * N_UNITS
+    attn = 2 * pairs * cross
     enc = attn + n_lat * cross * c.dim + n_lat * ffn
     layer = 4 * n_lat * c.dim * inner + 2 * n_lat * n_lat * inner + n_lat * ffn
     return 2.0 * attn, 2.0 * (enc + c.depth * layer)
@@ -192,45 +204,58 @@ def main() -> None:
     rows, notes = [], []
     th = args.train_threads
     causal, t_causal, n_causal = train_tiny(data, args.out / "tiny_causal", args.steps, True, args.minutes, threads=th)
+    absolute, t_abs, n_abs = train_tiny(data, args.out / "tiny_causal_absolute", args.steps, True, args.minutes,
+                                        threads=th, grid="absolute")
     offl, t_off, n_off = train_tiny(data, args.out / "tiny_offline", args.steps, False, args.minutes, threads=th)
-    s = stream(causal, session, args.repeats, args.stream_seconds)
     from spiketok.data.session import Intervals
 
-    iv = Intervals(s["stream_interval"][:1], s["stream_interval"][1:])
-    s.update(size="tiny", weights=f"trained causal, {n_causal} steps ({t_causal / 60:.1f} min)",
-             r2_offline=offline_r2(causal, session, iv), r2_offline_model=offline_r2(offl, session, iv),
-             diff=max_diff(causal, session, s["result"]), flops=flops_per_decode(causal.config, int(rate * N_UNITS) + 2 * N_UNITS)[1],
-             flops_enc=flops_per_decode(causal.config, int(rate * N_UNITS) + 2 * N_UNITS)[0])
-    rows.append(s)
-    if args.train_large:
-        large, t_large, n_large = train_tiny(data, args.out / "large_causal", args.steps, True, args.minutes,
-                                             "poyo-1.3M", th)
-        weights = f"trained causal, {n_large} steps ({t_large / 60:.1f} min)"
-    else:
-        large, weights = random_model("poyo-1.3M", session), "random (latency only)"
-    s = stream(large, session, args.repeats, args.stream_seconds)
-    s.update(size="poyo-1.3M", weights=weights, diff=max_diff(large, session, s["result"]),
-             flops=flops_per_decode(large.config, int(rate * N_UNITS) + 2 * N_UNITS)[1],
-             flops_enc=flops_per_decode(large.config, int(rate * N_UNITS) + 2 * N_UNITS)[0])
-    if args.train_large:
-        s.update(r2_offline=offline_r2(large, session, iv))
-    rows.append(s)
+    n_tokens = int(rate * N_UNITS) + 2 * N_UNITS
+
+    def flops(c) -> dict:
+        per_packet = rate * N_UNITS * EVERY if c.latent_grid == "absolute" else None  # incremental path
+        enc, total = flops_per_decode(c, n_tokens, per_packet)
+        return {"flops": total, "flops_enc": enc}
+
+    iv = None
+    for model, t_train, n_train in ((causal, t_causal, n_causal), (absolute, t_abs, n_abs)):
+        s = stream(model, session, args.repeats, args.stream_seconds)
+        iv = Intervals(s["stream_interval"][:1], s["stream_interval"][1:])
+        s.update(size="tiny", grid=model.config.latent_grid,
+                 weights=f"trained causal, {n_train} steps ({t_train / 60:.1f} min)",
+                 r2_offline=offline_r2(model, session, iv), diff=max_diff(model, session, s["result"]),
+                 **flops(model.config))
+        rows.append(s)
+    rows[0]["r2_offline_model"] = offline_r2(offl, session, iv)
+    for grid in ("window", "absolute"):
+        if args.train_large:
+            large, t_large, n_large = train_tiny(data, args.out / f"large_causal_{grid}", args.steps, True,
+                                                 args.minutes, "poyo-1.3M", th, grid)
+            weights = f"trained causal, {n_large} steps ({t_large / 60:.1f} min)"
+        else:
+            large, weights = random_model("poyo-1.3M", session, grid), "random (latency only)"
+        s = stream(large, session, args.repeats, args.stream_seconds)
+        s.update(size="poyo-1.3M", grid=grid, weights=weights, diff=max_diff(large, session, s["result"]),
+                 **flops(large.config))
+        if args.train_large:
+            s.update(r2_offline=offline_r2(large, session, iv))
+        rows.append(s)
+    tiny, tiny_inc, big_row, big_inc = rows  # whole-window and incremental paths of each size
 
     def r2(v) -> str:
         return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
-    table = ["| model | weights | latency median | latency p99 | max | p99 of each run | decode-only p99 | R² streamed "
-             "| R² offline (same model) | max stream-offline diff | GFLOP/decode |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    table = ["| model | latents / decoder path | weights | latency median | latency p99 | max | p99 of each run "
+             "| decode-only p99 | R² streamed | R² offline (same model) | max stream-offline diff | GFLOP/decode |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in rows:
         lat = s["latency_ms"]
-        table.append(f"| `{s['size']}` | {s['weights']} | {lat['median']:.2f} ms | **{lat['p99']:.2f} ms** | "
+        table.append(f"| `{s['size']}` | {s['grid']} grid, {s['path']} | {s['weights']} | {lat['median']:.2f} ms | "
+                     f"**{lat['p99']:.2f} ms** | "
                      f"{lat['max']:.1f} ms | {', '.join(f'{v:.1f}' for v in s['p99_runs'])} ms | "
                      f"{s['decode_ms']['p99']:.2f} ms | "
                      f"{r2(s['r2_stream']) if not s['weights'].startswith('random') else '-'} | "
                      f"{r2(s.get('r2_offline'))} | {s['diff']:.1e} | {s['flops'] / 1e9:.2f} |")
-    tiny = rows[0]
-    meets = {s["size"]: s["latency_ms"]["p99"] < TARGET_MS for s in rows}
+    meets = {f"{s['size']}, {s['path']}": s["latency_ms"]["p99"] < TARGET_MS for s in rows}
     big = large.config
     n_tok = lambda c: int(rate * N_UNITS * c.window) + 2 * N_UNITS  # noqa: E731
     full = flops_per_decode(big, n_tok(big))[1]
@@ -239,15 +264,15 @@ def main() -> None:
     half_win = dataclasses.replace(big, window=big.window / 2)
     half_win = flops_per_decode(half_win, n_tok(half_win))[1] / full
     load.stop()
-    need = "" if meets["poyo-1.3M"] else (
-        f"A {TARGET_MS:g} ms p99 for poyo-1.3M would need ~{rows[1]['flops'] / (TARGET_MS / 1e3) / 1e9:.0f} GFLOP/s "
+    need = "" if meets["poyo-1.3M, whole window"] else (
+        f"A {TARGET_MS:g} ms p99 for poyo-1.3M would need ~{big_row['flops'] / (TARGET_MS / 1e3) / 1e9:.0f} GFLOP/s "
         "sustained on one core: more cores or a GPU, fewer latents or a shorter window (by the FLOP count above, "
         f"half the latents per step leave {100 * half_lat:.0f}% of poyo-1.3M's FLOPs per decode, half the window "
         f"{100 * half_win:.0f}%), or lower-precision kernels (not tried).")
     data_row = (f"simulated reaching, 1 session, {N_UNITS} units, {duration / 60:g} min, `hand_velocity` at 100 Hz, "
                 "block splits")
-    train_row = (f"tiny: {n_causal} causal and {n_off} offline steps of batch 32 ({t_causal / 60:.1f} and "
-                 f"{t_off / 60:.1f} min, {th} thread{'s' if th > 1 else ''})")
+    train_row = (f"tiny: {n_causal} causal, {n_abs} causal absolute-grid and {n_off} offline steps of batch 32 "
+                 f"({t_causal / 60:.1f}, {t_abs / 60:.1f} and {t_off / 60:.1f} min, {th} thread{'s' if th > 1 else ''})")
     section = f"""
 ## Streaming decoding (real time, one CPU core)
 
@@ -266,15 +291,23 @@ decode (float32). Target: p99 under {TARGET_MS:g} ms for both sizes.
   {r2(tiny['r2_offline_model'])}. Streamed and offline decodes of the same windows agree to the
   "max diff" column (normalised units).
 - What limits it: the arithmetic per decode, fixed by the model ("GFLOP/decode"): the latents' cross-attention
-  over every token of the window (~{rate * N_UNITS:,.0f} spikes + {2 * N_UNITS} START/END tokens: {100 * rows[0]['flops_enc'] / rows[0]['flops']:.0f}% of tiny's
-  FLOPs, {100 * rows[1]['flops_enc'] / rows[1]['flops']:.0f}% of poyo-1.3M's) and the latent self-attention blocks (the rest). Everything that does
+  over every token of the window (~{rate * N_UNITS:,.0f} spikes + {2 * N_UNITS} START/END tokens: {100 * tiny['flops_enc'] / tiny['flops']:.0f}% of tiny's
+  FLOPs, {100 * big_row['flops_enc'] / big_row['flops']:.0f}% of poyo-1.3M's) and the latent self-attention blocks (the rest). Everything that does
   not change between decodes is precomputed (per-unit keys/values of spike, START and END tokens; each spike's
   rotated key/value once, when it is pushed; latent queries and rotary tables; no copy of the window), so what
   remains is that arithmetic plus PyTorch's per-op overhead: at the median, tiny runs at
-  {rows[0]['flops'] / rows[0]['decode_ms']['median'] / 1e6:.0f} GFLOP/s and poyo-1.3M at {rows[1]['flops'] / rows[1]['decode_ms']['median'] / 1e6:.0f} GFLOP/s
+  {tiny['flops'] / tiny['decode_ms']['median'] / 1e6:.0f} GFLOP/s and poyo-1.3M at {big_row['flops'] / big_row['decode_ms']['median'] / 1e6:.0f} GFLOP/s
   on one core (float32). {need}
+- Incremental path (models trained with `model.latent_grid=absolute`: latents on the session clock's grid, so a
+  latent's score with a spike never changes while both are in the window): each packet's softmax partials are
+  computed once, on push, against the latents it can meet, and a decode merges those of the window's packets
+  with fresh START/END tokens, so the encoder's attention follows the new spikes, not the window: GFLOP/decode
+  {tiny_inc['flops'] / 1e9:.3f} vs {tiny['flops'] / 1e9:.3f} for tiny, {big_inc['flops'] / 1e9:.3f} vs {big_row['flops'] / 1e9:.3f}
+  for poyo-1.3M (encoder attention {100 * tiny_inc['flops_enc'] / tiny_inc['flops']:.0f}% and {100 * big_inc['flops_enc'] / big_inc['flops']:.0f}% of
+  those); the latent self-attention blocks are unchanged. The tiny absolute-grid model streamed R²
+  {r2(tiny_inc['r2_stream'])}, `evaluate`'s decoder of the same model {r2(tiny_inc['r2_offline'])}.
 - Machine load: 1-minute load average before and after each streaming run:
-  {'; '.join(f"`{s['size']}` " + ', '.join(f'{v:.1f}' for v in s['load']) for s in rows)}. Each model was streamed
+  {'; '.join(f"`{s['size']}` ({s['path']}) " + ', '.join(f'{v:.1f}' for v in s['load']) for s in rows)}. Each model was streamed
   {args.repeats} time(s) and the run with the lowest p99 is shown (all runs' p99 in the table).
 
 {footer(load, ("torch", "numpy", "spiketok"), "1 used for streaming", [("data", data_row), ("training", train_row)])}

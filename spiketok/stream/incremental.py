@@ -34,27 +34,24 @@ def partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> 
 
 
 def merge(parts: list[Partial]) -> torch.Tensor:
-    """The attention average (H, N, d) over all keys of the partials (as flash attention merges blocks)."""
-    if len(parts) == 1:
-        m, l, o = parts[0]
-        return o / l.unsqueeze(-1)
-    m = torch.stack([p[0] for p in parts])  # (P, H, N)
-    w = torch.exp(m - m.amax(0))
-    total = (torch.stack([p[1] for p in parts]) * w).sum(0)
-    out = (torch.stack([p[2] for p in parts]) * w.unsqueeze(-1)).sum(0)
-    return out / total.unsqueeze(-1)
+    """The attention average (H, N, d) over all keys of stacked partials m, l (P, H, N), o (P, H, N, d), each
+    entry of the list holding one or more (P) of them: merged as flash attention merges blocks."""
+    m, l, o = (torch.cat(x) if len(parts) > 1 else x[0] for x in zip(*parts))
+    w = torch.exp(m - m.amax(0))  # (P, H, N)
+    return (o * w.unsqueeze(-1)).sum(0) / (l * w).sum(0).unsqueeze(-1)
 
 
 @dataclass
 class Block:
-    """A run of pushed spikes (time-sorted) and its partials for latent grid points g0 .. g0 + n_grid - 1."""
+    """A run of pushed spikes (time-sorted) whose partials for latent grid points g0 .. g0 + n_grid - 1 are in
+    storage slot `slot` (IncrementalEncoder: grid point g at ring position g mod ring)."""
 
     times: np.ndarray  # (n,) absolute spike times
     k: torch.Tensor  # (H, n, d) keys rotated by the spike times
     v: torch.Tensor  # (H, n, d) values rotated by the spike times
     g0: int
     n_grid: int
-    part: Partial  # over the n_grid * L latents, grid-major
+    slot: int
 
     @property
     def t_min(self) -> float:
@@ -69,7 +66,9 @@ class IncrementalEncoder:
     """Blocks of rotated spike keys/values with their softmax partials; `attend` gives the window's averages.
 
     q_lat (L, H, d): the encoder's latent queries (normed, projected, not rotated), one per latent id.
-    Blocks span at most `block_span` s (a longer packet is cut), so one spans a bounded number of grid points.
+    Blocks span at most `block_span` s (a longer packet is cut), so one meets at most `ring` grid points. Their
+    partials live in one tensor per sum, (slots, H, ring * L[, d]): block slots in time order around a ring, grid
+    point g at position g mod ring, so a decode gathers every inside block's partial for its latents at once.
     """
 
     def __init__(self, q_lat: torch.Tensor, rotary: RotaryTimeEmbedding, step: float, window: float,
@@ -79,10 +78,27 @@ class IncrementalEncoder:
         self.scale = self.head_dim ** -0.5  # as F.scaled_dot_product_attention
         self.n_steps = int(round(self.window / self.step))  # grid points per window
         self.block_span = self.step if block_span is None else float(block_span)
+        self.ring = int(np.ceil(self.block_span / self.step)) + 2 * self.n_steps + 5
         self.blocks: deque[Block] = deque()
+        self._alloc(64)
+
+    def _alloc(self, slots: int) -> None:
+        """Partial storage for `slots` blocks; live blocks are copied over, in order, to slots 0, 1, ..."""
+        N, like = self.ring * self.n_ids, self.q_lat
+        m = like.new_empty(slots, self.heads, N)
+        l, o = torch.empty_like(m), like.new_empty(slots, self.heads, N, self.head_dim)
+        for i, b in enumerate(self.blocks):
+            m[i], l[i], o[i] = self.m[b.slot], self.l[b.slot], self.o[b.slot]
+            b.slot = i
+        self.m, self.l, self.o = m, l, o
 
     def clear(self) -> None:
         self.blocks.clear()
+
+    def _positions(self, g0: int, n: int) -> torch.Tensor:
+        """Storage positions (n * L,) of the latents of grid points g0 .. g0 + n - 1, grid-major."""
+        g = torch.arange(g0, g0 + n, device=self.q_lat.device) % self.ring
+        return (g[:, None] * self.n_ids + torch.arange(self.n_ids, device=g.device)).reshape(-1)
 
     def grid_rotation(self, g0: int, n: int) -> torch.Tensor:
         """Rotations (n, 1, 1, d/2) of grid points g0 .. g0 + n - 1 at their absolute times."""
@@ -105,9 +121,16 @@ class IncrementalEncoder:
             # every grid point tau with |tau - s| < window for a spike s of the block, one spare on each side
             g0 = grid_start(float(t[0]) - self.window, self.step) - 1
             n = grid_start(float(t[-1]) + self.window, self.step) + 1 - g0
+            assert n <= self.ring, "a block meets more grid points than its storage holds"
             kb, vb = k[start:end].transpose(0, 1).contiguous(), v[start:end].transpose(0, 1).contiguous()
             part = partial(self.queries(self.grid_rotation(g0, n)), kb, vb, self.scale)
-            self.blocks.append(Block(t.copy(), kb, vb, g0, n, part))
+            if len(self.blocks) == len(self.m):
+                self._alloc(2 * len(self.m))
+            slot = (self.blocks[-1].slot + 1) % len(self.m) if self.blocks else 0
+            pos = self._positions(g0, n)
+            for store, p in zip((self.m, self.l, self.o), part):
+                store[slot].index_copy_(1, pos, p)
+            self.blocks.append(Block(t.copy(), kb, vb, g0, n, slot))
             start = end
 
     def attend(self, t: float, k_edge: torch.Tensor, v_edge: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,17 +143,21 @@ class IncrementalEncoder:
         g0, n, L = grid_start(t0, self.step), self.n_steps, self.n_ids
         rot = self.grid_rotation(g0, n)
         q = self.queries(rot)  # (H, n * L, d)
-        parts = [partial(q, k_edge.transpose(0, 1), v_edge.transpose(0, 1), self.scale)]
+        parts = [tuple(p.unsqueeze(0) for p in partial(q, k_edge.transpose(0, 1), v_edge.transpose(0, 1), self.scale))]
+        inside: list[int] = []
         for b in self.blocks:
             if b.t_min >= t:
                 break  # this block and all later ones are after the window
-            if b.t_min >= t0 and b.t_max < t:  # inside: its partial, for the window's grid points
-                r = (g0 - b.g0) * L
-                assert 0 <= g0 - b.g0 and g0 + n <= b.g0 + b.n_grid, "block partial misses a window latent"
-                parts.append(tuple(p[:, r:r + n * L] for p in b.part))
+            if b.t_min >= t0 and b.t_max < t:  # inside: its stored partial, for the window's grid points
+                assert b.g0 <= g0 and g0 + n <= b.g0 + b.n_grid, "block partial misses a window latent"
+                inside.append(b.slot)
             else:  # straddles an edge: only its spikes inside, computed for this window
                 a, c = np.searchsorted(b.times, [t0, t], side="left")
                 if c > a:
-                    parts.append(partial(q, b.k[:, a:c], b.v[:, a:c], self.scale))
+                    parts.append(tuple(p.unsqueeze(0) for p in partial(q, b.k[:, a:c], b.v[:, a:c], self.scale)))
+        if inside:
+            slots = torch.tensor(inside, device=q.device)
+            pos = self._positions(g0, n)
+            parts.append(tuple(store.index_select(0, slots).index_select(2, pos) for store in (self.m, self.l, self.o)))
         out = merge(parts).transpose(0, 1).unsqueeze(0)  # (1, n * L, H, d)
         return out, rot.repeat_interleave(L, 0).reshape(1, n * L, 1, -1)
