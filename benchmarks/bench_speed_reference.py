@@ -155,9 +155,7 @@ def copy_reference_weights(ref: torch.nn.Module, ours: POYO) -> None:
         cross(ours.encoder, ref.enc_atn, ref.enc_ffn)
         for block, (atn, ffn_seq) in zip(ours.processor, ref.proc_layers):
             ln(block.norm_attn, atn.norm)
-            inner = atn.to_qkv.weight.shape[0] // 3
-            block.attn.to_q.weight.copy_(atn.to_qkv.weight[:inner])
-            block.attn.to_kv.weight.copy_(atn.to_qkv.weight[inner:])
+            block.attn.to_qkv.weight.copy_(atn.to_qkv.weight)
             lin(block.attn.to_out, atn.to_out)
             ffn(block, ffn_seq)
         cross(ours.decoder, ref.dec_atn, ref.dec_ffn)

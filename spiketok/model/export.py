@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.atomic import atomic_write
 from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
-from .attention import RotaryAttention
+from .attention import RotaryAttention, RotarySelfAttention
 from .poyo import POYO
 
 SIDECAR_FORMAT = "spiketok-export"
@@ -83,6 +83,15 @@ def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, to
     return att.to_out(out.reshape(-1, h * d))
 
 
+def _self_attend(att: RotarySelfAttention, x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RotarySelfAttention.forward for one window: x (n, dim) -> (n, dim)."""
+    h, d = att.heads, att.head_dim
+    q, k, v = (_rotate(t.reshape(-1, h, d), *rot) for t in att.to_qkv(x).chunk(3, dim=-1))
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
+    out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
+    return att.to_out(_rotate(out, *rot, inverse=True).reshape(-1, h * d))
+
+
 class WindowGraph(nn.Module):
     """POYO on one window for one behaviour task, denormalised: the graph `spiketok export` writes.
 
@@ -128,8 +137,7 @@ class WindowGraph(nn.Module):
         lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, enc.norm_ctx(x), x_rot)
         lat = lat + enc.ff(enc.norm_ff(lat))
         for block in self.processor:
-            h = block.norm_attn(lat)
-            lat = lat + _attend(block.attn, h, lat_rot, h, lat_rot)
+            lat = lat + _self_attend(block.attn, block.norm_attn(lat), lat_rot)
             lat = lat + block.ff(block.norm_ff(lat))
         q = F.embedding(session.expand(output_times.shape[0]), self.session_weight)  # (n_out, dim)
         dec = self.decoder

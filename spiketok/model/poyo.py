@@ -108,9 +108,11 @@ class POYO(nn.Module):
         latent_ang = self.rotary(batch.latent_times)  # (B, n_latents, 1, head_dim / 2)
         latents = self.encoder(latents, latent_ang, tokens, token_ang, batch.input_mask, ctx_index=token_row)
 
-        # 3. processed latents: self-attention among the latents
-        for block in self.processor:
-            latents = block(latents, latent_ang)  # (B, n_latents, dim)
+        # 3. processed latents: self-attention among the latents (rotations laid out per head once, for all blocks)
+        if len(self.processor):
+            proc_rot = self.processor[0].rotations(latent_ang)
+            for block in self.processor:
+                latents = block(latents, proc_rot)  # (B, n_latents, dim)
 
         # 4. output queries: the session embedding at each query's time reads the latents
         queries = self.session_emb(batch.output_sessions)  # (B, n_queries, dim)

@@ -211,6 +211,7 @@ class StreamingDecoder(PacketRules):
         enc = m.encoder
         self._q_lat = enc.query(self._lat).contiguous()  # (1, n_lat, H, d), not yet rotated
         self._lat_rot = m.rotary(self._lat_times)  # relative to the window start: constant
+        self._proc_rot = m.processor[0].rotations(self._lat_rot) if len(m.processor) else None
         self._out_rot = m.rotary(torch.tensor([[self.window]], dtype=torch.float64, device=self.device))
         self._query = m.session_emb.weight[sess_row].reshape(1, 1, -1)
         mean, std = m.normalizer.get(self.session_id, self.target)
@@ -324,7 +325,7 @@ class StreamingDecoder(PacketRules):
         lat_rot = m.rotary(self._lat_times + t0)
         lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
         for block in m.processor:
-            lat = block(lat, self._lat_rot)
+            lat = block(lat, self._proc_rot)
         out = m.norm_out(m.decoder(self._query, self._out_rot, lat, self._lat_rot))
         self._lo = a  # spikes before t - window are dead from now on
         self._last_decode = t
