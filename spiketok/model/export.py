@@ -147,7 +147,7 @@ class WindowGraph(nn.Module):
         return pred * self.std[session] + self.mean[session]
 
 
-def sidecar(model: POYO, target: str, graph_format: str) -> dict[str, Any]:
+def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float32") -> dict[str, Any]:
     """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it)."""
     from .. import __version__
 
@@ -160,6 +160,7 @@ def sidecar(model: POYO, target: str, graph_format: str) -> dict[str, Any]:
         "format_version": SIDECAR_VERSION,
         "spiketok_version": __version__,
         "graph": graph_format,
+        "precision": precision,
         "target": target,
         "dims": dims,
         "window": float(c.window),
@@ -213,11 +214,16 @@ def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> tuple[torch.Ten
             torch.zeros(1, dtype=torch.long))
 
 
-def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None) -> tuple[Path, Path]:
+def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None,
+                 int8: bool = False) -> tuple[Path, Path]:
     """Write `model` as an ONNX or TorchScript graph of one window (WindowGraph) at `out`, and its sidecar JSON
-    at `out`.json; returns both paths. Dynamic axes: the number of tokens and of output times."""
+    at `out`.json; returns both paths. Dynamic axes: the number of tokens and of output times.
+    int8 (ONNX only): weights of the matrix products quantized to int8 by onnxruntime's dynamic quantization
+    (activations quantized per call); its accuracy cost is measured in docs/benchmarks.md."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ExportError("int8 export is for ONNX graphs (onnxruntime's quantization); use --format onnx")
     if not len(model.unit_emb) or not len(model.session_emb):
         raise ExportError("this model has no units or no sessions in its vocabulary: train it first")
     target = default_target(model) if target is None else target
@@ -241,10 +247,27 @@ def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | 
                                   opset_version=ONNX_OPSET, dynamo=False,
                                   dynamic_axes={"input_units": tokens, "input_times": tokens, "input_types": tokens,
                                                 "output_times": {0: "n_out"}, OUTPUT_NAME: {0: "n_out"}})
+                if int8:
+                    _quantize_onnx(Path(tmp))
             else:
                 traced = torch.jit.trace(graph, example, check_trace=False)
                 torch.jit.save(traced, tmp)
     side = sidecar_path(out)
     with atomic_write(side) as tmp:
-        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt), indent=1))
+        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt, "int8" if int8 else "float32"), indent=1))
     return out, side
+
+
+def _quantize_onnx(path: Path) -> None:
+    """Replace the ONNX graph at `path` by its int8 dynamic quantization (weights int8 per output channel)."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ExportError("int8 export needs onnxruntime: pip install 'spiketok[export]'") from None
+    fp32 = path.with_name(path.name + ".fp32")
+    path.replace(fp32)
+    try:
+        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                         extra_options={"MatMulConstBOnly": True})  # weights only: not the attention products
+    finally:
+        fp32.unlink(missing_ok=True)
