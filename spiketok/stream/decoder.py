@@ -329,7 +329,7 @@ class StreamingDecoder(PacketRules):
         out = m.norm_out(m.decoder(self._query, self._out_rot, lat, self._lat_rot))
         self._lo = a  # spikes before t - window are dead from now on
         self._last_decode = t
-        return self._readout(out[0, 0]).float()
+        return self._readout(out[0])[0].float()  # (1, dim) -> (D,): quantized layers need 2-D inputs
 
     def window_spikes(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Buffered spikes in [t - window, t): local unit indices and times relative to t - window (for checks)."""
