@@ -22,13 +22,14 @@ from docsection import ENV
 
 HERE = Path(__file__).resolve().parent
 OWN_VENV = {"speed_reference": HERE.parent / "bench-venv" / "bin" / "python"}  # see bench_speed_reference.py
-TIMING = {"window_reads", "speed_reference", "streaming", "scaling"}  # take --allow-load
+TIMING = {"window_reads", "speed_reference", "streaming", "runtimes", "scaling"}  # take --allow-load
 # name -> (script and arguments of the full run, arguments of the quick run or None: long, skipped in --quick)
 BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "window_reads": (["bench_window_reads.py"], ["bench_window_reads.py", "--quick"]),
     "speed_reference": (["bench_speed_reference.py", "--profile", "--published-dropout"],
                         ["bench_speed_reference.py", "--quick", "--sizes", "tiny"]),
     "streaming": (["bench_streaming.py"], ["bench_streaming.py", "--quick"]),
+    "runtimes": (["bench_export_latency.py"], ["bench_export_latency.py", "--quick"]),
     "scaling": (["bench_scaling.py"], ["bench_scaling.py", "--quick"]),
     "accuracy_baselines": (["bench_accuracy_baselines.py", "--fresh"],
                            ["bench_accuracy_baselines.py", "--quick", "--fresh", "--only", "simulator"]),

@@ -127,6 +127,23 @@ def test_real_recording_windows(run: dict, tmp_path: Path) -> None:
     assert np.abs(onnx_run.y_pred - torch_run.y_pred).max() < TOL
 
 
+def test_int8_export_stays_close_and_says_so(run: dict, tmp_path: Path) -> None:
+    """`export --int8`: a smaller onnxruntime graph, sidecar precision "int8", outputs near PyTorch's: int8 weights
+    move them by more than the float graph's 1e-4 but by less than 5% of the behaviour's standard deviation."""
+    code, text = cli("export", run["ckpt"], "--out", tmp_path / "q.onnx", "--int8")
+    assert code == 0, text
+    assert json.loads(sidecar_path(tmp_path / "q.onnx").read_text())["precision"] == "int8"
+    assert json.loads(sidecar_path(run["onnx"]).read_text())["precision"] == "float32"
+    assert (tmp_path / "q.onnx").stat().st_size < 0.6 * run["onnx"].stat().st_size
+    model, session = run["model"], run["session"]
+    diff, spread, _ = compare(model, tmp_path / "q.onnx", session, session.id, windows(session, 6, seed=0))
+    std = float(np.min(model.normalizer.get(session.id, "hand_velocity")[1].numpy()))
+    print(f"int8 onnx: max abs difference {diff:.2e}, behaviour std {std:.2e}")
+    assert TOL < diff < 0.05 * std
+    code, text = cli("export", run["ckpt"], "--out", tmp_path / "q.pt", "--format", "torchscript", "--int8")
+    assert code == 2 and "int8 export is for ONNX graphs" in text
+
+
 def test_sidecar_describes_the_graph(run: dict) -> None:
     import onnxruntime as ort
 

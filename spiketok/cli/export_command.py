@@ -20,6 +20,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="The graph file to write; its sidecar goes to OUT.json.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime, C++, C#...) or torchscript (libtorch).")] = "onnx",
     target: Annotated[Optional[str], typer.Option(help="Behaviour task to export (default: the model's only or trained one).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="ONNX only: int8 weights (onnxruntime dynamic quantization); "
+                                       "speed and accuracy cost in docs/benchmarks.md.")] = False,
 ) -> None:
     """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
 
@@ -34,7 +36,7 @@ def export(
         fail(f"--out {out} is a folder: give a file name (e.g. {out / 'model.onnx'})")
     model = load_model(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
     try:
-        graph, side = export_model(model, out, fmt, target)
+        graph, side = export_model(model, out, fmt, target, int8=int8)
     except ExportError as e:
         fail(str(e))
     except OSError as e:

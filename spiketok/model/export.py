@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.atomic import atomic_write
 from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
-from .attention import RotaryAttention
+from .attention import RotaryAttention, RotarySelfAttention
 from .poyo import POYO
 
 SIDECAR_FORMAT = "spiketok-export"
@@ -83,6 +83,15 @@ def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, to
     return att.to_out(out.reshape(-1, h * d))
 
 
+def _self_attend(att: RotarySelfAttention, x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RotarySelfAttention.forward for one window: x (n, dim) -> (n, dim)."""
+    h, d = att.heads, att.head_dim
+    q, k, v = (_rotate(t.reshape(-1, h, d), *rot) for t in att.to_qkv(x).chunk(3, dim=-1))
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
+    out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
+    return att.to_out(_rotate(out, *rot, inverse=True).reshape(-1, h * d))
+
+
 class WindowGraph(nn.Module):
     """POYO on one window for one behaviour task, denormalised: the graph `spiketok export` writes.
 
@@ -128,8 +137,7 @@ class WindowGraph(nn.Module):
         lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, enc.norm_ctx(x), x_rot)
         lat = lat + enc.ff(enc.norm_ff(lat))
         for block in self.processor:
-            h = block.norm_attn(lat)
-            lat = lat + _attend(block.attn, h, lat_rot, h, lat_rot)
+            lat = lat + _self_attend(block.attn, block.norm_attn(lat), lat_rot)
             lat = lat + block.ff(block.norm_ff(lat))
         q = F.embedding(session.expand(output_times.shape[0]), self.session_weight)  # (n_out, dim)
         dec = self.decoder
@@ -139,7 +147,7 @@ class WindowGraph(nn.Module):
         return pred * self.std[session] + self.mean[session]
 
 
-def sidecar(model: POYO, target: str, graph_format: str) -> dict[str, Any]:
+def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float32") -> dict[str, Any]:
     """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it)."""
     from .. import __version__
 
@@ -152,6 +160,7 @@ def sidecar(model: POYO, target: str, graph_format: str) -> dict[str, Any]:
         "format_version": SIDECAR_VERSION,
         "spiketok_version": __version__,
         "graph": graph_format,
+        "precision": precision,
         "target": target,
         "dims": dims,
         "window": float(c.window),
@@ -205,11 +214,16 @@ def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> tuple[torch.Ten
             torch.zeros(1, dtype=torch.long))
 
 
-def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None) -> tuple[Path, Path]:
+def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None,
+                 int8: bool = False) -> tuple[Path, Path]:
     """Write `model` as an ONNX or TorchScript graph of one window (WindowGraph) at `out`, and its sidecar JSON
-    at `out`.json; returns both paths. Dynamic axes: the number of tokens and of output times."""
+    at `out`.json; returns both paths. Dynamic axes: the number of tokens and of output times.
+    int8 (ONNX only): weights of the matrix products quantized to int8 by onnxruntime's dynamic quantization
+    (activations quantized per call); its accuracy cost is measured in docs/benchmarks.md."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ExportError("int8 export is for ONNX graphs (onnxruntime's quantization); use --format onnx")
     if not len(model.unit_emb) or not len(model.session_emb):
         raise ExportError("this model has no units or no sessions in its vocabulary: train it first")
     if model.config.latent_grid != "window":
@@ -237,10 +251,27 @@ def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | 
                                   opset_version=ONNX_OPSET, dynamo=False,
                                   dynamic_axes={"input_units": tokens, "input_times": tokens, "input_types": tokens,
                                                 "output_times": {0: "n_out"}, OUTPUT_NAME: {0: "n_out"}})
+                if int8:
+                    _quantize_onnx(Path(tmp))
             else:
                 traced = torch.jit.trace(graph, example, check_trace=False)
                 torch.jit.save(traced, tmp)
     side = sidecar_path(out)
     with atomic_write(side) as tmp:
-        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt), indent=1))
+        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt, "int8" if int8 else "float32"), indent=1))
     return out, side
+
+
+def _quantize_onnx(path: Path) -> None:
+    """Replace the ONNX graph at `path` by its int8 dynamic quantization (weights int8 per output channel)."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ExportError("int8 export needs onnxruntime: pip install 'spiketok[export]'") from None
+    fp32 = path.with_name(path.name + ".fp32")
+    path.replace(fp32)
+    try:
+        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                         extra_options={"MatMulConstBOnly": True})  # weights only: not the attention products
+    finally:
+        fp32.unlink(missing_ok=True)

@@ -229,6 +229,7 @@ class StreamingDecoder(PacketRules):
         enc = m.encoder
         self._q_lat = enc.query(self._lat).contiguous()  # (1, n_lat, H, d), not yet rotated
         self._lat_rot = m.rotary(self._lat_times)  # relative to the window start: constant
+        self._proc_rot = m.processor[0].rotations(self._lat_rot) if len(m.processor) else None
         self._out_rot = m.rotary(torch.tensor([[self.window]], dtype=torch.float64, device=self.device))
         self._query = m.session_emb.weight[sess_row].reshape(1, 1, -1)
         mean, std = m.normalizer.get(self.session_id, self.target)
@@ -360,15 +361,16 @@ class StreamingDecoder(PacketRules):
             lat_rot = m.rotary(self._absolute_latent_times(t0) if self._absolute else self._lat_times + t0)
             lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
         # processor and read-out: latent times from the window start, as the tokenizer gives them offline
-        rel_rot = self._lat_rot
-        if self._absolute:
+        rel_rot, proc_rot = self._lat_rot, self._proc_rot
+        if self._absolute:  # they move with the window's phase on the grid
             rel_rot = m.rotary(torch.from_numpy(self._tok.latents(t0=t0)[1])[None].to(self.device))
+            proc_rot = m.processor[0].rotations(rel_rot) if len(m.processor) else None
         for block in m.processor:
-            lat = block(lat, rel_rot)
+            lat = block(lat, proc_rot)
         out = m.norm_out(m.decoder(self._query, self._out_rot, lat, rel_rot))
         self._lo = a  # spikes before t - window are dead from now on
         self._last_decode = t
-        return self._readout(out[0, 0]).float()
+        return self._readout(out[0])[0].float()  # (1, dim) -> (D,): quantized layers need 2-D inputs
 
     def _absolute_latent_times(self, t0: float) -> torch.Tensor:
         """Session times (1, n_lat) of the latents of the window starting at t0 (absolute grid, grid-major)."""
