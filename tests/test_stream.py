@@ -217,3 +217,30 @@ def test_replay_cli_streams_a_prepared_file(causal_run: dict, tmp_path: Path) ->
     assert bad.exit_code == 2 and "no 'nope' split" in bad.output
     bad = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--speed", "fast"])
     assert bad.exit_code != 0 and "--speed" in bad.output
+
+
+def test_replay_in_lower_precision_stays_close(causal_run: dict, tmp_path: Path) -> None:
+    """`replay --precision bfloat16|int8`: the same stream, outputs near float32's (< 10% of the behaviour's std),
+    the model itself untouched; a bad name and --precision with --onnx are one-line errors."""
+    model, session = causal_run["model"], causal_run["session"]
+    from spiketok.data.session import Intervals
+
+    test = np.asarray(model.hparams["splits"][session.id]["test"])
+    iv = Intervals(test[:1, 0], test[:1, 1])
+    ref = replay(model, session, iv, every=0.05, progress=False)
+    std = np.array(model.normalizer.stats[session.id]["hand_velocity"]["std"])
+    for precision in ("bfloat16", "int8"):
+        low = replay(model, session, iv, every=0.05, progress=False, precision=precision)
+        err = np.abs((low.y_pred - ref.y_pred) / std).max()
+        print(f"{precision}: max error {err:.4f} of the behaviour's std")
+        assert np.array_equal(low.times, ref.times) and 0 < err < 0.1
+    assert isinstance(model.encoder.attn.to_q, torch.nn.Linear)  # the model was not converted in place
+    out = tmp_path / "r.json"
+    ok = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--precision", "bfloat16",
+                             "--limit", "1", "--json", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(out.read_text())["n_decodes"] == 50
+    bad = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--precision", "fp8"])
+    assert bad.exit_code == 2 and "precision='fp8'" in bad.output
+    bad = runner.invoke(app, ["replay", str(causal_run["file"]), "--onnx", str(causal_run["ckpt"]), "--precision", "int8"])
+    assert bad.exit_code == 2 and "--precision applies to checkpoints" in bad.output

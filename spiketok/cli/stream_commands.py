@@ -63,6 +63,7 @@ def replay(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")] = None,
     incremental: Annotated[Optional[bool], typer.Option("--incremental/--no-incremental", help="Merge per-packet attention partials (cost follows the new spikes); exact only for models trained with model.latent_grid=absolute. Default: on for those models, off for the others.", show_default=False)] = None,
+    precision: Annotated[str, typer.Option(help="Arithmetic of the linear layers: float32, bfloat16, int8, or auto (bfloat16 where the CPU has it); accuracy cost in docs/benchmarks.md.")] = "float32",
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Stream through a model exported by `spiketok export` (its FILE.json beside it) instead of a checkpoint: `replay --onnx model.onnx FILE`.")] = None,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
@@ -84,6 +85,8 @@ def replay(
             fail("with --onnx give only the session FILE: the exported model replaces the checkpoint")
         if incremental:
             fail("--incremental applies to checkpoints; an exported model decodes whole windows")
+        if precision != "float32":
+            fail("--precision applies to checkpoints; export with --int8 for an int8 graph")
         file, exported, model = checkpoint, *load_exported(onnx, threads)
     else:
         model = load_model(checkpoint) if checkpoint is not None else None  # a damaged or pickled file: one `error:` line
@@ -97,7 +100,7 @@ def replay(
         intervals = _intervals(model, session, split)
         decoder_model = exported if onnx is not None else model  # replay streams through either
         result = run_replay(decoder_model, session, intervals, every=every, speed=sp, target=target, limit=limit,
-                            incremental=incremental)
+                            incremental=incremental, precision=precision)
     except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
         fail(str(e))
     s = result.summary()

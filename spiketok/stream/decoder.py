@@ -31,6 +31,7 @@ import torch
 
 from ..model.normalize import unnormalise
 from ..model.poyo import POYO
+from ..model.precision import with_precision
 from ..model.rotary import rotate
 from ..tokenize import TokenType
 from ..tokenize.tokenizer import grid_start, grid_times
@@ -143,6 +144,8 @@ class StreamingDecoder(PacketRules):
         incremental: merge per-packet softmax partials instead of attending over the whole window at each
             decode (same numbers); None (default) = when the model's latents are on the absolute time grid
             (`latent_grid="absolute"`), the only layout where it is exact (True on another raises ValueError).
+        precision: "float32" (default), "bfloat16", "int8" or "auto": the linear layers' arithmetic
+            (spiketok.model.precision; the model itself is not changed). Accuracy cost: docs/benchmarks.md.
 
     Timing: a decode at t uses the spikes pushed so far with times in [t - window, t) (times in the
     session's clock, seconds); the stream is taken as silent before its first spike. Decode times must
@@ -160,9 +163,11 @@ class StreamingDecoder(PacketRules):
         late: str = "raise",
         capacity: int = 16384,
         incremental: bool | None = None,
+        precision: str = "float32",
     ):
         if late not in ("raise", "drop"):
             raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        model = with_precision(model, precision)  # the model itself for float32; else a copy
         self.model, self.session_id, self.late = model.eval(), session_id, late
         c = model.config
         self.window = float(c.window if window is None else window)

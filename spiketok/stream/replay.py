@@ -97,6 +97,7 @@ def replay(
     limit: float | None = None,
     progress: bool = True,
     incremental: bool | None = None,
+    precision: str = "float32",
 ) -> ReplayResult:
     """Stream a recorded session through a StreamingDecoder (or, for a model exported with `spiketok export`,
     an ExportedStreamingDecoder), decoding every `every` s inside `intervals`.
@@ -107,13 +108,15 @@ def replay(
     wall clock. limit: stop after this many seconds of stream. Intervals default to the whole session
     (from one window after its start). Python's garbage collector is paused during the loop.
     incremental: StreamingDecoder's choice (None = incremental for models with latents on the absolute grid).
+    precision: StreamingDecoder's linear-layer arithmetic ("float32", "bfloat16", "int8", "auto"); POYO models only.
     """
     if every <= 0:
         raise ValueError(f"every must be positive, got {every}")
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
     if isinstance(model, POYO):
-        dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids, incremental=incremental)
+        dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids, incremental=incremental,
+                               precision=precision)
         n_dims = model.readouts[dec.target].out_features
     else:
         from .exported import ExportedStreamingDecoder

@@ -1,0 +1,153 @@
+"""Leave-one-file-out choice of the recipe's hand-set constants: chosen on four files, scored on the fifth.
+
+    python benchmarks/bench_lofo.py [--candidates default light strong] [--files NAME ...] [--jobs 2]
+        [--work DIR] [--recipe-work DIR] [--doc-only]
+
+The recipe chooses the window, steps, batch and patience from each file's own data (train and validation
+splits); what is still typed in is the regularisation of the `tiny` preset (dropout, weight decay). Each
+candidate below is trained on each of the five files in ../shared/data alone (`spiketok train --data FILE`
+plus the candidate's settings, nothing else), and scored on its validation split (best validation R², what
+early stopping keeps) and test split (`spiketok evaluate`). For each file, the candidate with the best mean
+validation R² over the OTHER four files is the one whose test R² that file reports: no file's own test (or
+validation) score chooses its settings. Beside it, the best of the three baselines on the same split.
+
+The `default` candidate is what `bench_recipe.py` trains (no overrides): with --recipe-work its runs are reused.
+Every run stores its JSON under WORK, so an interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench_recipe import BASELINES, DATA, MACAQUE, RAT, prepare, r2_of, run, run_table, spiketok
+from docsection import write_section
+
+START, END = "<!-- lofo:start -->", "<!-- lofo:end -->"
+FILES = MACAQUE + RAT
+CANDIDATES: dict[str, list[str]] = {
+    "default": [],  # the tiny preset: dropout 0.2, weight decay 0.05
+    "light": ["model.dropout=0.1", "weight_decay=0.01"],
+    "strong": ["model.dropout=0.3", "weight_decay=0.1"],
+}
+
+
+def best_val_r2(run_dir: Path) -> float:
+    """The best validation R² a run logged (the checkpoint it keeps)."""
+    with open(run_dir / "logs" / "metrics.csv") as f:
+        vals = [float(r["val_r2"]) for r in csv.DictReader(f) if r.get("val_r2")]
+    return max(vals)
+
+
+def folder_of(candidate: str, name: str, work: Path, recipe_work: Path | None) -> Path:
+    if candidate == "default" and recipe_work is not None:
+        return recipe_work / name
+    return work / candidate / name
+
+
+def train_one(candidate: str, name: str, path: Path, work: Path, recipe_work: Path | None) -> None:
+    """Train and evaluate one candidate on one file (skipped when its result is stored), then its baselines."""
+    folder = folder_of(candidate, name, work, recipe_work)
+    folder.mkdir(parents=True, exist_ok=True)
+    log, result = folder / "log.txt", folder / "spiketok.json"
+    if not result.exists():
+        run_dir = folder / "run"
+        t0 = time.time()
+        run(spiketok("train", "--data", str(path), "--out", str(run_dir), "--no-progress", *CANDIDATES[candidate]), log)
+        minutes = (time.time() - t0) / 60
+        run(spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(path), "--json", str(folder / "eval.json")), log)
+        scores = json.loads((folder / "eval.json").read_text())
+        recipe = json.loads((run_dir / "recipe.json").read_text())
+        result.write_text(json.dumps({"sessions": scores["sessions"], "recipe": recipe, "minutes": minutes}))
+    if candidate != "default":
+        return
+    for model in BASELINES:  # the bar, on the same split: kept with the default candidate's run
+        out = folder / f"{model}.json"
+        if not out.exists():
+            run(spiketok("baseline", "--model", model, "--data", str(path), "--json", str(out)), log)
+
+
+def scores(candidates: list[str], work: Path, recipe_work: Path | None) -> dict[str, dict[str, dict]]:
+    """candidate -> file -> {"val": best validation R², "test": test R²} for the runs that finished."""
+    out: dict[str, dict[str, dict]] = {}
+    for c in candidates:
+        for name in FILES:
+            folder = folder_of(c, name, work, recipe_work)
+            if (folder / "spiketok.json").exists():
+                test = json.loads((folder / "spiketok.json").read_text())["sessions"][name]["r2"]
+                out.setdefault(c, {})[name] = {"val": best_val_r2(folder / "run"), "test": float(test)}
+    return out
+
+
+def write_doc(candidates: list[str], work: Path, recipe_work: Path | None, load_before, load_after, seconds: float,
+              doc_only: bool) -> None:
+    res = scores(candidates, work, recipe_work)
+    complete = [c for c in candidates if len(res.get(c, {})) == len(FILES)]
+    settings = "; ".join(f"`{c}`: {' '.join(CANDIDATES[c]) or 'the preset as is'}" for c in candidates)
+    lines = ["## Leave one file out: the recipe's regularisation chosen on four files, scored on the fifth", "",
+             f"Candidates ({settings}) each trained on each file alone with the default command plus their settings. "
+             "For each file, the candidate with the best mean validation R² over the other four files is chosen, and "
+             "that file's test R² with it is reported, beside the best of `spiketok baseline --model ridge|gru|mlp` "
+             "on the same split. Command: `python benchmarks/bench_lofo.py`.", ""]
+    if len(complete) < len(candidates):
+        done = ", ".join(f"`{c}` {len(res.get(c, {}))}/{len(FILES)}" for c in candidates)
+        lines += [f"Not complete yet (runs finished per candidate: {done}); the table needs every candidate on every "
+                  "file.", ""]
+    else:
+        head = " | ".join(f"val R² `{c}` (other four)" for c in candidates)
+        lines += [f"| left-out file | {head} | chosen | test R² | best baseline | verdict |",
+                  "|---|" + "---|" * (len(candidates) + 4)]
+        above = 0
+        for f in FILES:
+            means = {c: sum(res[c][g]["val"] for g in FILES if g != f) / (len(FILES) - 1) for c in candidates}
+            chosen = max(means, key=means.get)
+            test = res[chosen][f]["test"]
+            known = [v for v in (r2_of(folder_of("default", f, work, recipe_work) / f"{m}.json", f) for m in BASELINES)
+                     if v is not None]
+            best = max(known) if known else None
+            verdict = "-" if best is None else ("above" if test > best else "**below**")
+            above += verdict == "above"
+            lines.append(f"| {f} | " + " | ".join(f"{means[c]:.3f}" for c in candidates) + f" | `{chosen}` | "
+                         f"**{test:.3f}** | {'-' if best is None else f'{best:.3f}'} | {verdict} |")
+        lines += ["", f"Left-out files above the best baseline: **{above} of {len(FILES)}**.", "",
+                  "Test R² of every candidate on every file (for reference; not used to choose):", "",
+                  "| file | " + " | ".join(f"`{c}`" for c in candidates) + " |", "|---|" + "---|" * len(candidates)]
+        for f in FILES:
+            lines.append(f"| {f} | " + " | ".join(f"{res[c][f]['test']:.3f}" for c in candidates) + " |")
+    lines += [""] + run_table(seconds, load_before, load_after, doc_only)
+    write_section("\n".join(lines), START, END)
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument("--files", nargs="*", default=FILES, choices=FILES, help="files to train now (default all)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one torch thread each)")
+    ap.add_argument("--work", type=Path, default=Path("bench-work/lofo"))
+    ap.add_argument("--recipe-work", type=Path, default=None, help="bench_recipe.py's WORK: its runs are `default`")
+    ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
+    args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"no {DATA}: the real recordings are not here")
+    args.work.mkdir(parents=True, exist_ok=True)
+    load_before, t0 = os.getloadavg(), time.time()
+    if not args.doc_only:
+        paths = prepare(args.recipe_work or args.work)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(train_one, c, f, paths[f], args.work, args.recipe_work)
+                       for c in args.candidates for f in args.files]
+            for fut in futures:
+                fut.result()
+    write_doc(args.candidates, args.work, args.recipe_work, load_before, os.getloadavg(), time.time() - t0,
+              args.doc_only)
+
+
+if __name__ == "__main__":
+    main()
