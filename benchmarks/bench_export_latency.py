@@ -219,7 +219,8 @@ def section(rows: list[dict], acc: dict, args, load: Load, flags: list[str]) -> 
         n_tr = ", ".join(f"{acc[f]['n_trials']} trials" for f in files)
         acc_text = (f"Accuracy on real recordings: the shipped `pretrained:m1-reaching` (`tiny`) decoding hand velocity on the "
                     f"test trials of each file ({n_tr}; one {1:g} s window centred on each trial, outputs at its behaviour "
-                    "samples), R² averaged over x and y:\n\n" + "\n".join(acc_lines))
+                    "samples: not `spiketok evaluate`'s overlapping windows, so below the model card's figures; what "
+                    "matters here is the change between runtimes), R² averaged over x and y:\n\n" + "\n".join(acc_lines))
     else:
         acc_text = f"Accuracy on real recordings: not measured (the recordings in {DATA.name}/ were absent)."
     best = {s: min((r for r in rows if r["size"] == s), key=lambda r: r["stream_p99_ms"]) for s in sizes}

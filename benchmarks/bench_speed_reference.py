@@ -277,6 +277,36 @@ def page_faults(run, calls: int = 50) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
+def shared_floor(size: str, calls: int = 100) -> dict:
+    """CPU ms of the arithmetic both models share, on one window: the latent self-attention blocks and the encoder's
+    attention kernel (scaled_dot_product_attention over the window's tokens), measured on spiketok's modules.
+    Whatever else either model does, spiketok's latency cannot drop below this."""
+    import torch.nn.functional as F
+
+    ours, _ = build_models(size)
+    ours.eval()
+    b = batches(size, 1, seed=3)[0]["_batch"]
+    c = ours.config
+    n_lat, m = b.latent_ids.shape[1], b.input_units.shape[1]
+    lat = torch.randn(1, n_lat, c.dim)
+    rot = ours.processor[0].rotations(ours.rotary(b.latent_times))
+    q = torch.randn(1, c.cross_heads, n_lat, c.head_dim)
+    k, v = torch.randn(1, c.cross_heads, m, c.head_dim), torch.randn(1, c.cross_heads, m, c.head_dim)
+
+    def blocks() -> None:
+        x = lat
+        for block in ours.processor:
+            x = block(x, rot)
+
+    out = {}
+    with torch.inference_mode():
+        for name, fn in (("self_attention_blocks", blocks), ("encoder_attention", lambda: F.scaled_dot_product_attention(q, k, v))):
+            timed(fn, 5)
+            _, cpu = timed(fn, calls)
+            out[name + "_ms"] = 1e3 * cpu / calls
+    return out
+
+
 def latency_fresh(size: str, calls: int, threads: int) -> dict:
     """time_latency in a fresh process that only runs inference (a deployed decoder), not after training steps."""
     cmd = [sys.executable, __file__, "--_latency", size, str(calls), "--threads", str(threads)]
@@ -383,6 +413,20 @@ def render(res: dict, args, load: Load) -> str:
                          f"<= {LATENCY_GOAL}x (wall and CPU): {ok} |")
     lines += ["", f"Latency goal (wall and CPU-time ratio both <= {LATENCY_GOAL}x) met in **{sum(verdicts)} of "
               f"{len(verdicts)}** rows."]
+    floors = {size: r for size, r in res["sizes"].items() if "floor" in r}
+    if floors:
+        lines += ["", "**The arithmetic both share.** The latent self-attention blocks and the encoder's attention "
+                  "kernel are the same computation in both models (same sizes, same PyTorch kernels); timed alone on "
+                  "spiketok's modules (CPU time, one window), they set a floor under spiketok's latency whatever "
+                  "else is made faster:", "",
+                  "| size | self-attention blocks | encoder attention kernel | together | / reference, inference only "
+                  "| / reference, after training |", "|---|---|---|---|---|---|"]
+        for size, r in floors.items():
+            f = r["floor"]
+            both = f["self_attention_blocks_ms"] + f["encoder_attention_ms"]
+            ratios = [both / r[k]["reference"]["cpu_median_ms"] for k in ("latency_fresh", "latency") if k in r]
+            lines.append(f"| `{size}` | {f['self_attention_blocks_ms']:.2f} ms | {f['encoder_attention_ms']:.2f} ms | "
+                         f"{both:.2f} ms | " + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
     if any("train_published" in r for r in res["sizes"].values()):
         lines += ["", "With the reference's published dropout (ffn 0.2, linear 0.4, attention 0.2, as in its "
                   "`poyo_1.3M` config; attention dropout sends its CPU attention to the slower math kernel):", "",
@@ -502,6 +546,8 @@ def main() -> None:
         print(size, "latency after training", r["latency"], flush=True)
         r["latency_fresh"] = latency_fresh(size, args.latency_calls, args.threads)
         print(size, "latency, inference-only process", r["latency_fresh"], flush=True)
+        r["floor"] = shared_floor(size)
+        print(size, "shared arithmetic", r["floor"], flush=True)
         if not args.no_memory:
             r["memory"] = memory(size, args.batch_size, args.threads)
             print(size, "memory", r["memory"], flush=True)

@@ -63,7 +63,7 @@ def replay(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")] = None,
     incremental: Annotated[Optional[bool], typer.Option("--incremental/--no-incremental", help="Merge per-packet attention partials (cost follows the new spikes); exact only for models trained with model.latent_grid=absolute. Default: on for those models, off for the others.", show_default=False)] = None,
-    precision: Annotated[str, typer.Option(help="Arithmetic of the linear layers: float32, bfloat16, int8, or auto (bfloat16 where the CPU has it); accuracy cost in docs/benchmarks.md.")] = "float32",
+    precision: Annotated[str, typer.Option(help="Arithmetic of the linear layers: float32, bfloat16, int8, or auto (bfloat16 on CPUs with AMX, else float32); accuracy cost in docs/benchmarks.md.")] = "float32",
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Stream through a model exported by `spiketok export` (its FILE.json beside it) instead of a checkpoint: `replay --onnx model.onnx FILE`.")] = None,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""

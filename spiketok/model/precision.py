@@ -1,6 +1,6 @@
 """Lower-precision inference copies of a model: bfloat16 or int8 matrix products, everything else in float32.
 
-On CPUs with AVX-512 BF16 (or AMX) a bfloat16 matrix product runs ~3x faster than float32; attention,
+On CPUs with AVX-512 BF16 (or AMX) a large bfloat16 matrix product runs ~4x faster than float32; attention,
 normalisation and rotations stay in float32 (bfloat16 attention is not faster on CPU, and rotary phases
 need float32). int8 uses PyTorch's dynamic quantization (weights int8, activations quantized per call).
 The accuracy cost is measured on real data in docs/benchmarks.md (bench_export_latency.py).
@@ -44,8 +44,10 @@ def cpu_flags() -> set[str]:
 
 
 def best_precision() -> str:
-    """bfloat16 where the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), else float32."""
-    return "bfloat16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+    """bfloat16 where the CPU has AMX tiles for it, else float32: with AVX-512 BF16 alone, what bfloat16 gained on
+    this model's small matrices was not steady across our runs (from 1.2x slower to 1.2x faster: docs/benchmarks.md,
+    runtimes section), so float32, the exact path, stays."""
+    return "bfloat16" if "amx_bf16" in cpu_flags() else "float32"
 
 
 def with_precision(model: nn.Module, precision: str) -> nn.Module:
