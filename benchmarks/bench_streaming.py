@@ -284,7 +284,8 @@ def main() -> None:
         f"one thread) is {peak:.0f} GFLOP/s in float32 and {peak_bf16:.0f} GFLOP/s in bfloat16, so those blocks take at "
         f"least {1e3 * latent_part / (peak * 1e9):.1f} ms in float32 ({1e3 * latent_part / (peak_bf16 * 1e9):.1f} ms at the "
         f"bfloat16 peak, which matrices this small do not reach: the runtimes section measures bfloat16 and int8) "
-        f"before any per-op overhead, against a {TARGET_MS:g} ms budget. What reaches it on one core: `tiny`; for "
+        f"before any per-op overhead, against a {TARGET_MS:g} ms budget. What reaches it on one core in this run: "
+        f"{', '.join(f'`{k}`' for k, v in meets.items() if v) or 'none'}; for "
         f"poyo-1.3M, more cores or a GPU, or fewer latents or a shorter window (by the FLOP count, half the latents "
         f"per step leave {100 * half_lat:.0f}% of its FLOPs per decode, half the window {100 * half_win:.0f}%).")
     data_row = (f"simulated reaching, 1 session, {N_UNITS} units, {duration / 60:g} min, `hand_velocity` at 100 Hz, "
