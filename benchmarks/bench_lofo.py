@@ -21,12 +21,11 @@ import argparse
 import csv
 import json
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_recipe import BASELINES, DATA, MACAQUE, RAT, prepare, r2_of, run, run_table, spiketok
+from bench_recipe import BASELINES, MACAQUE, RAT, begin_study, r2_of, run, run_table, spiketok
 from docsection import write_section
 
 START, END = "<!-- lofo:start -->", "<!-- lofo:end -->"
@@ -134,12 +133,8 @@ def main() -> None:
     ap.add_argument("--recipe-work", type=Path, default=None, help="bench_recipe.py's WORK: its runs are `default`")
     ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
     args = ap.parse_args()
-    if not DATA.exists():
-        sys.exit(f"no {DATA}: the real recordings are not here")
-    args.work.mkdir(parents=True, exist_ok=True)
-    load_before, t0 = os.getloadavg(), time.time()
+    paths, load_before, t0 = begin_study(args.work, args.doc_only, prepared_in=args.recipe_work)
     if not args.doc_only:
-        paths = prepare(args.recipe_work or args.work)
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(train_one, c, f, paths[f], args.work, args.recipe_work)
                        for c in args.candidates for f in args.files]

@@ -91,6 +91,16 @@ def r2_of(path: Path, sid: str) -> float | None:
     return float(res["sessions"][sid]["r2"])
 
 
+def begin_study(work: Path, doc_only: bool, prepared_in: Path | None = None) -> tuple[dict[str, Path], tuple, float]:
+    """What every study over the shared recordings starts with: check they are here, make WORK, note the load
+    average and the start time, and prepare the files (into `prepared_in`, default WORK; nothing with doc_only)."""
+    if not DATA.exists():
+        sys.exit(f"no {DATA}: the real recordings are not here")
+    work.mkdir(parents=True, exist_ok=True)
+    load_before, t0 = os.getloadavg(), time.time()
+    return ({} if doc_only else prepare(prepared_in or work)), load_before, t0
+
+
 def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float, doc_only: bool = False) -> None:
     lines = ["## Default recipe on real recordings: `spiketok train` with no overrides", "",
              "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
@@ -167,15 +177,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("bench-work/recipe"))
     ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
     args = ap.parse_args()
-    if not DATA.exists():
-        sys.exit(f"no {DATA}: the real recordings are not here")
     unknown = set(args.files) - set(JOBS)
     if unknown:
         sys.exit(f"unknown jobs {sorted(unknown)}; choose from {list(JOBS)}")
-    args.work.mkdir(parents=True, exist_ok=True)
-    load_before, t0 = os.getloadavg(), time.time()
+    paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
-        paths = prepare(args.work)
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(job, name, [paths[f] for f in JOBS[name]], args.work, set(args.redo),
                                    not args.no_baselines) for name in args.files]

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_recipe import BASELINES, DATA, MACAQUE, prepare, run, run_table, spiketok
+from bench_recipe import BASELINES, MACAQUE, begin_study, run, run_table, spiketok
 from docsection import write_section
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
@@ -174,12 +173,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("bench-work/transfer"))
     ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
     args = ap.parse_args()
-    if not DATA.exists():
-        sys.exit(f"no {DATA}: the real recordings are not here")
-    args.work.mkdir(parents=True, exist_ok=True)
-    load_before, t0 = os.getloadavg(), time.time()
+    paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
-        paths = prepare(args.work)
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(left_out, name, paths, args.trials, args.seed, args.work) for name in args.files]
             for f in futures:
