@@ -12,6 +12,8 @@ validation R² over the OTHER four files is the one whose test R² that file rep
 validation) score chooses its settings. Beside it, the best of the three baselines on the same split.
 
 The `default` candidate is what `bench_recipe.py` trains (no overrides): with --recipe-work its runs are reused.
+The other candidates train at the window the default run chose on that file's own validation split (its pilots
+are not repeated for each candidate), so the candidates differ in their regularisation only.
 Every run stores its JSON under WORK, so an interrupted study continues where it stopped.
 """
 
@@ -35,6 +37,7 @@ CANDIDATES: dict[str, list[str]] = {
     "light": ["model.dropout=0.1", "weight_decay=0.01"],
     "strong": ["model.dropout=0.3", "weight_decay=0.1"],
 }
+WINDOW_KEYS = ("model.window", "model.latent_step", "model.t_max")  # what the recipe's pilots choose
 
 
 def best_val_r2(run_dir: Path) -> float:
@@ -50,6 +53,12 @@ def folder_of(candidate: str, name: str, work: Path, recipe_work: Path | None) -
     return work / candidate / name
 
 
+def default_window(name: str, work: Path, recipe_work: Path | None) -> list[str]:
+    """The window settings the default run chose from the file's validation split, as overrides."""
+    chosen = json.loads((folder_of("default", name, work, recipe_work) / "run" / "recipe.json").read_text())
+    return [f"{k}={chosen['settings'][k]}" for k in WINDOW_KEYS]
+
+
 def train_one(candidate: str, name: str, path: Path, work: Path, recipe_work: Path | None) -> None:
     """Train and evaluate one candidate on one file (skipped when its result is stored), then its baselines."""
     folder = folder_of(candidate, name, work, recipe_work)
@@ -57,8 +66,10 @@ def train_one(candidate: str, name: str, path: Path, work: Path, recipe_work: Pa
     log, result = folder / "log.txt", folder / "spiketok.json"
     if not result.exists():
         run_dir = folder / "run"
+        window = [] if candidate == "default" else default_window(name, work, recipe_work)
         t0 = time.time()
-        run(spiketok("train", "--data", str(path), "--out", str(run_dir), "--no-progress", *CANDIDATES[candidate]), log)
+        run(spiketok("train", "--data", str(path), "--out", str(run_dir), "--no-progress", *CANDIDATES[candidate],
+                     *window), log)
         minutes = (time.time() - t0) / 60
         run(spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(path), "--json", str(folder / "eval.json")), log)
         scores = json.loads((folder / "eval.json").read_text())
@@ -135,11 +146,13 @@ def main() -> None:
     args = ap.parse_args()
     paths, load_before, t0 = begin_study(args.work, args.doc_only, prepared_in=args.recipe_work)
     if not args.doc_only:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(train_one, c, f, paths[f], args.work, args.recipe_work)
-                       for c in args.candidates for f in args.files]
-            for fut in futures:
-                fut.result()
+        others = [c for c in args.candidates if c != "default"]
+        with ThreadPoolExecutor(args.jobs) as pool:  # the default runs first: the others take their windows
+            for stage in (["default"] if "default" in args.candidates else [], others):
+                futures = [pool.submit(train_one, c, f, paths[f], args.work, args.recipe_work)
+                           for f in args.files for c in stage]
+                for fut in futures:
+                    fut.result()
     write_doc(args.candidates, args.work, args.recipe_work, load_before, os.getloadavg(), time.time() - t0,
               args.doc_only)
 
