@@ -70,10 +70,15 @@ class RotaryAttention(nn.Module):
     ) -> torch.Tensor:
         """With `ctx_index` (B, m), `context` is a table (K, ctx_dim) of distinct context features and
         context token j of window b is row ctx_index[b, j]: keys and values are projected once per row."""
-        q = rotate(self.project_q(x), x_rot)
         kv = self.to_kv(context)
         if ctx_index is not None:
             kv = F.embedding(ctx_index, kv)  # (B, m, 2 * inner): a row gather, 3x faster than kv[ctx_index]
+        return self.attend_kv(rotate(self.project_q(x), x_rot), kv, x_rot, ctx_rot, ctx_mask)
+
+    def attend_kv(self, q: torch.Tensor, kv: torch.Tensor, x_rot: torch.Tensor, ctx_rot: torch.Tensor,
+                  ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Output (B, n, dim) of rotated queries q (B, n, H, d) over the context's projected keys and values
+        kv (B, m, 2 * inner), not yet rotated (rotated here by ctx_rot (B, m, 1, d/2)); mask (B, m), True = attend."""
         b, m = kv.shape[:2]
         if self.rotate_value:  # keys and values rotated by the same angles: one multiply for both
             kv = kv.view(b, m, 2 * self.heads, self.head_dim)
@@ -118,8 +123,9 @@ class CrossAttentionBlock(nn.Module):
         x = x + self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask, ctx_index)
         return x + self.ff(self.norm_ff(x))
 
-    # The same block in parts, for callers that keep keys and values between calls (spiketok.stream):
-    # forward(x, ...) == attend(x, rotate(query(x), x_rot), rotated context_kv(context), x_rot).
+    # The same block in parts, for callers that keep queries, keys or values between calls (POYO in inference,
+    # spiketok.stream): forward(x, x_rot, context, ctx_rot) == attend(x, rotate(query(x), x_rot), rotated
+    # context_kv(context), x_rot) == attend_kv(x, rotate(query(x), x_rot), kv(context), x_rot, ctx_rot).
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """Queries (B, n, H, d) of x (B, n, dim): normed and projected, not yet rotated."""
@@ -128,6 +134,16 @@ class CrossAttentionBlock(nn.Module):
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (..., m, H, d) of context (..., m, dim): normed and projected, not yet rotated."""
         return self.attn.project_kv(self.norm_ctx(context))
+
+    def kv(self, context: torch.Tensor) -> torch.Tensor:
+        """Keys and values side by side (..., m, 2 * inner) of context (..., m, dim): normed, projected, not rotated."""
+        return self.attn.to_kv(self.norm_ctx(context))
+
+    def attend_kv(self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, x_rot: torch.Tensor,
+                  ctx_rot: torch.Tensor, ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, n, dim) plus attention of its rotated queries q over kv (B, m, 2 * inner) from `kv`, then the
+        feed-forward. kv is rotated in place in inference: pass a fresh tensor."""
+        return self.finish(x, self.attn.attend_kv(q, kv, x_rot, ctx_rot, ctx_mask))
 
     def attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                x_rot: torch.Tensor) -> torch.Tensor:
@@ -176,7 +192,8 @@ class RotarySelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rot: LatentRotations) -> torch.Tensor:
         b, n, _ = x.shape
-        qkv = rotate(self.to_qkv(x).view(b, n, 3 * self.heads, self.head_dim), rot.qkv)  # (B, n, 3H, d)
+        qkv = self.to_qkv(x).view(b, n, 3 * self.heads, self.head_dim)  # (B, n, 3H, d)
+        qkv = rotate_(qkv, rot.qkv) if not torch.is_grad_enabled() else rotate(qkv, rot.qkv)  # in place: a fresh buffer
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.heads, dim=2))  # (B, H, n, d)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, n, H, d)
         out = rotate(out, rot.inverse)  # the values' rotation undone at the query's time

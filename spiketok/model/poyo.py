@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.targets import resolve_target
 from ..tokenize import SpikeTokenizer, TokenType
 from ..tokenize.batch import Batch
-from .attention import CrossAttentionBlock, SelfAttentionBlock
+from .attention import CrossAttentionBlock, LatentRotations, SelfAttentionBlock
 from .config import ModelConfig
 from .embeddings import VocabEmbedding
+from .inference_cache import WeightCache, caching_allowed
 from .meta import ModelFileMeta
 from .normalize import TargetNormalizer
-from .rotary import RotaryTimeEmbedding
+from .rotary import RotaryTimeEmbedding, rotate
 
 N_TOKEN_TYPES = len(TokenType)  # spike, unit start, unit end
+MAX_CACHED_KV_FLOATS = 8_000_000  # the vocabulary's key/value table is kept in inference up to 32 MB
+
+
+class LatentQueries(NamedTuple):
+    """What the latents bring to a window, before its tokens: constant for a latent layout."""
+
+    latents: torch.Tensor  # (B, n_latents, dim) latent embeddings
+    rot: torch.Tensor  # (B, n_latents, 1, head_dim / 2) rotations at the latents' times
+    q: torch.Tensor  # (B, n_latents, cross_heads, head_dim) the encoder's queries, rotated
+    proc_rot: LatentRotations | None  # the rotations laid out for the self-attention blocks (None without any)
+
+
+class OutputQueries(NamedTuple):
+    """The output queries of a window: constant for given sessions and query times."""
+
+    queries: torch.Tensor  # (B, n_queries, dim) session embeddings
+    rot: torch.Tensor  # (B, n_queries, 1, head_dim / 2) rotations at the query times
+    q: torch.Tensor  # (B, n_queries, cross_heads, head_dim) the decoder's queries, rotated
 
 
 class POYO(nn.Module):
@@ -56,6 +77,11 @@ class POYO(nn.Module):
         nn.init.normal_(self.token_type_emb.weight, std=0.02)
         nn.init.normal_(self.latent_emb.weight, std=0.02)
         self.hparams: dict = {}  # what it was trained and adapted with (the model file's metadata, as a dict)
+        self._cache = WeightCache()  # inference only: what a forward computes from the weights alone
+
+    def _apply(self, fn, recurse=True):
+        self._cache.clear()  # .to(), .double(), ... swap weights' data in place, which their versions do not see
+        return super()._apply(fn, recurse)
 
     @property
     def meta(self) -> ModelFileMeta:
@@ -96,28 +122,68 @@ class POYO(nn.Module):
         row = torch.cumsum(present, 0) - 1
         return present.nonzero().squeeze(1), row.index_select(0, key.reshape(-1)).view_as(key)
 
+    def _pair_kv(self, pairs: torch.Tensor) -> torch.Tensor:
+        """Encoder keys and values (K, 2 * inner) of (unit, type) keys (K,): a token's depend on nothing else."""
+        return self.encoder.kv(self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES))
+
+    def token_kv(self, units: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """The encoder's keys and values (B, n_tokens, 2 * inner), not yet rotated, of tokens (B, n_tokens).
+
+        Each distinct (unit, type) pair is embedded and projected once (tokens outnumber them ~10x); in
+        inference the table of every pair in the vocabulary is kept between calls (see inference_cache)."""
+        if caching_allowed() and len(self.unit_emb) * N_TOKEN_TYPES * self.config.cross_heads * self.config.head_dim \
+                <= MAX_CACHED_KV_FLOATS // 2:
+            every = torch.arange(len(self.unit_emb) * N_TOKEN_TYPES, device=units.device)
+            table = self._cache.get("token_kv", (self.unit_emb, self.token_type_emb, self.encoder.norm_ctx,
+                                                 self.encoder.attn.to_kv), (), lambda: self._pair_kv(every))
+            return F.embedding(units * N_TOKEN_TYPES + types, table)  # a fresh gather: safe to rotate in place
+        pairs, row = self._distinct_pairs(units, types)  # (K,), (B, n_tokens)
+        return F.embedding(row, self._pair_kv(pairs))  # a row gather, 3x faster than table[row]
+
+    def _latent_queries(self, latent_ids: torch.Tensor, latent_times: torch.Tensor) -> LatentQueries:
+        latents = self.latent_emb(latent_ids)  # (B, n_latents, dim)
+        ang = self.rotary(latent_times)  # (B, n_latents, 1, head_dim / 2)
+        proc_rot = self.processor[0].rotations(ang) if len(self.processor) else None
+        return LatentQueries(latents, ang, rotate(self.encoder.query(latents), ang), proc_rot)
+
+    def latent_queries(self, latent_ids: torch.Tensor, latent_times: torch.Tensor) -> LatentQueries:
+        """The latents (B, n_latents, dim) before they read the tokens, their rotations, the encoder's rotated
+        queries and the processor's rotations: the same for every window of a latent layout (kept in inference)."""
+        if not caching_allowed():
+            return self._latent_queries(latent_ids, latent_times)
+        return self._cache.get("latents", (self.latent_emb, self.encoder.norm_q, self.encoder.attn.to_q),
+                               (latent_ids, latent_times), lambda: self._latent_queries(latent_ids, latent_times))
+
+    def _output_queries(self, sessions: torch.Tensor, times: torch.Tensor) -> OutputQueries:
+        queries = self.session_emb(sessions)  # (B, n_queries, dim)
+        ang = self.rotary(times)  # (B, n_queries, 1, head_dim / 2)
+        return OutputQueries(queries, ang, rotate(self.decoder.query(queries), ang))
+
+    def output_queries(self, sessions: torch.Tensor, times: torch.Tensor) -> OutputQueries:
+        """The output queries (B, n_queries, dim) (each its session's embedding), their rotations and the decoder's
+        rotated queries: the same for every window with the same query times (kept in inference)."""
+        if not caching_allowed():
+            return self._output_queries(sessions, times)
+        return self._cache.get("outputs", (self.session_emb, self.decoder.norm_q, self.decoder.attn.to_q),
+                               (sessions, times), lambda: self._output_queries(sessions, times))
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Normalised predictions (B, n_queries, max_task_dim) for a padded batch of windows."""
-        # 1. tokens: a token's features depend only on its (unit, type), so embed each distinct pair once
-        #    and let the encoder index them (tokens outnumber distinct pairs ~10x; a fifth of a step saved)
-        pairs, token_row = self._distinct_pairs(batch.input_units, batch.input_types)  # (K,), (B, n_tokens)
-        tokens = self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES)  # (K, dim)
+        # 1. tokens: a token's keys and values depend only on its (unit, type), rotated by its time
+        token_kv = self.token_kv(batch.input_units, batch.input_types)  # (B, n_tokens, 2 * inner)
         token_ang = self.rotary(batch.input_times)  # (B, n_tokens, 1, head_dim / 2) complex rotations
 
         # 2. latents: learned ids on a time grid read the window's tokens (cross-attention, padding masked)
-        latents = self.latent_emb(batch.latent_ids)  # (B, n_latents, dim)
-        latent_ang = self.rotary(batch.latent_times)  # (B, n_latents, 1, head_dim / 2)
-        latents = self.encoder(latents, latent_ang, tokens, token_ang, batch.input_mask, ctx_index=token_row)
+        lat = self.latent_queries(batch.latent_ids, batch.latent_times)
+        latents = self.encoder.attend_kv(lat.latents, lat.q, token_kv, lat.rot, token_ang, batch.input_mask)
 
         # 3. processed latents: self-attention among the latents (rotations laid out per head once, for all blocks)
-        if len(self.processor):
-            proc_rot = self.processor[0].rotations(latent_ang)
-            for block in self.processor:
-                latents = block(latents, proc_rot)  # (B, n_latents, dim)
+        for block in self.processor:
+            latents = block(latents, lat.proc_rot)  # (B, n_latents, dim)
 
         # 4. output queries: the session embedding at each query's time reads the latents
-        queries = self.session_emb(batch.output_sessions)  # (B, n_queries, dim)
-        out = self.decoder(queries, self.rotary(batch.output_times), latents, latent_ang)
+        out_q = self.output_queries(batch.output_sessions, batch.output_times)
+        out = self.decoder.attend_kv(out_q.queries, out_q.q, self.decoder.kv(latents), out_q.rot, lat.rot)
         out = self.norm_out(out)  # (B, n_queries, dim)
 
         # 5. readout: each query through its task's linear head
