@@ -180,9 +180,43 @@ def test_window_models_refuse_incremental_and_old_files_load_as_window(absolute_
     assert StreamingDecoder(old, session.id).incremental is False
     code, out = cli("replay", tmp_path / "old.ckpt", session.path, "--limit", "1", "--incremental")
     assert code == 2 and "latent_grid='absolute'" in out
-    # an absolute-grid model is not exported yet (its latent times depend on the window start)
-    code, out = cli("export", absolute_run["ckpt"], "--out", tmp_path / "m.onnx")
-    assert code != 0 and "absolute time grid" in out
     # the API: replay through the full decoder on request
     r = replay(model, session, every=0.05, limit=0.5, progress=False, incremental=False)
     assert r.incremental is False and len(r.times) == 10
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_absolute_grid_export_takes_the_window_start(absolute_run: dict, tmp_path: Path, fmt: str) -> None:
+    """An absolute-grid model exported: the graph takes the window's start and places the latents as the tokenizer
+    does, so it matches PyTorch (offline windows at starts of every phase on the grid, and replay) within 1e-4."""
+    pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxruntime) is not installed")
+    from spiketok.model.export import sidecar_path
+    from spiketok.stream.exported import ExportedModel, replay_exported
+
+    model, session = absolute_run["model"], absolute_run["session"]
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
+    code, text = cli("export", absolute_run["ckpt"], "--format", fmt, "--out", out)
+    assert code == 0, text
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["latents"]["grid"] == "absolute" and "window_start" in [i["name"] for i in meta["inputs"]]
+    exported = ExportedModel(out)
+    rows, sess = exported.unit_rows(session.unit_ids), exported.session_row(session.id)
+    mean, std = (np.asarray(meta["normalization"][session.id][k]) for k in ("mean", "std"))
+    rng = np.random.default_rng(3)
+    ends = session.start + 1.0 + rng.uniform(0, 30, 12)  # window starts at every phase of the 0.125 s grid
+    diffs, outs = [], []
+    for t in ends:
+        w = session.slice(t - 1.0, t, behavior=[])
+        got = exported.run(*exported.tokenize(rows[w.spike_units], w.spike_times, rows), np.array([1.0]), sess, t - 1.0)
+        ref = offline(model, session, t) * std + mean
+        diffs.append(np.abs(got[0] - ref).max())
+        outs.append(ref)
+    spread = np.ptp(np.array(outs), axis=0).max()
+    print(f"absolute grid, {fmt}: max abs difference {max(diffs):.2e}, spread of outputs {spread:.2e}")
+    assert max(diffs) < 1e-4 and spread > 1e-2
+    with pytest.raises(ValueError, match="window_start"):
+        exported.run(*exported.tokenize(rows[:0], np.zeros(0), rows), np.array([1.0]), sess)
+    torch_run = replay(model, session, every=0.02, limit=1.0, progress=False)  # the incremental decoder
+    exp_run = replay_exported(exported, session, every=0.02, limit=1.0, progress=False)
+    assert torch_run.incremental and np.array_equal(exp_run.times, torch_run.times) and len(exp_run.times) == 50
+    assert np.abs(exp_run.y_pred - torch_run.y_pred).max() < 1e-4

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +26,7 @@ from .attention import RotaryAttention, RotarySelfAttention
 from .poyo import POYO
 
 SIDECAR_FORMAT = "spiketok-export"
-SIDECAR_VERSION = 1  # bump when the sidecar changes in a way older readers cannot follow
+SIDECAR_VERSION = 2  # bump when the sidecar changes in a way older readers cannot follow (2: absolute latent grid)
 
 INPUTS: list[dict[str, Any]] = [
     {"name": "input_units", "dtype": "int64", "shape": ["n_tokens"],
@@ -37,7 +38,18 @@ INPUTS: list[dict[str, Any]] = [
      "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming"},
     {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
 ]
+WINDOW_START = {"name": "window_start", "dtype": "float64", "shape": [1],
+                "doc": "the window's start in session time (s); only graphs whose latents sit on the absolute grid "
+                       "(`latents.grid`) take it: the latents' times follow `latents.rule`"}
 OUTPUT_NAME = "behavior"
+ABSOLUTE_RULE = ("latent times (s from the window start) = (k0 + j + 0.5) * step - window_start for j = 0 .. "
+                 "window/step - 1, each repeated per_step times (ids 0 .. per_step - 1), with "
+                 "k0 = ceil(window_start / step - 0.5)")
+
+
+def graph_inputs(model: POYO) -> list[dict[str, Any]]:
+    """The exported graph's inputs, in order: window_start only for latents on the absolute grid."""
+    return INPUTS + [WINDOW_START] if model.config.latent_grid == "absolute" else list(INPUTS)
 
 
 class _Rotation(nn.Module):
@@ -96,9 +108,10 @@ class WindowGraph(nn.Module):
     """POYO on one window for one behaviour task, denormalised: the graph `spiketok export` writes.
 
     forward(input_units (n_tokens,) int64, input_times (n_tokens,) float64, input_types (n_tokens,) int64,
-            output_times (n_out,) float64, session (1,) int64) -> behaviour (n_out, D) float32.
-    Latent tokens are fixed by the model's window and latent grid (buffers, not inputs). Sessions without
-    normalisation statistics for `target` get mean 0, std 1 (normalised output).
+            output_times (n_out,) float64, session (1,) int64[, window_start (1,) float64]) -> behaviour (n_out, D).
+    Latent ids are fixed by the model's window and latent grid (buffers, not inputs); so are their times on the
+    window grid, while on the absolute grid they follow window_start as the tokenizer places them. Sessions
+    without normalisation statistics for `target` get mean 0, std 1 (normalised output).
     """
 
     def __init__(self, model: POYO, target: str):
@@ -115,9 +128,12 @@ class WindowGraph(nn.Module):
         self.encoder, self.processor, self.decoder = model.encoder, model.processor, model.decoder
         self.norm_out, self.readout = model.norm_out, model.readouts[target]
         self.rotation = _Rotation(model.rotary.omega)
+        self.absolute, self.latent_step = c.latent_grid == "absolute", float(c.latent_step)
         lat_ids, lat_times = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).latents()
         self.register_buffer("latent_ids", torch.from_numpy(lat_ids), persistent=False)
-        self.register_buffer("latent_times", torch.from_numpy(lat_times), persistent=False)
+        # window grid: the latents' times; absolute grid: their offsets j + 0.5 on the grid from its first point
+        offsets = np.repeat(np.arange(len(lat_ids) // c.num_latents_per_step) + 0.5, c.num_latents_per_step)
+        self.register_buffer("latent_times", torch.from_numpy(offsets if self.absolute else lat_times), persistent=False)
         dims = model.readouts[target].out_features
         mean, std = torch.zeros(len(model.session_emb), dims), torch.ones(len(model.session_emb), dims)
         for sid, per_task in model.normalizer.stats.items():
@@ -128,11 +144,16 @@ class WindowGraph(nn.Module):
         self.register_buffer("std", std, persistent=False)
 
     def forward(self, input_units: torch.Tensor, input_times: torch.Tensor, input_types: torch.Tensor,
-                output_times: torch.Tensor, session: torch.Tensor) -> torch.Tensor:
+                output_times: torch.Tensor, session: torch.Tensor,
+                window_start: torch.Tensor | None = None) -> torch.Tensor:
         x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
         x_rot = self.rotation(input_times)
         lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
-        lat_rot = self.rotation(self.latent_times)
+        if self.absolute:  # grid points (k + 0.5) * step inside the window, as SpikeTokenizer.latents places them
+            k0 = torch.ceil(window_start / self.latent_step - 0.5)
+            lat_rot = self.rotation((k0 + self.latent_times) * self.latent_step - window_start)
+        else:
+            lat_rot = self.rotation(self.latent_times)
         enc = self.encoder
         lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, enc.norm_ctx(x), x_rot)
         lat = lat + enc.ff(enc.norm_ff(lat))
@@ -166,15 +187,16 @@ def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float
         "window": float(c.window),
         "causal": bool(hp.get("train", {}).get("causal", False)),
         "token_types": {"spike": TOKEN_SPIKE, "start": TOKEN_START, "end": TOKEN_END},
-        "latents": {"step": float(c.latent_step), "per_step": int(c.num_latents_per_step),
-                    "ids": [int(i) for i in lat_ids], "times": [float(t) for t in lat_times]},
+        "latents": {"grid": c.latent_grid, "step": float(c.latent_step), "per_step": int(c.num_latents_per_step),
+                    "ids": [int(i) for i in lat_ids],
+                    **({"rule": ABSOLUTE_RULE} if c.latent_grid == "absolute" else {"times": [float(t) for t in lat_times]})},
         "units": {u: k for k, u in enumerate(model.unit_emb.ids)},
         "sessions": {s: k for k, s in enumerate(model.session_emb.ids)},
         "normalization": {sid: per_task[target] for sid, per_task in model.normalizer.stats.items()
                           if target in per_task and sid in model.session_emb.index},
         "targets": dict(hp.get("targets") or {}),
         "splits": dict(hp.get("splits") or {}),
-        "inputs": INPUTS,
+        "inputs": graph_inputs(model),
         "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["n_out", dims],
                      "doc": f"{target} in the recording's units (denormalised with the session's statistics)"}],
     }
@@ -207,11 +229,12 @@ def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> tuple[torch.Ten
     """Example inputs to trace with (their sizes become dynamic axes)."""
     g = torch.Generator().manual_seed(0)
     w = model.config.window
+    start = (torch.tensor([12.34], dtype=torch.float64),) if model.config.latent_grid == "absolute" else ()
     return (torch.randint(0, max(len(model.unit_emb), 1), (n_tokens,), generator=g),
             torch.rand(n_tokens, generator=g, dtype=torch.float64) * w,
             torch.randint(0, 3, (n_tokens,), generator=g),
             torch.linspace(0, w, n_out, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.long))
+            torch.zeros(1, dtype=torch.long)) + start
 
 
 def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None,
@@ -226,17 +249,13 @@ def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | 
         raise ExportError("int8 export is for ONNX graphs (onnxruntime's quantization); use --format onnx")
     if not len(model.unit_emb) or not len(model.session_emb):
         raise ExportError("this model has no units or no sessions in its vocabulary: train it first")
-    if model.config.latent_grid != "window":
-        raise ExportError("this model puts its latents on the absolute time grid (latent_grid='absolute'): their "
-                          "times depend on each window's start, which the exported graph does not take as an "
-                          "input yet; export a model trained with latent_grid='window'")
     target = default_target(model) if target is None else target
     if target not in model.task_names:
         raise ExportError(f"target {target!r} is not a task of this model (it has {model.task_names})")
     graph = WindowGraph(model, target).eval()
     example = _example(model)
     out = Path(out)
-    names = [i["name"] for i in INPUTS]
+    names = [i["name"] for i in graph_inputs(model)]
     with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
         warnings.simplefilter("ignore")
         with torch.no_grad(), atomic_write(out) as tmp:

@@ -60,6 +60,7 @@ class ExportedModel:
         self.sessions: dict[str, int] = self.meta["sessions"]
         self.types: dict[str, int] = self.meta["token_types"]
         self.names = [i["name"] for i in self.meta["inputs"]]
+        self.absolute = self.meta["latents"].get("grid", "window") == "absolute"  # the graph takes window_start
         self.graph = self.meta["graph"]
         if self.graph == "onnx":
             try:
@@ -87,11 +88,17 @@ class ExportedModel:
             raise ExportFileError(f"{self.path}: unknown graph kind {self.graph!r} in its sidecar")
 
     def run(self, input_units: np.ndarray, input_times: np.ndarray, input_types: np.ndarray,
-            output_times: np.ndarray, session: int) -> np.ndarray:
-        """The graph on one window's tokens: behaviour (n_out, D) float32 in the recording's units."""
+            output_times: np.ndarray, session: int, window_start: float | None = None) -> np.ndarray:
+        """The graph on one window's tokens: behaviour (n_out, D) float32 in the recording's units.
+        window_start (session time, s) is needed by graphs whose latents sit on the absolute grid, and only by them."""
         feeds = [np.ascontiguousarray(input_units, np.int64), np.ascontiguousarray(input_times, np.float64),
                  np.ascontiguousarray(input_types, np.int64), np.ascontiguousarray(output_times, np.float64),
                  np.array([session], np.int64)]
+        if self.absolute:
+            if window_start is None:
+                raise ValueError(f"{self.path.name}: this graph's latents sit on the absolute time grid; pass the "
+                                 "window's start in session time (window_start=)")
+            feeds.append(np.array([window_start], np.float64))
         if self.graph == "onnx":
             return self._ort.run(None, dict(zip(self.names, feeds)))[0]
         import torch
@@ -185,7 +192,7 @@ class ExportedStreamingDecoder(PacketRules):
         b -= a
         tokens = self.exported.tokenize(self._rows[self._units[:b]], self._times[:b] - t0, self._rows)
         self._last_decode = t
-        return self.exported.run(*tokens, self._out, self._session)[0]
+        return self.exported.run(*tokens, self._out, self._session, t0)[0]
 
 
 replay_exported = replay  # `replay` takes an ExportedModel as it takes a POYO model
