@@ -489,7 +489,10 @@ def render(res: dict, args, load: Load) -> str:
               "memory, microseconds each on this virtual machine) "
               + ", ".join(f"`{size}` {r['latency']['spiketok']['page_faults']:.0f} for spiketok and "
                           f"{r['latency']['reference']['page_faults']:.0f} for the reference"
-                          for size, r in res["sizes"].items() if "page_faults" in r["latency"]["spiketok"]) + "."]
+                          for size, r in res["sizes"].items() if "page_faults" in r["latency"]["spiketok"])
+              + "; (6) in inference, keeps what a forward computes from the weights alone between calls (the keys and "
+              "values of every (unit, token type) pair of the vocabulary, the latents' queries and rotations, the "
+              "output queries: `spiketok.model.inference_cache`), rebuilt whenever a weight changes."]
     setup = " && ".join(l.split("#")[0].strip() for l in SETUP.splitlines()[:-1])
     lines += ["", footer(load, PACKAGES, f"{args.threads} torch thread(s)", [("setup", f"`{setup}`")])]
     return "\n".join(lines)
