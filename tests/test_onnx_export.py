@@ -102,6 +102,33 @@ def test_exported_graph_matches_pytorch_on_simulated_windows(run: dict, fmt: str
     assert len(counts) == 6 and 0 in counts
 
 
+def test_large_vocabularies_project_each_token(run: dict, tmp_path: Path, monkeypatch) -> None:
+    """The graph keeps the vocabulary's token key/value table as a constant up to MAX_TABLE_FLOATS; past it, it
+    projects each token itself. Both give PyTorch's numbers."""
+    import spiketok.model.export as export
+
+    model, session = run["model"], run["session"]
+    c = model.config
+    graph = export.WindowGraph(model, "hand_velocity")
+    assert graph.token_kv.shape == (3 * len(model.unit_emb), 2 * c.cross_heads * c.head_dim)
+    monkeypatch.setattr(export, "MAX_TABLE_FLOATS", graph.token_kv.numel() - 1)
+    assert export.WindowGraph(model, "hand_velocity").token_kv is None
+    export.export_model(model, tmp_path / "per_token.onnx")
+    diff, spread, _ = compare(model, tmp_path / "per_token.onnx", session, session.id, windows(session, 4, seed=2))
+    assert diff < TOL and spread > 100 * TOL
+    import onnx
+
+    table_shape = list(graph.token_kv.shape)  # the table is a constant of the default graph only
+
+    def constants(path: Path) -> list[list[int]]:
+        g = onnx.load(str(path)).graph
+        return [list(i.dims) for i in g.initializer] + [list(a.t.dims) for n in g.node if n.op_type == "Constant"
+                                                         for a in n.attribute if a.t is not None]
+
+    shapes = {"table": constants(run["onnx"]), "per token": constants(tmp_path / "per_token.onnx")}
+    assert table_shape in shapes["table"] and table_shape not in shapes["per token"]
+
+
 def test_real_recording_windows(run: dict, tmp_path: Path) -> None:
     """The trained model extended to a real M1 recording (its units, session and velocity statistics), exported:
     onnxruntime and TorchScript against PyTorch on real windows; replay through ONNX equals replay in PyTorch."""

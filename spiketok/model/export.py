@@ -3,8 +3,9 @@
 `WindowGraph` runs the model's own submodules and weights (embeddings, layer norms, projections, feed-forward
 blocks, read-out) on a batch of one window, written with operations that ONNX and TorchScript carry:
 rotations as real cos/sin arithmetic (ONNX has no complex tensors; the model multiplies complex numbers,
-the same products), each token's key and value computed directly (no table of distinct (unit, type) pairs,
-whose size depends on the data), no masks (nothing is padded). `sidecar` describes how to tokenize for it.
+the same products), each token's key and value a row of a constant table over the vocabulary's (unit, type)
+pairs (computed per token instead when that table would pass MAX_TABLE_FLOATS), no masks (nothing is
+padded). `sidecar` describes how to tokenize for it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from torch import nn
 from ..data.atomic import atomic_write
 from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
 from .attention import RotaryAttention, RotarySelfAttention
-from .poyo import POYO
+from .poyo import N_TOKEN_TYPES, POYO
+
+MAX_TABLE_FLOATS = 16_000_000  # the graph holds the token key/value table up to 64 MB; larger vocabularies project per token
 
 SIDECAR_FORMAT = "spiketok-export"
 SIDECAR_VERSION = 2  # bump when the sidecar changes in a way older readers cannot follow (2: absolute latent grid)
@@ -75,19 +78,21 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool
     a, b = pairs[..., 0], pairs[..., 1]
     if inverse:
         sin = -sin
+    cos, sin = cos.expand(n, h, d // 2), sin.expand(n, h, d // 2)  # same shapes: onnxruntime's fast element-wise path
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, h, d)
 
 
-def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], ctx: torch.Tensor,
+def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], kv: torch.Tensor,
             ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """RotaryAttention.forward for one window: queries x (n, dim) over context (m, dim) -> (n, dim)."""
+    """RotaryAttention.forward for one window: normed queries x (n, dim) over the context's keys and values
+    kv (m, 2 * inner) (normed and projected, not rotated) -> (n, dim)."""
     h, d = att.heads, att.head_dim
     q = _rotate(att.to_q(x).reshape(-1, h, d), *x_rot)
-    k, v = att.to_kv(ctx).chunk(2, dim=-1)
-    k = _rotate(k.reshape(-1, h, d), *ctx_rot)
-    v = v.reshape(-1, h, d)
-    if att.rotate_value:
-        v = _rotate(v, *ctx_rot)
+    if att.rotate_value:  # keys and values rotated by the same angles: one rotation for both
+        k, v = _rotate(kv.reshape(-1, 2 * h, d), *ctx_rot).chunk(2, dim=1)
+    else:
+        k, v = kv.reshape(-1, 2 * h, d).chunk(2, dim=1)
+        k = _rotate(k, *ctx_rot)
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
     out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
     if att.rotate_value:
@@ -128,6 +133,16 @@ class WindowGraph(nn.Module):
         self.encoder, self.processor, self.decoder = model.encoder, model.processor, model.decoder
         self.norm_out, self.readout = model.norm_out, model.readouts[target]
         self.rotation = _Rotation(model.rotary.omega)
+        # the encoder's keys and values of every (unit, type) pair, as a constant of the graph (the model keeps
+        # the same table in inference): a token's then cost a row gather, not a LayerNorm and a projection
+        rows = len(model.unit_emb) * N_TOKEN_TYPES
+        if rows * 2 * c.cross_heads * c.head_dim <= MAX_TABLE_FLOATS:
+            with torch.no_grad():
+                table = model.encoder.kv(model.unit_emb.weight.repeat_interleave(N_TOKEN_TYPES, 0)
+                                         + model.token_type_emb.weight.repeat(len(model.unit_emb), 1))
+            self.register_buffer("token_kv", table.detach().clone(), persistent=False)
+        else:
+            self.token_kv = None
         self.absolute, self.latent_step = c.latent_grid == "absolute", float(c.latent_step)
         lat_ids, lat_times = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).latents()
         self.register_buffer("latent_ids", torch.from_numpy(lat_ids), persistent=False)
@@ -146,7 +161,11 @@ class WindowGraph(nn.Module):
     def forward(self, input_units: torch.Tensor, input_times: torch.Tensor, input_types: torch.Tensor,
                 output_times: torch.Tensor, session: torch.Tensor,
                 window_start: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
+        if self.token_kv is not None:  # each (unit, type) pair's keys and values, from the table
+            kv = F.embedding(input_units * N_TOKEN_TYPES + input_types, self.token_kv)  # (n_tokens, 2 * inner)
+        else:
+            x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
+            kv = self.encoder.kv(x)
         x_rot = self.rotation(input_times)
         lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
         if self.absolute:  # grid points (k + 0.5) * step inside the window, as SpikeTokenizer.latents places them
@@ -155,14 +174,14 @@ class WindowGraph(nn.Module):
         else:
             lat_rot = self.rotation(self.latent_times)
         enc = self.encoder
-        lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, enc.norm_ctx(x), x_rot)
+        lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, kv, x_rot)
         lat = lat + enc.ff(enc.norm_ff(lat))
         for block in self.processor:
             lat = lat + _self_attend(block.attn, block.norm_attn(lat), lat_rot)
             lat = lat + block.ff(block.norm_ff(lat))
         q = F.embedding(session.expand(output_times.shape[0]), self.session_weight)  # (n_out, dim)
         dec = self.decoder
-        q = q + _attend(dec.attn, dec.norm_q(q), self.rotation(output_times), dec.norm_ctx(lat), lat_rot)
+        q = q + _attend(dec.attn, dec.norm_q(q), self.rotation(output_times), dec.kv(lat), lat_rot)
         q = q + dec.ff(dec.norm_ff(q))
         pred = self.readout(self.norm_out(q))  # (n_out, D), normalised
         return pred * self.std[session] + self.mean[session]
