@@ -102,6 +102,8 @@ def write_doc(candidates: list[str], work: Path, recipe_work: Path | None, load_
     settings = "; ".join(f"`{c}`: {' '.join(CANDIDATES[c]) or 'the preset as is'}" for c in candidates)
     lines = ["## Leave one file out: the recipe's regularisation chosen on four files, scored on the fifth", "",
              f"Candidates ({settings}) each trained on each file alone with the default command plus their settings. "
+             "The other candidates train at the window the preset's run chose from that file's own validation split "
+             "(the recipe's pilots run once per file), so they differ in regularisation only. "
              "For each file, the candidate with the best mean validation R² over the other four files is chosen, and "
              "that file's test R² with it is reported, beside the best of `spiketok baseline --model ridge|gru|mlp` "
              "on the same split. Command: `python benchmarks/bench_lofo.py`.", ""]
