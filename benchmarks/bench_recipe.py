@@ -101,6 +101,22 @@ def begin_study(work: Path, doc_only: bool, prepared_in: Path | None = None) -> 
     return ({} if doc_only else prepare(prepared_in or work)), load_before, t0
 
 
+def preset_regularisation() -> str:
+    """The tiny preset's dropout and weight decay as this tree ships them."""
+    from spiketok.train import load_config
+
+    cfg = load_config("tiny", [])
+    return f"model.dropout={cfg['model']['dropout']} weight_decay={cfg['weight_decay']}"
+
+
+def regularisation(run_dir: Path) -> str:
+    """The dropout and weight decay a run trained with (its logs/hparams.yaml)."""
+    import yaml
+
+    hp = yaml.safe_load((run_dir / "logs" / "hparams.yaml").read_text())
+    return f"model.dropout={hp['model']['dropout']} weight_decay={hp['train']['weight_decay']}"
+
+
 def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float, doc_only: bool = False) -> None:
     lines = ["## Default recipe on real recordings: `spiketok train` with no overrides", "",
              "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
@@ -109,11 +125,12 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
              "What the recipe chose is read from each run's `recipe.json`.", "",
              "| file | spiketok R² | ridge | GRU | MLP | best baseline | margin | verdict | window (pilot val R²) | steps | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    beaten = []
+    beaten, trained_with = [], set()
     for name in MACAQUE + RAT:
         folder = work / name
         if not (folder / "spiketok.json").exists():
             continue
+        trained_with.add(regularisation(folder / "run"))
         res = json.loads((folder / "spiketok.json").read_text())
         ours = float(res["sessions"][name]["r2"])
         base = {m: r2_of(folder / f"{m}.json", name) for m in BASELINES}
@@ -145,6 +162,10 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
     missing = [f for f in MACAQUE + RAT if not (work / f / "spiketok.json").exists()]
     lines += ["", f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**"
               + (f" (no result yet for {', '.join(missing)})." if missing else "."), ""]
+    if trained_with:
+        lines += [f"These runs trained with the `tiny` preset's regularisation of their day ({'; '.join(sorted(trained_with))},"
+                  f" read from each run's logs/hparams.yaml); the preset this tree ships: {preset_regularisation()} "
+                  "(see the leave-one-file-out section).", ""]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
