@@ -138,8 +138,7 @@ class WindowGraph(nn.Module):
         rows = len(model.unit_emb) * N_TOKEN_TYPES
         if rows * 2 * c.cross_heads * c.head_dim <= MAX_TABLE_FLOATS:
             with torch.no_grad():
-                table = model.encoder.kv(model.unit_emb.weight.repeat_interleave(N_TOKEN_TYPES, 0)
-                                         + model.token_type_emb.weight.repeat(len(model.unit_emb), 1))
+                table = model.token_kv_table()
             self.register_buffer("token_kv", table.detach().clone(), persistent=False)
         else:
             self.token_kv = None

@@ -126,6 +126,10 @@ class POYO(nn.Module):
         """Encoder keys and values (K, 2 * inner) of (unit, type) keys (K,): a token's depend on nothing else."""
         return self.encoder.kv(self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES))
 
+    def token_kv_table(self) -> torch.Tensor:
+        """The encoder's keys and values (n_units * 3, 2 * inner) of every (unit, type) pair; row unit * 3 + type."""
+        return self._pair_kv(torch.arange(len(self.unit_emb) * N_TOKEN_TYPES, device=self.unit_emb.weight.device))
+
     def token_kv(self, units: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """The encoder's keys and values (B, n_tokens, 2 * inner), not yet rotated, of tokens (B, n_tokens).
 
@@ -133,9 +137,8 @@ class POYO(nn.Module):
         inference the table of every pair in the vocabulary is kept between calls (see inference_cache)."""
         if caching_allowed() and len(self.unit_emb) * N_TOKEN_TYPES * self.config.cross_heads * self.config.head_dim \
                 <= MAX_CACHED_KV_FLOATS // 2:
-            every = torch.arange(len(self.unit_emb) * N_TOKEN_TYPES, device=units.device)
             table = self._cache.get("token_kv", (self.unit_emb, self.token_type_emb, self.encoder.norm_ctx,
-                                                 self.encoder.attn.to_kv), (), lambda: self._pair_kv(every))
+                                                 self.encoder.attn.to_kv), (), self.token_kv_table)
             return F.embedding(units * N_TOKEN_TYPES + types, table)  # a fresh gather: safe to rotate in place
         pairs, row = self._distinct_pairs(units, types)  # (K,), (B, n_tokens)
         return F.embedding(row, self._pair_kv(pairs))  # a row gather, 3x faster than table[row]
