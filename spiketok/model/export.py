@@ -135,8 +135,7 @@ class WindowGraph(nn.Module):
         self.rotation = _Rotation(model.rotary.omega)
         # the encoder's keys and values of every (unit, type) pair, as a constant of the graph (the model keeps
         # the same table in inference): a token's then cost a row gather, not a LayerNorm and a projection
-        rows = len(model.unit_emb) * N_TOKEN_TYPES
-        if rows * 2 * c.cross_heads * c.head_dim <= MAX_TABLE_FLOATS:
+        if model.token_kv_table_floats() <= MAX_TABLE_FLOATS:
             with torch.no_grad():
                 table = model.token_kv_table()
             self.register_buffer("token_kv", table.detach().clone(), persistent=False)

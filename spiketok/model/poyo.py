@@ -126,6 +126,10 @@ class POYO(nn.Module):
         """Encoder keys and values (K, 2 * inner) of (unit, type) keys (K,): a token's depend on nothing else."""
         return self.encoder.kv(self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES))
 
+    def token_kv_table_floats(self) -> int:
+        """Size (number of floats) of `token_kv_table`: it grows with the vocabulary."""
+        return len(self.unit_emb) * N_TOKEN_TYPES * 2 * self.config.cross_heads * self.config.head_dim
+
     def token_kv_table(self) -> torch.Tensor:
         """The encoder's keys and values (n_units * 3, 2 * inner) of every (unit, type) pair; row unit * 3 + type."""
         return self._pair_kv(torch.arange(len(self.unit_emb) * N_TOKEN_TYPES, device=self.unit_emb.weight.device))
@@ -135,8 +139,7 @@ class POYO(nn.Module):
 
         Each distinct (unit, type) pair is embedded and projected once (tokens outnumber them ~10x); in
         inference the table of every pair in the vocabulary is kept between calls (see inference_cache)."""
-        if caching_allowed() and len(self.unit_emb) * N_TOKEN_TYPES * self.config.cross_heads * self.config.head_dim \
-                <= MAX_CACHED_KV_FLOATS // 2:
+        if caching_allowed() and self.token_kv_table_floats() <= MAX_CACHED_KV_FLOATS:
             table = self._cache.get("token_kv", (self.unit_emb, self.token_type_emb, self.encoder.norm_ctx,
                                                  self.encoder.attn.to_kv), (), self.token_kv_table)
             return F.embedding(units * N_TOKEN_TYPES + types, table)  # a fresh gather: safe to rotate in place
