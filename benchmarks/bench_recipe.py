@@ -117,6 +117,19 @@ def regularisation(run_dir: Path) -> str:
     return f"model.dropout={hp['model']['dropout']} weight_decay={hp['train']['weight_decay']}"
 
 
+def regularisation_note(trained_with: dict[str, list[str]]) -> str:
+    """A sentence: which runs trained with which dropout and weight decay, and whether that is the shipped preset.
+
+    `trained_with` maps `regularisation(run)` to the names of the runs that trained with it."""
+    shipped = preset_regularisation()
+    groups = "; ".join(f"{reg} ({', '.join(runs)})" for reg, runs in sorted(trained_with.items()))
+    verdict = ("all of them the preset this tree ships" if set(trained_with) == {shipped}
+               else f"**{'some' if shipped in trained_with else 'none'} of them the preset this tree ships** "
+                    f"({shipped})")
+    return (f"Regularisation the runs trained with, read from their logs/hparams.yaml: {groups}; {verdict} "
+            "(chosen in the leave-one-file-out section).")
+
+
 def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float, doc_only: bool = False) -> None:
     lines = ["## Default recipe on real recordings: `spiketok train` with no overrides", "",
              "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
@@ -125,12 +138,12 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
              "What the recipe chose is read from each run's `recipe.json`.", "",
              "| file | spiketok R² | ridge | GRU | MLP | best baseline | margin | verdict | window (pilot val R²) | steps | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    beaten, trained_with = [], set()
+    beaten, trained_with = [], {}  # regularisation -> the runs that trained with it
     for name in MACAQUE + RAT:
         folder = work / name
         if not (folder / "spiketok.json").exists():
             continue
-        trained_with.add(regularisation(folder / "run"))
+        trained_with.setdefault(regularisation(folder / "run"), []).append(name)
         res = json.loads((folder / "spiketok.json").read_text())
         ours = float(res["sessions"][name]["r2"])
         base = {m: r2_of(folder / f"{m}.json", name) for m in BASELINES}
@@ -157,15 +170,17 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
             best = max(known) if known else None
             verdict = "-" if best is None else ("above" if r["r2"] > best else "**below**")
             lines.append(f"| {sid} | **{r['r2']:.3f}** | {'-' if best is None else f'{best:.3f}'} | {verdict} |")
-        lines.append(f"\n(window {res['recipe']['settings'].get('model.window', 'set')}, {res['minutes']:.1f} min)")
+        trained_with.setdefault(regularisation(multi.parent / "run"), []).append("the three-session model")
+        rec = res["recipe"]
+        pilots = ", ".join(f"{w} s: {'-' if r is None else f'{r:.2f}'}" for w, r in rec.get("pilots", {}).items())
+        lines.append(f"\nThe recipe chose a {rec['settings'].get('model.window', 'set')} s window (pilot validation R²: "
+                     f"{pilots}) and at most {rec['settings'].get('max_steps', 'set')} steps; {res['minutes']:.1f} min.")
     n = len(beaten)
     missing = [f for f in MACAQUE + RAT if not (work / f / "spiketok.json").exists()]
     lines += ["", f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**"
               + (f" (no result yet for {', '.join(missing)})." if missing else "."), ""]
     if trained_with:
-        lines += [f"These runs trained with the `tiny` preset's regularisation of their day ({'; '.join(sorted(trained_with))},"
-                  f" read from each run's logs/hparams.yaml); the preset this tree ships: {preset_regularisation()} "
-                  "(see the leave-one-file-out section).", ""]
+        lines += [regularisation_note(trained_with), ""]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_recipe import BASELINES, MACAQUE, begin_study, run, run_table, spiketok
+from bench_recipe import BASELINES, MACAQUE, begin_study, regularisation, regularisation_note, run, run_table, spiketok
 from docsection import write_section
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
@@ -159,6 +159,14 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             pre.append(f"without {name}: " + ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in res["sessions"].items())
                        + f" ({res['minutes']:.0f} min)")
     lines += ["", "Pretrained models, test R² on their own sessions: " + "; ".join(pre) + ".", ""]
+    trained_with: dict[str, list[str]] = {}
+    for label, runs in (("pretrained", sorted(work.glob("pretrain-without-*/run"))),
+                        ("from pretrained", sorted(work.glob("*/n*/init/run"))),
+                        ("from scratch", sorted(work.glob("*/n*/scratch/run")))):
+        for reg in sorted({regularisation(r) for r in runs if (r / "logs" / "hparams.yaml").exists()}):
+            trained_with.setdefault(reg, []).append(label)
+    if trained_with:
+        lines += [regularisation_note(trained_with), ""]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
