@@ -6,8 +6,8 @@ ONNX export in onnxruntime in float32 and int8 (`spiketok export [--int8]`), and
 - Latency (both sizes, random weights: latency does not depend on them): one streaming-shaped window (the spikes
   of one window at RATE Hz for each of N_UNITS units, START/END tokens per unit, one output at the window end),
   tokenize + forward + denormalise, one thread; and a stream (`StreamingDecoder` for PyTorch,
-  `ExportedStreamingDecoder` for the exports): 20 ms packets of Poisson spikes, a decode after each, p99 of
-  push + decode.
+  `ExportedStreamingDecoder` on the exports' streaming graphs): 20 ms packets of Poisson spikes, a decode after
+  each, p99 of push + decode.
 - Accuracy (real data): the shipped model `pretrained:m1-reaching` on the test trials of each macaque recording in
   ../shared/data (a 1 s window centred on each trial, outputs at the trial's behaviour samples): R² per runtime,
   and its change from PyTorch float32. Skipped, with a note, when the recordings are absent.
@@ -233,7 +233,8 @@ def section(rows: list[dict], acc: dict, args, load: Load, flags: list[str]) -> 
 One thread each. Window: one {1:g} s window of {N_UNITS} units at {RATE:g} Hz (~{int(RATE * N_UNITS) + 2 * N_UNITS:,} tokens with the
 START/END tokens), tokenize + forward + denormalise, {args.repeats} calls. Stream: the same spike rates in 20 ms
 packets, `push` + `decode` after each for {args.stream_seconds:g} s ({rows[0]['n_decodes']:,} decodes): `StreamingDecoder` for
-PyTorch, `ExportedStreamingDecoder` for the exports. Random weights (latency does not depend on them).
+PyTorch, `ExportedStreamingDecoder` on the exports' streaming graphs (each spike keyed once as it arrives, one
+graph per decode; docs/export.md). Random weights (latency does not depend on them).
 bfloat16 and int8 change only the matrix products of the linear layers (`spiketok.model.precision`; onnxruntime:
 `spiketok export --int8`, weights only).
 

@@ -189,6 +189,12 @@ def test_sidecar_describes_the_graph(run: dict) -> None:
     assert [(i.name, i.type) for i in graph_inputs] == [(i["name"], f"tensor({i['dtype'].replace('float64', 'double')})")
                                                         for i in meta["inputs"]]
     assert graph_inputs[0].shape == ["n_tokens"] and graph_inputs[3].shape == ["n_out"]
+    for key in ("keys", "window"):  # the streaming graphs: files beside the model, inputs as the sidecar says
+        entry = meta["stream"][key]
+        graph = ort.InferenceSession(str(run["onnx"].parent / entry["file"]), providers=["CPUExecutionProvider"])
+        assert [i.name for i in graph.get_inputs()] == [i["name"] for i in entry["inputs"]]
+        assert [o.name for o in graph.get_outputs()] == [o["name"] for o in entry["outputs"]]
+    assert meta["stream"]["keys"]["outputs"][0]["shape"][1] == 2 * c.cross_heads * c.head_dim
     # tokenizing from the sidecar alone gives what the model's tokenizer gives
     w = session.slice(session.start + 5.0, session.start + 6.0)
     rows = np.array([meta["units"][u] for u in session.unit_ids])
@@ -242,6 +248,65 @@ def test_streaming_decoder_on_exported_model_rules(run: dict) -> None:
         ExportedStreamingDecoder(exported, "another_session")
     with pytest.raises(ValueError, match="exported for"):
         ExportedStreamingDecoder(exported, session.id, target="other")
+
+
+def packets(session, start: float, seconds: float, every: float = 0.02):
+    """The session's spikes in [start, start + seconds) as consecutive packets of `every` s: (units, times, t_end)."""
+    for k in range(int(round(seconds / every))):
+        t0, t1 = start + k * every, start + (k + 1) * every
+        w = session.slice(t0, t1, behavior=[])
+        yield w.spike_units, w.spike_times + t0, t1
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_keyed_streaming_equals_whole_windows_and_keys_each_spike_once(run: dict, fmt: str) -> None:
+    """The streaming graphs (each spike keyed once, by its session time) give the window graph's numbers decode by
+    decode, through buffer growth and compaction; the keys graph sees each spike once plus the START/END tokens."""
+    exported, session = ExportedModel(run[fmt]), run["session"]
+    assert exported.has_stream
+    keyed = ExportedStreamingDecoder(exported, session.id, capacity=16)  # grows and compacts many times
+    whole = ExportedStreamingDecoder(exported, session.id, keyed=False)
+    assert keyed.keyed and not whole.keyed
+    seen = []
+    keys = exported.keys
+    exported.keys = lambda units, types, times: (seen.append(len(units)), keys(units, types, times))[1]
+    diffs, outs, n_spikes = [], [], 0
+    for units, times, t in packets(session, session.start + 3.0, 4.0):
+        assert keyed.push(units, times) == whole.push(units, times) == len(times)
+        n_spikes += len(times)
+        a, b = keyed.decode(t), whole.decode(t)
+        diffs.append(np.abs(a - b).max())
+        outs.append(b)
+    print(f"keyed against whole windows, {fmt}: max abs difference {max(diffs):.2e} over {len(diffs)} decodes")
+    assert max(diffs) < 1e-5
+    assert np.ptp(np.array(outs), axis=0).max() > 1e3 * max(diffs)  # the outputs move: the match means something
+    assert sum(seen) == n_spikes + 2 * keyed.n_units * len(diffs)  # spikes keyed once, START/END at each decode
+    assert 0 < keyed.n_buffered == whole.n_buffered
+    keyed.reset()
+    assert keyed.n_buffered == 0
+
+
+def test_exports_without_streaming_graphs_decode_whole_windows(run: dict, tmp_path: Path) -> None:
+    """An export whose sidecar names no streaming graphs (as older ones) decodes whole windows; asking for the keyed
+    path then says to export again; a sidecar naming a missing graph file is refused on loading."""
+    old = tmp_path / "old.onnx"
+    old.write_bytes(run["onnx"].read_bytes())
+    meta = json.loads(sidecar_path(run["onnx"]).read_text())
+    sidecar_path(old).write_text(json.dumps({k: v for k, v in meta.items() if k != "stream"}))
+    exported, session = ExportedModel(old), run["session"]
+    assert not exported.has_stream
+    dec = ExportedStreamingDecoder(exported, session.id)
+    assert not dec.keyed
+    ref = ExportedStreamingDecoder(ExportedModel(run["onnx"]), session.id)
+    for units, times, t in packets(session, session.start + 3.0, 1.2):
+        dec.push(units, times)
+        ref.push(units, times)
+        assert np.abs(dec.decode(t) - ref.decode(t)).max() < 1e-5
+    with pytest.raises(ValueError, match="export the model again"):
+        ExportedStreamingDecoder(exported, session.id, keyed=True)
+    sidecar_path(old).write_text(json.dumps(meta))  # names model.keys.onnx, which is not beside old.onnx
+    with pytest.raises(ValueError, match="streaming graph model.keys.onnx is missing"):
+        ExportedModel(old)
 
 
 def test_bad_inputs_end_in_one_error_line(run: dict, tmp_path: Path) -> None:

@@ -25,10 +25,12 @@ def export(
 ) -> None:
     """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
 
-    Inputs: unit rows, token times and types (any number of tokens), output times, the session row. The sidecar
-    OUT.json holds the unit and session vocabularies, normalisation, window and token layout (docs/export.md).
+    Inputs: unit rows, token times and types (any number of tokens), output times, the session row. Beside it, two
+    streaming graphs (OUT's stem + .keys and .stream): key each spike once as it arrives, then one graph per decode.
+    The sidecar OUT.json holds the unit and session vocabularies, normalisation, window, token layout and how to
+    stream (docs/export.md).
     """
-    from ..model.export import FORMATS, ExportError, export_model
+    from ..model.export import FORMATS, ExportError, export_model, stream_paths
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format")
@@ -41,7 +43,9 @@ def export(
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {out}: {e.strerror or e}")
+    keys, stream = stream_paths(graph)
     typer.echo(f"{fmt} graph: {graph}")
+    typer.echo(f"streaming graphs: {keys} (keys each spike once), {stream} (one decode)")
     typer.echo(f"sidecar: {side}")
 
 

@@ -45,6 +45,29 @@ WINDOW_START = {"name": "window_start", "dtype": "float64", "shape": [1],
                 "doc": "the window's start in session time (s); only graphs whose latents sit on the absolute grid "
                        "(`latents.grid`) take it: the latents' times follow `latents.rule`"}
 OUTPUT_NAME = "behavior"
+KEYS_NAME = "keys"
+KEYS_INPUTS: list[dict[str, Any]] = [
+    {"name": "input_units", "dtype": "int64", "shape": ["n_tokens"],
+     "doc": "row of each token's unit in the unit vocabulary (`units`)"},
+    {"name": "input_types", "dtype": "int64", "shape": ["n_tokens"], "doc": "token type code (`token_types`)"},
+    {"name": "input_times", "dtype": "float64", "shape": ["n_tokens"],
+     "doc": "each token's time in seconds of the SESSION clock (not from a window start)"},
+]
+STREAM_INPUTS: list[dict[str, Any]] = [
+    {"name": KEYS_NAME, "dtype": "float32", "shape": ["n_tokens", "keys_width"],
+     "doc": "the keys graph's output for every token of the window: its spikes, and a START token at window_start "
+            "and an END token at window_start + window per unit of the session (any order)"},
+    {"name": "output_times", "dtype": "float64", "shape": ["n_out"],
+     "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming"},
+    {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
+    {"name": "window_start", "dtype": "float64", "shape": [1], "doc": "the window's start in session time (s)"},
+]
+STREAM_DOC = ("Streaming in two graphs, so that a decode keys only the spikes that arrived since the last one: key "
+              "each packet of spikes once with the keys graph (type spike, session-clock times) and keep the keys of "
+              "the last window's spikes; at each decode at time t, key the session's START tokens at t - window and "
+              "END tokens at t with the keys graph, and run the stream graph on the keys of the START/END tokens "
+              "and of the spikes in [t - window, t), with window_start = t - window. Same outputs as the window "
+              "graph on that window (rotary attention depends on time differences only).")
 ABSOLUTE_RULE = ("latent times (s from the window start) = (k0 + j + 0.5) * step - window_start for j = 0 .. "
                  "window/step - 1, each repeated per_step times (ids 0 .. per_step - 1), with "
                  "k0 = ceil(window_start / step - 0.5)")
@@ -82,22 +105,35 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, h, d)
 
 
-def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], kv: torch.Tensor,
-            ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """RotaryAttention.forward for one window: normed queries x (n, dim) over the context's keys and values
-    kv (m, 2 * inner) (normed and projected, not rotated) -> (n, dim)."""
+def _rotate_context(att: RotaryAttention, kv: torch.Tensor, ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Keys and values kv (m, 2 * inner) (normed and projected) rotated by the context's angles -> (m, 2 * H, d):
+    keys in heads 0 .. H-1, values in H .. 2H-1 (rotated too where the attention rotates its values)."""
+    h, d = att.heads, att.head_dim
+    if att.rotate_value:  # keys and values rotated by the same angles: one rotation for both
+        return _rotate(kv.reshape(-1, 2 * h, d), *ctx_rot)
+    k, v = kv.reshape(-1, 2 * h, d).chunk(2, dim=1)
+    return torch.cat([_rotate(k, *ctx_rot), v], dim=1)
+
+
+def _attend_rotated(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor],
+                    kv_rot: torch.Tensor) -> torch.Tensor:
+    """RotaryAttention.forward for one window: normed queries x (n, dim) over rotated keys and values
+    kv_rot (m, 2 * H, d) (`_rotate_context`) -> (n, dim)."""
     h, d = att.heads, att.head_dim
     q = _rotate(att.to_q(x).reshape(-1, h, d), *x_rot)
-    if att.rotate_value:  # keys and values rotated by the same angles: one rotation for both
-        k, v = _rotate(kv.reshape(-1, 2 * h, d), *ctx_rot).chunk(2, dim=1)
-    else:
-        k, v = kv.reshape(-1, 2 * h, d).chunk(2, dim=1)
-        k = _rotate(k, *ctx_rot)
+    k, v = kv_rot.chunk(2, dim=1)
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
     out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
     if att.rotate_value:
         out = _rotate(out, *x_rot, inverse=True)
     return att.to_out(out.reshape(-1, h * d))
+
+
+def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], kv: torch.Tensor,
+            ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RotaryAttention.forward for one window: normed queries x (n, dim) over the context's keys and values
+    kv (m, 2 * inner) (normed and projected, not rotated) -> (n, dim)."""
+    return _attend_rotated(att, x, x_rot, _rotate_context(att, kv, ctx_rot))
 
 
 def _self_attend(att: RotarySelfAttention, x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -109,15 +145,12 @@ def _self_attend(att: RotarySelfAttention, x: torch.Tensor, rot: tuple[torch.Ten
     return att.to_out(_rotate(out, *rot, inverse=True).reshape(-1, h * d))
 
 
-class WindowGraph(nn.Module):
-    """POYO on one window for one behaviour task, denormalised: the graph `spiketok export` writes.
+class _GraphParts(nn.Module):
+    """The pieces every exported graph is made of: the model's own submodules and weights (shared, not copied), the
+    token key/value table, the latent layout and the normalisation of one task; subclasses' `forward` assemble them.
 
-    forward(input_units (n_tokens,) int64, input_times (n_tokens,) float64, input_types (n_tokens,) int64,
-            output_times (n_out,) float64, session (1,) int64[, window_start (1,) float64]) -> behaviour (n_out, D).
-    Latent ids are fixed by the model's window and latent grid (buffers, not inputs); so are their times on the
-    window grid, while on the absolute grid they follow window_start as the tokenizer places them. Sessions
-    without normalisation statistics for `target` get mean 0, std 1 (normalised output).
-    """
+    Not the model itself: its vocabularies and statistics are extra state (dicts), which the tracers behind ONNX and
+    TorchScript export cannot carry."""
 
     def __init__(self, model: POYO, target: str):
         super().__init__()
@@ -126,8 +159,6 @@ class WindowGraph(nn.Module):
         c = model.config
         model.eval()
         self.target = target
-        # the model's own modules and parameters, shared (not copied); not the model itself: its vocabularies and
-        # statistics are extra state (dicts), which the tracers behind ONNX and TorchScript export cannot carry
         self.unit_weight, self.session_weight = model.unit_emb.weight, model.session_emb.weight
         self.token_type_emb, self.latent_emb = model.token_type_emb, model.latent_emb
         self.encoder, self.processor, self.decoder = model.encoder, model.processor, model.decoder
@@ -156,24 +187,23 @@ class WindowGraph(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
-    def forward(self, input_units: torch.Tensor, input_times: torch.Tensor, input_types: torch.Tensor,
-                output_times: torch.Tensor, session: torch.Tensor,
-                window_start: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens_kv(self, input_units: torch.Tensor, input_types: torch.Tensor) -> torch.Tensor:
+        """The encoder's keys and values (n_tokens, 2 * inner) of tokens (normed and projected, not rotated)."""
         if self.token_kv is not None:  # each (unit, type) pair's keys and values, from the table
-            kv = F.embedding(input_units * N_TOKEN_TYPES + input_types, self.token_kv)  # (n_tokens, 2 * inner)
-        else:
-            x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
-            kv = self.encoder.kv(x)
-        x_rot = self.rotation(input_times)
-        lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
-        if self.absolute:  # grid points (k + 0.5) * step inside the window, as SpikeTokenizer.latents places them
-            k0 = torch.ceil(window_start / self.latent_step - 0.5)
-            lat_rot = self.rotation((k0 + self.latent_times) * self.latent_step - window_start)
-        else:
-            lat_rot = self.rotation(self.latent_times)
-        enc = self.encoder
-        lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, kv, x_rot)
-        lat = lat + enc.ff(enc.norm_ff(lat))
+            return F.embedding(input_units * N_TOKEN_TYPES + input_types, self.token_kv)
+        x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
+        return self.encoder.kv(x)
+
+    def grid_times(self, window_start: torch.Tensor) -> torch.Tensor:
+        """Session times (n_latents,) float64 of the absolute-grid latents of the window starting at window_start:
+        grid points (k + 0.5) * step inside the window, as SpikeTokenizer.latents places them."""
+        k0 = torch.ceil(window_start / self.latent_step - 0.5)
+        return (k0 + self.latent_times) * self.latent_step
+
+    def finish(self, lat: torch.Tensor, lat_rot: tuple[torch.Tensor, torch.Tensor], output_times: torch.Tensor,
+               session: torch.Tensor) -> torch.Tensor:
+        """Encoded latents (n_latents, dim) with their rotations from the window start -> behaviour (n_out, D):
+        the latent blocks, the output queries' cross-attention, the read-out and the session's statistics."""
         for block in self.processor:
             lat = lat + _self_attend(block.attn, block.norm_attn(lat), lat_rot)
             lat = lat + block.ff(block.norm_ff(lat))
@@ -185,8 +215,73 @@ class WindowGraph(nn.Module):
         return pred * self.std[session] + self.mean[session]
 
 
-def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float32") -> dict[str, Any]:
-    """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it)."""
+class WindowGraph(_GraphParts):
+    """POYO on one window for one behaviour task, denormalised: the graph `spiketok export` writes.
+
+    forward(input_units (n_tokens,) int64, input_times (n_tokens,) float64, input_types (n_tokens,) int64,
+            output_times (n_out,) float64, session (1,) int64[, window_start (1,) float64]) -> behaviour (n_out, D).
+    Latent ids are fixed by the model's window and latent grid (buffers, not inputs); so are their times on the
+    window grid, while on the absolute grid they follow window_start as the tokenizer places them. Sessions
+    without normalisation statistics for `target` get mean 0, std 1 (normalised output).
+    """
+
+    def forward(self, input_units: torch.Tensor, input_times: torch.Tensor, input_types: torch.Tensor,
+                output_times: torch.Tensor, session: torch.Tensor,
+                window_start: torch.Tensor | None = None) -> torch.Tensor:
+        kv = self.tokens_kv(input_units, input_types)  # (n_tokens, 2 * inner)
+        x_rot = self.rotation(input_times)
+        lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
+        if self.absolute:
+            lat_rot = self.rotation(self.grid_times(window_start) - window_start)
+        else:
+            lat_rot = self.rotation(self.latent_times)
+        enc = self.encoder
+        lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, kv, x_rot)
+        lat = lat + enc.ff(enc.norm_ff(lat))
+        return self.finish(lat, lat_rot, output_times, session)
+
+
+class SpikeKeysGraph(_GraphParts):
+    """The per-token half of a streaming decode: tokens' encoder keys and values, rotated by their SESSION times.
+
+    forward(input_units (n,) int64, input_types (n,) int64, input_times (n,) float64 seconds of the session clock)
+        -> keys (n, 2 * heads * head_dim) float32: keys then values per head, as StreamGraph takes them.
+    A spike's keys never change while it stays in the window (rotary attention depends on time differences
+    only), so a streaming caller keys each spike once, when it arrives, and START/END tokens at each decode."""
+
+    def forward(self, input_units: torch.Tensor, input_types: torch.Tensor, input_times: torch.Tensor) -> torch.Tensor:
+        kv = _rotate_context(self.encoder.attn, self.tokens_kv(input_units, input_types), self.rotation(input_times))
+        return kv.reshape(kv.shape[0], -1)
+
+
+class StreamGraph(_GraphParts):
+    """The per-window half of a streaming decode: the window's keyed tokens (SpikeKeysGraph) -> behaviour.
+
+    forward(keys (n_tokens, 2 * heads * head_dim) float32, output_times (n_out,) float64 from the window start,
+            session (1,) int64, window_start (1,) float64 session time) -> behaviour (n_out, D).
+    The latents' encoder queries are rotated by their session times (window_start + their offsets), the same
+    clock as the keys; the latent blocks and read-out use times from the window start, as WindowGraph does."""
+
+    def forward(self, keys: torch.Tensor, output_times: torch.Tensor, session: torch.Tensor,
+                window_start: torch.Tensor) -> torch.Tensor:
+        if self.absolute:
+            session_times = self.grid_times(window_start)
+            relative = session_times - window_start
+        else:
+            relative = self.latent_times
+            session_times = relative + window_start
+        enc = self.encoder
+        kv_rot = keys.reshape(keys.shape[0], 2 * enc.attn.heads, enc.attn.head_dim)
+        lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
+        lat = lat + _attend_rotated(enc.attn, enc.norm_q(lat), self.rotation(session_times), kv_rot)
+        lat = lat + enc.ff(enc.norm_ff(lat))
+        return self.finish(lat, self.rotation(relative), output_times, session)
+
+
+def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float32",
+            stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it);
+    `stream`: the streaming graphs' entry (`stream_entry`), when they were written."""
     from .. import __version__
 
     c = model.config
@@ -216,7 +311,27 @@ def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float
         "inputs": graph_inputs(model),
         "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["n_out", dims],
                      "doc": f"{target} in the recording's units (denormalised with the session's statistics)"}],
+        **({"stream": stream} if stream else {}),
     }
+
+
+def stream_entry(model: POYO, target: str, keys_file: str, stream_file: str) -> dict[str, Any]:
+    """The sidecar's description of the two streaming graphs (file names relative to the sidecar's folder)."""
+    width = 2 * model.encoder.attn.heads * model.encoder.attn.head_dim
+    return {"doc": STREAM_DOC,
+            "keys": {"file": keys_file, "inputs": KEYS_INPUTS,
+                     "outputs": [{"name": KEYS_NAME, "dtype": "float32", "shape": ["n_tokens", width],
+                                  "doc": "each token's encoder keys then values, rotated by its session time"}]},
+            "window": {"file": stream_file, "inputs": STREAM_INPUTS,
+                       "outputs": [{"name": OUTPUT_NAME, "dtype": "float32",
+                                    "shape": ["n_out", model.readouts[target].out_features],
+                                    "doc": "as the window graph's output"}]}}
+
+
+def stream_paths(out: str | Path) -> tuple[Path, Path]:
+    """Where the streaming graphs of an export at `out` go: OUT's stem + .keys / .stream, same suffix."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.keys{out.suffix}"), out.with_name(f"{out.stem}.stream{out.suffix}")
 
 
 FORMATS = ("onnx", "torchscript")
@@ -242,22 +357,46 @@ def default_target(model: POYO) -> str:
     raise ExportError(f"this model has several tasks {model.task_names}: choose one with --target")
 
 
-def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> tuple[torch.Tensor, ...]:
-    """Example inputs to trace with (their sizes become dynamic axes)."""
+def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Example inputs of each graph to trace with (their sizes become dynamic axes)."""
     g = torch.Generator().manual_seed(0)
     w = model.config.window
-    start = (torch.tensor([12.34], dtype=torch.float64),) if model.config.latent_grid == "absolute" else ()
-    return (torch.randint(0, max(len(model.unit_emb), 1), (n_tokens,), generator=g),
-            torch.rand(n_tokens, generator=g, dtype=torch.float64) * w,
-            torch.randint(0, 3, (n_tokens,), generator=g),
-            torch.linspace(0, w, n_out, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.long)) + start
+    units = torch.randint(0, max(len(model.unit_emb), 1), (n_tokens,), generator=g)
+    times = torch.rand(n_tokens, generator=g, dtype=torch.float64) * w
+    types = torch.randint(0, 3, (n_tokens,), generator=g)
+    out_times = torch.linspace(0, w, n_out, dtype=torch.float64)
+    session, start = torch.zeros(1, dtype=torch.long), torch.tensor([12.34], dtype=torch.float64)
+    width = 2 * model.encoder.attn.heads * model.encoder.attn.head_dim
+    return {"window": (units, times, types, out_times, session) + ((start,) if model.config.latent_grid == "absolute" else ()),
+            "keys": (units, types, times + start),
+            "stream": (torch.randn(n_tokens, width, generator=g), out_times, session, start)}
+
+
+def _write_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[dict[str, Any]], output: str,
+                 path: Path, fmt: str, int8: bool) -> None:
+    """Trace `graph` on `example` into an ONNX or TorchScript file at `path` (written atomically); inputs with a
+    named first axis (n_tokens, n_out) are dynamic there, as is the output's first axis."""
+    names = [i["name"] for i in inputs]
+    dynamic = {i["name"]: {0: i["shape"][0]} for i in inputs if isinstance(i["shape"][0], str)}
+    with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
+        warnings.simplefilter("ignore")
+        with torch.no_grad(), atomic_write(path) as tmp:
+            if fmt == "onnx":
+                # the TorchScript-based exporter: with dynamo=True the ONNX graph drifted 7e-4 from PyTorch
+                torch.onnx.export(graph, example, tmp, input_names=names, output_names=[output],
+                                  opset_version=ONNX_OPSET, dynamo=False,
+                                  dynamic_axes={**dynamic, output: {0: "n_tokens" if output == KEYS_NAME else "n_out"}})
+                if int8:
+                    _quantize_onnx(Path(tmp))
+            else:
+                torch.jit.save(torch.jit.trace(graph, example, check_trace=False), tmp)
 
 
 def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None,
                  int8: bool = False) -> tuple[Path, Path]:
-    """Write `model` as an ONNX or TorchScript graph of one window (WindowGraph) at `out`, and its sidecar JSON
-    at `out`.json; returns both paths. Dynamic axes: the number of tokens and of output times.
+    """Write `model` as an ONNX or TorchScript graph of one window (WindowGraph) at `out`, its two streaming graphs
+    (SpikeKeysGraph, StreamGraph) beside it (`stream_paths`), and its sidecar JSON at `out`.json; returns the
+    window graph's and the sidecar's paths. Dynamic axes: the number of tokens and of output times.
     int8 (ONNX only): weights of the matrix products quantized to int8 by onnxruntime's dynamic quantization
     (activations quantized per call); its accuracy cost is measured in docs/benchmarks.md."""
     if fmt not in FORMATS:
@@ -269,32 +408,21 @@ def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | 
     target = default_target(model) if target is None else target
     if target not in model.task_names:
         raise ExportError(f"target {target!r} is not a task of this model (it has {model.task_names})")
-    graph = WindowGraph(model, target).eval()
-    example = _example(model)
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401  (torch.onnx.export needs it)
+        except ImportError:
+            raise ExportError("ONNX export needs the `onnx` package: pip install 'spiketok[export]'") from None
     out = Path(out)
-    names = [i["name"] for i in graph_inputs(model)]
-    with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
-        warnings.simplefilter("ignore")
-        with torch.no_grad(), atomic_write(out) as tmp:
-            if fmt == "onnx":
-                try:
-                    import onnx  # noqa: F401  (torch.onnx.export needs it)
-                except ImportError:
-                    raise ExportError("ONNX export needs the `onnx` package: pip install 'spiketok[export]'") from None
-                tokens = {0: "n_tokens"}
-                # the TorchScript-based exporter: with dynamo=True the ONNX graph drifted 7e-4 from PyTorch
-                torch.onnx.export(graph, example, tmp, input_names=names, output_names=[OUTPUT_NAME],
-                                  opset_version=ONNX_OPSET, dynamo=False,
-                                  dynamic_axes={"input_units": tokens, "input_times": tokens, "input_types": tokens,
-                                                "output_times": {0: "n_out"}, OUTPUT_NAME: {0: "n_out"}})
-                if int8:
-                    _quantize_onnx(Path(tmp))
-            else:
-                traced = torch.jit.trace(graph, example, check_trace=False)
-                torch.jit.save(traced, tmp)
+    keys_path, stream_path = stream_paths(out)
+    example = _example(model)
+    _write_graph(WindowGraph(model, target).eval(), example["window"], graph_inputs(model), OUTPUT_NAME, out, fmt, int8)
+    _write_graph(SpikeKeysGraph(model, target).eval(), example["keys"], KEYS_INPUTS, KEYS_NAME, keys_path, fmt, False)
+    _write_graph(StreamGraph(model, target).eval(), example["stream"], STREAM_INPUTS, OUTPUT_NAME, stream_path, fmt, int8)
     side = sidecar_path(out)
+    stream = stream_entry(model, target, keys_path.name, stream_path.name)
     with atomic_write(side) as tmp:
-        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt, "int8" if int8 else "float32"), indent=1))
+        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt, "int8" if int8 else "float32", stream), indent=1))
     return out, side
 
 

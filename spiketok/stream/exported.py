@@ -49,8 +49,48 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+class _Graph:
+    """One exported graph file, run by onnxruntime (ONNX) or TorchScript: run(*arrays) -> its first output."""
+
+    def __init__(self, path: Path, kind: str, names: list[str], threads: int):
+        self.path, self.kind, self.names = path, kind, names
+        if kind == "onnx":
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise ExportFileError("running an ONNX model needs onnxruntime: pip install 'spiketok[export]'") from None
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, int(threads))
+            try:
+                self._ort = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+                raise ExportFileError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+        elif kind == "torchscript":
+            import warnings
+
+            import torch
+
+            try:
+                with warnings.catch_warnings():  # torch.jit's own deprecation note, not about this model
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._ts = torch.jit.load(str(path), map_location="cpu")
+            except Exception as e:  # a damaged archive: RuntimeError or a zip error
+                raise ExportFileError(f"{path}: TorchScript cannot load it ({type(e).__name__}: {e})") from None
+        else:
+            raise ExportFileError(f"{path}: unknown graph kind {kind!r} in its sidecar")
+
+    def run(self, *feeds: np.ndarray) -> np.ndarray:
+        if self.kind == "onnx":
+            return self._ort.run(None, dict(zip(self.names, feeds)))[0]
+        import torch
+
+        with torch.no_grad():
+            return self._ts(*(torch.from_numpy(a) for a in feeds)).numpy()
+
+
 class ExportedModel:
-    """An exported window graph and its sidecar: `run` on tokens, `tokenize` + `predict` on spikes."""
+    """An exported window graph and its sidecar: `run` on tokens, `tokenize` + `predict` on spikes; `keys` and
+    `run_keyed` for the streaming graphs (when the export has them: `has_stream`)."""
 
     def __init__(self, path: str | Path, threads: int = 1):
         self.path = Path(path)
@@ -62,30 +102,22 @@ class ExportedModel:
         self.names = [i["name"] for i in self.meta["inputs"]]
         self.absolute = self.meta["latents"].get("grid", "window") == "absolute"  # the graph takes window_start
         self.graph = self.meta["graph"]
-        if self.graph == "onnx":
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                raise ExportFileError("running an ONNX model needs onnxruntime: pip install 'spiketok[export]'") from None
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, int(threads))
-            try:
-                self._ort = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-            except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-                raise ExportFileError(f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
-        elif self.graph == "torchscript":
-            import warnings
+        self._window = _Graph(self.path, self.graph, self.names, threads)
+        self._keys = self._stream = None
+        stream = self.meta.get("stream")
+        if stream:  # exports from before the streaming graphs have none: decode whole windows then
+            for key in ("keys", "window"):
+                if not (self.path.parent / stream[key]["file"]).is_file():
+                    raise ExportFileError(f"{self.path}: its streaming graph {stream[key]['file']} is missing "
+                                          "(`spiketok export` writes it beside the model; keep them together)")
+            self._keys, self._stream = (
+                _Graph(self.path.parent / stream[key]["file"], self.graph, [i["name"] for i in stream[key]["inputs"]],
+                       threads) for key in ("keys", "window"))
 
-            import torch
-
-            try:
-                with warnings.catch_warnings():  # torch.jit's own deprecation note, not about this model
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    self._ts = torch.jit.load(str(self.path), map_location="cpu")
-            except Exception as e:  # a damaged archive: RuntimeError or a zip error
-                raise ExportFileError(f"{self.path}: TorchScript cannot load it ({type(e).__name__}: {e})") from None
-        else:
-            raise ExportFileError(f"{self.path}: unknown graph kind {self.graph!r} in its sidecar")
+    @property
+    def has_stream(self) -> bool:
+        """Whether the export holds the streaming graphs (keys once per spike, then one graph per decode)."""
+        return self._stream is not None
 
     def run(self, input_units: np.ndarray, input_times: np.ndarray, input_types: np.ndarray,
             output_times: np.ndarray, session: int, window_start: float | None = None) -> np.ndarray:
@@ -99,12 +131,22 @@ class ExportedModel:
                 raise ValueError(f"{self.path.name}: this graph's latents sit on the absolute time grid; pass the "
                                  "window's start in session time (window_start=)")
             feeds.append(np.array([window_start], np.float64))
-        if self.graph == "onnx":
-            return self._ort.run(None, dict(zip(self.names, feeds)))[0]
-        import torch
+        return self._window.run(*feeds)
 
-        with torch.no_grad():
-            return self._ts(*(torch.from_numpy(a) for a in feeds)).numpy()
+    def keys(self, units: np.ndarray, types: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Streaming graph 1: keys (n, keys_width) float32 of tokens at session-clock times (s)."""
+        if self._keys is None:
+            raise ExportFileError(f"{self.path}: this export has no streaming graphs; export the model again")
+        return self._keys.run(np.ascontiguousarray(units, np.int64), np.ascontiguousarray(types, np.int64),
+                              np.ascontiguousarray(times, np.float64))
+
+    def run_keyed(self, keys: np.ndarray, output_times: np.ndarray, session: int, window_start: float) -> np.ndarray:
+        """Streaming graph 2: behaviour (n_out, D) from the keys of every token of the window starting at
+        window_start (session time, s): its spikes and its units' START/END tokens."""
+        if self._stream is None:
+            raise ExportFileError(f"{self.path}: this export has no streaming graphs; export the model again")
+        return self._stream.run(np.ascontiguousarray(keys, np.float32), np.ascontiguousarray(output_times, np.float64),
+                                np.array([session], np.int64), np.array([window_start], np.float64))
 
     def unit_rows(self, unit_ids: Sequence[str]) -> np.ndarray:
         """Vocabulary rows (n,) of full unit ids ("<session>/<unit>"); unknown ids raise UnknownIdError."""
@@ -142,17 +184,23 @@ class ExportedStreamingDecoder(PacketRules):
     decoder = ExportedStreamingDecoder(ExportedModel("model.onnx"), "session_id")
     decoder.push(unit_ids, times); y = decoder.decode(t)   # (D,) from spikes in [t - window, t)
 
-    Each decode tokenizes the window from the buffered spikes and runs the graph once.
+    keyed (default: when the export has its streaming graphs): each pushed spike is keyed once by the keys graph
+    and kept; a decode keys the units' START/END tokens and runs the stream graph on the window's keys, so the
+    per-token work follows the new spikes. Otherwise each decode tokenizes the window and runs the window graph.
     """
 
     def __init__(self, exported: ExportedModel, session_id: str, unit_ids: Sequence[str] | None = None,
-                 target: str | None = None, late: str = "raise"):
+                 target: str | None = None, late: str = "raise", keyed: bool | None = None, capacity: int = 16384):
         if late not in ("raise", "drop"):
             raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
         if target is not None and target != exported.target:
             raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
+        if keyed and not exported.has_stream:
+            raise ValueError(f"keyed=True: {exported.path.name} has no streaming graphs (exported by an older "
+                             "spiketok); export the model again")
         self.exported, self.session_id, self.late = exported, session_id, late
         self.window, self.target = exported.window, exported.target
+        self.keyed = exported.has_stream if keyed is None else bool(keyed)
         self._session = exported.session_row(session_id)
         if unit_ids is None:
             unit_ids = [u for u in exported.units if u.startswith(f"{session_id}/")]
@@ -163,13 +211,47 @@ class ExportedStreamingDecoder(PacketRules):
         self._rows = exported.unit_rows(self.unit_ids)
         self._build_id_table()
         self._out = np.array([self.window], np.float64)
+        n = self.n_units
+        self._p = 2 * n  # keyed: START/END keys go in the 2 * n_units buffer rows just before the window's spikes
+        self._edge_units = np.concatenate([self._rows, self._rows])
+        self._edge_types = np.repeat(np.array([exported.types["start"], exported.types["end"]], np.int64), n)
+        self._edge_times = np.zeros(2 * n, np.float64)
+        self._spike_type = np.int64(exported.types["spike"])
+        self._capacity = max(int(capacity), 16)
         self.reset()
 
     def reset(self) -> None:
         """Forget all spikes and decode times."""
         self._times, self._units = np.zeros(0, np.float64), np.zeros(0, np.int64)
+        if self.keyed:
+            self._alloc(self._capacity)
         self._last_time = self._last_decode = -np.inf
         self.n_late = 0
+
+    @property
+    def n_buffered(self) -> int:
+        """Spikes held (those a later decode may still need)."""
+        return self._hi - self._lo if self.keyed else len(self._times)
+
+    def _alloc(self, capacity: int) -> None:
+        """Keyed buffers: spike times (capacity,) and keys (2 * n_units + capacity, keys_width); live spikes are
+        slots [lo, hi), their keys rows p + lo .. p + hi."""
+        width = int(self.exported.meta["stream"]["keys"]["outputs"][0]["shape"][1])
+        self._times = np.zeros(capacity, np.float64)
+        self._keys = np.zeros((self._p + capacity, width), np.float32)
+        self._lo = self._hi = 0
+
+    def _make_room(self, n: int) -> None:
+        """n free slots at the end: the live spikes moved to the front, the buffers grown when they are full."""
+        cap = len(self._times)
+        if self._hi + n <= cap:
+            return
+        live, lo, hi, p = self._hi - self._lo, self._lo, self._hi, self._p
+        times, keys = self._times[lo:hi].copy(), self._keys[p + lo:p + hi].copy()
+        if live + n > cap // 4:  # keep compactions rare: at most one per ~3/4 buffer of new spikes
+            self._alloc(max(2 * cap, 4 * (live + n)))
+        self._times[:live], self._keys[p:p + live] = times, keys
+        self._lo, self._hi = 0, live
 
     def push(self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray) -> int:
         """Add a packet of spikes (local indices or string ids, times in s); the ordering rules of StreamingDecoder."""
@@ -177,9 +259,17 @@ class ExportedStreamingDecoder(PacketRules):
         if packet is None:
             return 0
         units, times = packet
-        self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
+        n = len(times)
+        if self.keyed:
+            self._make_room(n)
+            lo, hi, p = self._hi, self._hi + n, self._p
+            self._keys[p + lo:p + hi] = self.exported.keys(self._rows[units], np.full(n, self._spike_type), times)
+            self._times[lo:hi] = times
+            self._hi = hi
+        else:
+            self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
         self._last_time = float(times[-1])
-        return len(times)
+        return n
 
     def decode(self, t: float) -> np.ndarray:
         """Behaviour (D,) at time t in the recording's units, from the spikes pushed with times in [t - window, t)."""
@@ -187,12 +277,24 @@ class ExportedStreamingDecoder(PacketRules):
         if t < self._last_decode:
             raise StreamOrderError(f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s")
         t0 = t - self.window
-        a, b = np.searchsorted(self._times, [t0, t], side="left")
-        self._times, self._units = self._times[a:], self._units[a:]  # older spikes are never needed again
-        b -= a
-        tokens = self.exported.tokenize(self._rows[self._units[:b]], self._times[:b] - t0, self._rows)
+        if self.keyed:
+            live = self._times[self._lo:self._hi]
+            a, b = self._lo + np.searchsorted(live, [t0, t], side="left")
+            # START/END keys go in the rows just before spike a's: spikes there are older than t0 and, since decode
+            # times never decrease, never needed again
+            n, p = self.n_units, self._p
+            self._edge_times[:n], self._edge_times[n:] = t0, t
+            self._keys[a:a + p] = self.exported.keys(self._edge_units, self._edge_types, self._edge_times)
+            y = self.exported.run_keyed(self._keys[a:p + b], self._out, self._session, t0)[0]
+            self._lo = int(a)
+        else:
+            a, b = np.searchsorted(self._times, [t0, t], side="left")
+            self._times, self._units = self._times[a:], self._units[a:]  # older spikes are never needed again
+            b -= a
+            tokens = self.exported.tokenize(self._rows[self._units[:b]], self._times[:b] - t0, self._rows)
+            y = self.exported.run(*tokens, self._out, self._session, t0)[0]
         self._last_decode = t
-        return self.exported.run(*tokens, self._out, self._session, t0)[0]
+        return y
 
 
 replay_exported = replay  # `replay` takes an ExportedModel as it takes a POYO model
