@@ -160,9 +160,10 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
                        + f" ({res['minutes']:.0f} min)")
     lines += ["", "Pretrained models, test R² on their own sessions: " + "; ".join(pre) + ".", ""]
     trained_with: dict[str, list[str]] = {}
+    arm_runs = sorted(work.glob("*/n*/*/run"))  # WORK/<file>/n<N>/<arm>/run
     for label, runs in (("pretrained", sorted(work.glob("pretrain-without-*/run"))),
-                        ("from pretrained", sorted(work.glob("*/n*/init/run"))),
-                        ("from scratch", sorted(work.glob("*/n*/scratch/run")))):
+                        ("from pretrained", [r for r in arm_runs if r.parent.name == "init"]),
+                        ("from scratch", [r for r in arm_runs if r.parent.name == "scratch"])):
         for reg in sorted({regularisation(r) for r in runs if (r / "logs" / "hparams.yaml").exists()}):
             trained_with.setdefault(reg, []).append(label)
     if trained_with:
