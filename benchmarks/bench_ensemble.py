@@ -1,6 +1,6 @@
 """Do seed ensembles pay? Several seeds of the leave-one-file-out choice, their test predictions averaged.
 
-    python benchmarks/bench_ensemble.py --lofo-work DIR --recipe-work DIR [--seeds 3] [--files NAME ...]
+    python benchmarks/bench_ensemble.py [--lofo-work DIR] [--recipe-work DIR] [--seeds 3] [--files NAME ...]
         [--jobs 2] [--work DIR] [--doc-only]
 
 For each file in ../shared/data, the regularisation candidate its leave-one-file-out fold chose
@@ -138,8 +138,10 @@ def write_doc(seeds: int, files: list[str], chosen: dict[str, str], paths: dict[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lofo-work", type=Path, required=True, help="bench_lofo.py's WORK: the chosen runs (seed 0)")
-    ap.add_argument("--recipe-work", type=Path, required=True, help="bench_recipe.py's WORK: its prepared files")
+    ap.add_argument("--lofo-work", type=Path, default=Path("bench-work/lofo"),
+                    help="bench_lofo.py's WORK: the chosen runs (seed 0)")
+    ap.add_argument("--recipe-work", type=Path, default=Path("bench-work/recipe"),
+                    help="bench_recipe.py's WORK: its prepared files")
     ap.add_argument("--seeds", type=int, default=3, help="models per ensemble (seeds 0..K-1)")
     ap.add_argument("--files", nargs="*", default=FILES, choices=FILES, help="files to measure (default all)")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one torch thread each)")

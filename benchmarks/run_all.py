@@ -40,6 +40,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "real_data": (["bench_real_data.py"], ["bench_real_data.py", "--quick"]),
     "recipe": (["bench_recipe.py"], None),
     "transfer": (["bench_transfer.py"], None),
+    "lofo": (["bench_lofo.py", "--recipe-work", "bench-work/recipe"], None),
+    "ensemble": (["bench_ensemble.py"], None),  # after lofo: its runs are the ensembles' seed 0
 }
 
 
