@@ -3,8 +3,9 @@
 `ExportedModel` reads FILE and FILE.json and decodes one window: the tokenization a caller outside Python
 would write from the sidecar (one token per spike, a START token at 0 and an END token at the window length
 per unit of the session; times in seconds from the window start). `ExportedStreamingDecoder` keeps the
-recent spikes of a stream and decodes the window [t - window, t) at each call, with the same interface and
-ordering rules as spiketok.stream.StreamingDecoder; `replay_exported` streams a recorded session through it
+recent spikes of a stream (keyed once each by the export's streaming graphs, when it has them) and decodes
+the window [t - window, t) at each call, with the same interface and ordering rules as
+spiketok.stream.StreamingDecoder; `replay_exported` streams a recorded session through it
 (`spiketok replay --onnx FILE`).
 """
 
