@@ -138,7 +138,7 @@ def write_doc(seeds: int, files: list[str], chosen: dict[str, str], paths: dict[
               f"files: **{mean(cand_gains):+.3f}** R².", "",
               f"Rule (issue 12): ship `--ensemble` only where it adds more than {GAIN_TO_SHIP:.2f} R² on this table. "
               + (f"Verdict: **it pays** on the seeds measured; `spiketok train` "
-                 f"{'has' if train_has_ensemble() else '**has no `--ensemble` option yet**'}." if pays else
+                 f"{'has it (`--ensemble K`; `evaluate` with the K checkpoints averages them)' if train_has_ensemble() else '**has no `--ensemble` option yet**'}." if pays else
                  "Verdict: **it does not pay**" + (" (no seed ensemble measured yet)" if not seed_gains else "")
                  + ", so `spiketok train` " + ("has one all the same." if train_has_ensemble() else "has no `--ensemble` option.")), ""]
     lines += run_table(seconds, load_before, load_after, doc_only)

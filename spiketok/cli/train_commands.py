@@ -46,6 +46,9 @@ def train(
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this pretrained model: new sessions get "
                     "their unit embeddings by unit identification, then every weight trains at a tenth of the lr "
                     "(the model's size and window are kept). With --resume, give the same --init.")] = None,
+    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Train K models: OUT, then K-1 more with the "
+                        "settings the recipe chose and seeds + 1 .. K-1 in OUT/ensemble/seed-S; `evaluate` with all "
+                        "their model.ckpt averages their predictions (what it adds: docs/benchmarks.md).")] = 1,
 ) -> None:
     """Train one model on all given sessions together (Lightning; DDP when several devices).
 
@@ -67,6 +70,8 @@ def train(
                       + (" (resuming)" if resume else ""))
     kw = dict(resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy,
               progress=progress)
+    if ensemble > 1 and init is not None:
+        fail("--ensemble trains its models from scratch; it does not combine with --init")
     try:
         if init is not None:
             from ..train.transfer import train_from_pretrained
@@ -75,6 +80,11 @@ def train(
             result = train_from_pretrained(load_model(init), ds, cfg, out, **kw)
         else:
             result = run_train(ds, cfg, out, **kw)
+        members = []
+        if ensemble > 1:
+            from ..train.ensemble import train_members
+
+            members = train_members(ds, cfg, result, ensemble, **kw)
     except TrainingInterrupted as e:
         if rank0:
             typer.echo(f"stopped: {e}", err=True)
@@ -93,12 +103,17 @@ def train(
     console.print(f"  all checkpoints   : {out / 'checkpoints'} (last.ckpt to resume)")
     console.print(f"  logs (CSV)        : {out / 'logs' / 'metrics.csv'}")
     console.print(f"  logs (TensorBoard): tensorboard --logdir {out / 'tb'}")
-    console.print(f"  next              : spiketok evaluate {result.checkpoint} --data {' --data '.join(map(str, data))}")
+    for m in members:
+        member_score = "n/a" if m.best_score is None else f"{m.best_score:.3f}"
+        console.print(f"  ensemble member   : {m.checkpoint} (best validation R² {member_score})")
+    checkpoints = " ".join(str(r.checkpoint) for r in [result, *members])
+    console.print(f"  next              : spiketok evaluate {checkpoints} --data {' --data '.join(map(str, data))}")
 
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A spiketok checkpoint (model.ckpt).")],
+    checkpoints: Annotated[list[Path], typer.Argument(help="A spiketok checkpoint (model.ckpt); several (e.g. the "
+                           "models of `train --ensemble`): their predictions are averaged.")],
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders.")],
     split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
@@ -109,10 +124,10 @@ def evaluate(
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
     from ..evaluate.report import evaluate as run_eval, plot_results, write_json
 
-    model = load_model(checkpoint)
+    models = [load_model(c) for c in checkpoints]
     ds = load_dataset(data)
     try:
-        results, decoded = run_eval(model, ds, split, target, stride)
+        results, decoded = run_eval(models if len(models) > 1 else models[0], ds, split, target, stride)
     except (KeyError, ValueError) as e:  # a split the sessions lack, a target they lack
         fail(str(e))
     console.print(_results_table(results))

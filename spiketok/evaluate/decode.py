@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,6 +35,20 @@ class Decoded:
         return r2_per_dim(self.y_true, self.y_pred, self.weights)
 
 
+
+
+def average_decoded(runs: list[Decoded]) -> Decoded:
+    """Several models' decodes of the same samples (an ensemble) as one: predictions averaged, and a sample counts
+    in scores only where every model covered it."""
+    first = runs[0]
+    for r in runs[1:]:
+        if (r.session, r.target) != (first.session, first.target) or not np.array_equal(r.timestamps, first.timestamps):
+            raise ValueError(f"cannot average decodes of different samples ({first.session}/{first.target} and "
+                             f"{r.session}/{r.target})")
+    if len(runs) == 1:
+        return first
+    return replace(first, y_pred=np.mean([r.y_pred for r in runs], axis=0),
+                   weights=np.min([r.weights for r in runs], axis=0))
 
 
 def default_stride(model: POYO) -> float:

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..data.storage import SessionDataset
 from ..model.poyo import POYO
-from .decode import Decoded, decode_split
+from .decode import Decoded, average_decoded, decode_split
 
 
 def evaluate(
-    model: POYO, data: SessionDataset, split: str = "test", target: str | None = None, stride: float | None = None,
-    progress: bool = True,
+    model: POYO | Sequence[POYO], data: SessionDataset, split: str = "test", target: str | None = None,
+    stride: float | None = None, progress: bool = True,
 ) -> tuple[dict, dict[str, Decoded]]:
-    """R^2 per session and per dimension, and their mean, in the JSON layout of `spiketok evaluate`."""
+    """R^2 per session and per dimension, and their mean, in the JSON layout of `spiketok evaluate`.
+    Several models (an ensemble): their predictions are averaged (`average_decoded`); the first chooses the target."""
+    models = [model] if isinstance(model, POYO) else list(model)
     results: dict = {"split": split, "sessions": {}}
+    if len(models) > 1:
+        results["ensemble"] = len(models)
     decoded: dict[str, Decoded] = {}
     for s in data:
-        t = model.target_for(s.id, list(s.behavior_info), target)
-        d = decode_split(model, s, t, split, stride=stride, progress=progress)
+        t = models[0].target_for(s.id, list(s.behavior_info), target)
+        d = average_decoded([decode_split(m, s, t, split, stride=stride, progress=progress) for m in models])
         r2 = d.r2()
         decoded[s.id] = d
         results["sessions"][s.id] = {
