@@ -74,3 +74,28 @@ def test_ensemble_refuses_init_and_mismatched_decodes(ensemble: dict) -> None:
     a, b = (decode_split(model, session, "hand_velocity", split) for split in ("test", "valid"))
     with pytest.raises(ValueError, match="cannot average"):
         average_decoded([a, b])
+
+
+def test_predict_averages_the_members(ensemble: dict, tmp_path: Path) -> None:
+    """`predict A B FILE` writes the mean of `predict A FILE` and `predict B FILE`; the NWB output names both."""
+    session_file = next((ensemble["root"] / "sim").glob("*.h5"))
+    preds = []
+    for k, ckpts in enumerate([ensemble["ckpts"][:1], ensemble["ckpts"][1:], ensemble["ckpts"]]):
+        code, text = cli("predict", *ckpts, session_file, "--out", tmp_path / f"{k}.npz")
+        assert code == 0, text
+        preds.append(np.load(tmp_path / f"{k}.npz")["predictions"])
+    assert "the average of 2 models" in text
+    assert np.nanmax(np.abs(preds[0] - preds[1])) > 1e-3
+    np.testing.assert_allclose(preds[2], (preds[0] + preds[1]) / 2, rtol=1e-6, atol=1e-6)
+    code, text = cli("predict", *ensemble["ckpts"], session_file, "--out", tmp_path / "both.nwb")
+    assert code == 0, text
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(tmp_path / "both.nwb"), "r") as io:
+        nwb = io.read()
+        series = nwb.processing["spiketok"]["hand_velocity"]
+        assert "the average of the spiketok models" in series.description
+        assert all(str(c.resolve()) in series.description for c in ensemble["ckpts"])
+        np.testing.assert_allclose(series.data[:], preds[2], rtol=1e-5, atol=1e-5)
+    code, text = cli("predict", ensemble["ckpts"][0], "--out", tmp_path / "x.npz")
+    assert code == 2 and "then the recording" in text

@@ -141,8 +141,9 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A spiketok checkpoint.")],
-    file: Annotated[Path, typer.Argument(help="An NWB file, a brainsets/temporaldata file or a prepared session file (.h5).")],
+    paths: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT... FILE", help="One spiketok checkpoint, or "
+                     "several (e.g. the models of `train --ensemble`: their predictions are averaged), then the "
+                     "recording: an NWB file, a brainsets/temporaldata file or a prepared session file (.h5).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz, .csv, or .nwb (a new NWB file: a "
                                                           "TimeSeries in processing module 'spiketok').")],
     rate: Annotated[float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")] = 100.0,
@@ -150,16 +151,24 @@ def predict(
     """Decode a whole recording and write the predicted behaviour with its timestamps."""
     from ..evaluate.predict import OUTPUT_SUFFIXES, open_recording, predict_recording, write_prediction
 
+    if len(paths) < 2:
+        fail("give a checkpoint and then the recording to decode: spiketok predict CHECKPOINT [CHECKPOINT ...] FILE")
+    *checkpoints, file = paths
     if out.suffix not in OUTPUT_SUFFIXES:
         fail(f"{out}: the output must end in .nwb, .npz or .csv")
     if out.exists() and out.resolve() == file.resolve():
         fail(f"{out}: this is the input recording; write the predictions to a new file")
-    model = load_model(checkpoint)
-    session, target = open_recording(file, model)
-    pred = predict_recording(model, session, target, rate, progress=True)
-    write_prediction(pred, out, source=file, model_path=checkpoint, source_meta=session.meta)
-    console.print(f"wrote {len(pred.times)} predictions of {target} ({pred.covered.mean():.0%} of samples covered) "
-                  f"to {out}")
+    models = [load_model(c) for c in checkpoints]
+    session, target = open_recording(file, models[0])
+    for c, m in zip(checkpoints[1:], models[1:]):
+        if target not in m.task_names:
+            fail(f"{c} does not decode {target!r} (it decodes {', '.join(m.task_names)}), which {checkpoints[0]} "
+                 f"decodes for this recording; an ensemble's models must decode the same behaviour")
+    pred = predict_recording(models if len(models) > 1 else models[0], session, target, rate, progress=True)
+    write_prediction(pred, out, source=file, model_path=list(checkpoints), source_meta=session.meta)
+    what = f"the average of {len(models)} models" if len(models) > 1 else "predictions"
+    console.print(f"wrote {len(pred.times)} predictions of {target} ({what}; {pred.covered.mean():.0%} of samples "
+                  f"covered) to {out}")
 
 
 @app.command()

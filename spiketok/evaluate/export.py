@@ -42,12 +42,19 @@ def _start_time(text: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def _models_text(models: list[Path]) -> str:
+    """The checkpoints that decoded, with their sha256 (so a reader can tell which files they were)."""
+    named = ", ".join(f"{m} (sha256 {file_sha256(m)})" for m in models)
+    return f"the spiketok model {named}" if len(models) == 1 else f"the average of the spiketok models {named}"
+
+
 def write_predictions_nwb(
     path: str | Path, timestamps: np.ndarray, values: np.ndarray, *, target: str, dims: list[str], unit: str,
-    session_id: str, source: str | Path, model: str | Path, source_meta: dict[str, str] | None = None,
+    session_id: str, source: str | Path, model: str | Path | list[str | Path], source_meta: dict[str, str] | None = None,
 ) -> Path:
     """Write predictions (T, D) at `timestamps` (T,) seconds as TimeSeries `target` in a new NWB file.
 
+    model: the checkpoint that decoded them, or the checkpoints whose predictions were averaged (an ensemble).
     source_meta: the session's meta (from `spiketok prepare` or a reader): its `identifier` and
     `session_start_time`, when present, are those of the source NWB file.
     """
@@ -55,7 +62,8 @@ def write_predictions_nwb(
 
     import spiketok
 
-    path, source, model = Path(path), Path(source).resolve(), Path(model).resolve()
+    path, source = Path(path), Path(source).resolve()
+    models = [Path(m).resolve() for m in (model if isinstance(model, list) else [model])]
     meta = source_meta or {}
     source_id = meta.get("identifier", "")
     start = _start_time(meta.get("session_start_time"))
@@ -69,7 +77,7 @@ def write_predictions_nwb(
         session_start_time=start or datetime.now(timezone.utc),
         session_id=session_id,
         notes=notes,
-        source_script=f"spiketok predict {model} {source}",
+        source_script=f"spiketok predict {' '.join(map(str, models))} {source}",
         source_script_file_name="spiketok",
         was_generated_by=[("spiketok", spiketok.__version__)],
     )
@@ -78,8 +86,7 @@ def write_predictions_nwb(
     module.add(TimeSeries(
         name=target, data=values.reshape(len(values), -1), timestamps=np.asarray(timestamps, dtype=np.float64),
         unit=unit or "unknown",
-        description=(f"{target} decoded by the spiketok model {model} (sha256 {file_sha256(model)}) from "
-                     f"{source_text}; columns: {', '.join(dims)}"),
+        description=(f"{target} decoded by " + _models_text(models) + f" from {source_text}; columns: {', '.join(dims)}"),
         comments=f"columns: {', '.join(dims)}",
     ))
     path.parent.mkdir(parents=True, exist_ok=True)

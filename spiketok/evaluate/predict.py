@@ -54,20 +54,26 @@ class Prediction:
     unit: str  # the recorded behaviour's unit, "" when the file lacks it
 
 
-def predict_recording(model: POYO, session: SessionLike, target: str, rate: float = 100.0,
+def predict_recording(model: POYO | list[POYO], session: SessionLike, target: str, rate: float = 100.0,
                       progress: bool = False) -> Prediction:
-    """Decode the whole recording: at the behaviour's own samples when it has `target`, else every 1/rate s."""
+    """Decode the whole recording: at the behaviour's own samples when it has `target`, else every 1/rate s.
+
+    Several models (an ensemble, as `train --ensemble` makes): their predictions are averaged, and a time
+    counts as covered only where every model covered it (as `evaluate` scores an ensemble)."""
+    models = model if isinstance(model, list) else [model]
     known = session.behavior(target) if has_behavior(session, target) else None
     times = known.timestamps if known is not None else np.arange(session.start, session.end, 1.0 / rate)
     span = Intervals([session.start], [session.end + 1e-6])
-    values, covered = decode_times(model, session, target, span, times, progress=progress)
+    runs = [decode_times(m, session, target, span, times, progress=progress) for m in models]
+    values = np.mean([v for v, _ in runs], axis=0)
+    covered = np.all([c for _, c in runs], axis=0)
     dims = [f"{target}_{k}" for k in range(values.shape[1])]
     if known is None:
         return Prediction(session.id, target, times, values, covered, dims, None, "")
     return Prediction(session.id, target, times, values, covered, dims, list(known.dims), known.unit)
 
 
-def write_prediction(p: Prediction, out: str | Path, source: str | Path, model_path: str | Path,
+def write_prediction(p: Prediction, out: str | Path, source: str | Path, model_path: str | Path | list[str | Path],
                      source_meta: dict | None = None) -> Path:
     """Write predictions as .npz, .csv, or .nwb (a new NWB file: a TimeSeries in processing module 'spiketok')."""
     out = Path(out)
