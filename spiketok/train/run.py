@@ -26,7 +26,8 @@ from .callbacks import DebugRecord, EMAWeights, FinalLast, SaveOnInterrupt, SetS
 from .checkpoint import AtomicCheckpointIO, convert_checkpoint, read_pickled_checkpoint
 from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
 from .module import POYOModule
-from .recipe import PILOT_FRACTION, RecipeChoice, is_auto, resolve_schedule, window_candidates, window_settings
+from .recipe import (PILOT_FRACTION, RecipeChoice, is_auto, longest_train_interval, resolve_schedule, window_candidates,
+                     window_settings)
 
 
 DEBUG_ENV = "SPIKETOK_DEBUG_DIR"  # folder: windows each rank draws, each rank's final weights (for tests)
@@ -261,7 +262,13 @@ def resolve_recipe(data: SessionDataset, cfg: dict, run_dir: Path, trainer_kw: d
         return cfg, choice
     choice = RecipeChoice()
     targets = {s.id: choose_target(s, cfg.get("target")) for s in data}
-    if is_auto(cfg["model"].get("window")):
+    candidates = window_candidates(data)
+    if is_auto(cfg["model"].get("window")) and len(candidates) == 1:  # nothing to compare: no pilot
+        for key, value in window_settings(candidates[0]).items():
+            choice.set(cfg, key, value, f"the only candidate: every training interval is at most "
+                       f"{longest_train_interval(data):.3g} s long, so a longer window adds nothing" if key == "model.window"
+                       else f"follows the {candidates[0]:g} s window")
+    elif is_auto(cfg["model"].get("window")):
         choice.pilots = pilot_windows(data, cfg, run_dir / "pilots", trainer_kw)
         scored = {w: r for w, r in choice.pilots.items() if r is not None}
         best = max(scored, key=lambda w: (scored[w], -float(w))) if scored else "1"
