@@ -267,3 +267,24 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
           (("init", init), ("scratch", scratch))}
     # measured: init about 0.8, scratch about 0.1 after 40 steps
     assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] + 0.2, r2
+
+
+def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretrained, tmp_path):
+    """The starting model (after unit identification) is validated before training: when no training step scores
+    better on validation (here a learning rate that wrecks the weights), model.ckpt is that starting model."""
+    wreck = ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "warmup_steps=1",
+             "patience=null", "ema=null", "lr=3", "grad_clip=null"]
+    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
+                  pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", *wreck)
+    assert res.exit_code == 0, res.output
+    start = json.loads((tmp_path / "init" / "start.json").read_text())["val_r2"]
+    rows = [float(r["val_r2"]) for r in csv.DictReader(open(tmp_path / "init" / "logs" / "metrics.csv")) if r.get("val_r2")]
+    assert start > 0.3 and len(rows) == 2 and max(rows) < start, (start, rows)  # training only made it worse
+    kept, source = spiketok.load(tmp_path / "init" / "model.ckpt"), spiketok.load(pretrained.checkpoint)
+    shared = {k: v for k, v in source.state_dict().items() if "emb" not in k and isinstance(v, torch.Tensor)}
+    assert len(shared) > 10
+    for name, value in shared.items():  # unit identification moved nothing else, and no training step is kept
+        assert torch.equal(kept.state_dict()[name], value), name
+    assert HELD_OUT in kept.session_emb.ids
+    r2 = float(r2_on_test_split(kept, StoredSession(pretrained.new_session), "hand_velocity").mean())
+    assert r2 > 0.3, r2

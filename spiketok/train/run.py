@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import os
 import shutil
 import time
@@ -132,6 +133,26 @@ def _last_checkpoint(run_dir: Path) -> Path | None:
     return last if last.exists() else None
 
 
+START_CHECKPOINT = "start.ckpt"  # a run from a given model (--init): that model, scored before training
+
+
+def _score_start(module: POYOModule, dm: WindowDataModule, run_dir: Path, accelerator: str) -> None:
+    """Validate the starting model as training validates, and keep it (checkpoints/start.ckpt, its val_r2 in
+    start.json) so that model.ckpt is never worse on validation than where training began."""
+    scorer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=run_dir)
+    metrics = scorer.validate(module, datamodule=dm, verbose=False)[0]
+    score = float(metrics.get("val_r2", float("nan")))
+    if rank_zero_only.rank == 0:
+        scorer.save_checkpoint(run_dir / "checkpoints" / START_CHECKPOINT)
+        (run_dir / "start.json").write_text(json.dumps({"val_r2": score if math.isfinite(score) else None}))
+
+
+def _start_score(run_dir: Path) -> float | None:
+    path = run_dir / "start.json"
+    return json.loads(path.read_text())["val_r2"] if path.exists() else None
+
+
 def build_model(cfg: dict, data: SessionDataset, init: POYO | None = None) -> tuple[POYO, dict[str, str]]:
     """A fresh model for the config (or `init`), registered with every session of `data`."""
     model = init if init is not None else POYO(model_config(cfg["model"]))
@@ -230,6 +251,8 @@ def train(
         deterministic=False, default_root_dir=run_dir,
     )
     t0 = time.monotonic()
+    if init is not None and ckpt_path is None:
+        _score_start(module, dm, run_dir, accelerator)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except SIGTERMException:
@@ -238,12 +261,17 @@ def train(
         raise TrainingInterrupted(interrupt.path, interrupt.saved_step) from None
     # the best checkpoint by validation loss is the product; keep "last" for resuming
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else run_dir / "checkpoints" / "last.ckpt"
+    score = checkpoint.best_model_score
+    best_score = float(score) if score is not None and torch.isfinite(score) else None
+    start = _start_score(run_dir)
+    if start is not None and (best_score is None or start > best_score):  # training never beat its start
+        rank_zero_info(f"validation R² {start:.3f} of the starting model is better than any training step's "
+                       f"({'n/a' if best_score is None else f'{best_score:.3f}'}): model.ckpt is the starting model")
+        best, best_score = run_dir / "checkpoints" / START_CHECKPOINT, start
     final = run_dir / "model.ckpt"
     if trainer.is_global_zero:
         _merge_csv_log(run_dir)
         convert_checkpoint(best, final)  # the shareable product: a data-only model file (spiketok.model.file)
-    score = checkpoint.best_model_score
-    best_score = float(score) if score is not None and torch.isfinite(score) else None
     return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank),
                        best_score, recipe)
 
