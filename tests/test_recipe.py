@@ -37,12 +37,20 @@ def test_steps_follow_the_amount_of_training_data_and_user_settings_win(sim):
     expected = max(1000, round(PASSES * seconds / (cfg["batch_size"] * window), -2))
     assert cfg["max_steps"] == expected and choice.settings["max_steps"] == expected
     assert cfg["warmup_steps"] == expected // 20 and cfg["patience"] >= 5
+    # a validation check at most 40 passes over the train split apart: this small session gets one every few steps
+    per_check = round(40 * seconds / (cfg["batch_size"] * window))
+    assert 10 <= per_check < 100 and cfg["steps_per_epoch"] == per_check, (per_check, cfg["steps_per_epoch"])
+    assert "40 passes" in choice.reasons["steps_per_epoch"]
+    assert cfg["patience"] == max(5, round(0.25 * expected / per_check))
     assert 16 <= cfg["batch_size"] <= 64 and "tokens" in choice.reasons["batch_size"]
     given = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=77", "batch_size=5"])
     kept = RecipeChoice()
     resolve_schedule(given, sim, {s.id: "hand_velocity" for s in sim}, kept)
     assert given["max_steps"] == 77 and given["batch_size"] == 5 and "max_steps" not in kept.settings
     assert given["warmup_steps"] == 10  # 5% of 77, at least 10
+    small = load_config("tiny", ["target=hand_velocity", "model.window=1", "batch_size=2"])
+    resolve_schedule(small, sim, {s.id: "hand_velocity" for s in sim}, RecipeChoice())
+    assert small["steps_per_epoch"] == 100  # 2 windows a step: 40 passes take more than 100 steps, the ceiling
 
 
 def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):

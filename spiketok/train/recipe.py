@@ -21,6 +21,8 @@ PASSES = 200  # passes over the train split in a run at most (early stopping usu
 MIN_STEPS, MAX_STEPS = 1000, 10000
 TOKENS_PER_BATCH = 50_000  # batch size x input tokens per window: the cost of a step, whatever the data
 MIN_BATCH, MAX_BATCH = 16, 64
+CHECK_PASSES = 40  # a validation check (and checkpoint) at least every this many passes over the train split
+MIN_CHECK_STEPS, MAX_CHECK_STEPS = 10, 100  # ... and every 10 to 100 steps
 PILOT_FRACTION = 0.15  # a pilot run gets this share of the full run's steps
 
 
@@ -92,7 +94,8 @@ def window_settings(window: float) -> dict[str, float]:
 
 
 def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], choice: RecipeChoice) -> None:
-    """Fill auto batch size, steps, warm-up and patience from the amount of training data (cfg, in place)."""
+    """Fill auto batch size, steps, validation interval, warm-up and patience from the amount of training data
+    (cfg, in place)."""
     window = float(cfg["model"]["window"])
     seconds = sum(float((s.splits["train"].end - s.splits["train"].start).sum()) for s in data)
     effective = min(window, typical_train_interval(data))  # a window never reaches past its interval
@@ -107,6 +110,11 @@ def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], c
         choice.set(cfg, "max_steps", steps, f"about {PASSES} passes over the {seconds:.0f} s train split "
                    f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner")
     steps = int(cfg["max_steps"])
+    if is_auto(cfg["steps_per_epoch"]):
+        per = int(np.clip(round(CHECK_PASSES * seconds / (batch * effective)), MIN_CHECK_STEPS, MAX_CHECK_STEPS))
+        choice.set(cfg, "steps_per_epoch", per, f"a validation check and checkpoint every {per} steps: at most "
+                   f"{CHECK_PASSES} passes over the train split apart (so early stopping can catch a small data set's "
+                   f"best point), every {MIN_CHECK_STEPS}-{MAX_CHECK_STEPS} steps")
     if is_auto(cfg["warmup_steps"]):
         choice.set(cfg, "warmup_steps", max(10, steps // 20), "5% of the steps")
     if is_auto(cfg.get("patience")):

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..data.storage import SessionDataset
 from .config import load_config
-from .recipe import is_auto
+from .recipe import MAX_CHECK_STEPS, is_auto
 from .run import TrainingInterrupted, train
 from .tune_report import TrialRow, format_values, plot_search, root_preset, write_best_yaml, write_summary
 from .tune_space import METRIC, base_params, current_values, suggest, with_values
@@ -179,7 +179,8 @@ def tune(
     share = budget_minutes * 60 / (trials or DEFAULT_SHARES)
     deadline = t0 + budget_minutes * 60
     with _quiet():
-        warmup = int(base["steps_per_epoch"]) + 1  # never at the first validation
+        # never at the first validation ("auto": every 10-100 steps, chosen per trial by the recipe)
+        warmup = (MAX_CHECK_STEPS if is_auto(base["steps_per_epoch"]) else int(base["steps_per_epoch"])) + 1
         if not is_auto(base["max_steps"]):  # nor before a fifth of the run ("auto": chosen per trial by the recipe)
             warmup = max(warmup, int(base["max_steps"]) // 5)
         study = open_study(run_dir, data, base, startup_trials, warmup)
