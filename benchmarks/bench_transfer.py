@@ -13,6 +13,7 @@ docs/benchmarks.md, with the load average before and after.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import time
@@ -97,8 +98,61 @@ def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, wo
                 run(spiketok("baseline", "--model", model, "--data", str(data), "--json", str(out)), folder / "log.txt")
 
 
+def _r2(path: Path, name: str) -> float | None:
+    return json.loads(path.read_text())["sessions"][name]["r2"] if path.exists() else None
+
+
+def kept_start(run_dir: Path) -> bool | None:
+    """Whether a `train --init` run's model.ckpt is its starting model: start.json scored above every check."""
+    start, metrics = run_dir / "start.json", run_dir / "logs" / "metrics.csv"
+    if not start.exists() or not metrics.exists():
+        return None
+    with open(metrics, newline="") as f:
+        checks = [float(r["val_r2"]) for r in csv.DictReader(f) if r.get("val_r2")]
+    score = json.loads(start.read_text())["val_r2"]
+    return score is not None and all(not c >= score for c in checks)
+
+
+def comparison(work: Path, other: Path, trials: list[str]) -> list[str]:
+    """The same study stored in another work folder (another preset): from pretrained, unit-id and scratch side
+    by side, each folder's regularisation read from its pretrained runs' logs."""
+    import yaml
+
+    def reg(folder: Path) -> str:
+        found = sorted({regularisation(r) for r in folder.glob("pretrain-without-*/run") if (r / "logs" / "hparams.yaml").exists()})
+        return " / ".join(found) or "unknown"
+
+    def checks(folder: Path) -> str:  # steps between validation checks in the 10-trial-style arms (smallest N)
+        n = min(trials, key=lambda t: float("inf") if t == "all" else int(t))
+        found = sorted({int(yaml.safe_load((r / "logs" / "hparams.yaml").read_text())["train"]["steps_per_epoch"])
+                        for r in folder.glob(f"*/n{n}/*/run") if (r / "logs" / "hparams.yaml").exists()})
+        return f"validation every {', '.join(map(str, found)) or '?'} steps in its {n}-trial runs"
+    lines = [f"The same study stored in `{other.name}` by an earlier run of this script ({reg(other)}; {checks(other)}), "
+             f"beside this section's ({reg(work)}; {checks(work)}). R² on the same test splits; the pretrained models "
+             "differ too:", "",
+             "| left-out file | N trials | from pretrained, this | from pretrained, other | adapt unit-id, this | "
+             "adapt unit-id, other | from scratch, this | from scratch, other |", "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    wins = {"this": [], "other": []}
+    for name in MACAQUE:
+        for n in trials:
+            cells = []
+            for arm in ("init", "unit-id", "scratch"):
+                for folder in (work, other):
+                    cells.append(_r2(folder / name / f"n{n}" / arm / "result.json", name))
+            if all(v is None for v in cells):
+                continue
+            for key, (init, scratch) in (("this", (cells[0], cells[4])), ("other", (cells[1], cells[5]))):
+                if init is not None and scratch is not None:
+                    wins[key].append(init > scratch)
+            lines.append(f"| {name} | {n} | " + " | ".join(fmt(v) for v in cells) + " |")
+    lines += ["", f"From pretrained beats scratch: this section's runs {sum(wins['this'])} of {len(wins['this'])}, "
+              f"the other folder's {sum(wins['other'])} of {len(wins['other'])}.", ""]
+    return lines
+
+
 def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load_after: tuple, seconds: float,
-              doc_only: bool = False) -> None:
+              doc_only: bool = False, compare: Path | None = None) -> None:
     lines = ["## Transfer: training from a pretrained model against from scratch (macaque, leave one file out)", "",
              "For each macaque file: a model pretrained on the other two (`spiketok train`, defaults), then "
              "`spiketok train --init PRETRAINED` on N training trials of the left-out file, against `spiketok train` "
@@ -149,6 +203,11 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             if got:
                 lines.append(f"With {n} trials, `adapt --mode {mode}` beats scratch on **{sum(got)} of {len(got)}** "
                              "left-out files.")
+    kept = [k for k in (kept_start(r) for r in sorted(work.glob("*/n*/init/run"))) if k is not None]
+    if kept:
+        lines.append(f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
+                     f"before fine-tuning and keeps it when no fine-tuning check scores higher: it kept it in "
+                     f"**{sum(kept)} of {len(kept)}** runs, so there the from-pretrained column equals unit-id.")
     if missing:
         lines.append(f"\nNot run yet (no result from the pretrained start): {', '.join(missing)}.")
     pre = []
@@ -168,6 +227,8 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             trained_with.setdefault(reg, []).append(label)
     if trained_with:
         lines += [regularisation_note(trained_with), ""]
+    if compare is not None:
+        lines += comparison(work, compare, trials)
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
@@ -181,6 +242,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("bench-work/transfer"))
     ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
+    ap.add_argument("--compare-work", type=Path, help="a work folder of this study run with another preset: its "
+                    "results are tabled beside these")
     args = ap.parse_args()
     paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
@@ -188,7 +251,8 @@ def main() -> None:
             futures = [pool.submit(left_out, name, paths, args.trials, args.seed, args.work) for name in args.files]
             for f in futures:
                 f.result()
-    write_doc(args.work, args.trials, args.seed, load_before, os.getloadavg(), time.time() - t0, args.doc_only)
+    write_doc(args.work, args.trials, args.seed, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
+              args.compare_work)
 
 
 if __name__ == "__main__":
