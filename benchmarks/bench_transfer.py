@@ -80,16 +80,19 @@ def adapt_and_score(folder: Path, pretrained: Path, data: Path, mode: str) -> di
     return res
 
 
-def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, work: Path) -> None:
+def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, work: Path,
+             settings: list[str] | None = None) -> None:
+    """Pretrain without `name`, then every arm on N of its trials; `settings` (key=value) go to every train."""
+    settings = settings or []
     others = [paths[f] for f in MACAQUE if f != name]
-    pre = train_and_score(work / f"pretrain-without-{name}", others, [])
+    pre = train_and_score(work / f"pretrain-without-{name}", others, settings)
     ckpt = work / f"pretrain-without-{name}" / "run" / "model.ckpt"
     assert pre
     for n in trials:
         data = restricted(paths[name], n, seed, work / f"{name}-{n}-trials-seed{seed}")
         folder = work / name / f"n{n}"
-        train_and_score(folder / "init", [data], ["--init", str(ckpt)])
-        train_and_score(folder / "scratch", [data], [])
+        train_and_score(folder / "init", [data], ["--init", str(ckpt), *settings])
+        train_and_score(folder / "scratch", [data], settings)
         for mode in ADAPT_MODES:
             adapt_and_score(folder / mode, ckpt, data, mode)
         for model in BASELINES:
@@ -242,13 +245,16 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("bench-work/transfer"))
     ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="settings",
+                    help="settings for every `spiketok train` of the study (e.g. another preset's regularisation)")
     ap.add_argument("--compare-work", type=Path, help="a work folder of this study run with another preset: its "
                     "results are tabled beside these")
     args = ap.parse_args()
     paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(left_out, name, paths, args.trials, args.seed, args.work) for name in args.files]
+            futures = [pool.submit(left_out, name, paths, args.trials, args.seed, args.work, args.settings)
+                       for name in args.files]
             for f in futures:
                 f.result()
     write_doc(args.work, args.trials, args.seed, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
