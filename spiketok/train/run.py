@@ -251,7 +251,8 @@ def train(
         deterministic=False, default_root_dir=run_dir,
     )
     t0 = time.monotonic()
-    if init is not None and ckpt_path is None:
+    single = _n_processes(devices, num_nodes, accelerator) == 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if init is not None and ckpt_path is None and single:  # (under DDP the start is not scored: no start.json)
         _score_start(module, dm, run_dir, accelerator)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
