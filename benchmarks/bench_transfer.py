@@ -102,6 +102,7 @@ def left_out(name: str, paths: dict[str, Path], trials: list[str], seed: int, wo
 
 
 def _r2(path: Path, name: str) -> float | None:
+    """Test R² of session `name` in a stored result (evaluate or baseline JSON); None when it was not run."""
     return json.loads(path.read_text())["sessions"][name]["r2"] if path.exists() else None
 
 
@@ -174,17 +175,12 @@ def write_doc(work: Path, trials: list[str], seed: int, load_before: tuple, load
             if not (folder / "init" / "result.json").exists():
                 missing.append(f"{name} with {n} trials")
                 continue
-            init = json.loads((folder / "init" / "result.json").read_text())["sessions"][name]["r2"]
-            done = folder / "scratch" / "result.json"
-            scratch = json.loads(done.read_text())["sessions"][name]["r2"] if done.exists() else None
-            base = {}
-            for m in BASELINES:
-                p = folder / f"{m}.json"
-                base[m] = json.loads(p.read_text())["sessions"][name]["r2"] if p.exists() else None
+            init = _r2(folder / "init" / "result.json", name)
+            scratch = _r2(folder / "scratch" / "result.json", name)
+            base = {m: _r2(folder / f"{m}.json", name) for m in BASELINES}
             arm = {}
             for mode in ADAPT_MODES:
-                p = folder / mode / "result.json"
-                arm[mode] = json.loads(p.read_text())["sessions"][name]["r2"] if p.exists() else None
+                arm[mode] = _r2(folder / mode / "result.json", name)
                 if arm[mode] is not None and scratch is not None:
                     adapt_wins.append((n, mode, arm[mode] > scratch))
             known = [v for v in base.values() if v is not None]
