@@ -195,7 +195,26 @@ def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
     for n, got in wins.items():
         lines.append(f"\nWith {n} trials, over the draws, the pretrained start beats scratch on **{sum(got)} of "
                      f"{len(got)}** left-out files (mean test R²).")
-    return lines + [""]
+    return lines
+
+
+SLOW_CM_S = 5.0  # hand speed below which a sample counts as slow (the release filtered two files at this speed)
+
+
+def slow_shares(work: Path) -> str:
+    """A sentence: each macaque file's share of hand-velocity samples slower than SLOW_CM_S (prepared files in WORK)."""
+    import numpy as np
+
+    from spiketok.data.storage import read_session
+
+    shares = []
+    for name in MACAQUE:
+        path = work / "prepared" / f"{name}.h5"
+        if path.exists():
+            v = read_session(path).behavior("hand_velocity").values
+            shares.append(f"{name} {np.mean(np.linalg.norm(v.reshape(len(v), -1), axis=1) < SLOW_CM_S):.0%}")
+    return (f"Share of hand-velocity samples slower than {SLOW_CM_S:g} cm/s: {', '.join(shares)}. A file's pretrained "
+            "model has seen only the other two files' samples.") if shares else ""
 
 
 def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tuple, load_after: tuple, seconds: float,
@@ -246,6 +265,8 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
                              "left-out files.")
     if len(seeds) > 1:
         lines += ["", *draws_table(work, trials, seeds)]
+    if slow_shares(work):
+        lines += ["", slow_shares(work)]
     kept = [k for k in (kept_start(r) for r in sorted(work.glob("*/n*/init/run"))) if k is not None]
     if kept:
         lines.append(f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
