@@ -107,6 +107,11 @@ def draw(name: str, n: str, seed: int, paths: dict[str, Path], work: Path, setti
             run(spiketok("baseline", "--model", model, "--data", str(data), "--json", str(out)), folder / "log.txt")
 
 
+def _fmt(v: float | None) -> str:
+    """A table cell: R² to three decimals, or '-' when not run."""
+    return "-" if v is None else f"{v:.3f}"
+
+
 def _r2(path: Path, name: str) -> float | None:
     """Test R² of session `name` in a stored result (evaluate or baseline JSON); None when it was not run."""
     return json.loads(path.read_text())["sessions"][name]["r2"] if path.exists() else None
@@ -142,7 +147,6 @@ def comparison(work: Path, other: Path, trials: list[str]) -> list[str]:
              "differ too:", "",
              "| left-out file | N trials | from pretrained, this | from pretrained, other | adapt unit-id, this | "
              "adapt unit-id, other | from scratch, this | from scratch, other |", "|---|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     wins = {"this": [], "other": []}
     for name in MACAQUE:
         for n in trials:
@@ -155,7 +159,7 @@ def comparison(work: Path, other: Path, trials: list[str]) -> list[str]:
             for key, (init, scratch) in (("this", (cells[0], cells[4])), ("other", (cells[1], cells[5]))):
                 if init is not None and scratch is not None:
                     wins[key].append(init > scratch)
-            lines.append(f"| {name} | {n} | " + " | ".join(fmt(v) for v in cells) + " |")
+            lines.append(f"| {name} | {n} | " + " | ".join(_fmt(v) for v in cells) + " |")
     lines += ["", f"From pretrained beats scratch: this section's runs {sum(wins['this'])} of {len(wins['this'])}, "
               f"the other folder's {sum(wins['other'])} of {len(wins['other'])}.", ""]
     return lines
@@ -170,7 +174,6 @@ def best_baseline(folder: Path, name: str) -> float | None:
 def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
     """From pretrained and from scratch on every trial draw, and their means: the verdict that one draw's noise
     cannot flip (on chewie 2013-10-03 with 50 trials, two runs of equal validation R² scored 0.72 and 0.82)."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"Every trial draw (seeds {', '.join(map(str, seeds))}: each draws its own N trials; the pretrained "
              "model is the same), and the mean over the draws that ran both arms:", "",
              "| left-out file | N trials | from pretrained, per draw | from scratch, per draw | best baseline, per draw "
@@ -179,18 +182,18 @@ def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
     wins: dict[str, list[bool]] = {}
     for name in MACAQUE:
         for n in trials:
-            rows = [(_r2(arm_folder(work, name, n, s) / "init" / "result.json", name),
-                     _r2(arm_folder(work, name, n, s) / "scratch" / "result.json", name),
-                     best_baseline(arm_folder(work, name, n, s), name)) for s in seeds]
+            folders = [arm_folder(work, name, n, s) for s in seeds]
+            rows = [(_r2(f / "init" / "result.json", name), _r2(f / "scratch" / "result.json", name),
+                     best_baseline(f, name)) for f in folders]
             both = [(i, c, b) for i, c, b in rows if i is not None and c is not None]
             if not both:
                 continue
             mean = [sum(r[k] for r in both) / len(both) for k in (0, 1)]
             bases = [b for _, _, b in both if b is not None]
             wins.setdefault(n, []).append(mean[0] > mean[1])
-            lines.append(f"| {name} | {n} | {' / '.join(fmt(r[0]) for r in rows)} | {' / '.join(fmt(r[1]) for r in rows)} "
-                         f"| {' / '.join(fmt(r[2]) for r in rows)} | **{mean[0]:.3f}** | {mean[1]:.3f} | "
-                         f"{fmt(sum(bases) / len(bases) if bases else None)} | {sum(i > c for i, c, _ in both)} of "
+            lines.append(f"| {name} | {n} | {' / '.join(_fmt(r[0]) for r in rows)} | {' / '.join(_fmt(r[1]) for r in rows)} "
+                         f"| {' / '.join(_fmt(r[2]) for r in rows)} | **{mean[0]:.3f}** | {mean[1]:.3f} | "
+                         f"{_fmt(sum(bases) / len(bases) if bases else None)} | {sum(i > c for i, c, _ in both)} of "
                          f"{len(both)} | {mean[0] - mean[1]:+.3f} |")
     for n, got in wins.items():
         lines.append(f"\nWith {n} trials, over the draws, the pretrained start beats scratch on **{sum(got)} of "
@@ -248,11 +251,10 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
                     adapt_wins.append((n, mode, arm[mode] > scratch))
             if scratch is not None:
                 wins.append((n, init > scratch))
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            lines.append(f"| {name} | {n} | **{init:.3f}** | {fmt(arm['unit-id'])} | {fmt(arm['finetune'])} | {fmt(scratch)} | "
-                         f"{fmt(base['ridge'])} | {fmt(base['gru'])} | "
-                         f"{fmt(base['mlp'])} | {'-' if scratch is None else f'{init - scratch:+.3f}'} | "
-                         f"{'-' if best is None else ('above' if init > best else '**below**')} ({fmt(best)}) |")
+            lines.append(f"| {name} | {n} | **{init:.3f}** | {_fmt(arm['unit-id'])} | {_fmt(arm['finetune'])} | {_fmt(scratch)} | "
+                         f"{_fmt(base['ridge'])} | {_fmt(base['gru'])} | "
+                         f"{_fmt(base['mlp'])} | {'-' if scratch is None else f'{init - scratch:+.3f}'} | "
+                         f"{'-' if best is None else ('above' if init > best else '**below**')} ({_fmt(best)}) |")
     for n in trials:
         got = [w for k, w in wins if k == n]
         if got:
@@ -265,8 +267,9 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
                              "left-out files.")
     if len(seeds) > 1:
         lines += ["", *draws_table(work, trials, seeds)]
-    if slow_shares(work):
-        lines += ["", slow_shares(work)]
+    slow = slow_shares(work)
+    if slow:
+        lines += ["", slow]
     kept = [k for k in (kept_start(r) for r in sorted(work.glob("*/n*/init/run"))) if k is not None]
     if kept:
         lines.append(f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
@@ -322,6 +325,7 @@ def main() -> None:
                 f.result()
     write_doc(args.work, args.trials, args.seeds, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
               args.compare_work)
+
 
 if __name__ == "__main__":
     main()
