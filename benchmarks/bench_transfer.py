@@ -23,6 +23,8 @@ from pathlib import Path
 from bench_recipe import BASELINES, MACAQUE, begin_study, regularisation, regularisation_note, run, run_table, spiketok
 from docsection import write_section
 
+from spiketok.train.transfer import CHOICE_FILE
+
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
 ADAPT_MODES = ("unit-id", "finetune")  # `spiketok adapt` arms: only the new embeddings; then every weight
 
@@ -107,6 +109,16 @@ def draw(name: str, n: str, seed: int, paths: dict[str, Path], work: Path, setti
             run(spiketok("baseline", "--model", model, "--data", str(data), "--json", str(out)), folder / "log.txt")
 
 
+RUN_LOG = "last-run.json"  # in WORK: how many results the last (not --doc-only) run stored, and read back
+
+
+def stored_results(work: Path) -> set[str]:
+    """Every stored result in WORK (arms' result.json, baselines' JSON), as paths relative to WORK."""
+    found = [*work.glob("pretrain-without-*/result.json"), *work.glob("*/n*/*/result.json"),
+             *(p for m in BASELINES for p in work.glob(f"*/n*/{m}.json"))]
+    return {str(p.relative_to(work)) for p in found}
+
+
 def _fmt(v: float | None) -> str:
     """A table cell: R² to three decimals, or '-' when not run."""
     return "-" if v is None else f"{v:.3f}"
@@ -117,8 +129,20 @@ def _r2(path: Path, name: str) -> float | None:
     return json.loads(path.read_text())["sessions"][name]["r2"] if path.exists() else None
 
 
+def kept_run(run_dir: Path) -> Path:
+    """The training folder whose model a `train --init` run kept (finetune.json names it), else run_dir itself."""
+    choice = run_dir / CHOICE_FILE
+    return run_dir / json.loads(choice.read_text())["chosen"] if choice.exists() else run_dir
+
+
+def lr_choices(init_runs: list[Path]) -> dict[Path, str]:
+    """The fine-tuning run each `train --init` run kept (lr-x0.1 or lr-x1), for runs that compared them."""
+    return {r: json.loads((r / CHOICE_FILE).read_text())["chosen"] for r in init_runs if (r / CHOICE_FILE).exists()}
+
+
 def kept_start(run_dir: Path) -> bool | None:
     """Whether a `train --init` run's model.ckpt is its starting model: start.json scored above every check."""
+    run_dir = kept_run(run_dir)
     start, metrics = run_dir / "start.json", run_dir / "logs" / "metrics.csv"
     if not start.exists() or not metrics.exists():
         return None
@@ -270,7 +294,14 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
     slow = slow_shares(work)
     if slow:
         lines += ["", slow]
-    kept = [k for k in (kept_start(r) for r in sorted(work.glob("*/n*/init/run"))) if k is not None]
+    init_runs = sorted(work.glob("*/n*/init/run"))
+    chosen = lr_choices(init_runs)
+    if chosen:
+        full = [f"{r.parent.parent.parent.name} {r.parent.parent.name}" for r, c in chosen.items() if c == "lr-x1"]
+        lines.append(f"\n`train --init` fine-tunes at a tenth and at the full learning rate and keeps the run with the "
+                     f"better validation R²: it kept the full rate in **{len(full)} of {len(chosen)}** runs"
+                     + (f" ({', '.join(full)})." if full else "."))
+    kept = [k for k in (kept_start(r) for r in init_runs) if k is not None]
     if kept:
         lines.append(f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
                      f"before fine-tuning and keeps it when no fine-tuning check scores higher: it kept it in "
@@ -288,7 +319,7 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
     trained_with: dict[str, list[str]] = {}
     arm_runs = sorted(work.glob("*/n*/*/run"))  # WORK/<file>/n<N>/<arm>/run
     for label, runs in (("pretrained", sorted(work.glob("pretrain-without-*/run"))),
-                        ("from pretrained", [r for r in arm_runs if r.parent.name == "init"]),
+                        ("from pretrained", [kept_run(r) for r in arm_runs if r.parent.name == "init"]),
                         ("from scratch", [r for r in arm_runs if r.parent.name == "scratch"])):
         for reg in sorted({regularisation(r) for r in runs if (r / "logs" / "hparams.yaml").exists()}):
             trained_with.setdefault(reg, []).append(label)
@@ -296,6 +327,12 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
         lines += [regularisation_note(trained_with), ""]
     if compare is not None:
         lines += comparison(work, compare, trials)
+    log = work / RUN_LOG
+    if log.exists():
+        last = json.loads(log.read_text())
+        lines += [f"The last run of this script that trained ({last['minutes']:.0f} min) stored {last['stored']} "
+                  f"results (arms and baselines) and read {last['read_back']} back from WORK, where earlier runs of "
+                  "it had stored them (a stored result is never re-run).", ""]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
@@ -317,12 +354,16 @@ def main() -> None:
     args = ap.parse_args()
     paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
+        before = stored_results(args.work)
         with ThreadPoolExecutor(args.jobs) as pool:  # first every pretrained model, then the draws' arms
             list(pool.map(lambda name: pretrain(name, paths, args.work, args.settings), args.files))
             futures = [pool.submit(draw, name, n, seed, paths, args.work, args.settings, seed == args.seeds[0])
                        for seed in args.seeds for n in args.trials for name in args.files]
             for f in futures:
                 f.result()
+        ran = stored_results(args.work) - before
+        (args.work / RUN_LOG).write_text(json.dumps({"stored": len(ran), "read_back": len(before),
+                                                     "minutes": (time.time() - t0) / 60}))
     write_doc(args.work, args.trials, args.seeds, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
               args.compare_work)
 

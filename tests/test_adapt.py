@@ -247,7 +247,8 @@ def test_embeddings_cli_projects_every_unit(pretrained, tmp_path):
 
 
 def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretrained, tmp_path):
-    """`train --init`: unit-id for the new session, then every weight at a tenth of the lr; same budget as scratch."""
+    """`train --init`: unit-id for the new session, then every weight at a tenth and at the full lr, the better on
+    validation kept; each run has scratch's budget."""
     short = ["target=hand_velocity", "max_steps=40", "steps_per_epoch=20", "batch_size=8", "warmup_steps=4",
              "patience=null", "lr=0.003"]
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
@@ -261,24 +262,42 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
     scratch = spiketok.load(tmp_path / "scratch" / "model.ckpt")
     assert init.config == source.config  # size and window are the pretrained model's
     assert set(source.session_emb.ids) < set(init.session_emb.ids) and HELD_OUT in init.session_emb.ids
-    assert init.hparams["train"]["lr"] == pytest.approx(0.0003) and init.hparams["train"]["init"] == str(pretrained.checkpoint)
+    choice = json.loads((tmp_path / "init" / "finetune.json").read_text())
+    scores = choice["val_r2"]
+    assert set(scores) == {"lr-x0.1", "lr-x1"} and choice["chosen"] == max(scores, key=scores.get), choice
+    kept = spiketok.load(tmp_path / "init" / choice["chosen"] / "model.ckpt")
+    assert all(torch.equal(v, kept.state_dict()[k]) for k, v in init.state_dict().items() if isinstance(v, torch.Tensor))
+    assert init.hparams["recipe"]["settings"]["init_lr_factor"] == init.hparams["train"]["init_lr_factor"]
+    assert init.hparams["train"]["lr"] == pytest.approx(0.003 * (0.1 if choice["chosen"] == "lr-x0.1" else 1.0))
+    assert init.hparams["train"]["init"] == str(pretrained.checkpoint)
+    recipe = json.loads((tmp_path / "init" / "recipe.json").read_text())
+    assert recipe["settings"]["init_lr_factor"] in (0.1, 1.0) and "best validation R²" in recipe["reasons"]["init_lr_factor"]
     new = StoredSession(pretrained.new_session)
     r2 = {name: float(r2_on_test_split(m, new, "hand_velocity").mean()) for name, m in
           (("init", init), ("scratch", scratch))}
     # measured: init about 0.8, scratch about 0.1 after 40 steps
     assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] + 0.2, r2
+    # --resume after both runs finished reads their scores back and trains nothing again
+    logs = {f: (tmp_path / "init" / f / "logs" / "metrics.csv").read_text() for f in scores}
+    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
+                  pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", "--resume", *short)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "init" / "finetune.json").read_text()) == choice
+    assert all((tmp_path / "init" / f / "logs" / "metrics.csv").read_text() == text for f, text in logs.items())
 
 
 def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretrained, tmp_path):
     """The starting model (after unit identification) is validated before training: when no training step scores
     better on validation (here a learning rate that wrecks the weights), model.ckpt is that starting model."""
     wreck = ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "warmup_steps=1",
-             "patience=null", "ema=null", "lr=3", "grad_clip=null"]
+             "patience=null", "ema=null", "lr=3", "grad_clip=null", "init_lr_factor=1"]
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
                   pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", *wreck)
     assert res.exit_code == 0, res.output
-    start = json.loads((tmp_path / "init" / "start.json").read_text())["val_r2"]
-    rows = [float(r["val_r2"]) for r in csv.DictReader(open(tmp_path / "init" / "logs" / "metrics.csv")) if r.get("val_r2")]
+    run = tmp_path / "init" / "lr-x1"  # init_lr_factor set: that one run only
+    assert not (tmp_path / "init" / "lr-x0.1").exists()
+    start = json.loads((run / "start.json").read_text())["val_r2"]
+    rows = [float(r["val_r2"]) for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val_r2")]
     assert start > 0.3 and len(rows) == 2 and max(rows) < start, (start, rows)  # training only made it worse
     kept, source = spiketok.load(tmp_path / "init" / "model.ckpt"), spiketok.load(pretrained.checkpoint)
     shared = {k: v for k, v in source.state_dict().items() if "emb" not in k and isinstance(v, torch.Tensor)}
@@ -288,3 +307,11 @@ def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretra
     assert HELD_OUT in kept.session_emb.ids
     r2 = float(r2_on_test_split(kept, StoredSession(pretrained.new_session), "hand_velocity").mean())
     assert r2 > 0.3, r2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "fast"])
+def test_train_init_rejects_a_bad_lr_factor_before_any_work(pretrained, tmp_path, value):
+    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
+                  pretrained.checkpoint, "--no-progress", f"init_lr_factor={value}")
+    assert res.exit_code != 0 and "init_lr_factor must be a positive number or 'auto'" in res.output, res.output
+    assert not (tmp_path / "init").exists()

@@ -44,8 +44,9 @@ def train(
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this pretrained model: new sessions get "
-                    "their unit embeddings by unit identification, then every weight trains at a tenth of the lr "
-                    "(the model's size and window are kept). With --resume, give the same --init.")] = None,
+                    "their unit embeddings by unit identification, then every weight trains, at init_lr_factor times "
+                    "the lr (auto: 0.1 and 1 both run in OUT/lr-x<factor>, the better on validation R² is kept); "
+                    "the model's size and window are kept. With --resume, give the same --init.")] = None,
     ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Train K models: OUT, then K-1 more with the "
                         "settings the recipe chose and seeds + 1 .. K-1 in OUT/ensemble/seed-S; `evaluate` with all "
                         "their model.ckpt averages their predictions (what it adds: docs/benchmarks.md).")] = 1,
@@ -72,6 +73,13 @@ def train(
               progress=progress)
     if ensemble > 1 and init is not None:
         fail("--ensemble trains its models from scratch; it does not combine with --init")
+    if init is not None:
+        from ..train.transfer import lr_factors
+
+        try:
+            lr_factors(cfg)
+        except ValueError as e:
+            fail(str(e))
     try:
         if init is not None:
             from ..train.transfer import train_from_pretrained
@@ -100,9 +108,10 @@ def train(
             console.print(f"    {line}")
     score = "n/a" if result.best_score is None else f"{result.best_score:.3f}"
     console.print(f"  model checkpoint  : {result.checkpoint} (best validation R² {score})")
-    console.print(f"  all checkpoints   : {out / 'checkpoints'} (last.ckpt to resume)")
-    console.print(f"  logs (CSV)        : {out / 'logs' / 'metrics.csv'}")
-    console.print(f"  logs (TensorBoard): tensorboard --logdir {out / 'tb'}")
+    run_dir = result.run_dir  # OUT, or with --init the fine-tuning run that was kept
+    console.print(f"  all checkpoints   : {run_dir / 'checkpoints'} (last.ckpt to resume)")
+    console.print(f"  logs (CSV)        : {run_dir / 'logs' / 'metrics.csv'}")
+    console.print(f"  logs (TensorBoard): tensorboard --logdir {run_dir / 'tb'}")
     for m in members:
         member_score = "n/a" if m.best_score is None else f"{m.best_score:.3f}"
         console.print(f"  ensemble member   : {m.checkpoint} (best validation R² {member_score})")

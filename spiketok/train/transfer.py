@@ -2,29 +2,60 @@
 
 Each session the model does not know first gets its unit and session embeddings by unit
 identification (every other weight frozen); then every weight is trained on all the given sessions by
-`train` (the recipe's batch, steps and early stopping) at a lower learning rate.
+`train` (the recipe's batch, steps and early stopping). The fine-tuning learning rate is a fraction of
+cfg's lr (`init_lr_factor`); left at auto, a run at each of LR_FACTORS is made and the one with the best
+validation R² (its starting model included) is kept. Measured on chewie 2013-10-03 with 50 trials, a
+pretrained model whose files held no slow movement: a tenth of the lr never beat its start (validation
+R² 0.684, test 0.722), the full lr did (0.715, test 0.841); on the two other macaque files the tenth
+was the one that beat its start.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
 
 from ..adapt.run import AdaptConfig, adapt
 from ..data.storage import SessionDataset
+from ..model.file import load_model_file, read_model_file, save_model_file
 from ..model.poyo import POYO
+from .recipe import RecipeChoice, is_auto
 from .run import TrainResult, train
 
-FINETUNE_LR_FACTOR = 0.1  # as `adapt --mode finetune`: a tenth of the pretraining learning rate
+LR_FACTORS = (0.1, 1.0)  # fine-tuning lr / cfg lr compared when init_lr_factor is auto
+CHOICE_FILE = "finetune.json"  # in the run folder: each factor's best validation R² and the one kept
+
+
+def run_name(factor: float) -> str:
+    """The sub-folder of the run folder that holds the fine-tuning run at `factor` times the lr."""
+    return f"lr-x{factor:g}"
+
+
+def lr_factors(cfg: dict) -> tuple[float, ...]:
+    """The factors to run: cfg's init_lr_factor when set (a positive number), else LR_FACTORS."""
+    value = cfg.get("init_lr_factor", "auto")
+    if value is None or is_auto(value):
+        return LR_FACTORS
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"init_lr_factor must be a positive number or 'auto', got {value!r}")
+    return (float(value),)
 
 
 def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run_dir: str | Path,
-                          unit_id: AdaptConfig | None = None, progress: bool = True, **trainer_kw) -> TrainResult:
+                          unit_id: AdaptConfig | None = None, progress: bool = True, resume: bool = False,
+                          **trainer_kw) -> TrainResult:
     """Unit identification of every new session of `data`, then full training from the result.
 
     The model's size and context window are the pretrained model's (any `model.*` setting in cfg is
-    replaced by them); the learning rate is FINETUNE_LR_FACTOR times cfg's.
+    replaced by them). Each learning-rate factor trains in run_dir/lr-x<factor>/; run_dir/model.ckpt is
+    the best of them on validation R², and run_dir/finetune.json says which and why.
     """
+    run_dir = Path(run_dir)
+    factors = lr_factors(cfg)
     model = copy.deepcopy(pretrained)  # the caller's model is left as it was
     for session in data:
         if session.id in model.session_emb.index:
@@ -33,6 +64,44 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
         model = adapt(model, session, mode="unit-id", target=target, config=unit_id or AdaptConfig(), progress=progress)
     cfg = copy.deepcopy(cfg)
     cfg["model"] = model.config.to_dict()
-    cfg["lr"] = float(cfg["lr"]) * FINETUNE_LR_FACTOR
-    model.train()
-    return train(data, cfg, run_dir, init=model, progress=progress, **trainer_kw)
+    base_lr = float(cfg["lr"])
+    results: dict[float, TrainResult] = {}
+    for factor in factors:
+        sub = run_dir / run_name(factor)
+        if not resume and rank_zero_only.rank == 0 and sub.exists() and not list((sub / "checkpoints").glob("*.ckpt")):
+            shutil.rmtree(sub)  # a folder left by a run that stopped before its first checkpoint
+        start = copy.deepcopy(model)
+        start.train()
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg["lr"] = base_lr * factor
+        done = resume and (sub / "model.ckpt").exists() and (sub / "score.json").exists()
+        if done:  # finished before the interruption: read back, do not repeat
+            score = json.loads((sub / "score.json").read_text())
+            results[factor] = TrainResult(sub / "model.ckpt", sub, int(score["steps"]), 0.0, 0, score["val_r2"])
+            continue
+        sub_resume = resume and (sub / "checkpoints" / "last.ckpt").exists()
+        results[factor] = train(data, run_cfg, sub, init=start, progress=progress, resume=sub_resume, **trainer_kw)
+        if rank_zero_only.rank == 0:
+            (sub / "score.json").write_text(json.dumps({"val_r2": results[factor].best_score,
+                                                        "steps": results[factor].steps}))
+    scored = {f: r.best_score for f, r in results.items()}
+    chosen = max(factors, key=lambda f: (-float("inf") if scored[f] is None else scored[f], -f))
+    best = results[chosen]
+    recipe = copy.deepcopy(best.recipe) if best.recipe is not None else RecipeChoice()
+    reason = ("best validation R² of fine-tuning at " + ", ".join(
+        f"{f:g} x lr {'-' if scored[f] is None else f'{scored[f]:.3f}'}" for f in factors)
+        if len(factors) > 1 else "set in the config")
+    recipe.settings["init_lr_factor"] = chosen
+    recipe.reasons["init_lr_factor"] = reason
+    final = run_dir / "model.ckpt"
+    if rank_zero_only.rank == 0:
+        _, meta = read_model_file(best.checkpoint)  # the kept run's model, with the choice in its metadata
+        meta.extra["recipe"] = recipe.to_dict()
+        meta.train["init_lr_factor"] = chosen
+        save_model_file(load_model_file(best.checkpoint), final, meta)
+        recipe.save(run_dir / "recipe.json")
+        (run_dir / CHOICE_FILE).write_text(json.dumps({
+            "chosen": run_name(chosen), "lr": base_lr * chosen,
+            "val_r2": {run_name(f): scored[f] for f in factors}}, indent=2))
+    return TrainResult(final, best.run_dir, sum(r.steps for r in results.values()),
+                       sum(r.seconds for r in results.values()), best.rank, best.best_score, recipe)
