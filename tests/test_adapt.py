@@ -279,10 +279,12 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
     assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] + 0.2, r2
     # --resume after both runs finished reads their scores back and trains nothing again
     logs = {f: (tmp_path / "init" / f / "logs" / "metrics.csv").read_text() for f in scores}
+    recipe_text = (tmp_path / "init" / "recipe.json").read_text()
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
                   pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", "--resume", *short)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "init" / "finetune.json").read_text()) == choice
+    assert (tmp_path / "init" / "recipe.json").read_text() == recipe_text  # the kept run's choices, read back
     assert all((tmp_path / "init" / f / "logs" / "metrics.csv").read_text() == text for f, text in logs.items())
 
 

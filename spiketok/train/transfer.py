@@ -77,7 +77,8 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
         done = resume and (sub / "model.ckpt").exists() and (sub / "score.json").exists()
         if done:  # finished before the interruption: read back, do not repeat
             score = json.loads((sub / "score.json").read_text())
-            results[factor] = TrainResult(sub / "model.ckpt", sub, int(score["steps"]), 0.0, 0, score["val_r2"])
+            results[factor] = TrainResult(sub / "model.ckpt", sub, int(score["steps"]), 0.0, 0, score["val_r2"],
+                                          RecipeChoice.load(sub / "recipe.json"))
             continue
         sub_resume = resume and (sub / "checkpoints" / "last.ckpt").exists()
         results[factor] = train(data, run_cfg, sub, init=start, progress=progress, resume=sub_resume, **trainer_kw)
