@@ -298,6 +298,7 @@ def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretra
     assert res.exit_code == 0, res.output
     run = tmp_path / "init" / "lr-x1"  # init_lr_factor set: that one run only
     assert not (tmp_path / "init" / "lr-x0.1").exists()
+    assert "init_lr_factor" not in json.loads((tmp_path / "init" / "recipe.json").read_text())["settings"]  # given
     start = json.loads((run / "start.json").read_text())["val_r2"]
     rows = [float(r["val_r2"]) for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val_r2")]
     assert start > 0.3 and len(rows) == 2 and max(rows) < start, (start, rows)  # training only made it worse

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..adapt.run import AdaptConfig, adapt
 from ..data.storage import SessionDataset
-from ..model.file import load_model_file, read_model_file, save_model_file
+from ..model.file import build_model, read_model_file, save_model_file
 from ..model.poyo import POYO
 from .recipe import RecipeChoice, is_auto
 from .run import TrainResult, train
@@ -88,18 +88,17 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
     scored = {f: r.best_score for f, r in results.items()}
     chosen = max(factors, key=lambda f: (-float("inf") if scored[f] is None else scored[f], -f))
     best = results[chosen]
-    recipe = copy.deepcopy(best.recipe) if best.recipe is not None else RecipeChoice()
-    reason = ("best validation R² of fine-tuning at " + ", ".join(
-        f"{f:g} x lr {'-' if scored[f] is None else f'{scored[f]:.3f}'}" for f in factors)
-        if len(factors) > 1 else "set in the config")
-    recipe.settings["init_lr_factor"] = chosen
-    recipe.reasons["init_lr_factor"] = reason
+    recipe = copy.deepcopy(best.recipe)
+    if len(factors) > 1:  # chosen from the data, not given: the summary lists it with the recipe's choices
+        recipe.settings["init_lr_factor"] = chosen
+        recipe.reasons["init_lr_factor"] = "best validation R² of fine-tuning at " + ", ".join(
+            f"{f:g} x lr {'-' if scored[f] is None else f'{scored[f]:.3f}'}" for f in factors)
     final = run_dir / "model.ckpt"
     if rank_zero_only.rank == 0:
-        _, meta = read_model_file(best.checkpoint)  # the kept run's model, with the choice in its metadata
+        tensors, meta = read_model_file(best.checkpoint)  # the kept run's model, with the choice in its metadata
         meta.extra["recipe"] = recipe.to_dict()
         meta.train["init_lr_factor"] = chosen
-        save_model_file(load_model_file(best.checkpoint), final, meta)
+        save_model_file(build_model(tensors, meta, str(best.checkpoint)), final, meta)
         recipe.save(run_dir / "recipe.json")
         (run_dir / CHOICE_FILE).write_text(json.dumps({
             "chosen": run_name(chosen), "lr": base_lr * chosen,
