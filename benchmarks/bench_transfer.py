@@ -140,6 +140,16 @@ def lr_choices(init_runs: list[Path]) -> dict[Path, str]:
     return {r: json.loads((r / CHOICE_FILE).read_text())["chosen"] for r in init_runs if (r / CHOICE_FILE).exists()}
 
 
+def unit_id_starts(init_runs: list[Path]) -> list[tuple[int, int]]:
+    """(start kept, starts compared) of each new session's unit identification in `train --init` runs that
+    compared several starts (finetune.json)."""
+    kept = []
+    for r in init_runs:
+        record = json.loads((r / CHOICE_FILE).read_text()).get("unit_id", {}) if (r / CHOICE_FILE).exists() else {}
+        kept += [(v["kept"], len(v["val_loss"])) for v in record.values() if len(v["val_loss"]) > 1]
+    return kept
+
+
 def kept_start(run_dir: Path) -> bool | None:
     """Whether a `train --init` run's model.ckpt is its starting model: start.json scored above every check."""
     run_dir = kept_run(run_dir)
@@ -301,11 +311,18 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
         lines.append(f"\n`train --init` fine-tunes at a tenth and at the full learning rate and keeps the run with the "
                      f"better validation R²: it kept the full rate in **{len(full)} of {len(chosen)}** runs"
                      + (f" ({', '.join(full)})." if full else "."))
+    starts = unit_id_starts(init_runs)
+    if starts:
+        counts = "/".join(str(n) for n in sorted({n for _, n in starts}))
+        lines.append(f"\n`train --init` runs unit identification from {counts} random starts and keeps the one with "
+                     f"the lowest validation loss: it kept a start other than the first in "
+                     f"**{sum(k > 0 for k, _ in starts)} of {len(starts)}** runs.")
     kept = [k for k in (kept_start(r) for r in init_runs) if k is not None]
     if kept:
         lines.append(f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
                      f"before fine-tuning and keeps it when no fine-tuning check scores higher: it kept it in "
-                     f"**{sum(kept)} of {len(kept)}** runs, so there the from-pretrained column equals unit-id.")
+                     f"**{sum(kept)} of {len(kept)}** runs, so there the from-pretrained column is the "
+                     "unit-identification model.")
     if missing:
         lines.append(f"\nNot run yet (no result from the pretrained start): {', '.join(missing)}.")
     pre = []

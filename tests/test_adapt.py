@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import spiketok
 import spiketok.cli.adapt_commands  # noqa: F401  (registers the commands)
 import spiketok.cli.train_commands  # noqa: F401  (evaluate, predict)
-from spiketok.adapt import AdaptConfig, adaptation_data, project_unit_embeddings
+from spiketok.adapt import AdaptConfig, adapt, adaptation_data, project_unit_embeddings
 from spiketok.adapt.fewshot import r2_on_test_split
 from spiketok.cli import app
 from spiketok.data.session import DataError
@@ -272,6 +272,11 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
     assert init.hparams["train"]["init"] == str(pretrained.checkpoint)
     recipe = json.loads((tmp_path / "init" / "recipe.json").read_text())
     assert recipe["settings"]["init_lr_factor"] in (0.1, 1.0) and "best validation R²" in recipe["reasons"]["init_lr_factor"]
+    starts = choice["unit_id"][HELD_OUT]  # unit identification from 3 random starts, the lowest validation loss kept
+    assert len(starts["val_loss"]) == 3 and len(set(starts["val_loss"])) == 3, starts
+    assert starts["kept"] == int(np.argmin(starts["val_loss"])), starts
+    assert recipe["settings"]["init_unit_id_restarts"] == 3 and f"start {starts['kept']} of 3" in \
+        recipe["reasons"]["init_unit_id_restarts"]
     new = StoredSession(pretrained.new_session)
     r2 = {name: float(r2_on_test_split(m, new, "hand_velocity").mean()) for name, m in
           (("init", init), ("scratch", scratch))}
@@ -292,13 +297,15 @@ def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretra
     """The starting model (after unit identification) is validated before training: when no training step scores
     better on validation (here a learning rate that wrecks the weights), model.ckpt is that starting model."""
     wreck = ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "warmup_steps=1",
-             "patience=null", "ema=null", "lr=3", "grad_clip=null", "init_lr_factor=1"]
+             "patience=null", "ema=null", "lr=3", "grad_clip=null", "init_lr_factor=1", "init_unit_id_restarts=1"]
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
                   pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", *wreck)
     assert res.exit_code == 0, res.output
     run = tmp_path / "init" / "lr-x1"  # init_lr_factor set: that one run only
     assert not (tmp_path / "init" / "lr-x0.1").exists()
-    assert "init_lr_factor" not in json.loads((tmp_path / "init" / "recipe.json").read_text())["settings"]  # given
+    settings = json.loads((tmp_path / "init" / "recipe.json").read_text())["settings"]
+    assert "init_lr_factor" not in settings and "init_unit_id_restarts" not in settings  # given, one start
+    assert json.loads((tmp_path / "init" / "finetune.json").read_text())["unit_id"][HELD_OUT]["kept"] == 0
     start = json.loads((run / "start.json").read_text())["val_r2"]
     rows = [float(r["val_r2"]) for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val_r2")]
     assert start > 0.3 and len(rows) == 2 and max(rows) < start, (start, rows)  # training only made it worse
@@ -312,9 +319,31 @@ def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretra
     assert r2 > 0.3, r2
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "fast"])
-def test_train_init_rejects_a_bad_lr_factor_before_any_work(pretrained, tmp_path, value):
+@pytest.mark.parametrize("setting, message", [
+    ("init_lr_factor=0", "init_lr_factor must be a positive number or 'auto'"),
+    ("init_lr_factor=-1", "init_lr_factor must be a positive number or 'auto'"),
+    ("init_lr_factor=fast", "init_lr_factor must be a positive number or 'auto'"),
+    ("init_unit_id_restarts=0", "init_unit_id_restarts must be a positive integer"),
+    ("init_unit_id_restarts=1.5", "init_unit_id_restarts must be a positive integer"),
+])
+def test_train_init_rejects_bad_settings_before_any_work(pretrained, tmp_path, setting, message):
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
-                  pretrained.checkpoint, "--no-progress", f"init_lr_factor={value}")
-    assert res.exit_code != 0 and "init_lr_factor must be a positive number or 'auto'" in res.output, res.output
+                  pretrained.checkpoint, "--no-progress", setting)
+    assert res.exit_code != 0 and message in res.output, res.output
     assert not (tmp_path / "init").exists()
+
+
+def test_identify_units_keeps_the_start_with_the_lowest_validation_loss(pretrained):
+    """Each restart is `adapt(mode="unit-id", seed=k)`; the kept model is the restart with the lowest validation loss."""
+    from spiketok.train.transfer import identify_units
+
+    source, cfg = spiketok.load(pretrained.checkpoint), AdaptConfig(max_steps=30)
+    new = StoredSession(pretrained.new_session)
+    kept, record = identify_units(source, new, "hand_velocity", 2, cfg, progress=False)
+    alone = [adapt(source, new, mode="unit-id", target="hand_velocity", seed=k, config=cfg,
+                                  progress=False) for k in range(2)]
+    losses = [m.hparams["adaptations"][-1]["stages"][-1]["best_val_loss"] for m in alone]
+    assert record["val_loss"] == pytest.approx(losses) and losses[0] != losses[1], (record, losses)
+    assert record["kept"] == int(np.argmin(losses))
+    assert torch.equal(kept.unit_emb.weight, alone[record["kept"]].unit_emb.weight)
+    assert not torch.equal(alone[0].unit_emb.weight, alone[1].unit_emb.weight)  # the starts differ

@@ -44,7 +44,8 @@ def train(
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this pretrained model: new sessions get "
-                    "their unit embeddings by unit identification, then every weight trains at init_lr_factor times "
+                    "their unit embeddings by unit identification (from init_unit_id_restarts random starts, the lowest "
+                    "validation loss kept), then every weight trains at init_lr_factor times "
                     "the lr (auto: 0.1 and 1 both run in OUT/lr-x<factor>, the better on validation R² is kept); "
                     "the model's size and window are kept. With --resume, give the same --init.")] = None,
     ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Train K models: OUT, then K-1 more with the "
@@ -74,10 +75,10 @@ def train(
     if ensemble > 1 and init is not None:
         fail("--ensemble trains its models from scratch; it does not combine with --init")
     if init is not None:
-        from ..train.transfer import lr_factors
+        from ..train.transfer import lr_factors, unit_id_restarts
 
         try:
-            lr_factors(cfg)
+            lr_factors(cfg), unit_id_restarts(cfg)
         except ValueError as e:
             fail(str(e))
     try:
