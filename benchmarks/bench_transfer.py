@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_recipe import BASELINES, MACAQUE, begin_study, regularisation, regularisation_note, run, run_table, spiketok
+import provenance
 from docsection import write_section
 
 from spiketok.train.transfer import CHOICE_FILE
@@ -211,9 +212,11 @@ def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
     lines = [f"Every trial draw (seeds {', '.join(map(str, seeds))}: each draws its own N trials; the pretrained "
              "model is the same), and the mean over the draws that ran both arms:", "",
              "| left-out file | N trials | from pretrained, per draw | from scratch, per draw | best baseline, per draw "
-             "| from pretrained, mean | from scratch, mean | best baseline, mean | draws won | mean init - scratch |",
+             "| from pretrained, mean | from scratch, mean | best baseline, mean | draws won | mean init - scratch "
+             "(± its standard error) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     wins: dict[str, list[bool]] = {}
+    unresolved: list[str] = []  # cells whose mean difference is within two standard errors of zero
     for name in MACAQUE:
         for n in trials:
             folders = [arm_folder(work, name, n, s) for s in seeds]
@@ -226,13 +229,37 @@ def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
             bases = [b for _, _, b in both if b is not None]
             wins.setdefault(n, []).append(mean[0] > mean[1])
             lines.append(f"| {name} | {n} | {' / '.join(_fmt(r[0]) for r in rows)} | {' / '.join(_fmt(r[1]) for r in rows)} "
-                         f"| {' / '.join(_fmt(r[2]) for r in rows)} | **{mean[0]:.3f}** | {mean[1]:.3f} | "
+                         f"| {' / '.join(_fmt(r[2]) for r in rows)} | {_bold(mean[0], mean[0] > mean[1])} | "
+                         f"{_bold(mean[1], mean[1] > mean[0])} | "
                          f"{_fmt(sum(bases) / len(bases) if bases else None)} | {sum(i > c for i, c, _ in both)} of "
-                         f"{len(both)} | {mean[0] - mean[1]:+.3f} |")
+                         f"{len(both)} | {mean[0] - mean[1]:+.3f}{_paired_se(both)} |")
+            se = paired_se([i - c for i, c, _ in both])
+            if se is not None and abs(mean[0] - mean[1]) < 2 * se:
+                unresolved.append(f"{name} with {n} trials")
     for n, got in wins.items():
         lines.append(f"\nWith {n} trials, over the draws, the pretrained start beats scratch on **{sum(got)} of "
                      f"{len(got)}** left-out files (mean test R²).")
+    if unresolved:
+        lines.append(f"\nWithin two standard errors of zero (the draws cannot tell the arms apart): "
+                     f"{', '.join(unresolved)}.")
     return lines
+
+
+def _bold(value: float, bold: bool) -> str:
+    return f"**{value:.3f}**" if bold else f"{value:.3f}"
+
+
+def paired_se(diffs: list[float]) -> float | None:
+    """The standard error of the mean of per-draw differences (sample sd / sqrt(k)); None under two draws."""
+    if len(diffs) < 2:
+        return None
+    mean = sum(diffs) / len(diffs)
+    return (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+
+
+def _paired_se(both: list[tuple]) -> str:
+    se = paired_se([i - c for i, c, _ in both])
+    return "" if se is None else f" ± {se:.3f}"
 
 
 SLOW_CM_S = 5.0  # hand speed below which a sample counts as slow (the release filtered two files at this speed)
@@ -350,6 +377,10 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
         lines += [f"The last run of this script that trained ({last['minutes']:.0f} min) stored {last['stored']} "
                   f"results (arms and baselines) and read {last['read_back']} back from WORK, where earlier runs of "
                   "it had stored them (a stored result is never re-run).", ""]
+        if doc_only and "command" in last:  # (a run log written before it recorded these has no command)
+            lines += [f"That run was `{last['command']}`; load average (1, 5, 15 min) before "
+                      f"{', '.join(f'{x:.1f}' for x in last['load_before'])}, after "
+                      f"{', '.join(f'{x:.1f}' for x in last['load_after'])}.", ""]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
@@ -380,7 +411,9 @@ def main() -> None:
                 f.result()
         ran = stored_results(args.work) - before
         (args.work / RUN_LOG).write_text(json.dumps({"stored": len(ran), "read_back": len(before),
-                                                     "minutes": (time.time() - t0) / 60}))
+                                                     "minutes": (time.time() - t0) / 60,
+                                                     "command": provenance.command(), "load_before": load_before,
+                                                     "load_after": os.getloadavg()}))
     write_doc(args.work, args.trials, args.seeds, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
               args.compare_work)
 
