@@ -186,9 +186,11 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
     print("\n".join(lines))
 
 
-def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: bool = False) -> list[str]:
+def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: bool = False,
+              load_shown: bool = False) -> list[str]:
     """The closing table of an accuracy section: date, machine, versions, this command, load averages
-    (none when the section is written from stored results: the load during those runs was not recorded)."""
+    (none when the section is written from stored results; `load_shown`: the section gives the load of the
+    run that stored them)."""
     import torch
 
     command = provenance.command()  # sys.argv with paths relative to the repository (WORK/... outside it)
@@ -197,7 +199,7 @@ def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: b
             f"| versions | Python {platform.python_version()}, torch {torch.__version__} |"]
     if doc_only:
         return head + [f"| section written by | `{command}` from the results that earlier runs of this script stored "
-                       "in WORK; the load during those runs was not recorded |"]
+                       f"in WORK{'' if load_shown else '; the load during those runs was not recorded'} |"]
     return head + [
             f"| command | `{command}` ({seconds / 60:.0f} min) |",
             f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "

@@ -20,8 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_recipe import BASELINES, MACAQUE, begin_study, regularisation, regularisation_note, run, run_table, spiketok
 import provenance
+from bench_recipe import BASELINES, MACAQUE, begin_study, regularisation, regularisation_note, run, run_table, spiketok
 from docsection import write_section
 
 from spiketok.train.transfer import CHOICE_FILE
@@ -227,13 +227,13 @@ def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
                 continue
             mean = [sum(r[k] for r in both) / len(both) for k in (0, 1)]
             bases = [b for _, _, b in both if b is not None]
+            se = paired_se([i - c for i, c, _ in both])
             wins.setdefault(n, []).append(mean[0] > mean[1])
             lines.append(f"| {name} | {n} | {' / '.join(_fmt(r[0]) for r in rows)} | {' / '.join(_fmt(r[1]) for r in rows)} "
                          f"| {' / '.join(_fmt(r[2]) for r in rows)} | {_bold(mean[0], mean[0] > mean[1])} | "
                          f"{_bold(mean[1], mean[1] > mean[0])} | "
                          f"{_fmt(sum(bases) / len(bases) if bases else None)} | {sum(i > c for i, c, _ in both)} of "
-                         f"{len(both)} | {mean[0] - mean[1]:+.3f}{_paired_se(both)} |")
-            se = paired_se([i - c for i, c, _ in both])
+                         f"{len(both)} | {mean[0] - mean[1]:+.3f}{'' if se is None else f' ± {se:.3f}'} |")
             if se is not None and abs(mean[0] - mean[1]) < 2 * se:
                 unresolved.append(f"{name} with {n} trials")
     for n, got in wins.items():
@@ -255,11 +255,6 @@ def paired_se(diffs: list[float]) -> float | None:
         return None
     mean = sum(diffs) / len(diffs)
     return (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
-
-
-def _paired_se(both: list[tuple]) -> str:
-    se = paired_se([i - c for i, c, _ in both])
-    return "" if se is None else f" ± {se:.3f}"
 
 
 SLOW_CM_S = 5.0  # hand speed below which a sample counts as slow (the release filtered two files at this speed)
@@ -372,8 +367,8 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
     if compare is not None:
         lines += comparison(work, compare, trials)
     log = work / RUN_LOG
-    if log.exists():
-        last = json.loads(log.read_text())
+    last = json.loads(log.read_text()) if log.exists() else {}
+    if last:
         lines += [f"The last run of this script that trained ({last['minutes']:.0f} min) stored {last['stored']} "
                   f"results (arms and baselines) and read {last['read_back']} back from WORK, where earlier runs of "
                   "it had stored them (a stored result is never re-run).", ""]
@@ -381,7 +376,7 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
             lines += [f"That run was `{last['command']}`; load average (1, 5, 15 min) before "
                       f"{', '.join(f'{x:.1f}' for x in last['load_before'])}, after "
                       f"{', '.join(f'{x:.1f}' for x in last['load_after'])}.", ""]
-    lines += run_table(seconds, load_before, load_after, doc_only)
+    lines += run_table(seconds, load_before, load_after, doc_only, load_shown="command" in last)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 
