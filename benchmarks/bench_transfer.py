@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -251,10 +252,7 @@ def _bold(value: float, bold: bool) -> str:
 
 def paired_se(diffs: list[float]) -> float | None:
     """The standard error of the mean of per-draw differences (sample sd / sqrt(k)); None under two draws."""
-    if len(diffs) < 2:
-        return None
-    mean = sum(diffs) / len(diffs)
-    return (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    return statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) >= 2 else None
 
 
 SLOW_CM_S = 5.0  # hand speed below which a sample counts as slow (the release filtered two files at this speed)

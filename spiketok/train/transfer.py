@@ -5,8 +5,8 @@ identification (every other weight frozen); then every weight is trained on all 
 `train` (the recipe's batch, steps and early stopping). The fine-tuning learning rate is a fraction of
 cfg's lr (`init_lr_factor`); left at auto, a run at each of LR_FACTORS is made and the one with the best
 validation R² (its starting model included) is kept. Measured (docs/benchmarks.md, transfer, which
-counts the choices): on chewie 2013-10-03 with 50 trials (draw 0) a tenth of the lr reached validation R²
-0.696 (test 0.726) and the full lr 0.738 (test 0.774).
+counts the choices): on chewie 2013-10-03 with 50 trials (draw 0) a tenth of the lr never beat its start
+(validation R² 0.696, test 0.726) and the full lr did (0.738, test 0.774).
 
 Unit identification from a handful of trials depends on where the new embeddings start: on chewie
 2013-10-03 with 10 trials, three random starts of the same draw scored test R² 0.219, 0.402 and 0.136.
