@@ -282,7 +282,13 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
           (("init", init), ("scratch", scratch))}
     # measured: init about 0.8, scratch about 0.1 after 40 steps
     assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] + 0.2, r2
-    # --resume after both runs finished reads their scores back and trains nothing again
+    identified = spiketok.load(tmp_path / "init" / "unit-id.ckpt")  # the start of both runs, kept for --resume
+    assert HELD_OUT in identified.session_emb.ids
+    assert all(torch.equal(v, identified.state_dict()[k]) for k, v in source.state_dict().items()
+               if isinstance(v, torch.Tensor) and k.startswith("processor."))  # unit-id trains embeddings only
+    assert json.loads((tmp_path / "init" / "unit-id.json").read_text()) == choice["unit_id"]
+    # --resume after both runs finished reads the identified model and the scores back and trains nothing again
+    stamp = (tmp_path / "init" / "unit-id.ckpt").stat().st_mtime_ns
     logs = {f: (tmp_path / "init" / f / "logs" / "metrics.csv").read_text() for f in scores}
     recipe_text = (tmp_path / "init" / "recipe.json").read_text()
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
@@ -291,6 +297,7 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
     assert json.loads((tmp_path / "init" / "finetune.json").read_text()) == choice
     assert (tmp_path / "init" / "recipe.json").read_text() == recipe_text  # the kept run's choices, read back
     assert all((tmp_path / "init" / f / "logs" / "metrics.csv").read_text() == text for f, text in logs.items())
+    assert (tmp_path / "init" / "unit-id.ckpt").stat().st_mtime_ns == stamp  # units not identified again
 
 
 def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretrained, tmp_path):

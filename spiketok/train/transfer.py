@@ -24,8 +24,9 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..adapt.run import AdaptConfig, adapt
+from ..data.atomic import atomic_write
 from ..data.storage import SessionDataset
-from ..model.file import build_model, read_model_file, save_model_file
+from ..model.file import build_model, load_model_file, read_model_file, save_model, save_model_file
 from ..model.poyo import POYO
 from .recipe import RecipeChoice, is_auto
 from .run import TrainResult, train
@@ -33,6 +34,8 @@ from .run import TrainResult, train
 LR_FACTORS = (0.1, 1.0)  # fine-tuning lr / cfg lr compared when init_lr_factor is auto
 CHOICE_FILE = "finetune.json"  # in the run folder: each factor's best validation R² and the one kept
 UNIT_ID_RESTARTS = 3  # unit identification starts compared when init_unit_id_restarts is not set
+UNIT_ID_MODEL = "unit-id.ckpt"  # in the run folder: the model after unit identification (a resumed run reads it)
+UNIT_ID_RECORD = "unit-id.json"  # beside it: each new session's starts and the one kept
 
 
 def run_name(factor: float) -> str:
@@ -83,17 +86,25 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
     The model's size and context window are the pretrained model's (any `model.*` setting in cfg is
     replaced by them). Each learning-rate factor trains in run_dir/lr-x<factor>/; run_dir/model.ckpt is
     the best of them on validation R², and run_dir/finetune.json says which and why (and which
-    unit-identification start each new session kept).
+    unit-identification start each new session kept). The identified model is kept in run_dir/unit-id.ckpt,
+    so a resumed run (`resume=True`) does not identify the units again.
     """
     run_dir = Path(run_dir)
     factors, restarts = lr_factors(cfg), unit_id_restarts(cfg)
-    model = copy.deepcopy(pretrained)  # the caller's model is left as it was
-    identified: dict[str, dict] = {}
-    for session in data:
-        if session.id in model.session_emb.index:
-            continue
+    saved, record = run_dir / UNIT_ID_MODEL, run_dir / UNIT_ID_RECORD
+    if resume and saved.exists() and record.exists():  # identified before the interruption: not repeated
+        model, identified = load_model_file(saved), json.loads(record.read_text())
+    else:
+        model, identified = copy.deepcopy(pretrained), {}  # the caller's model is left as it was
+    new = [s for s in data if s.id not in model.session_emb.index]
+    for session in new:
         model, identified[session.id] = identify_units(model, session, cfg.get("target"), restarts,
                                                        unit_id or AdaptConfig(), progress)
+    if new and rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_model(model, saved)
+        with atomic_write(record) as tmp:  # written last: a resumed run needs both
+            Path(tmp).write_text(json.dumps(identified, indent=2))
     cfg = copy.deepcopy(cfg)
     cfg["model"] = model.config.to_dict()
     base_lr = float(cfg["lr"])
