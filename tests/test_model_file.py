@@ -126,14 +126,18 @@ def test_convert_turns_a_pickled_checkpoint_into_a_model_file(run: dict, tmp_pat
     (best,) = (run["run"] / "checkpoints").glob("best-*.ckpt")
     with pytest.raises(ModelFileError, match=f"spiketok convert {best}"):
         spiketok.load(best)
-    result = runner.invoke(app, ["convert", str(best), str(tmp_path / "new.ckpt")])
+    refused = runner.invoke(app, ["convert", str(best), str(tmp_path / "new.ckpt")])  # no --trust
+    assert refused.exit_code == 2 and refused.output.count("error: ") == 1 and "--trust" in refused.output
+    assert "executes any code" in refused.output and not (tmp_path / "new.ckpt").exists()
+    result = runner.invoke(app, ["convert", str(best), str(tmp_path / "new.ckpt"), "--trust"])
     assert result.exit_code == 0, result.output
+    assert result.output.index("executes any code") < result.output.index("wrote")  # said before it loads
     converted = spiketok.load(tmp_path / "new.ckpt")
     np.testing.assert_array_equal(_predictions(converted, run["data"]),
                                   _predictions(spiketok.load(run["model"]), run["data"]))
     help_text = runner.invoke(app, ["convert", "--help"]).output
-    assert "unpickles" in help_text and "weights_only=False" in help_text
-    bad = runner.invoke(app, ["convert", str(run["model"]), str(tmp_path / "x.ckpt")])  # not a pickle
+    assert "unpickled" in help_text and "weights_only=False" in help_text and "--trust" in help_text
+    bad = runner.invoke(app, ["convert", str(run["model"]), str(tmp_path / "x.ckpt"), "--trust"])  # not a pickle
     assert bad.exit_code == 2 and bad.output.count("error: ") == 1
 
 

@@ -185,18 +185,24 @@ def predict(
 def convert(
     old: Annotated[Path, typer.Argument(help="A pickled checkpoint: an older spiketok model.ckpt or a Lightning .ckpt.")],
     new: Annotated[Path, typer.Argument(help="The data-only model file to write.")],
+    trust: Annotated[bool, typer.Option("--trust", help="Proceed: you trust OLD, whose code this command may run.")] = False,
 ) -> None:
     """Convert a pickled checkpoint into a data-only model file (safetensors + JSON metadata).
 
-    UNSAFE FOR UNTRUSTED FILES: this command unpickles OLD (torch.load with weights_only=False), which
-    can run any code the file holds; convert only files you made yourself or trust. The file it
-    writes is data only: `spiketok.load` and every other command read it without unpickling.
+    UNSAFE FOR UNTRUSTED FILES: a checkpoint that holds more than tensors and plain data is unpickled
+    (torch.load with weights_only=False), which runs any code the file holds. Every run says so first
+    and refuses without --trust; convert only files you made yourself or trust. The file it writes is
+    data only: `spiketok.load` and every other command read it without unpickling.
     """
     from ..train.checkpoint import convert_checkpoint
 
+    typer.echo(f"warning: convert unpickles {old}, which executes any code the file holds; use it only on files "
+               "you made yourself or trust", err=True)
+    if not trust:
+        fail(f"{old}: not converted; give --trust to proceed if you trust where the file came from")
     if old.resolve() == new.resolve():
         fail(f"{new}: write the converted model to a new file, not over {old}")
-    convert_checkpoint(old, new)
+    convert_checkpoint(old, new, trusted=True)
     model = load_model(new)
     console.print(f"wrote {new}: {model.n_parameters(with_vocab=True):,} parameters, {len(model.unit_emb)} units, "
                   f"{len(model.session_emb)} sessions, tasks {model.task_names}")

@@ -63,7 +63,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
         raise ModelFileError(
             f"{path}: a pickled (torch/Lightning) checkpoint; spiketok never unpickles model files, since "
             f"loading a pickle can run any code. If you trust where it came from, convert it once with "
-            f"`spiketok convert {path} NEW.ckpt` and load NEW.ckpt")
+            f"`spiketok convert {path} NEW.ckpt --trust` and load NEW.ckpt")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             info = f.metadata() or {}

@@ -1,11 +1,14 @@
-"""Checkpoints: Lightning's resume files (pickles, inside a run folder) and the shareable model file.
+"""Checkpoints: Lightning's resume files (inside a run folder) and the shareable model file.
 
-The shareable model (run_dir/model.ckpt, `adapt` outputs) is the data-only file of spiketok.model.file;
-`convert_checkpoint` turns a pickled checkpoint into one (it unpickles, so only for trusted files).
+The shareable model (run_dir/model.ckpt, `adapt` outputs) is the data-only file of spiketok.model.file.
+Resume files are torch zips, read with `torch.load(weights_only=True)`: tensors and plain data only, so a
+crafted `last.ckpt` in a run folder someone shared cannot run code. `convert_checkpoint(..., trusted=True)`
+turns an older pickled checkpoint into a model file and may unpickle (only for files the user trusts).
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,38 @@ def load(path: str | Path) -> POYO:
     return load_model_file(path)
 
 
-def read_pickled_checkpoint(path: str | Path) -> dict:
-    """A Lightning (or older spiketok) checkpoint dict. UNPICKLES: only for files you trust."""
+def _unsafe_globals(path: Path) -> str:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - only to name them in the message
+        return ""
+    return f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+
+
+def read_pickled_checkpoint(path: str | Path, trusted: bool = False) -> dict:
+    """A Lightning (or older spiketok) checkpoint dict.
+
+    Read with weights_only=True (tensors and plain data; spiketok's own resume files hold nothing else), so
+    it never runs code from the file. trusted=True (`spiketok convert --trust`) falls back to a full unpickle
+    for a file that holds other objects: only for files the user trusts.
+    """
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trusted:
+            found = _unsafe_globals(path)
+            what = (f"holds objects other than tensors and plain data{found}; spiketok's own checkpoints never do, "
+                    "so it was not written by spiketok or was altered" if found else
+                    f"not a checkpoint of tensors and plain data ({' '.join(str(e).split())[:120]}); the file is "
+                    "damaged, of another kind, or holds other objects")
+            raise ModelFileError(f"{path}: {what}. It was not loaded, since unpickling it could run code; if you "
+                                 "trust it, `spiketok convert --trust` it") from None
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e2:  # noqa: BLE001 - a damaged file of any kind
+            raise ModelFileError(f"{path}: cannot read it as a torch checkpoint ({type(e2).__name__}: {e2}); "
+                                 "the file is damaged or of another kind") from None
     except Exception as e:  # truncated zip, foreign bytes, a safetensors file...
         raise ModelFileError(f"{path}: cannot read it as a torch checkpoint ({type(e).__name__}: {e}); "
                              "the file is damaged or of another kind") from None
@@ -67,7 +97,8 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[POYO,
     return model.eval(), (int(step) if step is not None else None)
 
 
-def convert_checkpoint(old: str | Path, new: str | Path) -> Path:
-    """Write the pickled checkpoint `old` as a data-only model file `new`. Unpickles `old`: trusted files only."""
-    model, step = model_from_checkpoint(read_pickled_checkpoint(old), str(old))
+def convert_checkpoint(old: str | Path, new: str | Path, trusted: bool = False) -> Path:
+    """Write the checkpoint `old` as a data-only model file `new`. trusted=True may unpickle `old` (see
+    read_pickled_checkpoint): only for files the user trusts."""
+    model, step = model_from_checkpoint(read_pickled_checkpoint(old, trusted), str(old))
     return save_model_file(model, new, ModelFileMeta.from_model(model, step=step))

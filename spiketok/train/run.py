@@ -74,9 +74,8 @@ def _strategy(strategy: str, n_tasks: int, n_processes: int) -> str:
     return strategy
 
 
-def _check_resume(ckpt_path: Path, targets: dict[str, str]) -> int:
+def _check_resume(ckpt_path: Path, ckpt: dict, targets: dict[str, str]) -> int:
     """A resumed run must see the sessions (and targets) it was started with; returns the checkpoint's step."""
-    ckpt = read_pickled_checkpoint(ckpt_path)  # our own resume file (a pickle); a damaged one: ModelFileError
     hp = ckpt.get("hyper_parameters", {})
     before = hp.get("targets")
     if before is not None and dict(before) != targets:
@@ -187,12 +186,14 @@ def train(
     if not resume and rank_zero_only.rank == 0 and list((run_dir / "checkpoints").glob("*.ckpt")):
         raise FileExistsError(f"{run_dir} already holds a run (checkpoints/); continue it with --resume "
                               "or train into a new folder")
+    # read before anything is written: tensors and plain data only (weights_only), damaged or crafted: ModelFileError
+    resume_state = read_pickled_checkpoint(ckpt_path) if ckpt_path is not None else None
     trainer_kw = dict(devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress, strategy=strategy)
     cfg, recipe = resolve_recipe(data, cfg, run_dir, trainer_kw)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     model, targets = build_model(cfg, data, init)
-    if ckpt_path is not None:
-        step = _check_resume(ckpt_path, targets)
+    if ckpt_path is not None and resume_state is not None:
+        step = _check_resume(ckpt_path, resume_state, targets)
         if rank_zero_only.rank == 0:
             _stash_csv_log(run_dir, step)
             for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # from a process killed while saving
@@ -255,7 +256,7 @@ def train(
     if init is not None and ckpt_path is None and single:  # (under DDP the start is not scored: no start.json)
         _score_start(module, dm, run_dir, accelerator)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # never unpickles
     except SIGTERMException:
         if interrupt.saved_step is None:
             raise
