@@ -98,15 +98,15 @@ def test_dataset_indexes_many_sessions_and_rejects_duplicates(tmp_path):
 
 def test_splits_are_disjoint_deterministic_and_cover_trials():
     trials = Intervals(np.arange(0, 100, 2.0), np.arange(0, 100, 2.0) + 1.5)
-    a = make_splits(0, 100, trials, seed=4)
-    b = make_splits(0, 100, trials, seed=4)
+    a = make_splits(0, 100, trials, method="blocks", seed=4)
+    b = make_splits(0, 100, trials, method="blocks", seed=4)
     assert all(np.array_equal(a[k].start, b[k].start) for k in a)
     starts = np.concatenate([a[k].start for k in a])
     assert len(starts) == len(trials) and len(np.unique(starts)) == len(trials)
     # test trials sit in the 3rd and 8th tenth of the session
     mid = (a["test"].start + a["test"].end) / 2
     assert set(np.floor(mid / 10).astype(int)) == {2, 7}
-    blocks = make_splits(0, 100, None, seed=0)
+    blocks = make_splits(0, 100, None, method="blocks", seed=0)
     assert blocks["test"].duration == pytest.approx(20.0) and blocks["train"].duration == pytest.approx(70.0)
     r = make_splits(0, 100, trials, method="random", seed=1)
     assert len(r["train"]) == 35 and len(r["valid"]) == 5 and len(r["test"]) == 10
@@ -116,10 +116,45 @@ def test_valid_block_avoids_stretches_without_scored_samples():
     # samples count (weight > 0) only in the first half: the valid block must come from there, for any seed
     scored = np.arange(0.0, 50.0, 0.1)
     for seed in range(20):
-        splits = make_splits(0, 100, None, seed=seed, scored_times=scored)
+        splits = make_splits(0, 100, None, method="blocks", seed=seed, scored_times=scored)
         assert splits["valid"].end.max() <= 50.0 + 1e-9
     # when every block is scored alike, the splits are those made without scored_times
     everywhere = np.arange(0.0, 100.0, 0.1)
     for seed in range(5):
-        assert make_splits(0, 100, None, seed=seed, scored_times=everywhere)["valid"].start.tolist() == \
-            make_splits(0, 100, None, seed=seed)["valid"].start.tolist()
+        assert make_splits(0, 100, None, method="blocks", seed=seed, scored_times=everywhere)["valid"].start.tolist() \
+            == make_splits(0, 100, None, method="blocks", seed=seed)["valid"].start.tolist()
+
+
+def test_interleaved_split_deals_every_condition_into_every_split_across_the_session():
+    # 160 trials in blocks of 20 of one target (the design where a chronological split misleads)
+    target = np.repeat(np.arange(8), 20)
+    trials = Intervals(np.arange(160) * 2.0, np.arange(160) * 2.0 + 1.5, {"target_id": target})
+    splits = make_splits(0, 320, trials, seed=3)
+    again = make_splits(0, 320, trials, seed=3)
+    assert all(np.array_equal(splits[k].start, again[k].start) for k in splits)
+    assert [len(splits[k]) for k in ("train", "valid", "test")] == [112, 16, 32]  # 7 / 1 / 2 of every run of ten
+    for name, per_target in (("train", 14), ("valid", 2), ("test", 4)):
+        assert np.bincount(splits[name].columns["target_id"], minlength=8).tolist() == [per_target] * 8
+    starts = np.concatenate([splits[k].start for k in splits])
+    assert len(np.unique(starts)) == 160  # disjoint, every trial once
+    chrono = make_splits(0, 320, trials, method="blocks", seed=3)
+    assert len(np.unique(chrono["valid"].columns["target_id"])) <= 2  # one block: one or two targets
+    assert make_splits(0, 320, trials, seed=4)["valid"].start.tolist() != splits["valid"].start.tolist()
+
+
+def test_interleaved_split_of_a_continuous_recording_uses_many_short_blocks():
+    splits = make_splits(0, 900, None, seed=0)  # 15 min: 30 blocks of 30 s, dealt in runs of ten
+    assert [len(splits[k]) for k in ("train", "valid", "test")] == [21, 3, 6]
+    assert splits["valid"].duration == pytest.approx(90.0) and splits["test"].duration == pytest.approx(180.0)
+    assert np.diff(np.sort(splits["valid"].start)).min() > 0  # three separate blocks, one per run of ten
+    assert {int(t // 300) for t in splits["valid"].start} == {0, 1, 2}
+    # a stretch with no scored samples (a parked animal): a valid block there trades places with a train
+    # block of its run of ten (300 s) that is scored
+    scored = np.concatenate([np.arange(0.0, 330.0, 0.1), np.arange(480.0, 900.0, 0.1)])
+    moved = 0
+    for seed in range(20):
+        valid = make_splits(0, 900, None, seed=seed, scored_times=scored)["valid"]
+        unsteered = make_splits(0, 900, None, seed=seed)["valid"]
+        assert len(valid) == 3 and not np.any((valid.start >= 330) & (valid.start < 480))
+        moved += int(np.any((unsteered.start >= 330) & (unsteered.start < 480)))
+    assert moved >= 5  # the check above was reached by seeds whose valid block fell in the stretch

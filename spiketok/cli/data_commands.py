@@ -19,6 +19,7 @@ from .errors import EXIT_USER_ERROR, fail
 from ..data.nwb import PrepareReport
 from ..data.readers import file_kind, read_recording, recording_signals
 from ..data.session import DataError, Intervals, Session
+from ..data.splits import SPLIT_METHODS
 from ..data.storage import StoredSession, write_session
 
 BEHAVIOR_HELP = ("Behaviour signal(s) to keep, by name (hand_velocity, led) or path (behavior/Position/hand). "
@@ -33,8 +34,11 @@ def prepare(
     behavior: Annotated[Optional[list[str]], typer.Option("--behavior", "-b", help=BEHAVIOR_HELP)] = None,
     derive: Annotated[Optional[str], typer.Option(help="'velocity': add <position>_velocity by central "
                                                        "differences within contiguous segments.")] = None,
-    split: Annotated[str, typer.Option(help="Split method: 'blocks' (10 time blocks, 3rd and 8th test) "
-                                            "or 'random'; whole trials when the file has trials.")] = "blocks",
+    split: Annotated[str, typer.Option(help="Split method: 'interleaved' (runs of ten trials of one condition, or "
+                                            "~30 s blocks without trials, dealt 7 train / 1 valid / 2 test, so "
+                                            "validation looks like the test), 'blocks' (chronological: 10 time "
+                                            "blocks, 3rd and 8th test) or 'random'; whole trials when the file "
+                                            "has trials.")] = "interleaved",
     split_seed: Annotated[int, typer.Option(help="Seed for the splits.")] = 0,
     keep_moving: Annotated[Optional[float], typer.Option(help="Weight 0 on position samples that move <= PX "
                                                               "between t-0.5 s and t+0.5 s; reports the fraction "
@@ -44,8 +48,8 @@ def prepare(
     each into --out. A brainsets file's train/valid/test domains become the splits."""
     if derive not in (None, "velocity"):
         raise typer.BadParameter(f"{derive!r}: only 'velocity' is supported", param_hint="--derive")
-    if split not in ("blocks", "random"):
-        raise typer.BadParameter(f"{split!r}: use 'blocks' or 'random'", param_hint="--split")
+    if split not in SPLIT_METHODS:
+        raise typer.BadParameter(f"{split!r}: use one of {', '.join(SPLIT_METHODS)}", param_hint="--split")
     done: list[tuple[Path, Session, PrepareReport, Path]] = []
     errors: list[str] = []
     written: dict[str, Path] = {}

@@ -237,7 +237,7 @@ def temporaldata_signals(path: str | Path) -> list[str]:
 
 
 def read_temporaldata(path: str | Path, behavior: list[str] | None = None, derive: str | None = None,
-                      session_id: str | None = None, split_method: str = "blocks", split_seed: int = 0,
+                      session_id: str | None = None, split_method: str = "interleaved", split_seed: int = 0,
                       keep_moving: float | None = None) -> tuple[Session, PrepareReport]:
     """Read a brainsets / temporaldata session file into a Session (cleaned, with splits) and a report.
 

@@ -143,7 +143,7 @@ def signals_to_behavior(raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]]
 
 def build_session(sid: str, names: list[str], times: np.ndarray, counts: np.ndarray,
                   unit_meta: dict[str, np.ndarray], beh: dict[str, Behavior], trials: Intervals | None,
-                  meta: dict[str, str], report: PrepareReport, split_method: str = "blocks", split_seed: int = 0,
+                  meta: dict[str, str], report: PrepareReport, split_method: str = "interleaved", split_seed: int = 0,
                   splits: dict[str, Intervals] | None = None) -> Session:
     """A cleaned Session from one reader's units (spike times unit after unit, `counts` per unit).
 

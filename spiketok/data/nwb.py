@@ -274,7 +274,7 @@ def behavior_signals(path: str | Path) -> list[str]:
 
 
 def read_nwb(path: str | Path, behavior: list[str] | None = None, derive: str | None = None,
-             session_id: str | None = None, split_method: str = "blocks", split_seed: int = 0,
+             session_id: str | None = None, split_method: str = "interleaved", split_seed: int = 0,
              keep_moving: float | None = None) -> tuple[Session, PrepareReport]:
     """Read an NWB 2 file into a Session (cleaned, with splits) and a report of what was dropped.
 

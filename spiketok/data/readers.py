@@ -31,7 +31,7 @@ def file_kind(path: str | Path) -> str:
 
 
 def read_recording(path: str | Path, behavior: list[str] | None = None, derive: str | None = None,
-                   session_id: str | None = None, split_method: str = "blocks", split_seed: int = 0,
+                   session_id: str | None = None, split_method: str = "interleaved", split_seed: int = 0,
                    keep_moving: float | None = None) -> tuple[Session, PrepareReport]:
     """Read an NWB or a temporaldata (brainsets) file with the reader its content calls for.
 

@@ -190,7 +190,7 @@ class Session(SessionLike):
     @classmethod
     def from_pynapple(cls, tsgroup: Any, behavior: Any = None, id: str = "pynapple", name: str = "behavior",
                       unit: str = "", trials: Any = None, splits: dict[str, Any] | None = None,
-                      split_method: str = "blocks", split_seed: int = 0) -> "Session":
+                      split_method: str = "interleaved", split_seed: int = 0) -> "Session":
         """Build from pynapple objects (pynapple is imported only here: an optional dependency).
 
         tsgroup: a `TsGroup`, one `Ts` per unit; its keys become unit names, its metadata columns other
