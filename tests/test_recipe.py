@@ -11,7 +11,8 @@ import spiketok
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
 from spiketok.train.config import load_config
-from spiketok.train.recipe import PASSES, RecipeChoice, resolve_schedule, typical_train_interval, window_candidates
+from spiketok.train.recipe import (PASSES, PilotScore, RecipeChoice, choose_window, resolve_schedule,
+                                   typical_train_interval, window_candidates)
 from spiketok.train.run import train
 
 
@@ -61,10 +62,13 @@ def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):
     recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
     candidates = [f"{w:g}" for w in window_candidates(sim)]
     assert list(recipe["pilots"]) == candidates and len(candidates) >= 3
-    for w in candidates:  # each pilot is a real short run whose best validation R² is recorded
+    curves = {}
+    for w in candidates:  # each pilot is a real short run whose validation R² at each check is recorded
         score = json.loads((tmp_path / "run" / "pilots" / f"window-{w}" / "score.json").read_text())
-        assert score["val_r2"] == recipe["pilots"][w] and score["steps"] == 3  # 15% of 20 steps
-    best = max(candidates, key=lambda w: (recipe["pilots"][w], -float(w)))
+        assert score["val_r2"] == recipe["pilots"][w] == max(score["val_r2_curve"]) and score["steps"] == 3  # 15% of 20
+        assert len(score["val_r2_curve"]) == 3  # a check every step (a quarter of 3 steps, at least 1)
+        curves[w] = PilotScore(tuple(score["val_r2_curve"]))
+    best = f"{choose_window(curves)[0]:g}"  # the rule itself is tested on known curves in test_window_choice.py
     model = spiketok.load(result.checkpoint)
     assert model.config.window == float(best) == recipe["settings"]["model.window"]
     assert model.hparams["recipe"]["settings"]["model.window"] == float(best)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import signal
 import time
 from pathlib import Path
@@ -84,8 +86,10 @@ class FinalLast(Callback):
 class EMAWeights(WeightAveraging):
     """Validation, checkpoints and the final model use an exponential moving average of the weights
     (from the end of warm-up): on small data the averaged weights vary less from one validation check
-    to the next than the raw ones, so the best checkpoint is chosen on less noise. The decay after n
-    updates is min(decay, (1 + n) / (10 + n)), so a short run's average follows its latest weights."""
+    to the next than the raw ones, so the best checkpoint is chosen on less noise. The k-th update after
+    warm-up uses decay min(decay, (1 + k) / (10 + k)), so a short run's average follows its latest weights.
+    During warm-up the average is a copy of the current weights, so early validation checks (and whatever
+    reads them: early stopping, the best checkpoint) see the model as it trains, not its frozen start."""
 
     def __init__(self, decay: float, start_step: int):
         super().__init__(multi_avg_fn=self._update, use_buffers=False)
@@ -93,11 +97,24 @@ class EMAWeights(WeightAveraging):
 
     @torch.no_grad()
     def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
-        n = float(n_averaged)
-        torch._foreach_lerp_(averaged, current, 1.0 - min(self.decay, (1.0 + n) / (10.0 + n)))
+        k = float(n_averaged) - self.start_step  # updates run at every step: n_averaged is the step index
+        weight = 1.0 if k <= 0 else 1.0 - min(self.decay, (1.0 + k) / (10.0 + k))
+        torch._foreach_lerp_(averaged, current, weight)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return step_idx is not None and step_idx >= self.start_step
+        return step_idx is not None
+
+
+class ValidationCurve(Callback):
+    """Records val_r2 at every validation check (the same value on every rank: see POYOModule)."""
+
+    def __init__(self) -> None:
+        self.curve: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get("val_r2")
+        if value is not None and math.isfinite(float(value)):
+            self.curve.append(float(value))
 
 
 class SetSamplerEpoch(Callback):

@@ -24,6 +24,7 @@ MIN_BATCH, MAX_BATCH = 16, 64
 CHECK_PASSES = 40  # a validation check (and checkpoint) at least every this many passes over the train split
 MIN_CHECK_STEPS, MAX_CHECK_STEPS = 10, 100  # ... and every 10 to 100 steps
 PILOT_FRACTION = 0.15  # a pilot run gets this share of the full run's steps
+DEFAULT_WINDOW = 1.0  # kept unless the pilots separate (the paper's context window)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class RecipeChoice:
     settings: dict[str, float | int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     pilots: dict[str, float | None] = field(default_factory=dict)  # window (s) -> best validation R²
+    pilot_spreads: dict[str, float | None] = field(default_factory=dict)  # window (s) -> change over its last check
 
     def set(self, cfg: dict, key: str, value, reason: str) -> None:
         """Write `value` at dotted `key` of cfg and remember why."""
@@ -57,6 +59,51 @@ class RecipeChoice:
     def summary(self) -> list[str]:
         """One line per chosen setting: `key = value: reason`."""
         return [f"{k} = {v}: {self.reasons[k]}" for k, v in self.settings.items()]
+
+
+@dataclass(frozen=True)
+class PilotScore:
+    """One window pilot's validation R² curve (one value per validation check, in step order)."""
+
+    curve: tuple[float, ...]
+
+    @property
+    def best(self) -> float | None:
+        return max(self.curve) if self.curve else None
+
+    @property
+    def spread(self) -> float | None:
+        """How much the pilot's validation R² still moved at its last check: the noise a difference between
+        pilots must exceed (None with fewer than two checks)."""
+        return abs(self.curve[-1] - self.curve[-2]) if len(self.curve) >= 2 else None
+
+
+def choose_window(pilots: dict[str, PilotScore]) -> tuple[float, str]:
+    """The window the pilots support, and why: the best pilot's window only when every compared pilot is past
+    warm-up (its best validation R² above 0, better than predicting the mean) and the best beats the default
+    window by more than either one's spread; otherwise DEFAULT_WINDOW stands."""
+    default = f"{DEFAULT_WINDOW:g}"
+    listing = ", ".join(f"{w} s {'-' if p.best is None else f'{p.best:.3f}'}"
+                        + ("" if p.spread is None else f" (±{p.spread:.3f})") for w, p in pilots.items())
+    if default not in pilots:
+        raise ValueError(f"the pilots must include the default {default} s window, got {list(pilots)}")
+    scored = {w: p for w, p in pilots.items() if p.best is not None}
+    if default not in scored:
+        return DEFAULT_WINDOW, f"the default: the {default} s pilot has no validation score ({listing})"
+    best = max(scored, key=lambda w: (scored[w].best, -float(w)))
+    if best == default:
+        return DEFAULT_WINDOW, f"the default, also the pilots' best validation R²: {listing}"
+    warming = [w for w in (best, default) if scored[w].best <= 0]
+    if warming:
+        return DEFAULT_WINDOW, (f"the default: the {' and '.join(warming)} s pilot{'s are' if len(warming) > 1 else ' is'}"
+                                f" still in warm-up (validation R² at most 0), so the pilots cannot tell ({listing})")
+    gain = scored[best].best - scored[default].best
+    spread = max(scored[best].spread or 0.0, scored[default].spread or 0.0)
+    if gain <= spread:
+        return DEFAULT_WINDOW, (f"the default: the best pilot ({best} s) beats it by {gain:.3f}, within the pilots' "
+                                f"spread of {spread:.3f} at their last check ({listing})")
+    return float(best), f"best validation R² of the pilots by {gain:.3f} over the {default} s default, more than " \
+                        f"their spread of {spread:.3f}: {listing}"
 
 
 def is_auto(value) -> bool:

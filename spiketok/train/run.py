@@ -23,12 +23,13 @@ from ..data.session import DataError
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from ..model.poyo import POYO
-from .callbacks import DebugRecord, EMAWeights, FinalLast, SaveOnInterrupt, SetSamplerEpoch, StopAfterMinutes
+from .callbacks import (DebugRecord, EMAWeights, FinalLast, SaveOnInterrupt, SetSamplerEpoch, StopAfterMinutes,
+                        ValidationCurve)
 from .checkpoint import AtomicCheckpointIO, convert_checkpoint, read_pickled_checkpoint
 from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
 from .module import POYOModule
-from .recipe import (PILOT_FRACTION, RecipeChoice, is_auto, longest_train_interval, resolve_schedule, window_candidates,
-                     window_settings)
+from .recipe import (PILOT_FRACTION, PilotScore, RecipeChoice, choose_window, is_auto, longest_train_interval,
+                     resolve_schedule, window_candidates, window_settings)
 
 
 DEBUG_ENV = "SPIKETOK_DEBUG_DIR"  # folder: windows each rank draws, each rank's final weights (for tests)
@@ -299,28 +300,27 @@ def resolve_recipe(data: SessionDataset, cfg: dict, run_dir: Path, trainer_kw: d
                        f"{longest_train_interval(data):.3g} s long, so a longer window adds nothing" if key == "model.window"
                        else f"follows the {candidates[0]:g} s window")
     elif is_auto(cfg["model"].get("window")):
-        choice.pilots = pilot_windows(data, cfg, run_dir / "pilots", trainer_kw)
-        scored = {w: r for w, r in choice.pilots.items() if r is not None}
-        best = max(scored, key=lambda w: (scored[w], -float(w))) if scored else "1"
-        for key, value in window_settings(float(best)).items():
-            choice.set(cfg, key, value, "best validation R² of the pilots: " + ", ".join(
-                f"{w} s {'-' if r is None else f'{r:.3f}'}" for w, r in choice.pilots.items()) if key == "model.window"
-                else f"follows the {float(best):g} s window")
+        pilots = pilot_windows(data, cfg, run_dir / "pilots", trainer_kw)
+        choice.pilots = {w: p.best for w, p in pilots.items()}
+        choice.pilot_spreads = {w: p.spread for w, p in pilots.items()}
+        window, why = choose_window(pilots)
+        for key, value in window_settings(window).items():
+            choice.set(cfg, key, value, why if key == "model.window" else f"follows the {window:g} s window")
     resolve_schedule(cfg, data, targets, choice)
     if rank_zero_only.rank == 0:
         choice.save(saved)
     return cfg, choice
 
 
-def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dict) -> dict[str, float | None]:
-    """Best validation R² of a short run (PILOT_FRACTION of the steps) per candidate window; finished
+def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dict) -> dict[str, PilotScore]:
+    """Validation R² curve of a short run (PILOT_FRACTION of the steps) per candidate window; finished
     pilots are read back from folder/<window>/score.json (a re-run after a crash does not repeat them)."""
-    scores: dict[str, float | None] = {}
+    scores: dict[str, PilotScore] = {}
     for window in window_candidates(data):
         run = folder / f"window-{window:g}"
         done = run / "score.json"
         if done.exists():
-            scores[f"{window:g}"] = json.loads(done.read_text())["val_r2"]
+            scores[f"{window:g}"] = PilotScore(tuple(json.loads(done.read_text()).get("val_r2_curve", [])))
             continue
         shutil.rmtree(run, ignore_errors=True)
         pilot = copy.deepcopy(cfg)
@@ -332,8 +332,9 @@ def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dic
                      steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)), patience=None,
                      ema=None)  # a moving average lags too far behind in a run this short
         rank_zero_info(f"pilot: {window:g} s window, {steps} steps")
-        result = train(data, pilot, run, **trainer_kw)
-        scores[f"{window:g}"] = result.best_score
+        curve = ValidationCurve()
+        result = train(data, pilot, run, callbacks=[curve], **trainer_kw)
+        scores[f"{window:g}"] = score = PilotScore(tuple(curve.curve))
         if rank_zero_only.rank == 0:
-            done.write_text(json.dumps({"val_r2": result.best_score, "steps": result.steps}))
+            done.write_text(json.dumps({"val_r2": score.best, "val_r2_curve": list(score.curve), "steps": result.steps}))
     return scores
