@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 from spiketok.data.storage import SessionDataset, write_session
-from docsection import add_doc_args, write_section
+from docsection import add_doc_args, page_for, smoke_work, write_section
 from provenance import Load, command, footer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +230,8 @@ def main() -> None:
     if args.quick:
         args.steps, args.minutes, args.baseline_steps = min(args.steps, 30), min(args.minutes, 1.0), 100
         args.bin = max(args.bin, 0.05)  # ridge's window search solves (lags x units)-sized systems: 20 lags, not 50
+    # a smoke run writes benchmarks/out/quick.md and keeps its results apart from a full run's
+    args.doc, args.work = page_for(args.doc, args.quick), smoke_work(args.work, args.quick)
     load = Load()
     args.work.mkdir(parents=True, exist_ok=True)
     sections = ["baselines"] if args.skip_spiketok else args.sections.split(",")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from docsection import add_doc_args, write_section
+from docsection import add_doc_args, page_for, write_section
 from provenance import Load, cpu_flags, footer, refuse_if_loaded
 
 START, END = "<!-- runtimes:start -->", "<!-- runtimes:end -->"
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.stream_seconds = "tiny", 20, 2.0
+    args.doc = page_for(args.doc, args.quick)  # a smoke run writes benchmarks/out/quick.md
     torch.set_num_threads(args.threads)
     load = Load()
     if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):

@@ -9,7 +9,7 @@ replaces its part of the `fewshot` section of docs/benchmarks.md.
 
     python benchmarks/bench_fewshot.py --simulated --pretrain-steps 600 --pretrain-batch 16
     python benchmarks/bench_fewshot.py --real --pretrain-steps 500 --pretrain-minutes 12 [--trials 1,2,5,10] [--seeds 3]
-    python benchmarks/bench_fewshot.py --simulated --quick [--doc PATH]     # a smoke run
+    python benchmarks/bench_fewshot.py --simulated --quick [--doc PATH]     # a smoke run: benchmarks/out/quick.md
 
 The exact command of each recorded run is in its part of docs/benchmarks.md. "unit-id beats scratch" is a
 verdict per N from a paired two-sided t-test over seeds (same seed = same trials): unit-id better
@@ -35,7 +35,7 @@ from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
 from spiketok.train.scratch import train_scratch
-from docsection import add_doc_args
+from docsection import add_doc_args, is_smoke, page_for, smoke_work
 from provenance import Load, footer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,11 @@ CHEWIE = ("m1_chewie_2013-10-03.nwb", "m1_chewie_2013-12-19.nwb")
 MIHI = "m1_mihi_2014-03-03.nwb"
 SIM = dict(n_animals=3, sessions_per_animal=3, n_units=(40, 60), duration=240.0, seed=0, task="center_out")
 SIM_HELD_OUT = "sim_a2_s2"
+
+
+def part_markers(kind: str) -> tuple[str, str]:
+    """The markers of one part (`real` or `simulated`) inside the fewshot section."""
+    return f"<!-- fewshot:{kind}:start -->", f"<!-- fewshot:{kind}:end -->"
 
 
 def quiet() -> None:
@@ -176,8 +181,10 @@ unit-id beats scratch at N = {', '.join(better) or 'none'}; is worse at N = {', 
 
 
 def write_doc(part: str, kind: str, doc: Path) -> None:
-    """Replace this kind's part inside the fewshot section (creating the section if needed)."""
-    inner_start, inner_end = f"<!-- fewshot:{kind}:start -->", f"<!-- fewshot:{kind}:end -->"
+    """Replace this kind's part inside the fewshot section (creating the section if needed); a part that records
+    a smoke command goes to benchmarks/out/quick.md instead of the page."""
+    doc = page_for(doc, is_smoke(part))
+    inner_start, inner_end = part_markers(kind)
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     if START not in text or END not in text:
         header = ("## Few-shot adaptation to a new session\n\n"
@@ -192,6 +199,7 @@ def write_doc(part: str, kind: str, doc: Path) -> None:
         body = before + part.strip() + after.split(inner_end, 1)[1]
     else:
         body = body.rstrip("\n") + "\n\n" + part.strip() + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(head + START + body + END + tail)
 
 
@@ -219,6 +227,7 @@ def main() -> None:
     if args.quick:
         args.pretrain_steps, args.pretrain_minutes, args.trials, args.seeds = 20, 1.0, "1,2", 2
         args.settings = ["fixed_steps=5", "max_steps=5", "scratch_max_steps=5", *args.settings]
+    args.doc, args.work = page_for(args.doc, args.quick), smoke_work(args.work, args.quick)
     quiet()
     torch.set_num_threads(args.threads)
     kind = "real" if args.real else "simulated"

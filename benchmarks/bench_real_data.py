@@ -8,6 +8,8 @@ file's test split, and writes the table into docs/benchmarks.md beside the ridge
 shared/data/README.md (read from that file). Rat position is scored on moving samples only (prepare --keep-moving 5).
 Rows accumulate in WORK/results.json, so `--only` runs add to the table; `--evaluate-only` scores the
 models already trained in WORK again (after a change to evaluation) and keeps their training command.
+`--quick` (at most 10 steps or 1 minute per model: a smoke run) works in WORK-quick and writes its section to
+benchmarks/out/quick.md, never the page.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from datetime import date
 from pathlib import Path
 
 from bench_accuracy_baselines import README_LABELS, readme_floors
-from docsection import add_doc_args, write_section
-from provenance import Load, command, footer
+from docsection import add_doc_args, page_for, smoke_work, write_section
+from provenance import Load, command, commits_cell, footer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -39,6 +41,17 @@ GROUPS = {
             "together": False, "overrides": ["model.window=4", "model.latent_step=0.25", "model.t_max=8",
                                              "batch_size=16", "max_steps=6000"]},
 }
+
+
+def settings(*parts: list[str]) -> list[str]:
+    """key=value training settings, later ones winning (the settings a run trains with, in the order given)."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        for item in part:
+            key = item.split("=", 1)[0]
+            merged.pop(key, None)
+            merged[key] = item
+    return list(merged.values())
 
 
 def run(cmd: list[str]) -> None:
@@ -80,6 +93,7 @@ def main() -> None:
     if args.quick:
         args.minutes = min(args.minutes, 1.0)
         args.set = [*args.set, "max_steps=10"]
+    args.doc, args.work = page_for(args.doc, args.quick), smoke_work(args.work, args.quick)
     if not DATA.exists():
         sys.exit("no ../shared/data: the real recordings are not here")
     results: dict[str, dict] = {}
@@ -92,16 +106,16 @@ def main() -> None:
         run(spiketok("prepare", *[str(DATA / f"{f}.nwb") for f in spec["files"]], "--out", str(prepared),
                      *spec["prepare"]))
         files = [prepared / f"{f}.h5" for f in spec["files"]]
-        overrides = [f"max_minutes={args.minutes}", *spec["overrides"], *args.set]
+        overrides = settings([f"max_minutes={args.minutes}"], spec["overrides"], args.set)
         if spec["together"]:
             res = train_and_score(group, files, args.work, args.config, overrides, not args.evaluate_only)
             for sid, r in res["sessions"].items():
-                results[sid] = {**r, "trained_on": f"{group} ({len(files)} sessions together)"}
+                results[sid] = {**r, "trained_on": f"{group} ({len(files)} sessions together)", "settings": overrides}
         else:
             for f in files:
                 res = train_and_score(f.stem, [f], args.work, args.config, overrides, not args.evaluate_only)
                 for sid, r in res["sessions"].items():
-                    results[sid] = {**r, "trained_on": "this session alone"}
+                    results[sid] = {**r, "trained_on": "this session alone", "settings": overrides}
     write_doc(results, args, time.time() - t0, load.stop())
 
 
@@ -117,15 +131,20 @@ def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float
     rows = json.loads(store.read_text()) if store.exists() else {}
     cmd = command()
     for sid, r in results.items():
-        trained = {k: rows[sid][k] for k in ("command", "date", "minutes")} if args.evaluate_only and sid in rows \
-            else {"command": cmd, "date": str(date.today()), "minutes": seconds / 60}
+        kept = ("command", "date", "minutes", "settings", "commit")
+        trained = {k: rows[sid].get(k) for k in kept} if args.evaluate_only and sid in rows else \
+            {"command": cmd, "date": str(date.today()), "minutes": seconds / 60, "settings": r["settings"],
+             "commit": load.commit}
         rows[sid] = {"r2": r["r2"], "r2_per_dim": r["r2_per_dim"], "trained_on": r["trained_on"], **trained,
-                     "scored_by": cmd if args.evaluate_only else None}
+                     "scored_by": cmd if args.evaluate_only else None,
+                     "scored_commit": load.commit if args.evaluate_only else None}
     store.write_text(json.dumps(rows, indent=2))
+    trained_with = {g: list(dict.fromkeys(" ".join(rows[f].get("settings") or ["(not recorded)"])
+                                          for f in spec["files"] if f in rows)) for g, spec in GROUPS.items()}
     lines = ["## Real recordings: spiketok against the floors", "",
-             f"Model `{args.config}`. Training settings beyond the config: "
-             + "; ".join(f"{g}: `{' '.join(spec['overrides']) or 'none'}`" for g, spec in GROUPS.items())
-             + ", each run also stopped by `--minutes`.", "",
+             f"Model `{args.config}`. Training settings beyond the config, as each run trained (`max_minutes` from "
+             "`--minutes`): " + "; ".join(f"{g}: " + " and ".join(f"`{s}`" for s in used)
+                                           for g, used in trained_with.items() if used) + ".", "",
              "R² (mean over output dimensions) on each file's test split (trials or time blocks in the 3rd and 8th "
              "tenth of the session, the floors' protocol); rat position on moving samples only "
              "(`prepare --keep-moving 5`). Floors from `shared/data/README.md`.", "",
@@ -154,7 +173,9 @@ def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float
         lines.append(f"- `{c}` ({done[0]['date']}, {done[0]['minutes']:.0f} min)")
     for c in dict.fromkeys(r["scored_by"] for r in rows.values() if r.get("scored_by")):
         lines.append(f"- then scored again, same models: `{c}`")
-    lines += ["", footer(load, ("torch", "spiketok"), timing=False)]
+    commits = [r.get("commit") or "not recorded" for r in rows.values()]  # rows may come from several runs
+    commits += [r["scored_commit"] for r in rows.values() if r.get("scored_commit")]
+    lines += ["", footer(load, ("torch", "spiketok"), timing=False, commit=commits_cell(commits))]
     write_section("\n".join(lines), START, END, args.doc)
     print("\n".join(lines))
 

@@ -98,6 +98,7 @@ def begin_study(work: Path, doc_only: bool, prepared_in: Path | None = None) -> 
         sys.exit(f"no {DATA}: the real recordings are not here")
     work.mkdir(parents=True, exist_ok=True)
     load_before, t0 = os.getloadavg(), time.time()
+    provenance.start_commit()  # the code this run starts from, for run_table's commit row
     return ({} if doc_only else prepare(prepared_in or work)), load_before, t0
 
 
@@ -187,10 +188,10 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
 
 
 def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: bool = False,
-              load_shown: bool = False) -> list[str]:
-    """The closing table of an accuracy section: date, machine, versions, this command, load averages
+              load_shown: bool = False, commit: str | None = None) -> list[str]:
+    """The closing table of an accuracy section: date, machine, versions, commit, this command, load averages
     (none when the section is written from stored results; `load_shown`: the section gives the load of the
-    run that stored them)."""
+    run that stored them; `commit`: the commit cell of the results when not this run's alone)."""
     import torch
 
     command = provenance.command()  # sys.argv with paths relative to the repository (WORK/... outside it)
@@ -198,9 +199,11 @@ def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: b
             f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
             f"| versions | Python {platform.python_version()}, torch {torch.__version__} |"]
     if doc_only:
-        return head + [f"| section written by | `{command}` from the results that earlier runs of this script stored "
+        return head + [f"| commit | {commit or provenance.NOT_RECORDED} |",
+                       f"| section written by | `{command}` from the results that earlier runs of this script stored "
                        f"in WORK{'' if load_shown else '; the load during those runs was not recorded'} |"]
     return head + [
+            f"| commit | {commit or provenance.start_commit()} |",
             f"| command | `{command}` ({seconds / 60:.0f} min) |",
             f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
             f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]

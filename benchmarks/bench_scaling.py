@@ -32,7 +32,7 @@ import torch
 from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.tokenize import SpikeTokenizer, collate
-from docsection import add_doc_args, write_section
+from docsection import add_doc_args, page_for, write_section
 from provenance import Load, footer, refuse_if_loaded
 
 START, END = "<!-- scaling:start -->", "<!-- scaling:end -->"
@@ -373,6 +373,7 @@ def main() -> None:
     if args.quick:
         args.batch_spikes, args.single_spikes, args.sessions = "500,1000,2000", "500,1000,2000", "1,3,5"
         args.repeats, args.session_steps = 1, 2
+    args.doc = page_for(args.doc, args.quick)  # a smoke run writes benchmarks/out/quick.md, its plots beside it
     load = Load()
     if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):
         sys.exit(3)

@@ -38,7 +38,7 @@ from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.model.config import ModelConfig
 from spiketok.tokenize import SpikeTokenizer, collate
-from docsection import add_doc_args, write_section
+from docsection import add_doc_args, page_for, write_section
 from provenance import Load, footer, refuse_if_loaded, versions
 
 START, END = "<!-- speed-reference:start -->", "<!-- speed-reference:end -->"
@@ -532,6 +532,7 @@ def main() -> None:
     reference_poyo()
     if args.quick:
         args.steps, args.repeats, args.latency_calls = 2, 2, 40
+    args.doc = page_for(args.doc, args.quick)  # a smoke run writes benchmarks/out/quick.md
     load = Load()
     if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):
         sys.exit(3)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from docsection import add_doc_args, write_section
+from docsection import add_doc_args, page_for, smoke_work, write_section
 from provenance import Load, footer, refuse_if_loaded
 
 START, END = "<!-- streaming:start -->", "<!-- streaming:end -->"
@@ -198,6 +198,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.session_minutes, args.steps, args.minutes, args.stream_seconds, args.repeats = 2.0, 20, 1.0, 5.0, 1
+    args.doc, args.out = page_for(args.doc, args.quick), smoke_work(args.out, args.quick)  # a smoke run: apart
     load = Load()
     if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):
         sys.exit(3)

@@ -374,7 +374,11 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
             lines += [f"That run was `{last['command']}`; load average (1, 5, 15 min) before "
                       f"{', '.join(f'{x:.1f}' for x in last['load_before'])}, after "
                       f"{', '.join(f'{x:.1f}' for x in last['load_after'])}.", ""]
-    lines += run_table(seconds, load_before, load_after, doc_only, load_shown="command" in last)
+    commit = last.get("commit")  # the results read back came from earlier runs, whose commits were not recorded
+    if commit and last.get("read_back"):
+        commit = provenance.commits_cell([commit, provenance.NOT_RECORDED])
+    lines += run_table(seconds, load_before, load_after, doc_only, load_shown="command" in last,
+                       commit=commit or provenance.NOT_RECORDED)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 
@@ -406,6 +410,7 @@ def main() -> None:
         (args.work / RUN_LOG).write_text(json.dumps({"stored": len(ran), "read_back": len(before),
                                                      "minutes": (time.time() - t0) / 60,
                                                      "command": provenance.command(), "load_before": load_before,
+                                                     "commit": provenance.start_commit(),
                                                      "load_after": os.getloadavg()}))
     write_doc(args.work, args.trials, args.seeds, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
               args.compare_work)

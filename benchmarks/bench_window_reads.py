@@ -26,7 +26,7 @@ import numpy as np
 from spiketok.data import storage
 from spiketok.data.session import Behavior, Session
 from spiketok.data.storage import StoredSession, write_session
-from docsection import add_doc_args, write_section
+from docsection import add_doc_args, page_for, write_section
 from provenance import Load, footer, refuse_if_loaded
 
 DURATION = 3600.0
@@ -88,6 +88,7 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.minutes, args.units, args.windows, args.repeats = 5.0, 50, 200, 2
+    args.doc = page_for(args.doc, args.quick)  # a smoke run writes benchmarks/out/quick.md
     duration, n_units = 60.0 * args.minutes, args.units
     load = Load()
     if not args.no_doc and not refuse_if_loaded(load, args.allow_load, args.doc):

@@ -2,8 +2,9 @@
 
 Every figure in the footer is measured or read when the script runs: the command line (from sys.argv,
 the interpreter shown as `python`, paths relative to the repository, never an absolute machine path),
-the date, the machine, package versions, and the 1-minute load average before and after the run with
-a sentence about machine load computed from them.
+the git commit the code ran from (with the tree of spiketok/ when it had uncommitted changes), the date,
+the machine, package versions, and the 1-minute load average before and after the run with a sentence
+about machine load computed from them.
 
 Load rule (LOAD_LIMIT = 1.0): the machine counts as idle when the 1-minute load average before the run
 is at most 1.0 and the load average after it, less the run's own use (its CPU seconds, children
@@ -14,10 +15,13 @@ write the doc otherwise, unless given --allow-load, in which case their section 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -59,6 +63,63 @@ def command(argv: list[str] | None = None) -> str:
         a = shown_arg(a)
         shown.append(f"'{a}'" if (" " in a or not a) else a)
     return " ".join(["python", *shown])
+
+
+def _git(*args: str, env: dict[str, str] | None = None) -> str | None:
+    """`git ARGS` in the repository: its output, or None when git or the checkout is missing or it fails."""
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+                              env=None if env is None else {**os.environ, **env})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_tree() -> str | None:
+    """The git tree id of spiketok/ as it is on disk now, uncommitted changes included (through a scratch
+    index: the checkout's own index is not touched)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        if _git("read-tree", "HEAD", env=env) is None or _git("add", "-A", "--", "spiketok", env=env) is None:
+            return None
+        return _git("write-tree", "--prefix=spiketok/", env=env)
+
+
+def commit_cell() -> str:
+    """The footer's `commit` cell: the commit the code ran from; when spiketok/ had uncommitted changes, also
+    the tree of spiketok/ that ran (tests/test_benchmark_page.py compares both with the code)."""
+    head = _git("rev-parse", "HEAD")
+    if not head:
+        return "not recorded (not a git checkout)"
+    if not _git("status", "--porcelain", "--", "spiketok"):
+        return f"`{head}`"
+    tree = code_tree()
+    return f"`{head}` with uncommitted changes to spiketok/ " + \
+        (f"(its tree then: `{tree}`)" if tree else "(its tree could not be read)")
+
+
+@functools.cache
+def start_commit() -> str:
+    """`commit_cell()` as it was when this process first asked (a `Load` asks when it is made, as a run starts):
+    a commit made while a long run goes on is not recorded as the code it ran."""
+    return commit_cell()
+
+
+NOT_RECORDED = "not recorded (a result stored before commits were recorded)"
+
+
+def commits_cell(cells: list[str]) -> str:
+    """The commit cell of a section built from the results of several runs: their commit when they agree, else
+    each one (a section that ran on more than one commit records none: tests/test_benchmark_page.py fails it)."""
+    unique = list(dict.fromkeys(cells)) or [NOT_RECORDED]
+    return unique[0] if len(unique) == 1 else "not one commit: results from " + "; ".join(unique)
+COMMIT_ROW = re.compile(r"^\| commit \| `([0-9a-f]{40})`(?:[^|]*its tree then: `([0-9a-f]{40})`)?", re.MULTILINE)
+
+
+def recorded_commit(section: str) -> tuple[str, str | None] | None:
+    """(commit, tree of spiketok/ when it had uncommitted changes, else None) from a section's `commit` row."""
+    m = COMMIT_ROW.search(section)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def cpu_flags() -> list[str]:
@@ -117,10 +178,11 @@ class Load:
     before: float = field(default_factory=lambda: os.getloadavg()[0])
     after: float | None = None
     own: float = 0.0  # cores the run kept busy on average (CPU seconds / wall seconds)
+    commit: str = field(default_factory=start_commit)  # the footer's commit cell: the code the run started from
     _t0: float = field(default_factory=time.monotonic, repr=False)
     _cpu0: float = field(default_factory=_cpu_seconds, repr=False)
 
-    def stop(self) -> "Load":
+    def stop(self) -> Load:
         """Record the load average after the run and the run's own use (call once, when the run is over)."""
         self.after = os.getloadavg()[0]
         wall = max(time.monotonic() - self._t0, 1e-9)
@@ -147,11 +209,11 @@ class Load:
         return f"Machine loaded (load > {LOAD_LIMIT:.1f} besides this run): {numbers}; {effect}."
 
     def as_dict(self) -> dict:
-        return {"before": self.before, "after": self.after, "own": self.own}
+        return {"before": self.before, "after": self.after, "own": self.own, "commit": self.commit}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Load":
-        return cls(before=d["before"], after=d["after"], own=d.get("own", 0.0))
+    def from_dict(cls, d: dict) -> Load:
+        return cls(before=d["before"], after=d["after"], own=d.get("own", 0.0), commit=d.get("commit", NOT_RECORDED))
 
 
 def refuse_if_loaded(load: Load, allow: bool, doc: Path) -> bool:
@@ -172,10 +234,12 @@ def load_note(load: Load, timing: bool = True) -> str:
 
 
 def footer(load: Load, packages: tuple[str, ...], cores_used: str = "", rows: list[tuple[str, str]] = (),
-           argv: list[str] | None = None, timing: bool = True) -> str:
-    """The table closing a section (date, machine, versions, command, extra rows, load) and the load sentence."""
+           argv: list[str] | None = None, timing: bool = True, commit: str | None = None) -> str:
+    """The table closing a section (date, machine, versions, commit, command, extra rows, load) and the load
+    sentence. `commit`: the commit cell when not the one `load` started from."""
     lines = ["| | |", "|---|---|", f"| date | {dt.date.today().isoformat()} |",
              f"| machine | {machine(cores_used)} |", f"| versions | {versions(*packages)} |",
+             f"| commit | {load.commit if commit is None else commit} |",
              *(f"| {k} | {v} |" for k, v in rows), f"| command | `{command(argv)}` |",
              "", load_note(load, timing)]
     return "\n".join(lines)

@@ -1,24 +1,29 @@
 """Rebuild docs/benchmarks.md: run every benchmark script in turn, each writing its own section.
 
     python benchmarks/run_all.py [--quick] [--doc PATH] [--allow-load] [--only NAME ...]
+    python benchmarks/run_all.py --unmeasured --only NAME ...
 
 Timing benchmarks run first (they refuse to write on a loaded machine unless --allow-load), then the
 accuracy ones. --quick runs each script with its smallest settings (a smoke run; the scripts without a
-quick mode are long and skipped). Scripts that fail are listed at the end; the exit status is 1 if any
-failed. --doc PATH sends every section to PATH (through $SPIKETOK_BENCH_DOC, which scripts without a
---doc option honour too) instead of docs/benchmarks.md.
+quick mode are long and skipped) and writes benchmarks/out/quick.md, never docs/benchmarks.md. Scripts
+that fail are listed at the end; the exit status is 1 if any failed. --doc PATH sends every section to
+PATH (through $SPIKETOK_BENCH_DOC, which scripts without a --doc option honour too) instead of
+docs/benchmarks.md. --unmeasured runs nothing: it replaces the sections named (under their own headings)
+with a line saying they have not been measured on this code yet and the full command that measures each,
+and deletes the pictures only they showed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from docsection import ENV
+from docsection import ENV, SCRATCH, write_unmeasured
 
 HERE = Path(__file__).resolve().parent
 OWN_VENV = {"speed_reference": HERE.parent / "bench-venv" / "bin" / "python"}  # see bench_speed_reference.py
@@ -45,16 +50,41 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
 }
 
 
+def markers(name: str) -> tuple[str, str]:
+    """The start and end markers of a benchmark's section, read from its script (a few-shot kind's part)."""
+    module = importlib.import_module(Path(BENCHMARKS[name][0][0]).stem)
+    if name.startswith("fewshot_"):
+        return module.part_markers(name.removeprefix("fewshot_"))
+    return module.START, module.END
+
+
+def mark_unmeasured(names: list[str], doc: Path | None) -> None:
+    """Replace each named section with the line that says it has not been measured on this code yet."""
+    for name in names:
+        command = " ".join(["python", f"benchmarks/{BENCHMARKS[name][0][0]}", *BENCHMARKS[name][0][1:]])
+        start, end = markers(name)
+        gone = write_unmeasured(start, end, command, f"python benchmarks/run_all.py --unmeasured --only {name}", doc)
+        print(f"== {name}: marked not measured on this code yet"
+              + (f"; deleted {', '.join(p.name for p in gone)}" if gone else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smallest settings of each script (a smoke run)")
     ap.add_argument("--doc", type=Path, help="write every section here instead of docs/benchmarks.md")
     ap.add_argument("--allow-load", action="store_true", help="passed to the timing benchmarks")
     ap.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these")
+    ap.add_argument("--unmeasured", action="store_true", help="run nothing: mark the --only sections as not "
+                    "measured on this code yet, each with its full command")
     args = ap.parse_args()
+    if args.unmeasured:
+        if not args.only:
+            ap.error("--unmeasured needs --only NAME ...: the sections to take down")
+        mark_unmeasured(args.only, args.doc)
+        return
     env = dict(os.environ)
-    if args.doc:
-        env[ENV] = str(args.doc.resolve())
+    if args.doc or args.quick:  # a smoke run never writes the page
+        env[ENV] = str((args.doc or SCRATCH).resolve())
     failed, skipped, done = [], [], []
     for name, (full, quick) in BENCHMARKS.items():
         if args.only and name not in args.only:
@@ -72,7 +102,7 @@ def main() -> None:
             cmd.append("--allow-load")
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t = time.monotonic()
-        rc = subprocess.run(cmd, env=env, cwd=HERE.parent).returncode
+        rc = subprocess.run(cmd, env=env, cwd=HERE.parent, check=False).returncode
         minutes = (time.monotonic() - t) / 60
         (failed if rc else done).append(f"{name} ({minutes:.1f} min{f', exit {rc}' if rc else ''})")
     print("\nwritten: " + (", ".join(done) or "none"))
