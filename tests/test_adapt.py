@@ -328,11 +328,11 @@ def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretra
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("init_lr_factor=0", "init_lr_factor must be a positive number or 'auto'"),
-    ("init_lr_factor=-1", "init_lr_factor must be a positive number or 'auto'"),
-    ("init_lr_factor=fast", "init_lr_factor must be a positive number or 'auto'"),
-    ("init_unit_id_restarts=0", "init_unit_id_restarts must be a positive integer"),
-    ("init_unit_id_restarts=1.5", "init_unit_id_restarts must be a positive integer"),
+    ("init_lr_factor=0", "init_lr_factor=0 is not allowed: init_lr_factor takes a finite number > 0, or auto"),
+    ("init_lr_factor=-1", "init_lr_factor=-1 is not allowed: init_lr_factor takes a finite number > 0, or auto"),
+    ("init_lr_factor=fast", "init_lr_factor=fast is not allowed: init_lr_factor takes a finite number > 0, or auto"),
+    ("init_unit_id_restarts=0", "init_unit_id_restarts=0 is not allowed: init_unit_id_restarts takes a whole number >= 1"),
+    ("init_unit_id_restarts=1.5", "init_unit_id_restarts=1.5 is not allowed: init_unit_id_restarts takes a whole number >= 1"),
 ])
 def test_train_init_rejects_bad_settings_before_any_work(pretrained, tmp_path, setting, message):
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from ..data.session import DataError
 from ..model.embeddings import UnknownIdError
 from ..model.file import ModelFileError
+from ..schema import ConfigError
 
 EXIT_USER_ERROR = 2  # as click's own usage errors
 DEBUG_ENV = "SPIKETOK_DEBUG"
@@ -25,7 +26,7 @@ class UserError(Exception):
 
 
 # library errors that describe the user's input (files, data, ids), not a bug
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, DataError, ModelFileError, UnknownIdError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, DataError, ModelFileError, UnknownIdError, ConfigError)
 
 
 def fail(message: str) -> NoReturn:

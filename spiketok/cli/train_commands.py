@@ -13,6 +13,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .checks import parse_devices
 from .common import load_dataset, load_model
 from .errors import fail
 from ..data.session import DataError
@@ -38,7 +39,8 @@ def train(
     config: Annotated[str, typer.Option("--config", "-c", help="A preset (tiny, poyo-1.3M, poyo-11.8M) or a YAML file.")] = "tiny",
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value config overrides, e.g. max_steps=500 model.depth=4.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")] = False,
-    devices: Annotated[str, typer.Option(help="Devices per node: 'auto', a count, or a list.")] = "auto",
+    devices: Annotated[str, typer.Option(help="Devices per node: 'auto', a count (at most the machine's GPUs, or CPU "
+                       "cores on a CPU), -1 (all), or GPU indices such as 0,1.")] = "auto",
     num_nodes: Annotated[int, typer.Option(help="Nodes for multi-node DDP (under torchrun or SLURM).")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")] = "auto",
@@ -64,8 +66,8 @@ def train(
         cfg = load_config(config, overrides or [])
     except (ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e))
+    dev = parse_devices(devices, accelerator)  # more than the machine has: refused, not 99 processes started
     ds = load_dataset(data)
-    dev: int | str = int(devices) if devices.isdigit() else devices
     rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
     if rank0:
         console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}"

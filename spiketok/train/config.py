@@ -1,4 +1,8 @@
-"""Training configs: shipped YAML presets, user YAML files, and key=value overrides."""
+"""Training configs: shipped YAML presets, user YAML files, and key=value overrides.
+
+Every config returned is checked against the typed schema of spiketok.schema (known keys at every
+depth, types, ranges): a wrong setting raises ConfigError before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from ..schema import ConfigError, check_config, check_setting, rule_for
+
 PRESETS = ("tiny", "poyo-1.3M", "poyo-11.8M")
 
 
@@ -14,24 +20,42 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("spiketok.train") / "configs" / f"{name}.yaml"))
 
 
+def _read_yaml(text: str, source: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
 def load_config(source: str | Path | None = "tiny", overrides: list[str] | None = None) -> dict:
-    """Read a preset name or a YAML file (a user file may name a preset under `base:`), then apply overrides."""
+    """Read a preset name or a YAML file (a user file may name a preset under `base:`), then apply overrides;
+    the result is checked against the schema (ConfigError names the key, the value and what is allowed)."""
     source = "tiny" if source is None else source
     if str(source) in PRESETS:
         cfg = yaml.safe_load(preset_path(str(source)).read_text())
     else:
         path = Path(source)
-        if not path.exists():
+        if not path.is_file():
             raise FileNotFoundError(f"config {source!r}: not a file and not a preset ({', '.join(PRESETS)})")
-        user = yaml.safe_load(path.read_text()) or {}
-        cfg = load_config(user.pop("base", "tiny"))
+        user = _read_yaml(path.read_text(), f"config {source}") or {}
+        if not isinstance(user, dict):
+            raise ConfigError(f"config {source}: a config is a mapping of settings (key: value), not "
+                              f"{type(user).__name__}")
+        base = user.pop("base", "tiny")
+        if str(base) not in PRESETS:
+            raise ConfigError(f"config {source}: base={base} is not allowed: base takes one of {', '.join(PRESETS)}")
+        cfg = load_config(str(base))
+        for key, value in user.items():
+            check_setting(str(key), value)  # an unknown key is named as the file spells it
         _merge(cfg, user)
+        cfg = check_config(cfg, f"config {source}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        _set(cfg, key.strip(), yaml.safe_load(value))
-    return cfg
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. max_steps=500)")
+        key = key.strip()
+        _set(cfg, key, check_setting(key, _read_yaml(value, f"override {item!r}")))
+    return check_config(cfg, f"config {source}")
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -43,10 +67,10 @@ def _merge(base: dict, new: dict) -> None:
 
 
 def _set(cfg: dict, dotted: str, value) -> None:
+    """Set a dotted key the schema knows (rule_for refuses any other); a model setting may be new to cfg."""
+    rule_for(dotted, value)
     keys = dotted.split(".")
     node = cfg
     for k in keys[:-1]:
         node = node.setdefault(k, {})
-    if keys[-1] not in node and len(keys) == 1:
-        raise KeyError(f"unknown config key {dotted!r}; known: {sorted(cfg)}")
     node[keys[-1]] = value
