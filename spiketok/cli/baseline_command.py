@@ -11,6 +11,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from .checks import check_output, require_duration
 from .errors import fail
 from ..data.session import DataError
 
@@ -61,6 +62,7 @@ def baseline(
     max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`.
 
@@ -78,9 +80,13 @@ def baseline(
         cfg = BaselineConfig(model=model, bin=bin, history=history, lags=lags, max_steps=max_steps, seed=seed)
     except ValueError as e:
         fail(str(e))
+    if json_path is not None:
+        check_output(json_path, overwrite, data, flag="--json")
+    longest = cfg.history if cfg.history is not None else max(cfg.history_choices)  # the longest window it tries
     try:
         ds = SessionDataset(data)
         for s in ds:  # an empty split would score R² nan: say so before fitting anything
+            require_duration(s, longest, f"the {longest:g} s input window of the {model} baseline")
             require_scored_samples(s, resolve_target(s.id, list(s.behavior_info), target), split)
         results, _ = run_baseline(ds, cfg, target=target, split=split)
     except DataError as e:

@@ -65,9 +65,15 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _is_model_file(path: Path) -> bool:
+    """A spiketok model file or a torch checkpoint (a zip holding data.pkl, or a bare pickle); not an .npz."""
+    import zipfile
+
     from ..model.file import FORMAT, _is_pickle
 
     try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return any(name.endswith("data.pkl") for name in z.namelist())
         with open(path, "rb") as f:
             head = f.read(9)
             if _is_pickle(head):
@@ -77,7 +83,7 @@ def _is_model_file(path: Path) -> bool:
                 return False
             f.seek(8)
             header = json.loads(f.read(n))
-    except (OSError, ValueError):
+    except (OSError, ValueError, zipfile.BadZipFile):
         return False
     return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == FORMAT
 
@@ -133,3 +139,13 @@ def staged_files(outs: Sequence[Path]) -> Iterator[Path]:
             os.replace(stage / Path(out).name, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def require_duration(session: object, seconds: float, what: str) -> None:
+    """Refuse a recording shorter than one window (`what`): its R² would be nan, or a number from a few samples."""
+    from ..data.session import DataError
+
+    span = float(session.end - session.start)  # type: ignore[attr-defined]
+    if span < seconds - 1e-9:
+        raise DataError(f"session {session.id}: the recording is {span:.3g} s long, shorter than {what}; "  # type: ignore[attr-defined]
+                        f"it needs at least {seconds:g} s of recording")

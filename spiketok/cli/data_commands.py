@@ -43,6 +43,8 @@ def prepare(
     keep_moving: Annotated[Optional[float], typer.Option(help="Weight 0 on position samples that move <= PX "
                                                               "between t-0.5 s and t+0.5 s; reports the fraction "
                                                               "left out.", metavar="PX")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a prepared session in --out that was "
+                                            "prepared from another file (same session id).")] = False,
 ) -> None:
     """Read NWB or brainsets (temporaldata) files, clean them (and say what was dropped), write one session file
     each into --out. A brainsets file's train/valid/test domains become the splits."""
@@ -68,6 +70,10 @@ def prepare(
                 target = out / f"{session.id}.h5"
                 if target.exists() and target.resolve() == file.resolve():
                     raise DataError(f"{file}: writing {target} would replace this input file; choose another --out")
+                other = _other_source(target, session)
+                if other and not overwrite:
+                    raise DataError(f"{file}: {target} already holds {other}; give --overwrite to replace it, or "
+                                    "another --out")
                 target = write_session(session, target)
                 written[session.id] = file
                 done.append((file, session, report, target))
@@ -82,6 +88,25 @@ def prepare(
     if errors:
         typer.echo(f"{len(errors)} of {len(files)} files failed; nothing was written for them.", err=True)
         raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _other_source(target: Path, session: Session) -> str | None:
+    """What `target` holds when writing `session` there would replace something else: a file that is not a prepared
+    session, or a session prepared from another source file (None: nothing there, or the same source again)."""
+    if not target.exists():
+        return None
+    if file_kind(target) != "prepared":
+        return "a file that is not a prepared session"
+    try:
+        old = StoredSession(target)
+        same = (all(old.meta.get(k) == session.meta.get(k) for k in ("source_file", "identifier"))
+                and list(old.unit_names) == list(session.unit_names) and old.n_spikes == len(session.spike_times))
+    except (DataError, OSError, KeyError):
+        return "a damaged prepared session"
+    if same:  # the same recording again (e.g. other --behavior): replaced as asked
+        return None
+    source = old.meta.get("source_file")
+    return f"a session prepared from another recording{f' (also named {source})' if source else ''}"
 
 
 def _print_prepare_summary(done: list[tuple[Path, Session, PrepareReport, Path]]) -> None:

@@ -10,6 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from . import app
+from .checks import check_output, staged_files
 from .common import load_model
 from .errors import fail
 
@@ -22,6 +23,8 @@ def export(
     target: Annotated[Optional[str], typer.Option(help="Behaviour task to export (default: the model's only or trained one).")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="ONNX only: int8 weights (onnxruntime dynamic quantization); "
                                        "speed and accuracy cost in docs/benchmarks.md.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export (graphs and sidecar); "
+                                            "never a model file or a recording.")] = False,
 ) -> None:
     """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
 
@@ -30,19 +33,24 @@ def export(
     The sidecar OUT.json holds the unit and session vocabularies, normalisation, window, token layout and how to
     stream (docs/export.md).
     """
-    from ..model.export import FORMATS, ExportError, export_model, stream_paths
+    from ..model.export import FORMATS, ExportError, export_model, sidecar_path, stream_paths
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format")
     if out.is_dir():
         fail(f"--out {out} is a folder: give a file name (e.g. {out / 'model.onnx'})")
+    outputs = [out, *stream_paths(out), sidecar_path(out)]  # the sidecar last: renamed into place after the graphs
+    for path in outputs:
+        check_output(path, overwrite, [checkpoint])
     model = load_model(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
     try:
-        graph, side = export_model(model, out, fmt, target, int8=int8)
+        with staged_files(outputs) as stage:  # a failed export leaves no graph without its sidecar
+            export_model(model, stage / out.name, fmt, target, int8=int8)
     except ExportError as e:
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {out}: {e.strerror or e}")
+    graph, side = out, sidecar_path(out)
     keys, stream = stream_paths(graph)
     typer.echo(f"{fmt} graph: {graph}")
     typer.echo(f"streaming graphs: {keys} (keys each spike once), {stream} (one decode)")

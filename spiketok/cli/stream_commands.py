@@ -13,7 +13,9 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
+from ..data.atomic import atomic_write
 from ..data.readers import file_kind
+from .checks import check_output, require_duration
 from .common import load_model
 from .errors import fail
 
@@ -65,6 +67,7 @@ def replay(
     incremental: Annotated[Optional[bool], typer.Option("--incremental/--no-incremental", help="Merge per-packet attention partials (cost follows the new spikes); exact only for models trained with model.latent_grid=absolute. Default: on for those models, off for the others.", show_default=False)] = None,
     precision: Annotated[str, typer.Option(help="Arithmetic of the linear layers: float32, bfloat16, int8, or auto (bfloat16 on CPUs with AMX, else float32); accuracy cost in docs/benchmarks.md.")] = "float32",
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Stream through a model exported by `spiketok export` (its FILE.json beside it) instead of a checkpoint: `replay --onnx model.onnx FILE`.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
     import torch
@@ -73,6 +76,8 @@ def replay(
     from ..stream import StreamOrderError, plot_replay, replay as run_replay
 
     sp = _speed(speed)
+    if json_path is not None:
+        check_output(json_path, overwrite, [p for p in (checkpoint, file, onnx) if p is not None], flag="--json")
     if every <= 0:
         raise typer.BadParameter(f"{every}: must be positive", param_hint="--every")
     if threads < 1:
@@ -97,6 +102,8 @@ def replay(
                    "prepared with", err=True)
     try:
         session, target = open_recording(file, model, target, keep_moving)
+        window = exported.window if onnx is not None else model.config.window
+        require_duration(session, window, f"one {window:g} s context window of the model")
         intervals = _intervals(model, session, split)
         decoder_model = exported if onnx is not None else model  # replay streams through either
         result = run_replay(decoder_model, session, intervals, every=every, speed=sp, target=target, limit=limit,
@@ -124,9 +131,9 @@ def replay(
         table.add_row("R²", f"- (no recorded {result.target!r} in the file)")
     console.print(table)
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({**s, "split": split, "speed": speed, "threads": threads,
-                                         "checkpoint": str(checkpoint), "file": str(file)}, indent=2))
+        with atomic_write(json_path) as tmp:
+            Path(tmp).write_text(json.dumps({**s, "split": split, "speed": speed, "threads": threads,
+                                             "checkpoint": str(checkpoint), "file": str(file)}, indent=2))
         console.print(f"summary: {json_path}")
     if plot:
         console.print(f"plot: {plot_replay(result, plot)}")

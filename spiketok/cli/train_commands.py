@@ -13,12 +13,13 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
-from .checks import parse_devices
+from .checks import check_output, parse_devices, require_duration
 from .common import load_dataset, load_model
 from .errors import fail
 from ..data.session import DataError
 
 console = Console()
+MAX_RATE = 10_000.0  # predict --rate (Hz): beyond it the output would be mostly copies of the same decode
 
 
 def _results_table(results: dict) -> Table:
@@ -132,12 +133,22 @@ def evaluate(
     plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (traces, R² per session).")] = None,
     target: Annotated[Optional[str], typer.Option(help="Behaviour to decode for sessions the model was not trained on.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between sliding windows (default: the training eval_stride, 0.5 s in the presets, at most half a window).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
     from ..evaluate.report import evaluate as run_eval, plot_results, write_json
 
+    if json_path is not None:
+        check_output(json_path, overwrite, [*checkpoints, *data], flag="--json")
+    if stride is not None and not stride > 0:
+        fail(f"--stride {stride:g}: give a positive number of seconds")
     models = [load_model(c) for c in checkpoints]
+    if target is not None and any(target not in m.task_names for m in models):
+        fail(f"--target {target}: not a behaviour this model decodes (it decodes {', '.join(models[0].task_names)})")
     ds = load_dataset(data)
+    window = max(m.config.window for m in models)
+    for s in ds:
+        require_duration(s, window, f"one {window:g} s context window of the model")
     try:
         results, decoded = run_eval(models if len(models) > 1 else models[0], ds, split, target, stride)
     except (KeyError, ValueError) as e:  # a split the sessions lack, a target they lack
@@ -159,6 +170,8 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz, .csv, or .nwb (a new NWB file: a "
                                                           "TimeSeries in processing module 'spiketok').")],
     rate: Annotated[float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")] = 100.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (never a model "
+                                                                "file or a recording).")] = False,
 ) -> None:
     """Decode a whole recording and write the predicted behaviour with its timestamps."""
     from ..evaluate.predict import OUTPUT_SUFFIXES, open_recording, predict_recording, write_prediction
@@ -168,10 +181,15 @@ def predict(
     *checkpoints, file = paths
     if out.suffix not in OUTPUT_SUFFIXES:
         fail(f"{out}: the output must end in .nwb, .npz or .csv")
+    if not 0 < rate <= MAX_RATE:
+        fail(f"--rate {rate:g}: give a rate in Hz above 0 and at most {MAX_RATE:g}")
     if out.exists() and out.resolve() == file.resolve():
         fail(f"{out}: this is the input recording; write the predictions to a new file")
+    check_output(out, overwrite, paths)
     models = [load_model(c) for c in checkpoints]
     session, target = open_recording(file, models[0])
+    window = max(m.config.window for m in models)
+    require_duration(session, window, f"one {window:g} s context window of the model")
     for c, m in zip(checkpoints[1:], models[1:]):
         if target not in m.task_names:
             fail(f"{c} does not decode {target!r} (it decodes {', '.join(m.task_names)}), which {checkpoints[0]} "

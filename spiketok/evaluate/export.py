@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.atomic import atomic_write
 from .decode import Decoded
 
 MODULE = "spiketok"
@@ -89,10 +90,9 @@ def write_predictions_nwb(
         description=(f"{target} decoded by " + _models_text(models) + f" from {source_text}; columns: {', '.join(dims)}"),
         comments=f"columns: {', '.join(dims)}",
     ))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_write(path) as tmp:  # a kill leaves the previous file whole
         warnings.simplefilter("ignore")
-        with NWBHDF5IO(str(path), "w") as io:
+        with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwb)
     return path
 

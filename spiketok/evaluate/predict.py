@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.atomic import atomic_write
 from ..data.readers import file_kind, read_recording
 from ..data.session import DataError, Intervals, Session, SessionLike
 from ..data.storage import StoredSession
@@ -79,16 +80,19 @@ def write_prediction(p: Prediction, out: str | Path, source: str | Path, model_p
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise ValueError(f"{out}: the output must end in .nwb, .npz or .csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".nwb":
+    if out.suffix == ".nwb":  # (written atomically: a temporary file renamed, so a kill leaves the old file whole)
         from .export import write_predictions_nwb
 
         write_predictions_nwb(out, p.times, p.values, target=p.target, dims=p.recorded_dims or p.dims, unit=p.unit,
                               session_id=p.session, source=source, model=model_path, source_meta=source_meta)
-    elif out.suffix == ".npz":
-        np.savez(out, timestamps=p.times, predictions=p.values, dims=np.array(p.dims), session=p.session,
-                 target=p.target)
-    else:
-        header = "timestamp," + ",".join(p.dims)
-        np.savetxt(out, np.column_stack([p.times, p.values]), delimiter=",", header=header, comments="", fmt="%.6f")
+        return out
+    with atomic_write(out) as tmp:
+        if out.suffix == ".npz":
+            with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to the temporary name
+                np.savez(f, timestamps=p.times, predictions=p.values, dims=np.array(p.dims), session=p.session,
+                         target=p.target)
+        else:
+            header = "timestamp," + ",".join(p.dims)
+            np.savetxt(tmp, np.column_stack([p.times, p.values]), delimiter=",", header=header, comments="",
+                       fmt="%.6f")
     return out

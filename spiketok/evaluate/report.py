@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.atomic import atomic_write
 from ..data.storage import SessionDataset
 from ..model.poyo import POYO
 from .decode import Decoded, average_decoded, decode_split
@@ -38,9 +39,9 @@ def evaluate(
 
 
 def write_json(results: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
+    """The results as JSON, written atomically (a temporary file renamed)."""
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(results, indent=2))
 
 
 def plot_results(results: dict, decoded: dict[str, Decoded], out_dir: str | Path, n_segments: int = 3) -> list[Path]:

@@ -14,6 +14,7 @@ import torch
 from ..data.atomic import atomic_write
 from .config import ModelConfig
 from .meta import FORMAT_VERSION, ModelFileError, ModelFileMeta
+from .meta_checks import check_meta
 from .poyo import POYO
 
 FORMAT = "spiketok-model"
@@ -73,7 +74,9 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
                              "train it again or ask for a fresh copy") from None
     if info.get("format") != FORMAT or _META_KEY not in info:
         raise ModelFileError(f"{path}: a safetensors file, but not a spiketok model (no spiketok metadata)")
-    return tensors, ModelFileMeta.from_json(info[_META_KEY], str(path))
+    meta = ModelFileMeta.from_json(info[_META_KEY], str(path))
+    check_meta(meta, tensors, str(path))  # every field against its type and the weights: ModelFileError
+    return tensors, meta
 
 
 def build_model(tensors: dict[str, torch.Tensor], meta: ModelFileMeta, source: str = "model file") -> POYO:
