@@ -147,6 +147,25 @@ TRAIN_RULES: dict[str, Rule | dict[str, Rule]] = {
     "precision": Rule(str, choices=(AUTO, *LIGHTNING_PRECISIONS)),
 }
 
+# `spiketok adapt` / `fewshot` key=value settings (spiketok.adapt.run.AdaptConfig; a test checks they match)
+ADAPT_RULES: dict[str, Rule] = {
+    "max_steps": POSITIVE_INT, "fixed_steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "eval_every": POSITIVE_INT,
+    "patience": POSITIVE_INT, "lr_unit_id": Rule(float, low=0), "lr_finetune": Rule(float, low=0, null=True),
+    "lr_finetune_vocab": Rule(float, low=0), "lr_scratch": Rule(float, low=0, null=True),
+    "weight_decay": Rule(float, low=0, null=True), "valid_fraction": Rule(float, low=0, high=1, low_open=True,
+                                                                          high_open=True),
+    "min_valid_trials": Rule(int, low=0), "min_valid_seconds": Rule(float, low=0), "unit_dropout": Rule(bool, null=True),
+    "scratch_max_steps": Rule(int, low=1, null=True), "unit_init": Rule(str, choices=("mean", "random")),
+    "norm_prior_seconds": Rule(float, low=0),
+}
+
+
+def check_adapt_setting(key: str, value: Any) -> Any:
+    """One adaptation `key=value` checked against ADAPT_RULES; the value converted to the rule's type."""
+    if key not in ADAPT_RULES:
+        raise ConfigError(f"unknown adaptation setting {key!r} ({key}={show(value)}); known: {_known(ADAPT_RULES)}")
+    return ADAPT_RULES[key].check(key, value)
+
 
 def _known(rules: dict) -> str:
     return ", ".join(sorted(rules))

@@ -144,6 +144,10 @@ CASES = {
     "negative window": (lambda f: train_args(f, "model.window=-1"), ["model.window=-1", "> 0"]),
     "devices 99": (lambda f: train_args(f, "--devices", "99"), ["--devices 99", "at most"]),
     "devices text": (lambda f: train_args(f, "--devices", "abc"), ["--devices 'abc'"]),
+    "adapt steps negative": (lambda f: ["adapt", f["model"], f["good"], "--out", f["root"] / "a.ckpt", "max_steps=-5"],
+                             ["max_steps=-5", "whole number >= 1"]),
+    "adapt fraction text": (lambda f: ["adapt", f["model"], f["good"], "--out", f["root"] / "a.ckpt",
+                                       "valid_fraction=abc"], ["valid_fraction=abc", "> 0 and < 1"]),
     # model files: damaged metadata in every command that reads a model; code in a resume file; convert
     **{f"{cmd} {bad}": (lambda f, cmd=cmd, bad=bad: {
         "evaluate": ["evaluate", f[bad], "--data", f["good"]],
@@ -202,6 +206,53 @@ def test_consent_replaces_outputs_atomically(work, tmp_path) -> None:
     assert code == 0, text
     assert set(np.load(out)) >= {"timestamps", "predictions"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]
+
+
+def test_every_setting_has_a_rule() -> None:
+    """The schema follows the dataclasses it checks: a new setting without a rule fails here."""
+    from dataclasses import fields
+
+    from spiketok.adapt.run import AdaptConfig
+    from spiketok.schema import ADAPT_RULES, TRAIN_RULES, check_config
+    from spiketok.train.config import PRESETS, load_config
+
+    assert set(ADAPT_RULES) == {f.name for f in fields(AdaptConfig)}
+    for preset in PRESETS:
+        cfg = load_config(preset)
+        assert set(cfg) == set(TRAIN_RULES) and check_config(cfg) == cfg
+
+
+def test_predict_killed_while_writing_leaves_the_previous_output_whole(work, tmp_path) -> None:
+    """kill -9 while `predict --overwrite` writes its NWB file: the previous file stays byte for byte (the new
+    one goes to a temporary file beside it, renamed only when complete), or the new one is whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "p.nwb"
+    code, text = cli("predict", work["model"], work["good"], "--out", out)
+    assert code == 0, text
+    before = out.read_bytes()
+    exe = Path(sys.executable).parent / "spiketok"
+    proc = subprocess.Popen([str(exe), "predict", str(work["model"]), str(work["good"]), "--out", str(out),
+                             "--overwrite", "--rate", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, killed = time.monotonic() + 120, False
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list(tmp_path.glob(".p.nwb.*.tmp")):  # writing has begun
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    if killed:
+        assert out.read_bytes() == before
+    else:  # it finished before the poll saw it write: the new file is whole
+        from pynwb import NWBHDF5IO
+
+        with NWBHDF5IO(str(out), "r") as io:
+            assert "hand_velocity" in io.read().processing["spiketok"].data_interfaces
 
 
 # --- hypothesis: damaged metadata, random settings ---------------------------------------------------------

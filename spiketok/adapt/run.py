@@ -49,21 +49,22 @@ class AdaptConfig:
 
     @classmethod
     def from_overrides(cls, overrides: list[str]) -> "AdaptConfig":
-        """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"]."""
-        types = {f.name: f.type for f in fields(cls)}
-        known = set(types)
+        """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"], each checked against
+        spiketok.schema.ADAPT_RULES (type and range; ConfigError names the key, the value and what is allowed)."""
+        from ..schema import ConfigError, check_adapt_setting
+
+        known = {f.name for f in fields(cls)}
         values = {}
         for item in overrides:
             key, sep, value = item.partition("=")
-            if not sep or key.strip() not in known:
+            key = key.strip()
+            if not sep or key not in known:
                 raise ValueError(f"adaptation setting {item!r}: expected key=value with key one of {sorted(known)}")
-            parsed = yaml.safe_load(value)
-            if isinstance(parsed, str) and "float" in str(types[key.strip()]):  # YAML reads "1e-3" as a string
-                try:
-                    parsed = float(parsed)
-                except ValueError:
-                    raise ValueError(f"adaptation setting {item!r}: {value!r} is not a number") from None
-            values[key.strip()] = parsed
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"adaptation setting {item!r}: not a YAML value") from None
+            values[key] = check_adapt_setting(key, parsed)
         return cls(**values)
 
 
