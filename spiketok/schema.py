@@ -135,6 +135,7 @@ TRAIN_RULES: dict[str, Rule | dict[str, Rule]] = {
     "warmup_steps": Rule(int, low=0, auto=True),
     "patience": Rule(int, low=1, auto=True, null=True),
     "ema": Rule(float, low=0, high=1, low_open=True, high_open=True, null=True),
+    "init": Rule(str, auto=True, null=True),  # auto: scratch and the shipped model compared; none; a model file
     "init_lr_factor": Rule(float, low=0, low_open=True, auto=True),
     "init_unit_id_restarts": POSITIVE_INT,
     "grad_clip": Rule(float, low=0, null=True),

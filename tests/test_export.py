@@ -35,7 +35,7 @@ def trained(tmp_path_factory) -> dict:
     assert code == 0, out
     code, out = cli("train", "--data", root / "prepared", "--out", root / "run", "--accelerator", "cpu",
                     "--no-progress", "target=hand_velocity", "max_steps=6", "steps_per_epoch=3", "batch_size=8",
-                    "warmup_steps=2", "eval_stride=1.0")
+                    "warmup_steps=2", "eval_stride=1.0", "init=none")
     assert code == 0, out
     return {"root": root, "rec": rec, "model": root / "run" / "model.ckpt", "sim": sim}
 

@@ -109,7 +109,10 @@ def adapt(
     if cfg.unit_init not in ("mean", "random"):
         raise ValueError(f"unit_init must be 'mean' or 'random', got {cfg.unit_init!r}")
     session = as_session(session)
-    target = model.target_for(session.id, list(session.behavior_info), target)
+    signals = list(session.behavior_info)
+    if target is None and len(signals) == 1 and signals[0] not in model.task_names:
+        target = signals[0]  # the session's only behaviour, new to the model: it gets a readout of its own
+    target = model.target_for(session.id, signals, target)
     data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials,
                            cfg.min_valid_seconds)
     view = restricted_session(session, data)

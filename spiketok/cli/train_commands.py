@@ -61,7 +61,8 @@ def train(
     Ctrl-C; `--resume` continues from the last one.
     """
     from ..train.config import load_config
-    from ..train.run import TrainingInterrupted, train as run_train
+    from ..train.run import TrainingInterrupted
+    from ..train.start import train_with_start
 
     try:
         cfg = load_config(config, overrides or [])
@@ -84,14 +85,10 @@ def train(
             lr_factors(cfg), unit_id_restarts(cfg)
         except ValueError as e:
             fail(str(e))
+    if init is not None:
+        load_model(init)  # a missing or damaged model file: one error line before anything trains
     try:
-        if init is not None:
-            from ..train.transfer import train_from_pretrained
-
-            cfg["init"] = str(init)
-            result = train_from_pretrained(load_model(init), ds, cfg, out, **kw)
-        else:
-            result = run_train(ds, cfg, out, **kw)
+        result = train_with_start(ds, cfg, out, init=init, ensemble=ensemble, **kw)
         members = []
         if ensemble > 1:
             from ..train.ensemble import train_members
@@ -263,7 +260,7 @@ def demo(
     duration: Annotated[float, typer.Option(min=60.0, help="Seconds of data per simulated session.")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    adapt: Annotated[bool, typer.Option("--adapt", help="Instead: adapt the shipped pretrained:m1-reaching model to a "
+    adapt: Annotated[bool, typer.Option("--adapt", help="Instead: adapt the shipped pretrained:primate-reaching model to a "
                                                        "new simulated session, against a scratch model.")] = False,
     trials: Annotated[int, typer.Option(min=1, help="With --adapt: trials of the new session to adapt on.")] = 10,
 ) -> None:

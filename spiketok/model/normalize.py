@@ -111,10 +111,13 @@ def adaptation_stats(model: POYO, session: StoredSession, target: str,
 
 
 def normalised_targets(model: POYO, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets (B, Q, D) normalised with each query's session/task statistics, and their dim mask (B, Q, D)."""
-    mean, std, dim_mask = _stat_tables(model, batch.output_values.shape[-1], batch.output_values.device)
+    """Targets (B, Q, D) normalised with each query's session/task statistics, and their dim mask (B, Q, D);
+    D is the model's widest task (what its predictions have), a batch of narrower tasks padded with zeros."""
+    values = batch.output_values
+    mean, std, dim_mask = _stat_tables(model, values.shape[-1], values.device)
+    values = torch.nn.functional.pad(values, (0, mean.shape[-1] - values.shape[-1]))
     s, k = batch.output_sessions, batch.output_tasks
-    return (batch.output_values - mean[s, k]) / std[s, k], dim_mask[k]
+    return (values - mean[s, k]) / std[s, k], dim_mask[k]
 
 
 def denormalise(model: POYO, pred: torch.Tensor, sessions: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
@@ -135,9 +138,10 @@ def _stat_tables(model: POYO, d: int, device) -> tuple[torch.Tensor, torch.Tenso
     if cache is not None and cache[0] == key:
         return cache[1]
     tasks = model.task_names
-    mean = torch.zeros(len(model.session_emb), len(tasks), d)
-    std = torch.ones(len(model.session_emb), len(tasks), d)
-    dim_mask = torch.zeros(len(tasks), d, dtype=torch.bool)
+    width = max([d] + [model.readouts[t].out_features for t in tasks])
+    mean = torch.zeros(len(model.session_emb), len(tasks), width)
+    std = torch.ones(len(model.session_emb), len(tasks), width)
+    dim_mask = torch.zeros(len(tasks), width, dtype=torch.bool)
     for k, t in enumerate(tasks):
         dim_mask[k, : model.readouts[t].out_features] = True
     for sid, per_task in model.normalizer.stats.items():
