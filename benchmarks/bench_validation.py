@@ -1,0 +1,120 @@
+"""Does validation look like the test? Validation R² beside test R² under each split method.
+
+    python benchmarks/bench_validation.py [--jobs 2] [--work DIR] [--files NAME ...]
+
+Every automatic choice (early stopping, the best checkpoint, the window pilots, the start) rests on the
+validation split, so its R² should agree with the test R² of the model it chose. Each shared recording
+except the sealed one is prepared twice, with the default `--split interleaved` and with the chronological
+`--split blocks`; on each, spiketok trains from scratch with a fixed budget (SETTINGS: the same for every file,
+so only the split differs) and is scored on its valid and test splits with `spiketok evaluate --split`,
+beside `spiketok baseline --model mlp` (its validation R² is what it chose on, from its JSON's `fit`).
+The section in docs/benchmarks.md is written from the JSON files each step stores in WORK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import provenance
+from bench_recipe import DATA, run, spiketok
+from docsection import write_section
+
+START, END = "<!-- validation:start -->", "<!-- validation:end -->"
+SPLITS = ("interleaved", "blocks")
+PRIMATE = ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03", "m1_chewie_2016-10-11",
+           "s1_area2_spykesml"]  # m1_dream_stevenson2011 is sealed: not even its validation split is read here
+RAT = ["hc_linear_track", "hc_w_maze"]
+PREPARE = {**{f: ["--behavior", "hand_velocity"] for f in PRIMATE},
+           **{f: ["--behavior", "led", "--keep-moving", "5"] for f in RAT}}
+SETTINGS = ["model.window=1", "max_steps=1000", "init=none"]  # one budget for all: the split is what differs
+
+
+def job(name: str, split: str, work: Path) -> None:
+    """Prepare one file with one split method, train, score valid and test, run the MLP baseline."""
+    folder = work / split / name
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "log.txt"
+    data = folder / f"{name}.h5"
+    if not data.exists():
+        run(spiketok("prepare", str(DATA / f"{name}.nwb"), "--out", str(folder), "--split", split,
+                     *PREPARE[name]), log)
+    result = folder / "spiketok.json"
+    if not result.exists():
+        run_dir = folder / "run"
+        run(["rm", "-rf", str(run_dir)], log)
+        run(spiketok("train", "--data", str(data), "--out", str(run_dir), "--no-progress", *SETTINGS), log)
+        scores = {}
+        for which in ("valid", "test"):
+            out = folder / f"eval-{which}.json"
+            out.unlink(missing_ok=True)
+            run(spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(data), "--split", which,
+                         "--json", str(out)), log)
+            scores[which] = json.loads(out.read_text())["mean_r2"]
+        result.write_text(json.dumps({**scores, "commit": provenance.start_commit()}))
+    mlp = folder / "mlp.json"
+    if not mlp.exists():
+        run(spiketok("baseline", "--model", "mlp", "--data", str(data), "--json", str(mlp)), log)
+
+
+def row(name: str, split: str, work: Path) -> tuple[str, float, float, float, float]:
+    folder = work / split / name
+    ours = json.loads((folder / "spiketok.json").read_text())
+    (mlp,) = json.loads((folder / "mlp.json").read_text())["sessions"].values()
+    return name, ours["valid"], ours["test"], mlp["fit"]["valid_r2"], mlp["r2"]
+
+
+def write_doc(work: Path, files: list[str], load: provenance.Load, minutes: float) -> None:
+    lines = ["## Validation against test: does the validation split look like the test?", "",
+             "Each file prepared with the default `--split interleaved` (runs of ten trials of one condition, "
+             "or 30 s blocks, dealt 7 train / 1 valid / 2 test) and with the chronological `--split blocks` (ten "
+             f"time blocks, the 3rd and 8th test, one other valid). spiketok trains from scratch with `{' '.join(SETTINGS)}` "
+             "(one budget for every file, so only the split differs) and is scored on both splits; the MLP baseline "
+             "(`spiketok baseline --model mlp`) beside it, its validation R² the one it chose on. The gap is "
+             "validation R² minus test R²: near 0 when validation can stand in for the test. "
+             "`m1_dream_stevenson2011` is sealed and not run here.", ""]
+    summary = []
+    for split in SPLITS:
+        rows = [row(f, split, work) for f in files]
+        lines += [f"### `--split {split}`", "",
+                  "| file | spiketok valid R² | spiketok test R² | gap | MLP valid R² | MLP test R² | gap |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {v:.3f} | {t:.3f} | {v - t:+.3f} | {mv:.3f} | {mt:.3f} | {mv - mt:+.3f} |"
+                  for n, v, t, mv, mt in rows]
+        gaps = [abs(v - t) for _, v, t, _, _ in rows]
+        summary.append(f"`--split {split}`: median |gap| {statistics.median(gaps):.3f} for spiketok "
+                       f"(largest {max(gaps):.3f}, {max(rows, key=lambda r: abs(r[1] - r[2]))[0]}), "
+                       f"{statistics.median(abs(mv - mt) for *_, mv, mt in rows):.3f} for the MLP")
+        lines.append("")
+    lines += ["Summary, computed from the tables: " + "; ".join(summary) + ".", "",
+              provenance.footer(load, ("torch", "numpy"), "1 torch thread per job", timing=False,
+                                rows=[("minutes", f"{minutes:.0f}")])]
+    write_section("\n".join(lines), START, END)
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", nargs="*", default=PRIMATE + RAT)
+    ap.add_argument("--jobs", type=int, default=2, help="jobs run side by side")
+    ap.add_argument("--work", type=Path, default=Path("bench-work/validation"))
+    args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"no {DATA}: the real recordings are not here")
+    unknown = set(args.files) - set(PREPARE)
+    if unknown:
+        sys.exit(f"unknown files {sorted(unknown)}; choose from {list(PREPARE)} (the sealed file is not one)")
+    load, t0 = provenance.Load(), time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for f in [pool.submit(job, name, split, args.work) for name in args.files for split in SPLITS]:
+            f.result()
+    write_doc(args.work, args.files, load.stop(), (time.time() - t0) / 60)
+
+
+if __name__ == "__main__":
+    main()
