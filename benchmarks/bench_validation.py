@@ -75,8 +75,9 @@ def write_doc(work: Path, files: list[str], load: provenance.Load, minutes: floa
              "or 30 s blocks, dealt 7 train / 1 valid / 2 test) and with the chronological `--split blocks` (ten "
              "time blocks, the 3rd and 8th test, one other valid). spiketok trains from scratch with "
              f"`{' '.join(SETTINGS)}` (one budget for every file, so only the split differs) and is scored on "
-             "both splits; the MLP baseline (`spiketok baseline --model mlp`) beside it, its validation R² the one it chose on. The gap is "
-             "validation R² minus test R²: near 0 when validation can stand in for the test. "
+             "both splits; the MLP baseline (`spiketok baseline --model mlp`) beside it, its validation R² the "
+             "one it chose on. The gap is validation R² minus test R²: near 0 when validation can stand in for "
+             "the test. "
              "`m1_dream_stevenson2011` is sealed and not run here.", ""]
     summary = []
     for split in SPLITS:
