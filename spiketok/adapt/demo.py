@@ -1,6 +1,6 @@
 """The adaptation demo: a shipped pretrained model meets a new simulated session, against a scratch model.
 
-Nothing is pretrained on the user's machine: `spiketok demo --adapt` loads `pretrained:m1-reaching`,
+Nothing is pretrained on the user's machine: `spiketok demo --adapt` loads `pretrained:primate-reaching`,
 simulates one new session (new units, new animal), adapts the model's embeddings to N of its trials
 (unit identification) and trains a fresh model on the same N trials, then scores both on the test split.
 """
@@ -16,7 +16,7 @@ from ..model.file import load_model_file
 from .fewshot import FewShotRun, few_shot_study, plot_study, write_csv
 from .run import AdaptConfig, ScratchTrainer
 
-DEMO_MODEL = "pretrained:m1-reaching"
+DEMO_MODEL = "pretrained:primate-reaching"
 TARGET = "hand_velocity"
 
 

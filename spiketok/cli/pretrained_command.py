@@ -21,12 +21,14 @@ def pretrained(
 ) -> None:
     """List the pretrained models shipped with spiketok, or print one's model card.
 
-    Use one wherever a model file is expected: `spiketok adapt pretrained:m1-reaching new.h5 --out a.ckpt`.
+    Use one wherever a model file is expected: `spiketok adapt pretrained:primate-reaching new.h5 --out a.ckpt`.
     """
-    from ..model.pretrained import PREFIX, available, model_card
+    from ..model.pretrained import ALIASES, PREFIX, available, model_card
 
     if name is None:
         for n in available():
             console.print(f"{PREFIX}{n}")
+        for old, new in ALIASES.items():
+            console.print(f"{PREFIX}{old} (now {PREFIX}{new})")
         return
     console.print(Markdown(model_card(name)))  # an unknown name: ModelFileError, one `error:` line

@@ -1,8 +1,9 @@
 """Pretrained models that ship with spiketok, named `pretrained:NAME` wherever a model file is expected.
 
-`spiketok.load("pretrained:m1-reaching")`, `spiketok adapt pretrained:m1-reaching new.h5 ...`: the name
-resolves to a data-only model file inside the package (spiketok/model/weights/NAME.safetensors),
-with its model card (NAME.md) beside it.
+`spiketok.load("pretrained:primate-reaching")`, `spiketok adapt pretrained:primate-reaching new.h5 ...`: the
+name resolves to a data-only model file inside the package (spiketok/model/weights/NAME.safetensors),
+with its model card (NAME.md) beside it. A name a model was shipped under before resolves to what replaced it
+(ALIASES).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from .file import ModelFileError
 
 PREFIX = "pretrained:"
 FOLDER = Path(__file__).with_name("weights")
+DEFAULT = "primate-reaching"  # the model to start a new primate recording from
+ALIASES = {"m1-reaching": DEFAULT}  # m1-reaching (three macaque sessions) was replaced by the six-session model
 
 
 def available() -> list[str]:
@@ -27,6 +30,7 @@ def is_pretrained_name(path: str | Path) -> bool:
 def pretrained_path(name: str) -> Path:
     """The model file of pretrained model `name` (with or without the `pretrained:` prefix)."""
     name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    name = ALIASES.get(name, name)
     path = FOLDER / f"{name}.safetensors"
     if not path.is_file():
         have = ", ".join(PREFIX + n for n in available()) or "none"
