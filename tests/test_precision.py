@@ -15,7 +15,7 @@ from spiketok.tokenize import collate
 
 def batch_and_model():
     """The shipped (trained) model and 4 one-second windows of random spikes from Mihi's units, 10 outputs each."""
-    model = spiketok.load("pretrained:m1-reaching").eval()
+    model = spiketok.load("pretrained:primate-reaching").eval()
     sid = "m1_mihi_2014-03-03"
     rows = model.unit_emb.lookup([u for u in model.unit_emb.ids if u.startswith(sid + "/")]).numpy()
     rng, tok = np.random.default_rng(0), model.tokenizer()
@@ -28,7 +28,10 @@ def batch_and_model():
     return model, collate(windows)
 
 
-@pytest.mark.parametrize("precision,tol", [("bfloat16", 0.05), ("int8", 0.2)])
+# int8 (dynamic quantization of every linear layer) on these random windows: max error 0.33 of the output's std
+# with the six-session shipped model (0.2 held for the three-session one it replaced); what it costs in R² on
+# real recordings is measured in docs/benchmarks.md (runtimes)
+@pytest.mark.parametrize("precision,tol", [("bfloat16", 0.05), ("int8", 0.4)])
 def test_lower_precision_is_close_to_float32_and_leaves_the_model_alone(precision: str, tol: float) -> None:
     model, batch = batch_and_model()
     before = {k: v.clone() for k, v in model.named_parameters()}

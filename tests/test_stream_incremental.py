@@ -174,7 +174,7 @@ def test_window_models_refuse_incremental_and_old_files_load_as_window(absolute_
     assert "latent_grid" not in stored.model
     old = load_model_file(tmp_path / "old.ckpt")
     assert old.config.latent_grid == "window" and old.tokenizer().latent_grid == "window"
-    assert load_model_file("pretrained:m1-reaching").config.latent_grid == "window"  # the shipped model file
+    assert load_model_file("pretrained:primate-reaching").config.latent_grid == "window"  # the shipped model file
     with pytest.raises(ValueError, match="no partial sum can be reused exactly"):
         StreamingDecoder(old, session.id, incremental=True)
     assert StreamingDecoder(old, session.id).incremental is False
