@@ -134,20 +134,22 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
     assert stage["steps"] == 15 and stage["best_val_loss"] is not None
 
 
+@pytest.mark.slow
 def test_unit_id_beats_scratch_with_eight_trials(pretrained):
+    """Unit identification (60 steps on the new session's embeddings) against a model trained from scratch on the same
+    8 trials as `spiketok train` would train it: the recipe's batch size and steps (1,000, its floor; 8 trials hold
+    nothing out, so no early stopping)."""
     model = spiketok.load(pretrained.checkpoint)
     new = StoredSession(pretrained.new_session)
-    # 8 trials: no held-out part; unit-id 60 steps, scratch trained as `spiketok train` would for 250 steps
-    # (its plateau: scratch R² 0.78 after 150 steps, 0.815 after 250, 0.811 after 400)
-    cfg = AdaptConfig(fixed_steps=60, batch_size=8, scratch_max_steps=250)
+    cfg = AdaptConfig(fixed_steps=60, batch_size=8)  # scratch_max_steps=None: the recipe's steps
     r2 = {}
     for mode in ("unit-id", "scratch"):
         adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False, scratch=train_scratch)
         r2[mode] = float(r2_on_test_split(adapted, new, "hand_velocity").mean())
         if mode == "scratch":  # a model of its own, knowing only the new session
             assert adapted.session_emb.ids == [HELD_OUT] and len(adapted.unit_emb) == new.n_units
-    # measured: unit-id 0.870, scratch 0.815 (8 trials, about 18 s of reaching); with the old 60-step
-    # scratch arm, 0.34: a scratch model given enough steps closes most of the gap on simulated data
+    # measured: unit-id 0.678, scratch 0.545 (8 trials, about 18 s of reaching; scratch at 250 steps: 0.517)
+    print(f"R² on the test split: {r2}")
     assert r2["unit-id"] > 0.6, r2
     assert r2["unit-id"] > r2["scratch"] + 0.02, r2
 
@@ -247,17 +249,23 @@ def test_embeddings_cli_projects_every_unit(pretrained, tmp_path):
 # --- transfer: spiketok train --init -------------------------------------------------------------
 
 
-def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretrained, tmp_path):
-    """`train --init`: unit-id for the new session, then every weight at a tenth and at the full lr, the better on
-    validation kept; each run has scratch's budget."""
+@pytest.mark.slow
+def test_train_init_starts_from_the_pretrained_model_and_matches_a_full_scratch_run(pretrained, tmp_path):
+    """`train --init`: unit-id for the new session, then every weight at a tenth and at the full lr for 40 steps
+    each, the better on validation kept. Scratch trains as `spiketok train` would on the same data: the recipe's
+    batch size, steps (1,000 here) and early stopping, at the pretrained model's 1 s window. On this simulated
+    session init only matches it (measured: 0.663 against 0.647), on a twentieth of its steps; whether transfer
+    beats scratch is measured on the real recordings (benchmarks/bench_transfer.py)."""
     short = ["target=hand_velocity", "max_steps=40", "steps_per_epoch=20", "batch_size=8", "warmup_steps=4",
              "patience=null", "lr=0.003"]
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
                   pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", *short)
     assert res.exit_code == 0, res.output
     res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "scratch", "--no-progress",
-                  "--accelerator", "cpu", "model.window=1", *short)
+                  "--accelerator", "cpu", "model.window=1", "target=hand_velocity")
     assert res.exit_code == 0, res.output
+    chosen = json.loads((tmp_path / "scratch" / "recipe.json").read_text())["settings"]
+    assert chosen["max_steps"] >= 1000 and "batch_size" in chosen, chosen  # the recipe's budget, not the test's
     source = spiketok.load(pretrained.checkpoint)
     init = spiketok.load(tmp_path / "init" / "model.ckpt")
     scratch = spiketok.load(tmp_path / "scratch" / "model.ckpt")
@@ -281,8 +289,8 @@ def test_train_init_starts_from_the_pretrained_model_and_beats_scratch(pretraine
     new = StoredSession(pretrained.new_session)
     r2 = {name: float(r2_on_test_split(m, new, "hand_velocity").mean()) for name, m in
           (("init", init), ("scratch", scratch))}
-    # measured: init about 0.8, scratch about 0.1 after 40 steps
-    assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] + 0.2, r2
+    print(f"R² on the test split: {r2}")
+    assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] - 0.05, r2  # measured: init 0.663, scratch 0.647
     identified = spiketok.load(tmp_path / "init" / "unit-id.ckpt")  # the start of both runs, kept for --resume
     assert HELD_OUT in identified.session_emb.ids
     assert all(torch.equal(v, identified.state_dict()[k]) for k, v in source.state_dict().items()

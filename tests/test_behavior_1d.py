@@ -18,7 +18,10 @@ from spiketok.data.storage import StoredSession
 
 _register()
 runner = CliRunner()
-TRAIN = ["causal=true", "model.window=1", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3", "eval_stride=1.0"]
+# 250 steps decode the track: test R² 0.95 to 0.96 measured over seeds 0-2 (300 steps: 0.93 to 0.97), in ~15 s
+TRAIN = ["causal=true", "model.window=1", "max_steps=250", "steps_per_epoch=50", "batch_size=16", "warmup_steps=12",
+         "eval_stride=1.0"]
+R2_BAR = 0.8  # above the ridge floor on this track (test_baselines below: 0.7)
 
 
 def cli(*args: str | Path) -> str:
@@ -35,9 +38,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 @pytest.fixture(scope="module")
 def run(track_1d, tmp_path_factory) -> dict:
-    """Both 1-D files prepared, and a tiny causal model trained on `a` for 12 steps (all through the CLI)."""
+    """Both 1-D files prepared, and a tiny causal model trained on `a` for 250 steps (all through the CLI).
+
+    Chronological blocks (`--split blocks`): the test split is the 3rd and 8th of ten 4 s blocks, one on each half
+    of the track (position is a sine of period 8 s). The interleaved split can deal both test blocks the same half,
+    where R² says little (measured: 0.09 to 0.83 over seeds, with validation R² above 0.9)."""
     root = tmp_path_factory.mktemp("run_1d")
-    cli("prepare", track_1d["a"], track_1d["b"], "--out", root / "prepared")
+    cli("prepare", track_1d["a"], track_1d["b"], "--out", root / "prepared", "--split", "blocks")
     train_out = cli("train", "--data", root / "prepared" / "track_a.h5", "--out", root / "run", "--accelerator", "cpu",
                     "--no-progress", *TRAIN)
     return {"root": root, "a": root / "prepared" / "track_a.h5", "b": root / "prepared" / "track_b.h5",
@@ -60,11 +67,12 @@ def test_prepare_stores_a_column(run, track_1d):
 
 
 def test_train_evaluate_predict(run, tmp_path):
-    assert "done: 12 steps" in run["train_output"]
+    assert "done: 250 steps" in run["train_output"]
     out = cli("evaluate", run["ckpt"], "--data", run["a"], "--json", tmp_path / "ev.json", "--plots", tmp_path / "plots")
     res = json.loads((tmp_path / "ev.json").read_text())
     r = res["sessions"]["track_a"]
-    assert r["dims"] == ["pos_0"] and len(r["r2_per_dim"]) == 1 and np.isfinite(r["r2"])
+    assert r["dims"] == ["pos_0"] and len(r["r2_per_dim"]) == 1
+    assert r["r2"] > R2_BAR, r  # position decoded from the place cells, not merely a finite number
     assert (tmp_path / "plots" / "traces_track_a.png").stat().st_size > 10_000
     assert "pos_0=" in out
     cli("predict", run["ckpt"], run["a"], "--out", tmp_path / "pred.npz")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import spiketok
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
 from spiketok.train.config import load_config
-from spiketok.train.recipe import (PASSES, PilotScore, RecipeChoice, choose_window, resolve_schedule,
-                                   typical_train_interval, window_candidates)
+from spiketok.train.recipe import PilotScore, RecipeChoice, choose_window, resolve_schedule, window_candidates
 from spiketok.train.run import train
 
 
@@ -27,27 +28,61 @@ def sim(tmp_path_factory) -> SessionDataset:
     return SessionDataset(root)
 
 
-def test_steps_follow_the_amount_of_training_data_and_user_settings_win(sim):
-    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1"])
-    assert all(cfg[k] == "auto" for k in ("batch_size", "max_steps", "warmup_steps", "patience"))
+def regular_session(path: Path, train_intervals: int, interval: float, n_units: int = 10, rate: float = 100.0) -> SessionDataset:
+    """A session whose train split is `train_intervals` back-to-back intervals of `interval` s, and whose `n_units`
+    units fire exactly `rate` Hz each, evenly interleaved (no spike on an interval's edge): `n_units * rate` spikes
+    in every second of it, so the recipe's inputs are known exactly."""
+    from spiketok.data.session import Behavior, Intervals, Session
+    from spiketok.data.storage import write_session
+
+    n = n_units * rate
+    duration = train_intervals * interval
+    end = duration + 2.0  # a valid and a test second after the train split
+    times = (np.arange(int(end * n)) + 0.5) / n
+    units = np.arange(len(times)) % n_units
+    ts = np.arange(0.0, end, 0.1)
+    starts = np.arange(train_intervals) * interval
+    session = Session("regular", times, units, [f"u{k}" for k in range(n_units)],
+                      behaviors={"hand_velocity": Behavior("hand_velocity", ts, np.stack([ts, -ts], 1))},
+                      splits={"train": Intervals(starts, starts + interval),
+                              "valid": Intervals([duration], [duration + 1.0]),
+                              "test": Intervals([duration + 1.0], [end])}, start=0.0, end=end)
+    write_session(session, path / "regular.h5")
+    return SessionDataset(path)
+
+
+def schedule(data: SessionDataset, *settings: str) -> tuple[dict, RecipeChoice]:
+    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", *settings])
     choice = RecipeChoice()
-    resolve_schedule(cfg, sim, {s.id: "hand_velocity" for s in sim}, choice)
-    s = next(iter(sim))
-    seconds = float((s.splits["train"].end - s.splits["train"].start).sum())
-    window = min(1.0, typical_train_interval(sim))
-    expected = max(1000, round(PASSES * seconds / (cfg["batch_size"] * window), -2))
-    assert cfg["max_steps"] == expected and choice.settings["max_steps"] == expected
-    assert cfg["warmup_steps"] == expected // 20 and cfg["patience"] >= 5
-    # a validation check at most 40 passes over the train split apart: this small session gets one every few steps
-    per_check = round(40 * seconds / (cfg["batch_size"] * window))
-    assert 10 <= per_check < 100 and cfg["steps_per_epoch"] == per_check, (per_check, cfg["steps_per_epoch"])
-    assert "40 passes" in choice.reasons["steps_per_epoch"]
-    assert cfg["patience"] == max(5, round(0.25 * expected / per_check))
-    assert 16 <= cfg["batch_size"] <= 64 and "tokens" in choice.reasons["batch_size"]
+    resolve_schedule(cfg, data, {"regular": "hand_velocity"}, choice)
+    return cfg, choice
+
+
+def test_steps_follow_the_amount_of_training_data_by_known_answers(tmp_path):
+    """Known answers, worked by hand. 600 s of training data in 10 s intervals, 10 units at 100 Hz, a 1 s window:
+    1,000 spikes + 2 x 10 start/end tokens = 1,020 tokens a window, so 50,000 / 1,020 = 49.0 -> batch 49;
+    200 passes x 600 s / (49 x 1 s) = 2,449 -> 2,400 steps (to the hundred); a check every 40 x 600 / 49 = 490
+    steps, capped at 100; warm-up 2,400 / 20 = 120; patience a quarter of 24 checks = 6."""
+    cfg, choice = schedule(regular_session(tmp_path / "big", 60, 10.0))
+    assert all(k in choice.settings for k in ("batch_size", "max_steps", "steps_per_epoch", "warmup_steps", "patience"))
+    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == \
+        (49, 2400, 100, 120, 6), choice.summary()
+    assert "1,020 per 1 s window" in choice.reasons["batch_size"] and "600 s train split" in choice.reasons["max_steps"]
+    # 42 trials of 0.5 s (21 s), the same units: a window reaches only 0.5 s, 500 + 20 = 520 tokens, 50,000 / 520 = 96
+    # -> batch 64 (the ceiling); 200 x 21 / (64 x 0.5) = 131 -> 100 -> 1,000 steps (the floor); a check every
+    # 40 x 21 / 32 = 26 steps; warm-up 50; patience a quarter of 1,000 / 26 = 38.5 checks = 10
+    cfg, choice = schedule(regular_session(tmp_path / "short", 42, 0.5))
+    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == \
+        (64, 1000, 26, 50, 10), choice.summary()
+    assert "40 passes" in choice.reasons["steps_per_epoch"] and "tokens" in choice.reasons["batch_size"]
+
+
+def test_user_settings_win_over_the_recipe(sim):
     given = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=77", "batch_size=5"])
     kept = RecipeChoice()
     resolve_schedule(given, sim, {s.id: "hand_velocity" for s in sim}, kept)
     assert given["max_steps"] == 77 and given["batch_size"] == 5 and "max_steps" not in kept.settings
+    assert "batch_size" not in kept.settings
     assert given["warmup_steps"] == 10  # 5% of 77, at least 10
     small = load_config("tiny", ["target=hand_velocity", "model.window=1", "batch_size=2"])
     resolve_schedule(small, sim, {s.id: "hand_velocity" for s in sim}, RecipeChoice())
