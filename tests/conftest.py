@@ -1,14 +1,38 @@
-"""Shared fixtures: real NWB files written with pynwb into tmp_path."""
+"""Shared fixtures: real NWB files written with pynwb into tmp_path; the suite's closing line (count, time)."""
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
+
+_STARTED: dict[str, float] = {}
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _STARTED["time"] = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """The suite's own count and time, the line the README points to: `spiketok: N tests in M minutes ...`."""
+    if config.option.collectonly:
+        return
+    stats = terminalreporter.stats
+    ran = {r.nodeid for key in OUTCOMES for r in stats.get(key, []) if hasattr(r, "nodeid")}
+    deselected = len(stats.get("deselected", []))
+    minutes = (time.monotonic() - _STARTED.get("time", time.monotonic())) / 60
+    chosen = config.getoption("markexpr") or ""
+    selection = f"marker selection -m '{chosen}'" if chosen else "no marker selection: every test"
+    terminalreporter.write_line(f"spiketok: {len(ran)} tests in {minutes:.1f} minutes on {os.cpu_count()} CPUs "
+                                f"({selection}; {deselected} deselected)")
 
 
 def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict[str, Any]] | None = None,
