@@ -33,7 +33,7 @@ from pathlib import Path
 
 from spiketok.data.storage import SessionDataset, write_session
 from docsection import add_doc_args, page_for, smoke_work, write_section
-from provenance import Load, command, footer
+from provenance import NOT_RECORDED, Load, command, commits_cell, footer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -199,7 +199,8 @@ def render(results: dict, floors: dict, load: Load) -> str:
     if meta.get("spiketok_budget"):
         lines += ["", f"spiketok trained here: {meta['spiketok_budget']}."]
     runs = meta.get("commands", [])
-    lines += ["", footer(load, ("torch", "scikit-learn", "numpy", "spiketok"), timing=False,
+    commits = [meta.get("commits", {}).get(c, NOT_RECORDED) for c in runs]  # the table may hold several runs' results
+    lines += ["", footer(load, ("torch", "scikit-learn", "numpy", "spiketok"), timing=False, commit=commits_cell(commits),
                          rows=[(f"earlier command {i + 1}", f"`{c}`") for i, c in enumerate(runs[:-1])])]
     return "\n".join(lines)
 
@@ -250,6 +251,7 @@ def main() -> None:
             run_spiketok(folders, args, column, results)
     current = command()
     results["_meta"]["commands"] = [c for c in results["_meta"].get("commands", []) if c != current] + [current]
+    results["_meta"].setdefault("commits", {})[current] = load.commit
     save(args.work, results)
     section = render(results, readme_floors(), load.stop())
     print(section)

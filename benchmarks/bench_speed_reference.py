@@ -493,7 +493,7 @@ def render(res: dict, args, load: Load) -> str:
               + "; (6) in inference, keeps what a forward computes from the weights alone between calls (the keys and "
               "values of every (unit, token type) pair of the vocabulary, the latents' queries and rotations, the "
               "output queries: `spiketok.model.inference_cache`), rebuilt whenever a weight changes."]
-    setup = " && ".join(l.split("#")[0].strip() for l in SETUP.splitlines()[:-1])
+    setup = " && ".join(line.split("#")[0].strip() for line in SETUP.splitlines()[:-1])
     lines += ["", footer(load, PACKAGES, f"{args.threads} torch thread(s)", [("setup", f"`{setup}`")])]
     return "\n".join(lines)
 

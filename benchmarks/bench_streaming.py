@@ -214,7 +214,7 @@ def main() -> None:
     data = SessionDataset([path])
     rate = session.n_spikes / session.duration / session.n_units
 
-    rows, notes = [], []
+    rows = []
     th = args.train_threads
     causal, t_causal, n_causal = train_tiny(data, args.out / "tiny_causal", args.steps, True, args.minutes, threads=th)
     absolute, t_abs, n_abs = train_tiny(data, args.out / "tiny_causal_absolute", args.steps, True, args.minutes,
