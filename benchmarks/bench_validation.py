@@ -46,6 +46,7 @@ def job(name: str, split: str, work: Path) -> None:
                      *PREPARE[name]), log)
     result = folder / "spiketok.json"
     if not result.exists():
+        t0 = time.time()
         run_dir = folder / "run"
         run(["rm", "-rf", str(run_dir)], log)
         run(spiketok("train", "--data", str(data), "--out", str(run_dir), "--no-progress", *SETTINGS), log)
@@ -56,7 +57,8 @@ def job(name: str, split: str, work: Path) -> None:
             run(spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(data), "--split", which,
                          "--json", str(out)), log)
             scores[which] = json.loads(out.read_text())["mean_r2"]
-        result.write_text(json.dumps({**scores, "commit": provenance.start_commit()}))
+        result.write_text(json.dumps({**scores, "commit": provenance.start_commit(),
+                                      "minutes": (time.time() - t0) / 60}))
     mlp = folder / "mlp.json"
     if not mlp.exists():
         run(spiketok("baseline", "--model", "mlp", "--data", str(data), "--json", str(mlp)), log)
@@ -69,7 +71,7 @@ def row(name: str, split: str, work: Path) -> tuple[str, float, float, float, fl
     return name, ours["valid"], ours["test"], mlp["fit"]["valid_r2"], mlp["r2"]
 
 
-def write_doc(work: Path, files: list[str], load: provenance.Load, minutes: float) -> None:
+def write_doc(work: Path, files: list[str], load: provenance.Load) -> None:
     lines = ["## Validation against test: does the validation split look like the test?", "",
              "Each file prepared with the default `--split interleaved` (runs of ten trials of one condition, "
              "or 30 s blocks, dealt 7 train / 1 valid / 2 test) and with the chronological `--split blocks` (ten "
@@ -92,9 +94,13 @@ def write_doc(work: Path, files: list[str], load: provenance.Load, minutes: floa
                        f"(largest {max(gaps):.3f}, {max(rows, key=lambda r: abs(r[1] - r[2]))[0]}), "
                        f"{statistics.median(abs(mv - mt) for *_, mv, mt in rows):.3f} for the MLP")
         lines.append("")
+    stored = [json.loads((work / split / f / "spiketok.json").read_text()) for split in SPLITS for f in files]
+    minutes = sum(r["minutes"] for r in stored)
     lines += ["Summary, computed from the tables: " + "; ".join(summary) + ".", "",
               provenance.footer(load, ("torch", "numpy"), "1 torch thread per job", timing=False,
-                                rows=[("minutes", f"{minutes:.0f}")])]
+                                commit=provenance.commits_cell([r["commit"] for r in stored]),
+                                rows=[("spiketok training and scoring", f"{minutes:.0f} min over {len(stored)} runs "
+                                       "(stored in WORK: a later call reads finished runs back)")])]
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 
@@ -110,11 +116,14 @@ def main() -> None:
     unknown = set(args.files) - set(PREPARE)
     if unknown:
         sys.exit(f"unknown files {sorted(unknown)}; choose from {list(PREPARE)} (the sealed file is not one)")
-    load, t0 = provenance.Load(), time.time()
+    load = provenance.Load()
     with ThreadPoolExecutor(args.jobs) as pool:
         for f in [pool.submit(job, name, split, args.work) for name in args.files for split in SPLITS]:
             f.result()
-    write_doc(args.work, args.files, load.stop(), (time.time() - t0) / 60)
+    if set(args.files) == set(PREPARE):
+        write_doc(args.work, args.files, load.stop())
+    else:
+        print("a subset of the files: results stored in WORK; run with every file to write the section")
 
 
 if __name__ == "__main__":
