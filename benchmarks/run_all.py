@@ -47,6 +47,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "transfer": (["bench_transfer.py"], None),
     "lofo": (["bench_lofo.py", "--recipe-work", "bench-work/recipe"], None),
     "ensemble": (["bench_ensemble.py"], None),  # after lofo: its runs are the ensembles' seed 0
+    "validation": (["bench_validation.py"], None),
+    "versions": (["bench_versions.py", "--base", "HEAD~1"], None),  # this code against its previous commit
 }
 
 

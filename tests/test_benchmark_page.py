@@ -21,18 +21,6 @@ finally:
 
 SECTIONS = docsection.sections(PAGE.read_text())
 MEASURED = [name for name, body in SECTIONS.items() if docsection.UNMEASURED not in body]
-# Written before sections recorded their commit (issue 31): each fails until its script runs again on this code,
-# then passes, which strict xfail reports as a failure: take the name out of this set when its section is re-measured.
-MEASURED_BEFORE_COMMITS_WERE_RECORDED = {"speed-reference", "streaming", "recipe", "transfer", "versions", "runtimes",
-                                         "lofo", "ensemble"}
-
-
-def _sections(check):
-    marks = pytest.mark.xfail(strict=True, reason="measured before sections recorded their commit: re-run its script")
-    return pytest.mark.parametrize("name", [pytest.param(n, marks=marks) if n in MEASURED_BEFORE_COMMITS_WERE_RECORDED
-                                            else n for n in MEASURED])(check)
-
-
 def git(*args: str) -> str | None:
     """`git ARGS` in the checkout: its output, or None when it fails."""
     try:
@@ -60,12 +48,12 @@ def test_an_unmeasured_section_names_the_full_command_that_measures_it() -> None
             assert body.startswith("#"), f"{name}: the section keeps its heading"
 
 
-@_sections
+@pytest.mark.parametrize("name", MEASURED)
 def test_a_measured_section_records_the_commit_it_ran_on(name: str) -> None:
     assert recorded_commit(SECTIONS[name]), f"{name}: no `| commit | <40 hex digits> |` row in its footer"
 
 
-@_sections
+@pytest.mark.parametrize("name", MEASURED)
 def test_a_section_is_not_older_than_the_code_it_measures(name: str) -> None:
     """The section's commit is the last commit that changed spiketok/ or a later one; or, when it ran with
     uncommitted changes to spiketok/, the tree of spiketok/ it ran is the one committed now."""
