@@ -163,3 +163,29 @@ def cli(*args) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output
+
+
+def with_scrambled_test_split(src: Path, dst: Path) -> Path:
+    """A copy of a session whose test split holds other spikes (same count) and shifted behaviour: whatever reads
+    only the train and valid splits gives the same results on it as on the original."""
+    from dataclasses import replace
+
+    from spiketok.data.session import Behavior
+    from spiketok.data.storage import read_session, write_session
+
+    s = read_session(next(src.glob("*.h5")))
+    rng = np.random.default_rng(0)
+    test = s.splits["test"]
+    assert test.duration > 3
+    spikes, units = s.spike_times.copy(), s.spike_units.copy()
+    inside = test.contains(spikes)
+    spikes[inside] = rng.uniform(test.start[0], test.end[0], inside.sum())  # all in the first test interval
+    units[inside] = rng.integers(0, s.n_units, inside.sum())
+    order = np.argsort(spikes, kind="stable")
+    b = s.behavior("hand_velocity")
+    values = b.values.copy()
+    in_test = test.contains(b.timestamps)
+    values[in_test] += 20 * values.std(0)  # decoded as before, scored against targets far off
+    behavior = dict(s.behaviors, hand_velocity=Behavior(b.name, b.timestamps, values, b.unit, b.dims, b.weights))
+    write_session(replace(s, spike_times=spikes[order], spike_units=units[order], behaviors=behavior), dst / f"{s.id}.h5")
+    return dst

@@ -45,7 +45,10 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     val = {int(r["step"]) + 1: float(r["val_loss"]) for r in rows if r["val_loss"]}
     assert sorted(val) == [4, 8, 12]
     r2 = {int(r["step"]) + 1: float(r["val_r2"]) for r in rows if r.get("val_r2")}
-    assert sorted(r2) == [4, 8, 12] and all(-5 < v < 1 for v in r2.values())  # an R² of the windows, not a loss
+    # an R² of the windows, not a loss: at most 1, and rising as the model learns (an untrained model's R² on the
+    # few interleaved validation trials of a 40 s session is far below 0: -28 at step 4 with this seed)
+    assert sorted(r2) == [4, 8, 12] and all(v < 1 for v in r2.values()) and r2[4] < r2[8] < r2[12]
+    assert all(r2[s] != -val[s] for s in r2)
     best_step = max(r2, key=r2.get)
     assert result.best_score == pytest.approx(r2[best_step], abs=1e-6)
     from spiketok.model.file import read_model_file

@@ -6,7 +6,6 @@ import json
 import math
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,11 @@ import optuna
 import pytest
 
 from spiketok.cli import _register
-from spiketok.data.session import Behavior
 from spiketok.data.simulate import simulate_to_folder
-from spiketok.data.storage import SessionDataset, read_session, write_session
+from spiketok.data.storage import SessionDataset
 from spiketok.train.config import load_config
 from spiketok.train.tune import STUDY, base_params, tune, with_values
-from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
+from conftest import cli, with_scrambled_test_split  # noqa: E402  (cli: runs `spiketok ARGS` in this process)
 
 _register()
 # a handful of steps of a small model: every trial takes a few seconds on a loaded CPU
@@ -144,30 +142,10 @@ def test_rerunning_the_command_resumes_the_study(tuned: dict, sim: Path) -> None
     assert len(_study(run).trials) == 4
 
 
-def _with_scrambled_test_split(src: Path, dst: Path) -> Path:
-    """A copy of a session whose test split holds other spikes (same count) and shifted behaviour."""
-    s = read_session(next(src.glob("*.h5")))
-    rng = np.random.default_rng(0)
-    test = s.splits["test"]
-    assert test.duration > 3
-    spikes, units = s.spike_times.copy(), s.spike_units.copy()
-    inside = test.contains(spikes)
-    spikes[inside] = rng.uniform(test.start[0], test.end[0], inside.sum())  # all in the first test interval
-    units[inside] = rng.integers(0, s.n_units, inside.sum())
-    order = np.argsort(spikes, kind="stable")
-    b = s.behavior("hand_velocity")
-    values = b.values.copy()
-    in_test = test.contains(b.timestamps)
-    values[in_test] += 20 * values.std(0)  # decoded as before, scored against targets far off
-    behavior = dict(s.behaviors, hand_velocity=Behavior(b.name, b.timestamps, values, b.unit, b.dims, b.weights))
-    write_session(replace(s, spike_times=spikes[order], spike_units=units[order], behaviors=behavior), dst / f"{s.id}.h5")
-    return dst
-
-
 def test_tuning_scores_come_from_the_valid_split_only(sim: Path) -> None:
     """The same search on a copy whose test split is scrambled reports the very same val R² values;
     the best models' test R² shows how different that test split is."""
-    scrambled = _with_scrambled_test_split(sim, sim.parent / "scrambled")
+    scrambled = with_scrambled_test_split(sim, sim.parent / "scrambled")
     runs = {}
     for name, folder in (("original", sim), ("scrambled", scrambled)):
         runs[name] = tune(SessionDataset(folder), sim.parent / f"valid-only-{name}", 2.0, overrides=BASE, trials=1,
