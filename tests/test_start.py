@@ -14,7 +14,8 @@ from spiketok.train.start import why_not_shipped
 from conftest import cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SHORT = ["target=hand_velocity", "max_steps=40", "steps_per_epoch=10", "batch_size=8", "model.window=auto", "init_unit_id_restarts=1",
+SHORT = ["target=hand_velocity", "max_steps=40", "steps_per_epoch=10", "batch_size=8", "model.window=auto",
+         "init_unit_id_restarts=1",
          "init_lr_factor=1", "eval_stride=1.0"]
 
 

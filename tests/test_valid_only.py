@@ -23,7 +23,8 @@ def copies(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("valid-only")
     simulate_to_folder(root / "original", n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0,
                        seed=6, task="center_out")
-    return {"original": root / "original", "scrambled": with_scrambled_test_split(root / "original", root / "scrambled")}
+    scrambled = with_scrambled_test_split(root / "original", root / "scrambled")
+    return {"original": root / "original", "scrambled": scrambled}
 
 
 def read(path: Path) -> dict:
