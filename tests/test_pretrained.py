@@ -93,10 +93,10 @@ def test_train_init_from_the_shipped_model_learns_a_target_it_never_decoded(trac
     assert code == 0, out
     data = tmp_path / "p" / "track_a.h5"
     code, out = cli("train", "--data", data, "--init", "pretrained:primate-reaching", "--out", tmp_path / "run",
-                    "--no-progress", "max_steps=300", "init_lr_factor=1", "init_unit_id_restarts=1")
+                    "--no-progress", "max_steps=50", "init_lr_factor=1", "init_unit_id_restarts=1")
     assert code == 0, out
     tensors, meta = read_model_file(tmp_path / "run" / "model.ckpt")
     assert meta.tasks == {"hand_velocity": 2, "pos": 1} and meta.targets["track_a"] == "pos"
     code, out = cli("evaluate", tmp_path / "run" / "model.ckpt", "--data", data, "--json", tmp_path / "eval.json")
     assert code == 0, out
-    assert json.loads((tmp_path / "eval.json").read_text())["mean_r2"] > 0.5
+    assert json.loads((tmp_path / "eval.json").read_text())["mean_r2"] > 0.5  # measured 0.70 (0.90 at 150 steps)
