@@ -106,6 +106,8 @@ def work(tmp_path_factory) -> dict[str, Path]:
         f[f"rec_{name}"] = recording(root / f"nwb_{name}" / "rec.nwb", n_units, seed)
     code, out = cli("prepare", f["rec_a"], "--out", root / "prepared")
     assert code == 0, out
+    (root / "empty").mkdir()
+    f["empty"] = root / "empty"
     for name, text in (("old.npz", "old predictions"), ("old.json", "{}"), ("old.onnx", "old graph")):
         (root / name).write_text(text)
         f[name] = root / name
@@ -160,6 +162,13 @@ CASES = {
     "resume crafted last.ckpt": (lambda f: ["train", "--data", f["good"], "--out", f["crafted_run"], "--resume",
                                             "--accelerator", "cpu", "--no-progress", *TRAIN], ["not loaded"]),
     "convert without --trust": (lambda f: ["convert", f["pickled"], f["root"] / "conv.ckpt"], ["--trust"]),
+    # data given where it does not belong: a recording where a prepared session goes, an empty folder
+    "train on an NWB recording": (lambda f: ["train", "--data", f["rec_a"], "--out", f["root"] / "new-run", *TRAIN],
+                                  ["is an NWB recording, not a prepared session", "spiketok prepare"]),
+    "train on an empty folder": (lambda f: ["train", "--data", f["empty"], "--out", f["root"] / "new-run", *TRAIN],
+                                 ["empty: no prepared session files (*.h5)", "spiketok prepare"]),
+    "prepare a missing file": (lambda f: ["prepare", f["root"] / "missing.nwb", "--out", f["root"] / "prepared"],
+                               ["missing.nwb: no such file"]),
     # outputs: never overwritten without consent, never a model file, a recording or an input
     "predict over a file": (lambda f: ["predict", f["model"], f["good"], "--out", f["old.npz"]], ["--overwrite"]),
     "predict over a recording": (lambda f: ["predict", f["model"], f["good"], "--out", f["rec_b"], "--overwrite"],
@@ -168,6 +177,9 @@ CASES = {
                                ["input recording"]),
     "export over its model": (lambda f: ["export", f["model"], "--out", f["model"], "--overwrite"], ["inputs"]),
     "export over a file": (lambda f: ["export", f["model"], "--out", f["old.onnx"]], ["--overwrite"]),
+    "adapt over a file": (lambda f: ["adapt", f["model"], f["good"], "--out", f["old.npz"]], ["--overwrite"]),
+    "adapt over its model": (lambda f: ["adapt", f["model"], f["good"], "--out", f["model"], "--overwrite"],
+                             ["inputs"]),
     "evaluate json over a file": (lambda f: ["evaluate", f["model"], "--data", f["good"], "--json", f["old.json"]],
                                   ["--overwrite"]),
     "evaluate json over a model": (lambda f: ["evaluate", f["model"], "--data", f["good"], "--json", f["pickled"],
@@ -196,6 +208,43 @@ def test_bad_input_is_refused_with_one_error_line_and_nothing_written(work, case
     assert_refused(*cli(*args(work)), *phrases)
     assert snapshot(work["root"]) == before
     assert not (work["root"] / "marker.txt").exists()  # no code from a file ran
+
+
+def test_one_bad_file_is_one_line_and_debug_shows_the_traceback(work, monkeypatch) -> None:
+    """prepare of one missing file: its error line only (no second summary line); --debug: the traceback."""
+    monkeypatch.chdir(work["root"])
+    code, out = cli("prepare", "missing.nwb", "--out", "prepared")
+    assert code == 2 and [line for line in out.splitlines() if line.strip()] == [
+        "error: missing.nwb: no such file; give the path of an NWB 2 file (.nwb)"], out
+    from spiketok.data.session import DataError
+
+    with pytest.raises(DataError, match="missing.nwb: no such file"):  # cli() raises what the command raised
+        cli("--debug", "prepare", "missing.nwb", "--out", "prepared")
+
+
+def test_a_recording_with_too_few_trials_to_split_says_it_is_split_in_time(work, tmp_path) -> None:
+    rec = recording(tmp_path / "two.nwb", 6, 2)
+    two = write_nwb(tmp_path / "two-trials.nwb", {str(u): np.sort(np.random.default_rng(u).uniform(0, 12, 240))
+                                                  for u in range(6)},
+                    {"hand_velocity": {"data": np.ones((1200, 2)), "timestamps": np.arange(0, 12, 0.01),
+                                       "kind": "timeseries"}},
+                    trials={"start_time": [1.0, 6.0], "stop_time": [5.0, 10.0]})
+    assert rec.exists()
+    code, out = cli("prepare", two, "--out", tmp_path / "p")
+    assert code == 0, out
+    assert "only 2 trial(s), too few to split whole trials: the session is split in time blocks" in " ".join(
+        out.split())
+
+
+def test_a_failed_train_leaves_no_run_folder(work, tmp_path) -> None:
+    """Bad data found once training has begun (here: no behaviour sample with weight > 0, found after the recipe
+    wrote recipe.json) removes the run folder the call made, so the next call is not refused."""
+    session = StoredSession(work["good"]).load()
+    for b in session.behaviors.values():
+        b.weights = np.zeros_like(b.weights)
+    bad = write_session(session, tmp_path / "unscored" / work["good"].name)
+    code, out = cli("train", "--data", bad, "--out", tmp_path / "run", "--accelerator", "cpu", "--no-progress", *TRAIN)
+    assert code == 2 and not (tmp_path / "run").exists(), out
 
 
 def test_consent_replaces_outputs_atomically(work, tmp_path) -> None:

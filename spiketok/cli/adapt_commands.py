@@ -12,6 +12,7 @@ from typing_extensions import Annotated
 
 from . import app
 from .common import load_model, load_session
+from .checks import check_output
 from .errors import fail
 from ..data.session import DataError
 
@@ -48,6 +49,8 @@ def adapt(
     target: Annotated[Optional[str], typer.Option(help="Behaviour to decode (default: the model's task the session has).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Report R² on the session's test split.")] = True,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value adaptation settings, e.g. max_steps=200 lr_unit_id=0.01.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (never a model "
+                                            "file given as input, or a recording).")] = False,
 ) -> None:
     """Adapt a trained model to a new session: extend its vocabularies with the session's units and id, and train.
 
@@ -63,6 +66,7 @@ def adapt(
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if train_trials is not None and train_seconds is not None:
         fail("give --train-trials or --train-seconds, not both")
+    check_output(out, overwrite, inputs=[checkpoint, session], model_ok=overwrite)
     cfg, model, s = _inputs(pick, overrides, checkpoint, session)
     try:
         adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,

@@ -106,8 +106,10 @@ def _is_recording(path: Path) -> bool:
         return False
 
 
-def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = (), flag: str = "--out") -> None:
-    """Refuse `out` when it is a folder, one of `inputs`, a model file or a recording, or exists without --overwrite."""
+def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = (), flag: str = "--out",
+                 model_ok: bool = False) -> None:
+    """Refuse `out` when it is a folder, one of `inputs`, a recording, a model file (unless `model_ok`: a command
+    whose output is a model file, replacing one with --overwrite), or exists without --overwrite."""
     for given in inputs:
         if _same(out, Path(given)) or Path(out).resolve() == Path(given).resolve():
             fail(f"{flag} {out}: this is one of the command's inputs ({given}); write to a new file")
@@ -115,7 +117,7 @@ def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = (), flag: 
         fail(f"{flag} {out} is a folder: give a file name")
     if not out.exists():
         return
-    if _is_model_file(out):
+    if _is_model_file(out) and not model_ok:
         fail(f"{flag} {out}: a model file is there; spiketok does not write over a model file, even with "
              "--overwrite (move or delete it yourself, or write to a new file)")
     if _is_recording(out):

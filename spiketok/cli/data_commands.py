@@ -15,7 +15,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from . import app
-from .errors import EXIT_USER_ERROR, fail
+from .errors import EXIT_USER_ERROR, debug_enabled, fail
 from ..data.nwb import PrepareReport
 from ..data.readers import file_kind, read_recording, recording_signals
 from ..data.session import DataError, Intervals, Session
@@ -29,6 +29,7 @@ BEHAVIOR_HELP = ("Behaviour signal(s) to keep, by name (hand_velocity, led) or p
 
 @app.command()
 def prepare(
+    ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="NWB files or brainsets/temporaldata session files (.h5) to prepare; the reader is chosen by content.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the prepared <session_id>.h5 files.")],
     behavior: Annotated[Optional[list[str]], typer.Option("--behavior", "-b", help=BEHAVIOR_HELP)] = None,
@@ -78,15 +79,20 @@ def prepare(
                 written[session.id] = file
                 done.append((file, session, report, target))
             except DataError as e:
+                if debug_enabled(ctx):
+                    raise  # --debug: the traceback, as every other command shows it
                 errors.append(str(e))
             except Exception as e:  # an unexpected failure in one file must not stop the others
+                if debug_enabled(ctx):
+                    raise
                 errors.append(f"{file}: unexpected {type(e).__name__}: {e}")
             progress.advance(task)
     _print_prepare_summary(done)
     for message in errors:
         typer.echo(f"error: {message}", err=True)
     if errors:
-        typer.echo(f"{len(errors)} of {len(files)} files failed; nothing was written for them.", err=True)
+        if len(files) > 1:  # one file: its error line says it all
+            typer.echo(f"{len(errors)} of {len(files)} files failed; nothing was written for them.", err=True)
         raise typer.Exit(EXIT_USER_ERROR)
 
 

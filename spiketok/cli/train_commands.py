@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -87,6 +88,7 @@ def train(
             fail(str(e))
     if init is not None:
         load_model(init)  # a missing or damaged model file: one error line before anything trains
+    fresh = not out.exists()  # a run folder this call makes is removed again if the call fails on bad input
     try:
         result = train_with_start(ds, cfg, out, init=init, ensemble=ensemble, **kw)
         members = []
@@ -99,6 +101,8 @@ def train(
             typer.echo(f"stopped: {e}", err=True)
         raise typer.Exit(130)
     except (DataError, FileNotFoundError, FileExistsError) as e:
+        if fresh and rank0:
+            shutil.rmtree(out, ignore_errors=True)
         fail(str(e))
     if result.rank != 0:
         return

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import preprocess as pp
 from .session import Behavior, DataError, Intervals, Session
-from .splits import make_splits
+from .splits import MIN_SPLIT_TRIALS, make_splits
 
 SPAN_PAD = 1.0  # seconds of padding around the behaviour/trial extent that spikes may fall in
 
@@ -178,6 +178,9 @@ def build_session(sid: str, names: list[str], times: np.ndarray, counts: np.ndar
     ends = [times[-1]] + [b.timestamps[-1] for b in beh.values()] + ([trials.end.max()] if trials is not None else [])
     start, end = float(min(starts)), float(max(ends))
     if splits is None:
+        if trials is not None and len(trials) < MIN_SPLIT_TRIALS:
+            report.notes.append(f"warning: only {len(trials)} trial(s), too few to split whole trials: the session "
+                                f"is split in time blocks, which may cut through trials")
         scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
         splits = make_splits(start, end, trials, method=split_method, seed=split_seed, scored_times=scored)
     else:

@@ -21,6 +21,7 @@ TEST_BLOCKS = (2, 7)
 DEAL = ("train",) * 7 + ("valid",) + ("test",) * 2  # one run of ten: 70% train, 10% valid, 20% test
 BLOCK_SECONDS = 30.0  # interleaved blocks of continuous data: several 4 s windows long, dozens per session
 CONDITION_COLUMNS = ("condition", "target_id", "target", "direction", "stimulus")
+MIN_SPLIT_TRIALS = 3  # with fewer trials a session is split in time blocks
 
 
 def _block_of(t: np.ndarray, start: float, end: float, n_blocks: int) -> np.ndarray:
@@ -85,7 +86,7 @@ def make_splits(
     if method not in SPLIT_METHODS:
         raise DataError(f"unknown split method {method!r}: use one of {', '.join(map(repr, SPLIT_METHODS))}")
     rng = np.random.default_rng(seed)
-    with_trials = trials is not None and len(trials) >= 3
+    with_trials = trials is not None and len(trials) >= MIN_SPLIT_TRIALS
     if with_trials:
         units = trials
     else:

@@ -94,6 +94,15 @@ def write_session(session: Session, path: str | Path) -> Path:
     return path
 
 
+def _is_nwb(path: Path) -> bool:
+    """Whether `path` is an NWB file (HDF5 with an `nwb_version` attribute)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "nwb_version" in f.attrs
+    except (OSError, ValueError):
+        return False
+
+
 class StoredSession(SessionLike):
     """A session in an HDF5 file, opened lazily; `slice` reads only the rows of that window."""
 
@@ -108,6 +117,9 @@ class StoredSession(SessionLike):
             self.close()
             if isinstance(e, DataError):
                 raise
+            if _is_nwb(self.path):
+                raise DataError(f"{self.path} is an NWB recording, not a prepared session: run `spiketok prepare "
+                                f"{self.path} --out prepared/` first and give the prepared/ folder") from None
             raise DataError(f"{self.path}: cannot read it as a prepared session ({type(e).__name__}: {e}); the "
                             "file is truncated, damaged or of another kind: run `spiketok prepare` on the NWB "
                             "file again") from None
@@ -224,7 +236,8 @@ class SessionDataset:
             else:
                 raise DataError(f"{p}: no such file or folder")
         if not files:
-            raise DataError(f"no prepared session files (*.h5) found in {paths}; run `spiketok prepare` first")
+            given = ", ".join(str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths))
+            raise DataError(f"{given}: no prepared session files (*.h5) in it; run `spiketok prepare` first")
         self.sessions: dict[str, StoredSession] = {}
         for path in files:
             s = StoredSession(path)
