@@ -81,8 +81,8 @@ def make_splits(
     them, so validation never lands on a stretch where every sample is left out (a parked animal); with
     "interleaved" blocks, a valid block on such a stretch trades places with a train block of its run of ten.
     """
-    if end <= start:
-        raise DataError(f"cannot split an empty time span [{start}, {end}]")
+    if not (np.isfinite(start) and np.isfinite(end)) or end <= start:
+        raise DataError(f"cannot split the time span [{start}, {end}]: it is empty or not finite (NaN times?)")
     if method not in SPLIT_METHODS:
         raise DataError(f"unknown split method {method!r}: use one of {', '.join(map(repr, SPLIT_METHODS))}")
     rng = np.random.default_rng(seed)
