@@ -189,3 +189,20 @@ def with_scrambled_test_split(src: Path, dst: Path) -> Path:
     behavior = dict(s.behaviors, hand_velocity=Behavior(b.name, b.timestamps, values, b.unit, b.dims, b.weights))
     write_session(replace(s, spike_times=spikes[order], spike_units=units[order], behaviors=behavior), dst / f"{s.id}.h5")
     return dst
+
+
+def rewrite_meta(src: Path, dst: Path, change) -> Path:
+    """A copy of a model file with its JSON metadata changed by `change(meta)` (weights untouched)."""
+    import json
+    import struct
+
+    raw = src.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["spiketok"])
+    change(meta)
+    header["__metadata__"]["spiketok"] = json.dumps(meta)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    return dst

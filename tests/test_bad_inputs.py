@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, write_nwb
+from conftest import cli, rewrite_meta, write_nwb
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -40,20 +40,6 @@ class Payload:
 
     def __reduce__(self):
         return (Path.write_text, (self.marker, "code ran"))
-
-
-def rewrite_meta(src: Path, dst: Path, change) -> Path:
-    """A copy of a model file with its JSON metadata changed by `change(meta)` (weights untouched)."""
-    raw = src.read_bytes()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = json.loads(header["__metadata__"]["spiketok"])
-    change(meta)
-    header["__metadata__"]["spiketok"] = json.dumps(meta)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    dst.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
-    return dst
 
 
 def short_copy(stored: StoredSession, path: Path, seconds: float) -> Path:

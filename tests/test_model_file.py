@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ from spiketok.train.run import train
 
 _register()
 runner = CliRunner()
+
+from conftest import rewrite_meta
 
 
 class Payload:
@@ -99,26 +100,13 @@ def test_round_trip_train_load_save_load_gives_identical_predictions(run: dict, 
     assert again.hparams == loaded.hparams
 
 
-def _rewrite_meta(src: Path, dst: Path, change) -> None:
-    """Copy a safetensors file with its JSON metadata changed (the header is 8 bytes of length, then JSON)."""
-    raw = src.read_bytes()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = json.loads(header["__metadata__"]["spiketok"])
-    change(meta)
-    header["__metadata__"]["spiketok"] = json.dumps(meta)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    dst.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
-
-
 def test_a_newer_format_version_gets_a_clear_message(run: dict, tmp_path: Path) -> None:
     newer = tmp_path / "newer.ckpt"
-    _rewrite_meta(run["model"], newer, lambda m: m.update(format_version=FORMAT_VERSION + 1, spiketok_version="9.0"))
+    rewrite_meta(run["model"], newer, lambda m: m.update(format_version=FORMAT_VERSION + 1, spiketok_version="9.0"))
     with pytest.raises(ModelFileError, match=r"format version 2 \(written by spiketok 9.0\) is newer.*upgrade"):
         spiketok.load(newer)
     same = tmp_path / "same.ckpt"
-    _rewrite_meta(run["model"], same, lambda m: None)  # the rewrite itself keeps a loadable file
+    rewrite_meta(run["model"], same, lambda m: None)  # the rewrite itself keeps a loadable file
     assert spiketok.load(same).task_names == ["hand_velocity"]
 
 
