@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from spiketok.data.storage import SessionDataset, write_session
 from docsection import add_doc_args, page_for, smoke_work, write_section
 from provenance import NOT_RECORDED, Load, command, commits_cell, footer
+
+from spiketok.data.storage import SessionDataset, write_session
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -41,15 +41,23 @@ START, END = "<!-- baselines:start -->", "<!-- baselines:end -->"
 BASELINES = ("ridge", "gru", "mlp")
 # dataset variants: name -> (files, behaviour, keep_moving px, kind trained together or None)
 REAL = {
-    "macaque": (["m1_chewie_2013-10-03.nwb", "m1_chewie_2013-12-19.nwb", "m1_mihi_2014-03-03.nwb"], "hand_velocity", None, "macaque"),
+    "macaque": (
+        ["m1_chewie_2013-10-03.nwb", "m1_chewie_2013-12-19.nwb", "m1_mihi_2014-03-03.nwb"],
+        "hand_velocity",
+        None,
+        "macaque",
+    ),
     "rat": (["hc_linear_track.nwb", "hc_w_maze.nwb"], "led", None, None),
     "rat-moving": (["hc_linear_track.nwb", "hc_w_maze.nwb"], "led", 5.0, None),
 }
 README_LABELS = {  # (variant, session id) -> row label in shared/data/README.md's floors table
-    ("macaque", "m1_chewie_2013-10-03"): "Chewie 2013-10-03", ("macaque", "m1_chewie_2013-12-19"): "Chewie 2013-12-19",
+    ("macaque", "m1_chewie_2013-10-03"): "Chewie 2013-10-03",
+    ("macaque", "m1_chewie_2013-12-19"): "Chewie 2013-12-19",
     ("macaque", "m1_mihi_2014-03-03"): "Mihi 2014-03-03",
-    ("rat", "hc_linear_track"): "linear track, whole session", ("rat-moving", "hc_linear_track"): "linear track, moving samples only",
-    ("rat", "hc_w_maze"): "W-maze, whole session", ("rat-moving", "hc_w_maze"): "W-maze, moving samples only",
+    ("rat", "hc_linear_track"): "linear track, whole session",
+    ("rat-moving", "hc_linear_track"): "linear track, moving samples only",
+    ("rat", "hc_w_maze"): "W-maze, whole session",
+    ("rat-moving", "hc_w_maze"): "W-maze, moving samples only",
 }
 
 
@@ -85,8 +93,15 @@ def prepare(work: Path, quick: bool) -> dict[str, Path]:
         folders[variant] = out
     sim = work / "prepared" / "simulator"
     if not list(sim.glob("*.h5")):
-        simulate_to_folder(sim, n_animals=2, sessions_per_animal=2, n_units=(80, 100),
-                           duration=120.0 if quick else 240.0, seed=0, task="mixed")
+        simulate_to_folder(
+            sim,
+            n_animals=2,
+            sessions_per_animal=2,
+            n_units=(80, 100),
+            duration=120.0 if quick else 240.0,
+            seed=0,
+            task="mixed",
+        )
     folders["simulator"] = sim
     return folders
 
@@ -100,8 +115,11 @@ def run_baselines(folders: dict[str, Path], args, results: dict) -> None:
             cfg = BaselineConfig(model=model, bin=args.bin, max_steps=args.baseline_steps)
             res, _ = run_baseline(SessionDataset(folder), cfg, target="hand_velocity,led")
             for sid, r in res["sessions"].items():
-                results.setdefault(variant, {}).setdefault(sid, {})[model] = {"r2": r["r2"], "fit": r["fit"],
-                                                                              "n_samples": r["n_samples"]}
+                results.setdefault(variant, {}).setdefault(sid, {})[model] = {
+                    "r2": r["r2"],
+                    "fit": r["fit"],
+                    "n_samples": r["n_samples"],
+                }
             print(f"{variant} {model}: mean R² {res['mean_r2']:.3f} ({time.perf_counter() - t:.0f} s)", flush=True)
             results["_meta"].setdefault("baseline_config", {k: v for k, v in res["config"].items() if k != "model"})
             save(args.work, results)
@@ -131,14 +149,21 @@ def run_spiketok(folders: dict[str, Path], args, column: str, results: dict) -> 
         kind = REAL[variant][3] if variant in REAL else "simulator"
         if column == "multi" and kind is None:
             continue
-        groups = [(f"{variant}-all", sorted(folder.glob("*.h5")))] if column == "multi" else \
-            [(f"{variant}-{p.stem}", [p]) for p in sorted(folder.glob("*.h5"))]
+        groups = (
+            [(f"{variant}-all", sorted(folder.glob("*.h5")))]
+            if column == "multi"
+            else [(f"{variant}-{p.stem}", [p]) for p in sorted(folder.glob("*.h5"))]
+        )
         for name, files in groups:
             t = time.perf_counter()
             res = train_and_evaluate(files, args.work / "runs" / name, args)
             for sid, r in res["sessions"].items():
                 results.setdefault(variant, {}).setdefault(sid, {})[column] = {
-                    "r2": r["r2"], "steps": res["train"]["steps"], "minutes": res["train"]["minutes"], "source": "trained here"}
+                    "r2": r["r2"],
+                    "steps": res["train"]["steps"],
+                    "minutes": res["train"]["minutes"],
+                    "source": "trained here",
+                }
             print(f"{name}: mean R² {res['mean_r2']:.3f} ({(time.perf_counter() - t) / 60:.1f} min)", flush=True)
             save(args.work, results)
 
@@ -151,57 +176,83 @@ def baseline_text(bc: dict) -> str:
     """The baselines' settings, read from the library's BaselineConfig (with this run's bin and step budget)."""
     from spiketok.evaluate.baselines import BaselineConfig
 
-    r, g, m = (BaselineConfig(model=k, bin=bc.get("bin", 0.02), max_steps=bc.get("max_steps", 2000))
-               for k in ("ridge", "gru", "mlp"))
+    r, g, m = (
+        BaselineConfig(model=k, bin=bc.get("bin", 0.02), max_steps=bc.get("max_steps", 2000))
+        for k in ("ridge", "gru", "mlp")
+    )
     windows = ", ".join(f"{h:g}" for h in r.history_choices)
-    return (f"square-rooted counts in {1e3 * r.bin:.0f} ms bins, z-scored inputs and targets, bins only inside each "
-            f"trial or block (never across a gap); input windows causal or centred on the sample (`--lags "
-            f"{r.lags}`: the valid split chooses); ridge picks its window ({windows} s) and penalty ({len(r.alphas)} "
-            f"values, {min(r.alphas):g} to {max(r.alphas):g}) on the valid split; MLP ({m.layers} x {m.hidden}, "
-            f"dropout {m.dropout:g}) and GRU ({g.layers} x {g.hidden}) each trained on a causal 0.5 s window and on "
-            f"the window ridge prefers, the better on the valid split kept; AdamW, at most {m.max_steps} steps, the "
-            "step with the lowest validation error kept")
+    return (
+        f"square-rooted counts in {1e3 * r.bin:.0f} ms bins, z-scored inputs and targets, bins only inside each "
+        f"trial or block (never across a gap); input windows causal or centred on the sample (`--lags "
+        f"{r.lags}`: the valid split chooses); ridge picks its window ({windows} s) and penalty ({len(r.alphas)} "
+        f"values, {min(r.alphas):g} to {max(r.alphas):g}) on the valid split; MLP ({m.layers} x {m.hidden}, "
+        f"dropout {m.dropout:g}) and GRU ({g.layers} x {g.hidden}) each trained on a causal 0.5 s window and on "
+        f"the window ridge prefers, the better on the valid split kept; AdamW, at most {m.max_steps} steps, the "
+        "step with the lowest validation error kept"
+    )
 
 
 def render(results: dict, floors: dict, load: Load) -> str:
     meta = results["_meta"]
     bc = meta.get("baseline_config", {})
     spiketok = any(k in r for v in results if v != "_meta" for r in results[v].values() for k in ("single", "multi"))
-    lines = ["## Accuracy: baselines and spiketok" if spiketok else "## Accuracy: baselines", "",
-             "R² on each session's test split (the 3rd and 8th of ten blocks, whole trials for the macaque files), "
-             "mean over output dimensions, scored by the same code as `spiketok evaluate` (behaviour samples with "
-             "weight > 0). Baselines (`spiketok baseline`) are trained per session on its train split, with the "
-             f"valid split for the ridge penalty and early stopping: {baseline_text(bc)}. `floor` columns: "
-             "shared/data/README.md (100 ms bins, ridge penalty picked on the test blocks)."
-             + (" spiketok, trained by this script: `single` = one model per session, `multi` = one model on all "
-                "sessions of a kind (the macaque sessions together; the simulated sessions together)." if spiketok
-                else " spiketok against these baselines: see the default-recipe section (`benchmarks/bench_recipe.py`)."),
-             "",
-             "| data | session | target | ridge | GRU | MLP | floor ridge / GRU / MLP |"
-             + (" spiketok single | spiketok multi |" if spiketok else ""),
-             "|---|---|---|---|---|---|---|" + ("---|---|" if spiketok else "")]
-    names = {"macaque": "macaque M1", "rat": "rat CA1, whole session", "rat-moving": "rat CA1, moving samples only",
-             "simulator": "simulator"}
+    lines = [
+        "## Accuracy: baselines and spiketok" if spiketok else "## Accuracy: baselines",
+        "",
+        "R² on each session's test split (the 3rd and 8th of ten blocks, whole trials for the macaque files), "
+        "mean over output dimensions, scored by the same code as `spiketok evaluate` (behaviour samples with "
+        "weight > 0). Baselines (`spiketok baseline`) are trained per session on its train split, with the "
+        f"valid split for the ridge penalty and early stopping: {baseline_text(bc)}. `floor` columns: "
+        "shared/data/README.md (100 ms bins, ridge penalty picked on the test blocks)."
+        + (
+            " spiketok, trained by this script: `single` = one model per session, `multi` = one model on all "
+            "sessions of a kind (the macaque sessions together; the simulated sessions together)."
+            if spiketok
+            else " spiketok against these baselines: see the default-recipe section (`benchmarks/bench_recipe.py`)."
+        ),
+        "",
+        "| data | session | target | ridge | GRU | MLP | floor ridge / GRU / MLP |"
+        + (" spiketok single | spiketok multi |" if spiketok else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if spiketok else ""),
+    ]
+    names = {
+        "macaque": "macaque M1",
+        "rat": "rat CA1, whole session",
+        "rat-moving": "rat CA1, moving samples only",
+        "simulator": "simulator",
+    }
     for variant in ("macaque", "rat", "rat-moving", "simulator"):
         for sid, r in sorted(results.get(variant, {}).items()):
-            def cell(key: str) -> str:
+
+            def cell(key: str, r: dict = r) -> str:
                 if key not in r:
                     return "not run"
                 v = f"{r[key]['r2']:.3f}"
                 if key in ("single", "multi") and r[key].get("steps"):
                     v += f" ({r[key]['steps']} steps)"
                 return v
+
             fl = floors.get(README_LABELS.get((variant, sid), ""), None)
             floor = " / ".join(f"{v:.2f}" for v in fl) if fl else "-"
             target = "hand velocity" if variant in ("macaque", "simulator") else "LED position"
-            lines.append(f"| {names[variant]} | {sid} | {target} | {cell('ridge')} | {cell('gru')} | {cell('mlp')} | "
-                         f"{floor} |" + (f" {cell('single')} | {cell('multi')} |" if spiketok else ""))
+            lines.append(
+                f"| {names[variant]} | {sid} | {target} | {cell('ridge')} | {cell('gru')} | {cell('mlp')} | "
+                f"{floor} |" + (f" {cell('single')} | {cell('multi')} |" if spiketok else "")
+            )
     if meta.get("spiketok_budget"):
         lines += ["", f"spiketok trained here: {meta['spiketok_budget']}."]
     runs = meta.get("commands", [])
     commits = [meta.get("commits", {}).get(c, NOT_RECORDED) for c in runs]  # the table may hold several runs' results
-    lines += ["", footer(load, ("torch", "scikit-learn", "numpy", "spiketok"), timing=False, commit=commits_cell(commits),
-                         rows=[(f"earlier command {i + 1}", f"`{c}`") for i, c in enumerate(runs[:-1])])]
+    lines += [
+        "",
+        footer(
+            load,
+            ("torch", "scikit-learn", "numpy", "spiketok"),
+            timing=False,
+            commit=commits_cell(commits),
+            rows=[(f"earlier command {i + 1}", f"`{c}`") for i, c in enumerate(runs[:-1])],
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -222,9 +273,12 @@ def main() -> None:
     ap.add_argument("--baseline-steps", type=int, default=2000, help="GRU/MLP max training steps")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-accuracy")
     ap.add_argument("--fresh", action="store_true", help="forget the results kept in WORK/results.json")
-    ap.add_argument("--quick", action="store_true",
-                    help="shorter simulated sessions, 30 spiketok steps (1 min at most), 100 baseline steps, "
-                         "50 ms baseline bins (a smoke run)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter simulated sessions, 30 spiketok steps (1 min at most), 100 baseline steps, "
+        "50 ms baseline bins (a smoke run)",
+    )
     ap.add_argument("--no-doc", action="store_true")
     add_doc_args(ap)
     args = ap.parse_args()
@@ -246,8 +300,9 @@ def main() -> None:
         run_baselines(folders, args, results)
     for column in ("single", "multi"):
         if column in sections:
-            results["_meta"]["spiketok_budget"] = (f"config `{args.config}`, at most {args.steps} steps or "
-                                                   f"{args.minutes:g} minutes per run, on this CPU")
+            results["_meta"]["spiketok_budget"] = (
+                f"config `{args.config}`, at most {args.steps} steps or {args.minutes:g} minutes per run, on this CPU"
+            )
             run_spiketok(folders, args, column, results)
     current = command()
     results["_meta"]["commands"] = [c for c in results["_meta"].get("commands", []) if c != current] + [current]

@@ -17,15 +17,13 @@ Every run stores its results under WORK, so an interrupted study continues where
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-from bench_lofo import CANDIDATES, FILES, PILOTS, folder_of, pilot_window, scores
+from bench_lofo import CANDIDATES, FILES, folder_of, pilot_window, scores
 from bench_recipe import begin_study, run, run_table, spiketok
 from docsection import write_section
 
@@ -54,8 +52,20 @@ def train_member(name: str, path: Path, seed: int, candidate: str, lofo: Path, w
     if (run_dir / "model.ckpt").exists():
         return
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    run(spiketok("train", "--data", str(path), "--out", str(run_dir), "--no-progress", *CANDIDATES[candidate],
-                 *pilot_window(name, lofo), f"seed={seed}"), run_dir.parent / f"log-seed-{seed}.txt")
+    run(
+        spiketok(
+            "train",
+            "--data",
+            str(path),
+            "--out",
+            str(run_dir),
+            "--no-progress",
+            *CANDIDATES[candidate],
+            *pilot_window(name, lofo),
+            f"seed={seed}",
+        ),
+        run_dir.parent / f"log-seed-{seed}.txt",
+    )
 
 
 def test_predictions(run_dirs: list[Path], path: Path, cache: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -97,50 +107,83 @@ def train_has_ensemble() -> bool:
     return "ensemble" in inspect.signature(train).parameters
 
 
-def write_doc(seeds: int, files: list[str], chosen: dict[str, str], paths: dict[str, Path], lofo: Path, work: Path,
-              load_before, load_after, seconds: float, doc_only: bool) -> None:
-    lines = ["## Seed ensembles: do they pay?", "",
-             f"For each file, the regularisation its leave-one-file-out fold chose, trained with {seeds} seeds "
-             "(seed 0 is the LOFO study's run; the others train with the same settings and window plus `seed=S`): "
-             "test R² of seed 0, the mean R² of the single seeds, and the R² of their averaged predictions, which is "
-             f"what an `--ensemble {seeds}` option would give. Beside it, the {len(CANDIDATES)} regularisation "
-             "candidates' own runs of the LOFO study (seed 0, same window) averaged: as many models, and more diverse "
-             "ones than seeds. Command: `python benchmarks/bench_ensemble.py`.", "",
-             f"| file | chosen | seed 0 | single seeds (mean) | {seeds}-seed ensemble | its gain over a single seed | "
-             f"{len(CANDIDATES)} candidates (mean) | {len(CANDIDATES)}-candidate ensemble | its gain over a single one |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def write_doc(
+    seeds: int,
+    files: list[str],
+    chosen: dict[str, str],
+    paths: dict[str, Path],
+    lofo: Path,
+    work: Path,
+    load_before,
+    load_after,
+    seconds: float,
+    doc_only: bool,
+) -> None:
+    lines = [
+        "## Seed ensembles: do they pay?",
+        "",
+        f"For each file, the regularisation its leave-one-file-out fold chose, trained with {seeds} seeds "
+        "(seed 0 is the LOFO study's run; the others train with the same settings and window plus `seed=S`): "
+        "test R² of seed 0, the mean R² of the single seeds, and the R² of their averaged predictions, which is "
+        f"what an `--ensemble {seeds}` option would give. Beside it, the {len(CANDIDATES)} regularisation "
+        "candidates' own runs of the LOFO study (seed 0, same window) averaged: as many models, and more diverse "
+        "ones than seeds. Command: `python benchmarks/bench_ensemble.py`.",
+        "",
+        f"| file | chosen | seed 0 | single seeds (mean) | {seeds}-seed ensemble | its gain over a single seed | "
+        f"{len(CANDIDATES)} candidates (mean) | {len(CANDIDATES)}-candidate ensemble | its gain over a single one |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     seed_gains, cand_gains, missing = [], [], []
     for f in files:
         cand = [chosen[f]] + [c for c in CANDIDATES if c != chosen[f]]
-        c = ensemble_scores(*test_predictions([folder_of(k, f, lofo) / "run" for k in cand], paths[f],
-                                              work / f / "candidates.npz"))
+        c = ensemble_scores(
+            *test_predictions([folder_of(k, f, lofo) / "run" for k in cand], paths[f], work / f / "candidates.npz")
+        )
         cand_gains.append(c["ensemble"] - c["singles"])
         dirs = [member_dir(f, s, chosen[f], lofo, work) for s in range(seeds)]
         if all((d / "model.ckpt").exists() for d in dirs):
             s = ensemble_scores(*test_predictions(dirs, paths[f], work / f / f"seeds-{seeds}.npz"))
             seed_gains.append(s["ensemble"] - s["singles"])
-            seed_cols = (f"{s['first']:.3f} | {s['singles']:.3f} | **{s['ensemble']:.3f}** | "
-                         f"{s['ensemble'] - s['singles']:+.3f}")
+            seed_cols = (
+                f"{s['first']:.3f} | {s['singles']:.3f} | **{s['ensemble']:.3f}** | {s['ensemble'] - s['singles']:+.3f}"
+            )
         else:
             missing.append(f)
             seed_cols = "- | - | - | -"
-        lines.append(f"| {f} | `{chosen[f]}` | {seed_cols} | {c['singles']:.3f} | **{c['ensemble']:.3f}** | "
-                     f"{c['ensemble'] - c['singles']:+.3f} |")
+        lines.append(
+            f"| {f} | `{chosen[f]}` | {seed_cols} | {c['singles']:.3f} | **{c['ensemble']:.3f}** | "
+            f"{c['ensemble'] - c['singles']:+.3f} |"
+        )
     mean = lambda v: float(np.mean(v))  # noqa: E731
     pays = bool(seed_gains) and mean(seed_gains) > GAIN_TO_SHIP
     lines += [""]
     if seed_gains:
-        lines.append(f"Mean gain of the {seeds}-seed ensemble over a single seed on the {len(seed_gains)} file(s) with "
-                     f"every seed trained: **{mean(seed_gains):+.3f}** R².")
+        lines.append(
+            f"Mean gain of the {seeds}-seed ensemble over a single seed on the {len(seed_gains)} file(s) with "
+            f"every seed trained: **{mean(seed_gains):+.3f}** R²."
+        )
     if missing:
         lines.append(f"Seeds not trained (too long for this run, or not finished): {', '.join(missing)}.")
-    lines += [f"Mean gain of the {len(CANDIDATES)}-candidate ensemble over a single candidate on the {len(cand_gains)} "
-              f"files: **{mean(cand_gains):+.3f}** R².", "",
-              f"Rule (issue 12): ship `--ensemble` only where it adds more than {GAIN_TO_SHIP:.2f} R² on this table. "
-              + (f"Verdict: **it pays** on the seeds measured; `spiketok train` "
-                 f"{'has it (`--ensemble K`; `evaluate` with the K checkpoints averages them)' if train_has_ensemble() else '**has no `--ensemble` option yet**'}." if pays else
-                 "Verdict: **it does not pay**" + (" (no seed ensemble measured yet)" if not seed_gains else "")
-                 + ", so `spiketok train` " + ("has one all the same." if train_has_ensemble() else "has no `--ensemble` option.")), ""]
+    lines += [
+        f"Mean gain of the {len(CANDIDATES)}-candidate ensemble over a single candidate on the {len(cand_gains)} "
+        f"files: **{mean(cand_gains):+.3f}** R².",
+        "",
+        f"Rule (issue 12): ship `--ensemble` only where it adds more than {GAIN_TO_SHIP:.2f} R² on this table. "
+        + (
+            "Verdict: **it pays** on the seeds measured; `spiketok train` "
+            + (
+                "has it (`--ensemble K`; `evaluate` with the K checkpoints averages them)."
+                if train_has_ensemble()
+                else "**has no `--ensemble` option yet**."
+            )
+            if pays
+            else "Verdict: **it does not pay**"
+            + (" (no seed ensemble measured yet)" if not seed_gains else "")
+            + ", so `spiketok train` "
+            + ("has one all the same." if train_has_ensemble() else "has no `--ensemble` option.")
+        ),
+        "",
+    ]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
@@ -148,10 +191,12 @@ def write_doc(seeds: int, files: list[str], chosen: dict[str, str], paths: dict[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lofo-work", type=Path, default=Path("bench-work/lofo"),
-                    help="bench_lofo.py's WORK: the chosen runs (seed 0)")
-    ap.add_argument("--recipe-work", type=Path, default=Path("bench-work/recipe"),
-                    help="bench_recipe.py's WORK: its prepared files")
+    ap.add_argument(
+        "--lofo-work", type=Path, default=Path("bench-work/lofo"), help="bench_lofo.py's WORK: the chosen runs (seed 0)"
+    )
+    ap.add_argument(
+        "--recipe-work", type=Path, default=Path("bench-work/recipe"), help="bench_recipe.py's WORK: its prepared files"
+    )
     ap.add_argument("--seeds", type=int, default=3, help="models per ensemble (seeds 0..K-1)")
     ap.add_argument("--files", nargs="*", default=FILES, choices=FILES, help="files to measure (default all)")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one torch thread each)")
@@ -165,12 +210,25 @@ def main() -> None:
     chosen = chosen_candidates(args.lofo_work)
     if not args.doc_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(train_member, f, paths[f], s, chosen[f], args.lofo_work, args.work)
-                       for s in range(1, args.seeds) for f in args.files]
+            futures = [
+                pool.submit(train_member, f, paths[f], s, chosen[f], args.lofo_work, args.work)
+                for s in range(1, args.seeds)
+                for f in args.files
+            ]
             for fut in futures:
                 fut.result()
-    write_doc(args.seeds, args.files, chosen, paths, args.lofo_work, args.work, load_before, os.getloadavg(),
-              time.time() - t0, args.doc_only)
+    write_doc(
+        args.seeds,
+        args.files,
+        chosen,
+        paths,
+        args.lofo_work,
+        args.work,
+        load_before,
+        os.getloadavg(),
+        time.time() - t0,
+        args.doc_only,
+    )
 
 
 if __name__ == "__main__":

@@ -86,12 +86,14 @@ class Runtimes:
                 batch = collate([tok(window, unit_rows, session_row, 0, None, output_times=output_times)])
                 with torch.inference_mode():
                     return denormalise(model, model(batch), batch.output_sessions, batch.output_tasks)[0].numpy()
+
             return run
         exported = self.exported[name]
 
         def run_exported() -> np.ndarray:
             tokens = exported.tokenize(unit_rows[window.spike_units], window.spike_times, unit_rows)
             return exported.run(*tokens, output_times, session_row)
+
         return run_exported
 
     def streaming(self, name: str, session_id: str):
@@ -148,13 +150,25 @@ def latency(size: str, repeats: int, stream_s: float, threads: int, n_units: int
         fn = rt.runner(name, window, rows_, 0, out_t)
         wall, cpu = timed(fn, repeats)
         stream = stream_latency(rt.streaming(name, "bench"), n_units, rate, stream_s)
-        rows.append({"size": size, "runtime": name, "n_tokens": int(n + 2 * n_units),
-                     "wall_median_ms": float(np.median(wall)), "wall_p99_ms": float(np.percentile(wall, 99)),
-                     "cpu_median_ms": float(np.median(cpu)), "max_abs_diff": float(np.abs(fn() - ref).max()),
-                     "stream_median_ms": float(np.median(stream)), "stream_p99_ms": float(np.percentile(stream, 99)),
-                     "n_decodes": len(stream)})
-        print(f"{size:<10} {name:<22} window {rows[-1]['wall_median_ms']:6.2f} ms (p99 {rows[-1]['wall_p99_ms']:6.2f})  "
-              f"stream p99 {rows[-1]['stream_p99_ms']:6.2f} ms", flush=True)
+        rows.append(
+            {
+                "size": size,
+                "runtime": name,
+                "n_tokens": int(n + 2 * n_units),
+                "wall_median_ms": float(np.median(wall)),
+                "wall_p99_ms": float(np.percentile(wall, 99)),
+                "cpu_median_ms": float(np.median(cpu)),
+                "max_abs_diff": float(np.abs(fn() - ref).max()),
+                "stream_median_ms": float(np.median(stream)),
+                "stream_p99_ms": float(np.percentile(stream, 99)),
+                "n_decodes": len(stream),
+            }
+        )
+        print(
+            f"{size:<10} {name:<22} window {rows[-1]['wall_median_ms']:6.2f} ms (p99 {rows[-1]['wall_p99_ms']:6.2f})  "
+            f"stream p99 {rows[-1]['stream_p99_ms']:6.2f} ms",
+            flush=True,
+        )
     return rows
 
 
@@ -179,7 +193,9 @@ def accuracy(tmp: Path, threads: int, limit: int | None = None) -> dict:
         truth = []
         for a, b in trials:
             mid = 0.5 * (a + b)
-            w = session.slice(mid - 0.5 * model.config.window, mid + 0.5 * model.config.window, behavior=["hand_velocity"])
+            w = session.slice(
+                mid - 0.5 * model.config.window, mid + 0.5 * model.config.window, behavior=["hand_velocity"]
+            )
             beh = w.behavior["hand_velocity"]
             t_rel = beh.timestamps
             inside = (t_rel >= a - w.t0) & (t_rel <= b - w.t0) & np.isfinite(beh.values).all(1)
@@ -201,39 +217,55 @@ def section(rows: list[dict], acc: dict, args, load: Load, flags: list[str]) -> 
     names = list(dict.fromkeys(r["runtime"] for r in rows))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     base = {s: next(r for r in rows if r["size"] == s and r["runtime"] == "PyTorch float32") for s in sizes}
-    lines = ["| size | runtime | window: median | p99 | CPU median | vs PyTorch float32 | max abs diff | "
-             f"stream p99 (decode every {1e3 * EVERY:.0f} ms) | under {TARGET_MS:g} ms |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size | runtime | window: median | p99 | CPU median | vs PyTorch float32 | max abs diff | "
+        f"stream p99 (decode every {1e3 * EVERY:.0f} ms) | under {TARGET_MS:g} ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ratio = r["wall_median_ms"] / base[r["size"]]["wall_median_ms"]
-        lines.append(f"| `{r['size']}` | {r['runtime']} | {r['wall_median_ms']:.2f} ms | {r['wall_p99_ms']:.2f} ms | "
-                     f"{r['cpu_median_ms']:.2f} ms | {ratio:.2f}x | {r['max_abs_diff']:.1e} | "
-                     f"**{r['stream_p99_ms']:.2f} ms** | {'yes' if r['stream_p99_ms'] < TARGET_MS else 'no'} |")
+        lines.append(
+            f"| `{r['size']}` | {r['runtime']} | {r['wall_median_ms']:.2f} ms | {r['wall_p99_ms']:.2f} ms | "
+            f"{r['cpu_median_ms']:.2f} ms | {ratio:.2f}x | {r['max_abs_diff']:.1e} | "
+            f"**{r['stream_p99_ms']:.2f} ms** | {'yes' if r['stream_p99_ms'] < TARGET_MS else 'no'} |"
+        )
     if acc:
         files = [f for f in acc]
-        acc_lines = ["| runtime | " + " | ".join(f"{f}" for f in files) + " | mean R² | change from PyTorch float32 |",
-                     "|---|" + "---|" * (len(files) + 2)]
+        acc_lines = [
+            "| runtime | " + " | ".join(f"{f}" for f in files) + " | mean R² | change from PyTorch float32 |",
+            "|---|" + "---|" * (len(files) + 2),
+        ]
         ref = np.mean([acc[f]["PyTorch float32"] for f in files])
         for name in names:
             m = np.mean([acc[f][name] for f in files])
-            acc_lines.append(f"| {name} | " + " | ".join(f"{acc[f][name]:.4f}" for f in files) + f" | {m:.4f} | {m - ref:+.4f} |")
+            acc_lines.append(
+                f"| {name} | " + " | ".join(f"{acc[f][name]:.4f}" for f in files) + f" | {m:.4f} | {m - ref:+.4f} |"
+            )
         n_tr = ", ".join(f"{acc[f]['n_trials']} trials" for f in files)
-        acc_text = (f"Accuracy on real recordings: the shipped `pretrained:m1-reaching` (`tiny`) decoding hand velocity on the "
-                    f"test trials of each file ({n_tr}; one {1:g} s window centred on each trial, outputs at its behaviour "
-                    "samples: not `spiketok evaluate`'s overlapping windows, so below the model card's figures; what "
-                    "matters here is the change between runtimes), R² averaged over x and y:\n\n" + "\n".join(acc_lines))
+        acc_text = (
+            f"Accuracy on real recordings: the shipped `pretrained:m1-reaching` (`tiny`) decoding hand velocity on the "
+            f"test trials of each file ({n_tr}; one {1:g} s window centred on each trial, outputs at its behaviour "
+            "samples: not `spiketok evaluate`'s overlapping windows, so below the model card's figures; what "
+            "matters here is the change between runtimes), R² averaged over x and y:\n\n" + "\n".join(acc_lines)
+        )
     else:
         acc_text = f"Accuracy on real recordings: not measured (the recordings in {DATA.name}/ were absent)."
     best = {s: min((r for r in rows if r["size"] == s), key=lambda r: r["stream_p99_ms"]) for s in sizes}
-    verdict = "; ".join(f"`{s}`: {'met' if best[s]['stream_p99_ms'] < TARGET_MS else 'missed'} "
-                        f"(lowest p99 {best[s]['stream_p99_ms']:.2f} ms, {best[s]['runtime']})" for s in sizes)
+    verdict = "; ".join(
+        f"`{s}`: {'met' if best[s]['stream_p99_ms'] < TARGET_MS else 'missed'} "
+        f"(lowest p99 {best[s]['stream_p99_ms']:.2f} ms, {best[s]['runtime']})"
+        for s in sizes
+    )
     has = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8") if f in flags]
     return f"""
 ## Runtimes and precision (PyTorch, onnxruntime, TorchScript; float32, bfloat16, int8)
 
-One thread each. Window: one {1:g} s window of {N_UNITS} units at {RATE:g} Hz (~{int(RATE * N_UNITS) + 2 * N_UNITS:,} tokens with the
-START/END tokens), tokenize + forward + denormalise, {args.repeats} calls. Stream: the same spike rates in 20 ms
-packets, `push` + `decode` after each for {args.stream_seconds:g} s ({rows[0]['n_decodes']:,} decodes): `StreamingDecoder` for
-PyTorch, `ExportedStreamingDecoder` on the exports' streaming graphs (each spike keyed once as it arrives, one
+One thread each. Window: one {1:g} s window of {N_UNITS} units at {RATE:g} Hz
+(~{int(RATE * N_UNITS) + 2 * N_UNITS:,} tokens with the START/END tokens), tokenize + forward + denormalise,
+{args.repeats} calls. Stream: the same spike rates in 20 ms
+packets, `push` + `decode` after each for {args.stream_seconds:g} s
+({rows[0]["n_decodes"]:,} decodes): `StreamingDecoder` for PyTorch, `ExportedStreamingDecoder` on the exports'
+streaming graphs (each spike keyed once as it arrives, one
 graph per decode; docs/export.md). Random weights (latency does not depend on them).
 bfloat16 and int8 change only the matrix products of the linear layers (`spiketok.model.precision`; onnxruntime:
 `spiketok export --int8`, weights only).
@@ -241,7 +273,7 @@ bfloat16 and int8 change only the matrix products of the linear layers (`spiketo
 {chr(10).join(lines)}
 
 - Streaming p99 under {TARGET_MS:g} ms: {verdict}.
-- This CPU offers {', '.join(has) or 'no bfloat16/int8 instructions'}; `with_precision(model, "auto")` picks
+- This CPU offers {", ".join(has) or "no bfloat16/int8 instructions"}; `with_precision(model, "auto")` picks
   **{best_precision()}** here.
 
 {acc_text}
@@ -280,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     text = section(rows, acc, args, load, flags)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "accuracy": acc, "load": load.as_dict(), "cpu_flags": flags}, indent=1))
+        args.json.write_text(
+            json.dumps({"rows": rows, "accuracy": acc, "load": load.as_dict(), "cpu_flags": flags}, indent=1)
+        )
     if args.no_doc:
         return 0
     if not refuse_if_loaded(load, args.allow_load, args.doc):

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docsection import add_doc_args, is_smoke, page_for, smoke_work
+from provenance import Load, footer
 
 from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, read_runs, summarise, write_csv
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
 from spiketok.train.scratch import train_scratch
-from docsection import add_doc_args, is_smoke, page_for, smoke_work
-from provenance import Load, footer
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data"
@@ -95,8 +95,12 @@ def pretrain(paths: list[Path], run_dir: Path, overrides: list[str], retrain: bo
         print(f"pretraining on {len(paths)} sessions: {' '.join(overrides)}", flush=True)
         result = train(SessionDataset(paths), cfg, run_dir, progress=True)
         results, _ = evaluate(load(result.checkpoint), SessionDataset(paths), "test", progress=False)
-        info_path.write_text(json.dumps({"steps": result.steps, "minutes": result.seconds / 60,
-                                         "overrides": overrides, "results": results}, indent=2))
+        info_path.write_text(
+            json.dumps(
+                {"steps": result.steps, "minutes": result.seconds / 60, "overrides": overrides, "results": results},
+                indent=2,
+            )
+        )
     info = json.loads(info_path.read_text())
     return ckpt, info, info["minutes"]
 
@@ -113,19 +117,35 @@ def paired_test(runs: list, a: str, b: str, n: int) -> dict | None:
     if not seeds:
         return None
     d = np.array([r2[(a, s)] - r2[(b, s)] for s in seeds])
-    p = float(ttest_rel([r2[(a, s)] for s in seeds], [r2[(b, s)] for s in seeds]).pvalue) if len(seeds) > 1 \
-        and np.ptp(d) > 0 else float("nan")
+    p = (
+        float(ttest_rel([r2[(a, s)] for s in seeds], [r2[(b, s)] for s in seeds]).pvalue)
+        if len(seeds) > 1 and np.ptp(d) > 0
+        else float("nan")
+    )
     verdict = ("better" if d.mean() > 0 else "worse") if np.isfinite(p) and p < ALPHA else "no clear difference"
-    return {"n": n, "seeds": len(seeds), "mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-            "p": p, "verdict": verdict}
+    return {
+        "n": n,
+        "seeds": len(seeds),
+        "mean": float(d.mean()),
+        "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+        "p": p,
+        "verdict": verdict,
+    }
 
 
 def fmt_p(p: float) -> str:
     return "-" if not np.isfinite(p) else f"{p:.3f}"
 
 
-def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: StoredSession, runs: list,
-                 cfg: AdaptConfig, machine_load: Load) -> str:
+def section_text(
+    kind: str,
+    args: argparse.Namespace,
+    info: dict,
+    held_out: StoredSession,
+    runs: list,
+    cfg: AdaptConfig,
+    machine_load: Load,
+) -> str:
     """Markdown for one part (real or simulated) of the fewshot section."""
     summary = summarise(runs)
     modes = list(dict.fromkeys(r["mode"] for r in summary))
@@ -136,25 +156,33 @@ def section_text(kind: str, args: argparse.Namespace, info: dict, held_out: Stor
         row = []
         for m in modes:
             r = cell.get((m, n))
-            row.append("" if r is None else
-                       f"{r['r2_mean']:.3f} ± {r['r2_std']:.3f} ({r['r2_min']:.2f} to {r['r2_max']:.2f})")
+            row.append(
+                "" if r is None else f"{r['r2_mean']:.3f} ± {r['r2_std']:.3f} ({r['r2_min']:.2f} to {r['r2_max']:.2f})"
+            )
         lines.append(f"| {n} | " + " | ".join(row) + " |")
     tests = [t for t in (paired_test(runs, "unit-id", "scratch", n) for n in ns) if t is not None]
-    test_lines = ["| N trials | seeds | unit-id - scratch (mean ± sd over seeds) | paired t-test p | unit-id vs scratch |",
-                  "|---:|---:|---:|---:|---|"]
-    test_lines += [f"| {t['n']} | {t['seeds']} | {t['mean']:+.3f} ± {t['sd']:.3f} | "
-                   f"{fmt_p(t['p'])} | {t['verdict']} |" for t in tests]
+    test_lines = [
+        "| N trials | seeds | unit-id - scratch (mean ± sd over seeds) | paired t-test p | unit-id vs scratch |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    test_lines += [
+        f"| {t['n']} | {t['seeds']} | {t['mean']:+.3f} ± {t['sd']:.3f} | {fmt_p(t['p'])} | {t['verdict']} |"
+        for t in tests
+    ]
     better = [str(t["n"]) for t in tests if t["verdict"] == "better"]
     worse = [str(t["n"]) for t in tests if t["verdict"] == "worse"]
     pre = info["results"]["sessions"]
     pre_r2 = ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in pre.items())
-    title = "Real macaque M1: pretrain on two Chewie sessions, adapt to Mihi" if kind == "real" else \
-        "Simulated: pretrain on 8 sessions of 3 animals, adapt to a 9th"
+    title = (
+        "Real macaque M1: pretrain on two Chewie sessions, adapt to Mihi"
+        if kind == "real"
+        else "Simulated: pretrain on 8 sessions of 3 animals, adapt to a 9th"
+    )
     return f"""
 <!-- fewshot:{kind}:start -->
 ### {title}
 
-R² (mean over dimensions) on `{held_out.id}`'s test split ({len(held_out.splits['test'])} trials) after adapting with
+R² (mean over dimensions) on `{held_out.id}`'s test split ({len(held_out.splits["test"])} trials) after adapting with
 N trials of its training split; mean ± standard deviation over {args.seeds} seeds (min to max). Seed s draws the N
 trials at random (every mode of one seed sees the same trials) and seeds initialisation and windows.
 
@@ -164,18 +192,35 @@ unit-id against scratch, paired by seed (two-sided paired t-test, significance l
 
 {chr(10).join(test_lines)}
 
-unit-id beats scratch at N = {', '.join(better) or 'none'}; is worse at N = {', '.join(worse) or 'none'}
-(of {', '.join(map(str, ns))}; other N: no clear difference at {args.seeds} seeds).
+unit-id beats scratch at N = {", ".join(better) or "none"}; is worse at N = {", ".join(worse) or "none"}
+(of {", ".join(map(str, ns))}; other N: no clear difference at {args.seeds} seeds).
 
 | | |
 |---|---|
-| pretraining | tiny model, {info['steps']} steps in {info['minutes']:.1f} min (`{' '.join(info['overrides'])}`) |
+| pretraining | tiny model, {info["steps"]} steps in {info["minutes"]:.1f} min (`{" ".join(info["overrides"])}`) |
 | pretrained test R² | {pre_r2} |
-| adaptation | N >= {cfg.min_valid_trials}: early stopping on the last 20% of the N trials (checked every {cfg.eval_every} steps, patience {cfg.patience}, at most {cfg.max_steps} steps per stage); N < {cfg.min_valid_trials}: nothing held out, {cfg.fixed_steps} steps per stage on all N; batch {cfg.batch_size}; no unit dropout; unit-id: AdamW lr {cfg.lr_unit_id:g} on the new rows only; finetune: then every weight at the pretraining lr / 10; scratch: pretraining lr |
-| normalisation | the N trials' mean and std of the target, shrunk toward the pretrained sessions' (which count as {cfg.norm_prior_seconds:g} s of data); the same statistics for all three modes |
-| adaptation time | {sum(r.seconds for r in runs) / 60:.1f} min of training for {len(runs)} runs (test decoding not counted) |
-{footer(machine_load, ("torch", "lightning", "numpy", "scipy", "spiketok"), f"torch on {args.threads} thread(s)",
-        timing=False, argv=args.argv).split(chr(10), 2)[2]}
+| adaptation | N >= {cfg.min_valid_trials}: early stopping on the last 20% of the N trials (checked every {
+        cfg.eval_every
+    } steps, patience {cfg.patience}, at most {cfg.max_steps} steps per stage); N < {
+        cfg.min_valid_trials
+    }: nothing held out, {cfg.fixed_steps} steps per stage on all N; batch {
+        cfg.batch_size
+    }; no unit dropout; unit-id: AdamW lr {cfg.lr_unit_id:g} on the new rows only; finetune: then every weight
+at the pretraining lr / 10; scratch: pretraining lr |
+| normalisation | the N trials' mean and std of the target, shrunk toward the pretrained sessions' (which count as {
+        cfg.norm_prior_seconds:g} s of data); the same statistics for all three modes |
+| adaptation time | {sum(r.seconds for r in runs) / 60:.1f} min of training for {
+        len(runs)
+    } runs (test decoding not counted) |
+{
+        footer(
+            machine_load,
+            ("torch", "lightning", "numpy", "scipy", "spiketok"),
+            f"torch on {args.threads} thread(s)",
+            timing=False,
+            argv=args.argv,
+        ).split(chr(10), 2)[2]
+    }
 <!-- fewshot:{kind}:end -->
 """
 
@@ -187,10 +232,12 @@ def write_doc(part: str, kind: str, doc: Path) -> None:
     inner_start, inner_end = part_markers(kind)
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     if START not in text or END not in text:
-        header = ("## Few-shot adaptation to a new session\n\n"
-                  "`spiketok fewshot`: unit identification (only the new session's unit and session embeddings "
-                  "learn), fine-tuning (unit-id, then every weight at a tenth of the learning rate) and a fresh "
-                  "model of the same size trained from scratch on the same N trials.\n")
+        header = (
+            "## Few-shot adaptation to a new session\n\n"
+            "`spiketok fewshot`: unit identification (only the new session's unit and session embeddings "
+            "learn), fine-tuning (unit-id, then every weight at a tenth of the learning rate) and a fresh "
+            "model of the same size trained from scratch on the same N trials.\n"
+        )
         text = text.rstrip("\n") + f"\n\n{START}\n{header}{END}\n"
     head, rest = text.split(START, 1)
     body, tail = rest.split(END, 1)
@@ -217,8 +264,11 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=REAL_DATA)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-fewshot")
     p.add_argument("--retrain", action="store_true", help="pretrain again even when a checkpoint is cached")
-    p.add_argument("--quick", action="store_true",
-                   help="20 pretraining steps, N = 1,2, 2 seeds, 5 adaptation steps per stage (a smoke run)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="20 pretraining steps, N = 1,2, 2 seeds, 5 adaptation steps per stage (a smoke run)",
+    )
     p.add_argument("--no-doc", action="store_true", help="print only; leave the page alone")
     add_doc_args(p)
     p.add_argument("--doc-only", action="store_true", help="rewrite the doc part from the cached results only")
@@ -236,8 +286,12 @@ def main() -> None:
         pre_paths, held_path = prepare_real(args.data, work / "prepared")
     else:
         pre_paths, held_path = prepare_simulated(work / "sessions")
-    overrides = ["target=hand_velocity", f"max_steps={args.pretrain_steps}", f"max_minutes={args.pretrain_minutes}",
-                 "steps_per_epoch=100"] + ([f"batch_size={args.pretrain_batch}"] if args.pretrain_batch != 32 else [])
+    overrides = [
+        "target=hand_velocity",
+        f"max_steps={args.pretrain_steps}",
+        f"max_minutes={args.pretrain_minutes}",
+        "steps_per_epoch=100",
+    ] + ([f"batch_size={args.pretrain_batch}"] if args.pretrain_batch != 32 else [])
     prov = work / "fewshot" / "provenance.json"  # the study's command and load, for --doc-only
     if args.doc_only:
         info = json.loads((work / "pretrain" / "pretrain_info.json").read_text())
@@ -245,15 +299,21 @@ def main() -> None:
         stored = json.loads(prov.read_text())
         args.argv, args.settings, args.seeds = stored["argv"], stored["settings"], stored["seeds"]
         cfg = AdaptConfig.from_overrides(args.settings)
-        write_doc(section_text(kind, args, info, StoredSession(held_path), runs, cfg, Load.from_dict(stored["load"])),
-                  kind, args.doc)
+        write_doc(
+            section_text(kind, args, info, StoredSession(held_path), runs, cfg, Load.from_dict(stored["load"])),
+            kind,
+            args.doc,
+        )
         print(f"rewrote the fewshot ({kind}) part of {args.doc} from {work / 'fewshot' / 'fewshot_runs.csv'}")
         return
     machine_load = Load()
     args.argv = None  # this run's own sys.argv
     ckpt, info, _ = pretrain(pre_paths, work / "pretrain", overrides, args.retrain)
-    print(f"pretrained: {info['steps']} steps, {info['minutes']:.1f} min; test R² "
-          + ", ".join(f"{k} {v['r2']:.3f}" for k, v in info["results"]["sessions"].items()), flush=True)
+    print(
+        f"pretrained: {info['steps']} steps, {info['minutes']:.1f} min; test R² "
+        + ", ".join(f"{k} {v['r2']:.3f}" for k, v in info["results"]["sessions"].items()),
+        flush=True,
+    )
     model = load(ckpt)
     held_out = StoredSession(held_path)
     cfg = AdaptConfig.from_overrides(args.settings)
@@ -264,14 +324,18 @@ def main() -> None:
     def progress(run) -> None:
         done.append(run)
         write_csv(done, out)
-        print(f"  {run.mode:8s} N={run.n_trials:3d} seed={run.seed}  R²={run.r2:.3f}  "
-              f"({run.steps} steps, {run.seconds:.0f} s)", flush=True)
+        print(
+            f"  {run.mode:8s} N={run.n_trials:3d} seed={run.seed}  R²={run.r2:.3f}  "
+            f"({run.steps} steps, {run.seconds:.0f} s)",
+            flush=True,
+        )
 
     runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress, scratch=train_scratch)
     write_csv(runs, out)
     machine_load.stop()
-    prov.write_text(json.dumps({"argv": sys.argv, "settings": args.settings, "seeds": args.seeds,
-                                "load": machine_load.as_dict()}))
+    prov.write_text(
+        json.dumps({"argv": sys.argv, "settings": args.settings, "seeds": args.seeds, "load": machine_load.as_dict()})
+    )
     png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {held_out.id}")
     part = section_text(kind, args, info, held_out, runs, cfg, machine_load)
     print(part)

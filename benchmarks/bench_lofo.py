@@ -69,10 +69,17 @@ def train_one(candidate: str, name: str, path: Path, work: Path) -> None:
         run_dir = folder / "run"
         window = [] if candidate == PILOTS else pilot_window(name, work)
         t0 = time.time()
-        run(spiketok("train", "--data", str(path), "--out", str(run_dir), "--no-progress", *CANDIDATES[candidate],
-                     *window), log)
+        run(
+            spiketok(
+                "train", "--data", str(path), "--out", str(run_dir), "--no-progress", *CANDIDATES[candidate], *window
+            ),
+            log,
+        )
         minutes = (time.time() - t0) / 60
-        run(spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(path), "--json", str(folder / "eval.json")), log)
+        run(
+            spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(path), "--json", str(folder / "eval.json")),
+            log,
+        )
         scores = json.loads((folder / "eval.json").read_text())
         recipe = json.loads((run_dir / "recipe.json").read_text())
         result.write_text(json.dumps({"sessions": scores["sessions"], "recipe": recipe, "minutes": minutes}))
@@ -100,43 +107,60 @@ def write_doc(candidates: list[str], work: Path, load_before, load_after, second
     res = scores(candidates, work)
     complete = [c for c in candidates if len(res.get(c, {})) == len(FILES)]
     settings = "; ".join(f"`{c}`: {' '.join(CANDIDATES[c])}" for c in candidates)
-    lines = ["## Leave one file out: the recipe's regularisation chosen on four files, scored on the fifth", "",
-             f"Candidates ({settings}) each trained on each file alone with the default command plus their settings. "
-             f"The other candidates train at the window the `{PILOTS}` run chose with the recipe's pilots from that "
-             "file's own validation split, so they differ in regularisation only. "
-             "For each file, the candidate with the best mean validation R² over the other four files is chosen, and "
-             "that file's test R² with it is reported, beside the best of `spiketok baseline --model ridge|gru|mlp` "
-             "on the same split. Command: `python benchmarks/bench_lofo.py`.", ""]
+    lines = [
+        "## Leave one file out: the recipe's regularisation chosen on four files, scored on the fifth",
+        "",
+        f"Candidates ({settings}) each trained on each file alone with the default command plus their settings. "
+        f"The other candidates train at the window the `{PILOTS}` run chose with the recipe's pilots from that "
+        "file's own validation split, so they differ in regularisation only. "
+        "For each file, the candidate with the best mean validation R² over the other four files is chosen, and "
+        "that file's test R² with it is reported, beside the best of `spiketok baseline --model ridge|gru|mlp` "
+        "on the same split. Command: `python benchmarks/bench_lofo.py`.",
+        "",
+    ]
     if len(complete) < len(candidates):
         done = ", ".join(f"`{c}` {len(res.get(c, {}))}/{len(FILES)}" for c in candidates)
-        lines += [f"Not complete yet (runs finished per candidate: {done}); the table needs every candidate on every "
-                  "file.", ""]
+        lines += [
+            f"Not complete yet (runs finished per candidate: {done}); the table needs every candidate on every file.",
+            "",
+        ]
     else:
         head = " | ".join(f"val R² `{c}` (other four)" for c in candidates)
-        lines += [f"| left-out file | {head} | chosen | test R² | best baseline | verdict |",
-                  "|---|" + "---|" * (len(candidates) + 4)]
+        lines += [
+            f"| left-out file | {head} | chosen | test R² | best baseline | verdict |",
+            "|---|" + "---|" * (len(candidates) + 4),
+        ]
         above, chosen_by_fold = 0, Counter()
         for f in FILES:
             means = {c: sum(res[c][g]["val"] for g in FILES if g != f) / (len(FILES) - 1) for c in candidates}
             chosen = max(means, key=means.get)
             chosen_by_fold[chosen] += 1
             test = res[chosen][f]["test"]
-            known = [v for v in (r2_of(folder_of(PILOTS, f, work) / f"{m}.json", f) for m in BASELINES)
-                     if v is not None]
+            known = [
+                v for v in (r2_of(folder_of(PILOTS, f, work) / f"{m}.json", f) for m in BASELINES) if v is not None
+            ]
             best = max(known) if known else None
             verdict = "-" if best is None else ("above" if test > best else "**below**")
             above += verdict == "above"
-            lines.append(f"| {f} | " + " | ".join(f"{means[c]:.3f}" for c in candidates) + f" | `{chosen}` | "
-                         f"**{test:.3f}** | {'-' if best is None else f'{best:.3f}'} | {verdict} |")
+            lines.append(
+                f"| {f} | " + " | ".join(f"{means[c]:.3f}" for c in candidates) + f" | `{chosen}` | "
+                f"**{test:.3f}** | {'-' if best is None else f'{best:.3f}'} | {verdict} |"
+            )
         top, n_top = chosen_by_fold.most_common(1)[0]
         preset = preset_regularisation()
         ships = "it" if preset == " ".join(CANDIDATES[top]) else f"not it ({preset})"
         mean_test = {c: sum(res[c][f]["test"] for f in FILES) / len(FILES) for c in candidates}
-        lines += ["", f"Left-out files above the best baseline: **{above} of {len(FILES)}**. The folds chose `{top}` "
-                  f"{n_top} of {len(FILES)} times; the `tiny` preset this tree ships is {ships}. Mean test R² over the "
-                  "five files: " + ", ".join(f"`{c}` {v:.3f}" for c, v in mean_test.items()) + ".", "",
-                  "Test R² of every candidate on every file (for reference; not used to choose):", "",
-                  "| file | " + " | ".join(f"`{c}`" for c in candidates) + " |", "|---|" + "---|" * len(candidates)]
+        lines += [
+            "",
+            f"Left-out files above the best baseline: **{above} of {len(FILES)}**. The folds chose `{top}` "
+            f"{n_top} of {len(FILES)} times; the `tiny` preset this tree ships is {ships}. Mean test R² over the "
+            "five files: " + ", ".join(f"`{c}` {v:.3f}" for c, v in mean_test.items()) + ".",
+            "",
+            "Test R² of every candidate on every file (for reference; not used to choose):",
+            "",
+            "| file | " + " | ".join(f"`{c}`" for c in candidates) + " |",
+            "|---|" + "---|" * len(candidates),
+        ]
         for f in FILES:
             lines.append(f"| {f} | " + " | ".join(f"{res[c][f]['test']:.3f}" for c in candidates) + " |")
     lines += [""] + run_table(seconds, load_before, load_after, doc_only)
@@ -158,8 +182,7 @@ def main() -> None:
         others = [c for c in args.candidates if c != PILOTS]
         with ThreadPoolExecutor(args.jobs) as pool:  # the pilot candidate first: the others take its windows
             for stage in ([PILOTS] if PILOTS in args.candidates else [], others):
-                futures = [pool.submit(train_one, c, f, paths[f], args.work)
-                           for f in args.files for c in stage]
+                futures = [pool.submit(train_one, c, f, paths[f], args.work) for f in args.files for c in stage]
                 for fut in futures:
                     fut.result()
     write_doc(args.candidates, args.work, load_before, os.getloadavg(), time.time() - t0, args.doc_only)

@@ -32,14 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 START, END = "<!-- real-data:start -->", "<!-- real-data:end -->"
 GROUPS = {
-    "macaque": {"files": ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03"],
-                "prepare": ["--behavior", "hand_velocity"], "together": True, "overrides": ["max_steps=2500"]},
+    "macaque": {
+        "files": ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03"],
+        "prepare": ["--behavior", "hand_velocity"],
+        "together": True,
+        "overrides": ["max_steps=2500"],
+    },
     # rat CA1 units fire sparsely (0.5 Hz on the linear track): a 4 s context sees enough spikes to place
     # the animal (1 s windows: R² 0.44 on the linear track, 4 s: 0.76, same budget); the W-maze keeps
     # improving for longer (2,000 steps: R² 0.38, 6,000: 0.50)
-    "rat": {"files": ["hc_linear_track", "hc_w_maze"], "prepare": ["--behavior", "led", "--keep-moving", "5"],
-            "together": False, "overrides": ["model.window=4", "model.latent_step=0.25", "model.t_max=8",
-                                             "batch_size=16", "max_steps=6000"]},
+    "rat": {
+        "files": ["hc_linear_track", "hc_w_maze"],
+        "prepare": ["--behavior", "led", "--keep-moving", "5"],
+        "together": False,
+        "overrides": ["model.window=4", "model.latent_step=0.25", "model.t_max=8", "batch_size=16", "max_steps=6000"],
+    },
 }
 
 
@@ -63,18 +70,37 @@ def spiketok(*args: str) -> list[str]:
     return [sys.executable, "-m", "spiketok.cli", *args]
 
 
-def train_and_score(name: str, files: list[Path], work: Path, cfg: str, overrides: list[str],
-                    train: bool = True) -> dict:
+def train_and_score(
+    name: str, files: list[Path], work: Path, cfg: str, overrides: list[str], train: bool = True
+) -> dict:
     run_dir = work / "runs" / name
     if train:
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time (train refuses to overwrite one)
-        run(spiketok("train", *sum((["--data", str(f)] for f in files), []), "--config", cfg, "--out", str(run_dir),
-                     *overrides))
+        run(
+            spiketok(
+                "train",
+                *sum((["--data", str(f)] for f in files), []),
+                "--config",
+                cfg,
+                "--out",
+                str(run_dir),
+                *overrides,
+            )
+        )
     elif not (run_dir / "model.ckpt").exists():
         sys.exit(f"--evaluate-only: no {run_dir / 'model.ckpt'}; train it first")
     out = work / f"{name}.json"
-    run(spiketok("evaluate", str(run_dir / "model.ckpt"), *sum((["--data", str(f)] for f in files), []),
-                 "--json", str(out), "--plots", str(work / "plots" / name)))
+    run(
+        spiketok(
+            "evaluate",
+            str(run_dir / "model.ckpt"),
+            *sum((["--data", str(f)] for f in files), []),
+            "--json",
+            str(out),
+            "--plots",
+            str(work / "plots" / name),
+        )
+    )
     return json.loads(out.read_text())
 
 
@@ -85,8 +111,11 @@ def main() -> None:
     ap.add_argument("--only", choices=list(GROUPS))
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-real")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value training overrides")
-    ap.add_argument("--evaluate-only", action="store_true",
-                    help="score the models already in WORK/runs again (after a change to evaluation), no training")
+    ap.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="score the models already in WORK/runs again (after a change to evaluation), no training",
+    )
     ap.add_argument("--quick", action="store_true", help="at most 10 steps or 1 minute per model (a smoke run)")
     add_doc_args(ap)
     args = ap.parse_args()
@@ -103,8 +132,11 @@ def main() -> None:
         if args.only and group != args.only:
             continue
         prepared = args.work / "prepared" / group
-        run(spiketok("prepare", *[str(DATA / f"{f}.nwb") for f in spec["files"]], "--out", str(prepared),
-                     *spec["prepare"]))
+        run(
+            spiketok(
+                "prepare", *[str(DATA / f"{f}.nwb") for f in spec["files"]], "--out", str(prepared), *spec["prepare"]
+            )
+        )
         files = [prepared / f"{f}.h5" for f in spec["files"]]
         overrides = settings([f"max_minutes={args.minutes}"], spec["overrides"], args.set)
         if spec["together"]:
@@ -132,34 +164,62 @@ def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float
     cmd = command()
     for sid, r in results.items():
         kept = ("command", "date", "minutes", "settings", "commit")
-        trained = {k: rows[sid].get(k) for k in kept} if args.evaluate_only and sid in rows else \
-            {"command": cmd, "date": str(date.today()), "minutes": seconds / 60, "settings": r["settings"],
-             "commit": load.commit}
-        rows[sid] = {"r2": r["r2"], "r2_per_dim": r["r2_per_dim"], "trained_on": r["trained_on"], **trained,
-                     "scored_by": cmd if args.evaluate_only else None,
-                     "scored_commit": load.commit if args.evaluate_only else None}
+        trained = (
+            {k: rows[sid].get(k) for k in kept}
+            if args.evaluate_only and sid in rows
+            else {
+                "command": cmd,
+                "date": str(date.today()),
+                "minutes": seconds / 60,
+                "settings": r["settings"],
+                "commit": load.commit,
+            }
+        )
+        rows[sid] = {
+            "r2": r["r2"],
+            "r2_per_dim": r["r2_per_dim"],
+            "trained_on": r["trained_on"],
+            **trained,
+            "scored_by": cmd if args.evaluate_only else None,
+            "scored_commit": load.commit if args.evaluate_only else None,
+        }
     store.write_text(json.dumps(rows, indent=2))
-    trained_with = {g: list(dict.fromkeys(" ".join(rows[f].get("settings") or ["(not recorded)"])
-                                          for f in spec["files"] if f in rows)) for g, spec in GROUPS.items()}
-    lines = ["## Real recordings: spiketok against the floors", "",
-             f"Model `{args.config}`. Training settings beyond the config, as each run trained (`max_minutes` from "
-             "`--minutes`): " + "; ".join(f"{g}: " + " and ".join(f"`{s}`" for s in used)
-                                           for g, used in trained_with.items() if used) + ".", "",
-             "R² (mean over output dimensions) on each file's test split (trials or time blocks in the 3rd and 8th "
-             "tenth of the session, the floors' protocol); rat position on moving samples only "
-             "(`prepare --keep-moving 5`). Floors from `shared/data/README.md`.", "",
-             "| file | spiketok R² | per dimension | trained on | ridge | GRU | MLP | floors beaten |",
-             "|---|---|---|---|---|---|---|---|"]
+    trained_with = {
+        g: list(
+            dict.fromkeys(" ".join(rows[f].get("settings") or ["(not recorded)"]) for f in spec["files"] if f in rows)
+        )
+        for g, spec in GROUPS.items()
+    }
+    lines = [
+        "## Real recordings: spiketok against the floors",
+        "",
+        f"Model `{args.config}`. Training settings beyond the config, as each run trained (`max_minutes` from "
+        "`--minutes`): "
+        + "; ".join(f"{g}: " + " and ".join(f"`{s}`" for s in used) for g, used in trained_with.items() if used)
+        + ".",
+        "",
+        "R² (mean over output dimensions) on each file's test split (trials or time blocks in the 3rd and 8th "
+        "tenth of the session, the floors' protocol); rat position on moving samples only "
+        "(`prepare --keep-moving 5`). Floors from `shared/data/README.md`.",
+        "",
+        "| file | spiketok R² | per dimension | trained on | ridge | GRU | MLP | floors beaten |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     sids = [f for spec in GROUPS.values() for f in spec["files"]]
     for sid in sids:
         if sid in rows:
             r = rows[sid]
             floors = floors_of(sid)
-            beaten = "-" if floors is None else \
-                (", ".join(n for n, f in zip(("ridge", "GRU", "MLP"), floors) if r["r2"] > f) or "none")
+            beaten = (
+                "-"
+                if floors is None
+                else (", ".join(n for n, f in zip(("ridge", "GRU", "MLP"), floors) if r["r2"] > f) or "none")
+            )
             shown = " | ".join(f"{v:.2f}" for v in floors) if floors else "- | - | -"
-            lines.append(f"| {sid} | **{r['r2']:.3f}** | {' / '.join(f'{v:.2f}' for v in r['r2_per_dim'])} | "
-                         f"{r['trained_on']} | {shown} | {beaten} |")
+            lines.append(
+                f"| {sid} | **{r['r2']:.3f}** | {' / '.join(f'{v:.2f}' for v in r['r2_per_dim'])} | "
+                f"{r['trained_on']} | {shown} | {beaten} |"
+            )
     img, images = args.doc.parent / "img", []
     img.mkdir(parents=True, exist_ok=True)
     for sid in sids:
@@ -167,7 +227,14 @@ def write_doc(results: dict[str, dict], args: argparse.Namespace, seconds: float
         if sid in rows and found:
             shutil.copy(found[0], img / f"real_traces_{sid}.png")
             images.append(f"![{sid}](img/real_traces_{sid}.png)")
-    lines += ["", "Predicted and true traces on the test split (a few trials or stretches per file):", "", *images, "", "Runs:"]
+    lines += [
+        "",
+        "Predicted and true traces on the test split (a few trials or stretches per file):",
+        "",
+        *images,
+        "",
+        "Runs:",
+    ]
     for c in dict.fromkeys(r["command"] for r in rows.values()):
         done = [r for r in rows.values() if r["command"] == c]
         lines.append(f"- `{c}` ({done[0]['date']}, {done[0]['minutes']:.0f} min)")

@@ -31,8 +31,10 @@ DATA = ROOT.parent / "shared" / "data"
 START, END = "<!-- recipe:start -->", "<!-- recipe:end -->"
 MACAQUE = ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03"]
 RAT = ["hc_linear_track", "hc_w_maze"]
-PREPARE = {**{f: ["--behavior", "hand_velocity"] for f in MACAQUE},
-           **{f: ["--behavior", "led", "--keep-moving", "5"] for f in RAT}}
+PREPARE = {
+    **{f: ["--behavior", "hand_velocity"] for f in MACAQUE},
+    **{f: ["--behavior", "led", "--keep-moving", "5"] for f in RAT},
+}
 JOBS = {**{f: [f] for f in MACAQUE + RAT}, "macaque-3": MACAQUE}
 BASELINES = ("ridge", "gru", "mlp")
 
@@ -124,21 +126,30 @@ def regularisation_note(trained_with: dict[str, list[str]]) -> str:
     `trained_with` maps `regularisation(run)` to the names of the runs that trained with it."""
     shipped = preset_regularisation()
     groups = "; ".join(f"{reg} ({', '.join(runs)})" for reg, runs in sorted(trained_with.items()))
-    verdict = ("all of them the preset this tree ships" if set(trained_with) == {shipped}
-               else f"**{'some' if shipped in trained_with else 'none'} of them the preset this tree ships** "
-                    f"({shipped})")
-    return (f"Regularisation the runs trained with, read from their logs/hparams.yaml: {groups}; {verdict} "
-            "(chosen in the leave-one-file-out section).")
+    verdict = (
+        "all of them the preset this tree ships"
+        if set(trained_with) == {shipped}
+        else f"**{'some' if shipped in trained_with else 'none'} of them the preset this tree ships** ({shipped})"
+    )
+    return (
+        f"Regularisation the runs trained with, read from their logs/hparams.yaml: {groups}; {verdict} "
+        "(chosen in the leave-one-file-out section)."
+    )
 
 
 def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float, doc_only: bool = False) -> None:
-    lines = ["## Default recipe on real recordings: `spiketok train` with no overrides", "",
-             "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
-             "no steps, nothing else set), R² on its test split (`spiketok evaluate`), beside `spiketok baseline "
-             "--model ridge|gru|mlp` on the same split. Rat position on moving samples (`prepare --keep-moving 5`). "
-             "What the recipe chose is read from each run's `recipe.json`.", "",
-             "| file | spiketok R² | ridge | GRU | MLP | best baseline | margin | verdict | window (pilot val R²) | steps | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Default recipe on real recordings: `spiketok train` with no overrides",
+        "",
+        "Each file trained alone with the default command (`spiketok train --data FILE --out RUN`: no window, "
+        "no steps, nothing else set), R² on its test split (`spiketok evaluate`), beside `spiketok baseline "
+        "--model ridge|gru|mlp` on the same split. Rat position on moving samples (`prepare --keep-moving 5`). "
+        "What the recipe chose is read from each run's `recipe.json`.",
+        "",
+        "| file | spiketok R² | ridge | GRU | MLP | best baseline | margin | verdict | window "
+        "(pilot val R²) | steps | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     beaten, trained_with = [], {}  # regularisation -> the runs that trained with it
     for name in MACAQUE + RAT:
         folder = work / name
@@ -157,15 +168,22 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
         window = rec["settings"].get("model.window", "set")
         steps = json.loads((folder / "run" / "recipe.json").read_text())["settings"].get("max_steps", "set")
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {name} | **{ours:.3f}** | {fmt(base['ridge'])} | {fmt(base['gru'])} | {fmt(base['mlp'])} | "
-                     f"{fmt(best)} | {'-' if best is None else f'{ours - best:+.3f}'} | {verdict} | {window} ({pilots}) | "
-                     f"{steps} (max) | {res['minutes']:.1f} |")
+        lines.append(
+            f"| {name} | **{ours:.3f}** | {fmt(base['ridge'])} | {fmt(base['gru'])} | {fmt(base['mlp'])} | "
+            f"{fmt(best)} | {'-' if best is None else f'{ours - best:+.3f}'} | {verdict} | {window} ({pilots}) | "
+            f"{steps} (max) | {res['minutes']:.1f} |"
+        )
     multi = work / "macaque-3" / "spiketok.json"
     if multi.exists():
         res = json.loads(multi.read_text())
-        lines += ["", "One model on the three macaque files together (defaults), per session, against the same "
-                  "per-file baselines:", "", "| session | spiketok R² (3 sessions) | best baseline | verdict |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "One model on the three macaque files together (defaults), per session, against the same "
+            "per-file baselines:",
+            "",
+            "| session | spiketok R² (3 sessions) | best baseline | verdict |",
+            "|---|---|---|---|",
+        ]
         for sid, r in res["sessions"].items():
             known = [v for v in (r2_of(work / sid / f"{m}.json", sid) for m in BASELINES) if v is not None]
             best = max(known) if known else None
@@ -174,12 +192,18 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
         trained_with.setdefault(regularisation(multi.parent / "run"), []).append("the three-session model")
         rec = res["recipe"]
         pilots = ", ".join(f"{w} s: {'-' if r is None else f'{r:.2f}'}" for w, r in rec.get("pilots", {}).items())
-        lines.append(f"\nThe recipe chose a {rec['settings'].get('model.window', 'set')} s window (pilot validation R²: "
-                     f"{pilots}) and at most {rec['settings'].get('max_steps', 'set')} steps; {res['minutes']:.1f} min.")
+        lines.append(
+            f"\nThe recipe chose a {rec['settings'].get('model.window', 'set')} s window (pilot validation R²: "
+            f"{pilots}) and at most {rec['settings'].get('max_steps', 'set')} steps; {res['minutes']:.1f} min."
+        )
     n = len(beaten)
     missing = [f for f in MACAQUE + RAT if not (work / f / "spiketok.json").exists()]
-    lines += ["", f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**"
-              + (f" (no result yet for {', '.join(missing)})." if missing else "."), ""]
+    lines += [
+        "",
+        f"Files where the default recipe is above the best baseline: **{sum(beaten)} of {n}**"
+        + (f" (no result yet for {', '.join(missing)})." if missing else "."),
+        "",
+    ]
     if trained_with:
         lines += [regularisation_note(trained_with), ""]
     lines += run_table(seconds, load_before, load_after, doc_only)
@@ -187,26 +211,40 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
     print("\n".join(lines))
 
 
-def run_table(seconds: float, load_before: tuple, load_after: tuple, doc_only: bool = False,
-              load_shown: bool = False, commit: str | None = None) -> list[str]:
+def run_table(
+    seconds: float,
+    load_before: tuple,
+    load_after: tuple,
+    doc_only: bool = False,
+    load_shown: bool = False,
+    commit: str | None = None,
+) -> list[str]:
     """The closing table of an accuracy section: date, machine, versions, commit, this command, load averages
     (none when the section is written from stored results; `load_shown`: the section gives the load of the
     run that stored them; `commit`: the commit cell of the results when not this run's alone)."""
     import torch
 
     command = provenance.command()  # sys.argv with paths relative to the repository (WORK/... outside it)
-    head = ["| | |", "|---|---|", f"| date | {date.today()} |",
-            f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, 1 torch thread each |",
-            f"| versions | Python {platform.python_version()}, torch {torch.__version__} |"]
+    head = [
+        "| | |",
+        "|---|---|",
+        f"| date | {date.today()} |",
+        f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jobs side by side, "
+        "1 torch thread each |",
+        f"| versions | Python {platform.python_version()}, torch {torch.__version__} |",
+    ]
     if doc_only:
-        return head + [f"| commit | {commit or provenance.NOT_RECORDED} |",
-                       f"| section written by | `{command}` from the results that earlier runs of this script stored "
-                       f"in WORK{'' if load_shown else '; the load during those runs was not recorded'} |"]
+        return head + [
+            f"| commit | {commit or provenance.NOT_RECORDED} |",
+            f"| section written by | `{command}` from the results that earlier runs of this script stored "
+            f"in WORK{'' if load_shown else '; the load during those runs was not recorded'} |",
+        ]
     return head + [
-            f"| commit | {commit or provenance.start_commit()} |",
-            f"| command | `{command}` ({seconds / 60:.0f} min) |",
-            f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
-            f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |"]
+        f"| commit | {commit or provenance.start_commit()} |",
+        f"| command | `{command}` ({seconds / 60:.0f} min) |",
+        f"| load average (1, 5, 15 min) | before {', '.join(f'{x:.1f}' for x in load_before)}; "
+        f"after {', '.join(f'{x:.1f}' for x in load_after)} (accuracy only: no timing is compared) |",
+    ]
 
 
 def main() -> None:
@@ -224,8 +262,10 @@ def main() -> None:
     paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(job, name, [paths[f] for f in JOBS[name]], args.work, set(args.redo),
-                                   not args.no_baselines) for name in args.files]
+            futures = [
+                pool.submit(job, name, [paths[f] for f in JOBS[name]], args.work, set(args.redo), not args.no_baselines)
+                for name in args.files
+            ]
             for f in futures:
                 f.result()
     write_doc(args.work, load_before, os.getloadavg(), time.time() - t0, args.doc_only)

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docsection import add_doc_args, page_for, write_section
+from provenance import Load, footer, refuse_if_loaded
 
 from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.tokenize import SpikeTokenizer, collate
-from docsection import add_doc_args, page_for, write_section
-from provenance import Load, footer, refuse_if_loaded
 
 START, END = "<!-- scaling:start -->", "<!-- scaling:end -->"
 RATE = 20.0  # Hz per unit: spikes per window = 20 x units
@@ -61,8 +61,9 @@ def window_batch(model: POYO, n_windows: int, n_spikes: int, seed: int = 0) -> d
     samples = []
     for _ in range(n_windows):
         times = np.sort(rng.uniform(0, 1, n_spikes))
-        w = Window(0.0, 1.0, times, rng.integers(0, n_units, n_spikes),
-                   {"v": Behavior("v", ts, rng.normal(size=(100, 2)))})
+        w = Window(
+            0.0, 1.0, times, rng.integers(0, n_units, n_spikes), {"v": Behavior("v", ts, rng.normal(size=(100, 2)))}
+        )
         samples.append(tok(w, np.arange(n_units), 0, 0, "v"))
     return collate(samples)
 
@@ -143,8 +144,19 @@ def spikes_part(size: str, batch_points: list[int], single_points: list[int], re
     out: dict = {"batch": [], "single": []}
     for kind, points in (("batch", batch_points), ("single", single_points)):
         for n in points:
-            cmd = [sys.executable, __file__, "--_point", kind, str(n), "--size", size, "--repeats", str(repeats),
-                   "--threads", str(threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--_point",
+                kind,
+                str(n),
+                "--size",
+                size,
+                "--repeats",
+                str(repeats),
+                "--threads",
+                str(threads),
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise RuntimeError(f"point {kind} {n} failed:\n{res.stderr[-2000:]}")
@@ -155,8 +167,9 @@ def spikes_part(size: str, batch_points: list[int], single_points: list[int], re
     out["fit_batch"] = line_fit(np.array([r["tokens"] for r in b], float), np.array([r["train_s"] for r in b]))
     for key in ("infer_s", "train_s", "train_peak_added_mb", "infer_peak_added_mb"):
         out[f"fit_single_{key}"] = line_fit(np.array([r["tokens"] for r in s], float), np.array([r[key] for r in s]))
-    out["fit_batch_memory"] = line_fit(np.array([r["tokens"] for r in b], float),
-                                       np.array([r["train_peak_added_mb"] for r in b]))
+    out["fit_batch_memory"] = line_fit(
+        np.array([r["tokens"] for r in b], float), np.array([r["train_peak_added_mb"] for r in b])
+    )
     return out
 
 
@@ -165,8 +178,14 @@ def make_sessions(folder: Path, n: int, seed: int = 0) -> None:
     from spiketok.data.simulate import simulate_to_folder
 
     per_animal = min(n, 50)
-    simulate_to_folder(folder, n_animals=int(np.ceil(n / per_animal)), sessions_per_animal=per_animal, n_units=10,
-                       duration=30.0, seed=seed)
+    simulate_to_folder(
+        folder,
+        n_animals=int(np.ceil(n / per_animal)),
+        sessions_per_animal=per_animal,
+        n_units=10,
+        duration=30.0,
+        seed=seed,
+    )
     for extra in sorted(folder.glob("*.h5"))[n:]:
         extra.unlink()
 
@@ -188,9 +207,16 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
     files = sorted(folder.glob("*.h5"))
     rows = []
     for n in counts:
-        cfg = load_config(size if size in ("tiny", "poyo-1.3M", "poyo-11.8M") else "tiny",
-                          ["target=hand_velocity", f"steps_per_epoch={steps + 3}", "unit_dropout=true",
-                           "model.window=1", "batch_size=32"])  # `auto` needs pilot runs; this times steps
+        cfg = load_config(
+            size if size in ("tiny", "poyo-1.3M", "poyo-11.8M") else "tiny",
+            [
+                "target=hand_velocity",
+                f"steps_per_epoch={steps + 3}",
+                "unit_dropout=true",
+                "model.window=1",
+                "batch_size=32",
+            ],
+        )  # `auto` needs pilot runs; this times steps
         t = time.perf_counter()
         data = SessionDataset(files[:n])
         torch.manual_seed(0)
@@ -217,11 +243,17 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
                 data_s.append(t1 - t0)
                 model_s.append(t2 - t1)
                 tokens.append(int(batch.input_mask.sum()))
-        row = {"sessions": n, "units": len(model.unit_emb), "setup_s": setup, "data_ms": 1e3 * float(np.median(data_s)),
-               "model_ms": 1e3 * float(np.median(model_s)),
-               "step_ms": 1e3 * float(np.median(np.array(data_s) + np.array(model_s))),
-               "vocab_params": int(model.unit_emb.weight.numel()), "tokens_per_batch": float(np.mean(tokens)),
-               "model_us_per_token": 1e6 * float(np.median(np.array(model_s) / np.array(tokens)))}
+        row = {
+            "sessions": n,
+            "units": len(model.unit_emb),
+            "setup_s": setup,
+            "data_ms": 1e3 * float(np.median(data_s)),
+            "model_ms": 1e3 * float(np.median(model_s)),
+            "step_ms": 1e3 * float(np.median(np.array(data_s) + np.array(model_s))),
+            "vocab_params": int(model.unit_emb.weight.numel()),
+            "tokens_per_batch": float(np.mean(tokens)),
+            "model_us_per_token": 1e6 * float(np.median(np.array(model_s) / np.array(tokens))),
+        }
         rows.append(row)
         print("sessions", row, flush=True)
         for s in data:
@@ -245,9 +277,12 @@ def plot(res: dict, img: Path) -> list[Path]:
         f = sp["fit_batch"]
         axes[0].plot(x / 1e3, [r["train_s"] for r in b], "o", label="measured")
         xs = np.linspace(0, x.max(), 100)
-        axes[0].plot(xs / 1e3, f["intercept"] + f["per_unit"] * xs, "-", color="0.5", label=f"line fit, R² {f['r2']:.3f}")
-        axes[0].set(xlabel="input tokens per batch (thousands)", ylabel="seconds",
-                    title="forward + backward, 32 windows")
+        axes[0].plot(
+            xs / 1e3, f["intercept"] + f["per_unit"] * xs, "-", color="0.5", label=f"line fit, R² {f['r2']:.3f}"
+        )
+        axes[0].set(
+            xlabel="input tokens per batch (thousands)", ylabel="seconds", title="forward + backward, 32 windows"
+        )
         axes[0].legend(fontsize=8)
         s = sp["single"]
         n = [r["spikes"] for r in s]
@@ -271,8 +306,12 @@ def plot(res: dict, img: Path) -> list[Path]:
         ax.semilogx(n, [r["step_ms"] for r in rows], "o-", label="whole step")
         ax.semilogx(n, [r["model_ms"] for r in rows], "s-", label="model (forward, backward, AdamW)")
         ax.semilogx(n, [r["data_ms"] for r in rows], "^-", label="data (read, tokenize, collate)")
-        ax.set(xlabel="sessions in the dataset", ylabel="ms per training step", ylim=(0, None),
-               title="time per training step, batch of 32")
+        ax.set(
+            xlabel="sessions in the dataset",
+            ylabel="ms per training step",
+            ylim=(0, None),
+            title="time per training step, batch of 32",
+        )
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = img / "scaling_sessions.png"
@@ -287,58 +326,99 @@ def render(res: dict, load: Load) -> str:
     if "spikes" in res:
         sp = res["spikes"]
         f = sp["fit_batch"]
-        lines += [f"**Spikes per window** (`{res['size']}` model, {res['threads']} torch thread(s); units fire at 20 Hz, so "
-                  "a window of N spikes has N/20 units and N + N/10 input tokens with the start/end tokens; 100 output "
-                  "queries). Forward + backward of a batch of 32 one-second windows:", "",
-                  "| spikes per window | tokens per batch | seconds | ms per 1,000 tokens | memory added at peak |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"**Spikes per window** (`{res['size']}` model, {res['threads']} torch thread(s); units fire at 20 Hz, so "
+            "a window of N spikes has N/20 units and N + N/10 input tokens with the start/end tokens; 100 output "
+            "queries). Forward + backward of a batch of 32 one-second windows:",
+            "",
+            "| spikes per window | tokens per batch | seconds | ms per 1,000 tokens | memory added at peak |",
+            "|---|---|---|---|---|",
+        ]
         for r in sp["batch"]:
-            lines.append(f"| {r['spikes']:,} | {r['tokens']:,} | {r['train_s']:.3f} | {1e6 * r['train_s'] / r['tokens']:.2f} | "
-                         f"{r['train_peak_added_mb']:,.0f} MB |")
-        lines += ["", f"Line fit of time against tokens: R² = **{f['r2']:.4f}**, {1e6 * f['per_unit']:.2f} ms per "
-                  f"1,000 tokens plus {1e3 * f['intercept']:.0f} ms; log-log slope **{f['loglog_slope']:.2f}** "
-                  "(1 = linear). " + linearity(f, "Forward + backward time").capitalize() + "."
-                  + (" That is what the design predicts: every spike is one key/value token of the encoder's "
-                     "cross-attention to a fixed number of latents, and nothing else sees the spikes."
-                     if "is linear" in linearity(f) else ""), "",
-                  "One window, up to 100,000 spikes:", "",
-                  "| spikes | tokens | inference | forward + backward | memory added (inference) | memory added (fwd + bwd) |",
-                  "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {r['spikes']:,} | {r['tokens']:,} | {r['train_s']:.3f} | {1e6 * r['train_s'] / r['tokens']:.2f} | "
+                f"{r['train_peak_added_mb']:,.0f} MB |"
+            )
+        lines += [
+            "",
+            f"Line fit of time against tokens: R² = **{f['r2']:.4f}**, {1e6 * f['per_unit']:.2f} ms per "
+            f"1,000 tokens plus {1e3 * f['intercept']:.0f} ms; log-log slope **{f['loglog_slope']:.2f}** "
+            "(1 = linear). "
+            + linearity(f, "Forward + backward time").capitalize()
+            + "."
+            + (
+                " That is what the design predicts: every spike is one key/value token of the encoder's "
+                "cross-attention to a fixed number of latents, and nothing else sees the spikes."
+                if "is linear" in linearity(f)
+                else ""
+            ),
+            "",
+            "One window, up to 100,000 spikes:",
+            "",
+            "| spikes | tokens | inference | forward + backward | memory added (inference) | memory "
+            "added (fwd + bwd) |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in sp["single"]:
-            lines.append(f"| {r['spikes']:,} | {r['tokens']:,} | {1e3 * r['infer_s']:.1f} ms | {1e3 * r['train_s']:.1f} ms | "
-                         f"{r['infer_peak_added_mb']:.1f} MB | {r['train_peak_added_mb']:.1f} MB |")
+            lines.append(
+                f"| {r['spikes']:,} | {r['tokens']:,} | {1e3 * r['infer_s']:.1f} ms | {1e3 * r['train_s']:.1f} ms | "
+                f"{r['infer_peak_added_mb']:.1f} MB | {r['train_peak_added_mb']:.1f} MB |"
+            )
         fi, ft, fm = sp["fit_single_infer_s"], sp["fit_single_train_s"], sp["fit_single_train_peak_added_mb"]
-        lines += ["", f"Line fits against tokens: inference time R² {fi['r2']:.4f} (log-log slope {fi['loglog_slope']:.2f}), "
-                  f"forward + backward R² {ft['r2']:.4f} (slope {ft['loglog_slope']:.2f}), peak memory of forward + "
-                  f"backward R² {fm['r2']:.4f} ({1e3 * fm['per_unit']:.1f} KB per token; slope {fm['loglog_slope']:.2f}). "
-                  f"One window: inference {linearity(fi, 'time')}; forward + backward {linearity(ft, 'time')}.", "", "![time and memory against spikes per window](img/scaling_spikes.png)", ""]
+        lines += [
+            "",
+            f"Line fits against tokens: inference time R² {fi['r2']:.4f} (log-log slope {fi['loglog_slope']:.2f}), "
+            f"forward + backward R² {ft['r2']:.4f} (slope {ft['loglog_slope']:.2f}), peak memory of forward + "
+            f"backward R² {fm['r2']:.4f} ({1e3 * fm['per_unit']:.1f} KB per token; slope {fm['loglog_slope']:.2f}). "
+            f"One window: inference {linearity(fi, 'time')}; forward + backward {linearity(ft, 'time')}.",
+            "",
+            "![time and memory against spikes per window](img/scaling_spikes.png)",
+            "",
+        ]
     if "sessions" in res:
         rows = res["sessions"]
-        lines += [f"**Sessions per dataset** (`{res['size']}` model, batch of 32 random one-second windows from the "
-                  "training split of all sessions, unit dropout on; each session 10 simulated units x 30 s; median of "
-                  f"{res['session_steps']} steps after 3 warm-up steps):", "",
-                  "| sessions | units in vocabulary | ms per step | data | model | tokens per batch | model µs per token | "
-                  "setup (open, index, statistics) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**Sessions per dataset** (`{res['size']}` model, batch of 32 random one-second windows from the "
+            "training split of all sessions, unit dropout on; each session 10 simulated units x 30 s; median of "
+            f"{res['session_steps']} steps after 3 warm-up steps):",
+            "",
+            "| sessions | units in vocabulary | ms per step | data | model | tokens per batch | model µs per token | "
+            "setup (open, index, statistics) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            lines.append(f"| {r['sessions']:,} | {r['units']:,} | **{r['step_ms']:.0f}** | {r['data_ms']:.0f} | "
-                         f"{r['model_ms']:.0f} | {r['tokens_per_batch']:,.0f} | {r['model_us_per_token']:.1f} | "
-                         f"{r['setup_s']:.1f} s |")
+            lines.append(
+                f"| {r['sessions']:,} | {r['units']:,} | **{r['step_ms']:.0f}** | {r['data_ms']:.0f} | "
+                f"{r['model_ms']:.0f} | {r['tokens_per_batch']:,.0f} | {r['model_us_per_token']:.1f} | "
+                f"{r['setup_s']:.1f} s |"
+            )
         first, last = rows[0], rows[-1]
         ratio = last["step_ms"] / first["step_ms"]
         flat = ratio <= FLAT_RATIO
         per_unit = last["vocab_params"] / max(last["units"], 1)
-        setup = line_fit(np.array([r["sessions"] for r in rows], float), np.array([r["setup_s"] for r in rows])) \
-            if len(rows) >= 3 else None
-        lines += ["", f"From {first['sessions']} to {last['sessions']:,} sessions the step time goes from "
-                  f"{first['step_ms']:.0f} to {last['step_ms']:.0f} ms ({ratio:.2f}x) while the vocabulary grows "
-                  f"{last['units'] / first['units']:.0f}x: "
-                  + (f"**flat** (rule: within {FLAT_RATIO}x). " if flat else f"**it grows** (more than {FLAT_RATIO}x). ")
-                  + f"What grows with the vocabulary per step is the dense gradient and AdamW update of the "
-                  f"unit-embedding table ({per_unit:.0f} floats per unit)"
-                  + (f"; setup (reading each session's index and target statistics) happens once, with a log-log "
-                     f"slope of {setup['loglog_slope']:.2f} against sessions (1 = linear)." if setup else "."), "",
-                  "![time per training step against sessions](img/scaling_sessions.png)", ""]
+        setup = (
+            line_fit(np.array([r["sessions"] for r in rows], float), np.array([r["setup_s"] for r in rows]))
+            if len(rows) >= 3
+            else None
+        )
+        lines += [
+            "",
+            f"From {first['sessions']} to {last['sessions']:,} sessions the step time goes from "
+            f"{first['step_ms']:.0f} to {last['step_ms']:.0f} ms ({ratio:.2f}x) while the vocabulary grows "
+            f"{last['units'] / first['units']:.0f}x: "
+            + (f"**flat** (rule: within {FLAT_RATIO}x). " if flat else f"**it grows** (more than {FLAT_RATIO}x). ")
+            + f"What grows with the vocabulary per step is the dense gradient and AdamW update of the "
+            f"unit-embedding table ({per_unit:.0f} floats per unit)"
+            + (
+                f"; setup (reading each session's index and target statistics) happens once, with a log-log "
+                f"slope of {setup['loglog_slope']:.2f} against sessions (1 = linear)."
+                if setup
+                else "."
+            ),
+            "",
+            "![time per training step against sessions](img/scaling_sessions.png)",
+            "",
+        ]
     lines += [footer(load, ("torch", "numpy", "spiketok"), f"{res['threads']} torch thread(s)")]
     return "\n".join(lines)
 
@@ -358,8 +438,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per point (median)")
     ap.add_argument("--session-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared CPU)")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-scaling",
-                    help="folder for the simulated sessions (kept between runs)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "spiketok-bench-scaling",
+        help="folder for the simulated sessions (kept between runs)",
+    )
     ap.add_argument("--quick", action="store_true", help="small points only (a smoke run)")
     ap.add_argument("--no-doc", action="store_true", help="print only; plots go to WORK instead of the page's img/")
     add_doc_args(ap, timing=True)
@@ -380,8 +464,9 @@ def main() -> None:
     res: dict = {"size": args.size, "threads": args.threads, "session_steps": args.session_steps}
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     if args.part in ("spikes", "both"):
-        res["spikes"] = spikes_part(args.size, ints(args.batch_spikes), ints(args.single_spikes), args.repeats,
-                                    args.threads)
+        res["spikes"] = spikes_part(
+            args.size, ints(args.batch_spikes), ints(args.single_spikes), args.repeats, args.threads
+        )
     if args.part in ("sessions", "both"):
         res["sessions"] = sessions_part(args.size, ints(args.sessions), args.session_steps, args.work)
     res["load"] = load.stop().as_dict()

@@ -17,7 +17,8 @@ torch-brain must never become a dependency of spiketok, so this runs in its own 
     bench-venv/bin/pip install -e .
     bench-venv/bin/pip install --no-deps torch-brain==0.2.1
     bench-venv/bin/pip install pandas ray                   # imported by torch_brain.models; uv etc. are not needed
-    bench-venv/bin/python benchmarks/bench_speed_reference.py [--quick] [--profile] [--no-doc] [--doc PATH] [--allow-load]
+    bench-venv/bin/python benchmarks/bench_speed_reference.py [--quick] [--profile] [--no-doc] [--doc PATH] \
+        [--allow-load]
 
 Refuses to write the doc when the machine was loaded (see provenance.py), unless --allow-load.
 """
@@ -33,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docsection import add_doc_args, page_for, write_section
+from provenance import Load, footer, refuse_if_loaded, versions
 
 from spiketok.data.session import Behavior, Window
 from spiketok.model import POYO, model_config
 from spiketok.model.config import ModelConfig
 from spiketok.tokenize import SpikeTokenizer, collate
-from docsection import add_doc_args, page_for, write_section
-from provenance import Load, footer, refuse_if_loaded, versions
 
 START, END = "<!-- speed-reference:start -->", "<!-- speed-reference:end -->"
 SETUP = __doc__.split("own virtual environment:\n\n")[1].split("\n\n")[0]
@@ -56,6 +57,7 @@ def reference_poyo():
 
 
 # --- data ----------------------------------------------------------------------------------------
+
 
 def make_windows(n: int, seed: int = 0, n_units: int = N_UNITS, rate: float = RATE) -> list[Window]:
     """`n` one-second windows of Poisson spikes (unit rates lognormal around `rate`) and 100 Hz behaviour."""
@@ -102,16 +104,28 @@ def reference_batch(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # --- models --------------------------------------------------------------------------------------
 
-def build_models(size: str, reference_dropout: dict[str, float] | None = None, seed: int = 0) -> tuple[POYO, torch.nn.Module]:
+
+def build_models(
+    size: str, reference_dropout: dict[str, float] | None = None, seed: int = 0
+) -> tuple[POYO, torch.nn.Module]:
     """spiketok's POYO and the reference's at the same size; dropout matched to spiketok's unless given."""
     RefPOYO = reference_poyo()
     c = model_config(size)
     torch.manual_seed(seed)
     ours = POYO(c, [f"s0/u{i}" for i in range(N_UNITS)], ["s0"], {"hand_velocity": 2})
     drop = reference_dropout or {"ffn_dropout": c.dropout, "lin_dropout": 0.0, "atn_dropout": 0.0}
-    ref = RefPOYO(sequence_length=float(c.window), latent_step=float(c.latent_step),
-                  num_latents_per_step=c.num_latents_per_step, dim_out=2, dim=c.dim, depth=c.depth,
-                  dim_head=c.head_dim, cross_heads=c.cross_heads, self_heads=c.self_heads, **drop)
+    ref = RefPOYO(
+        sequence_length=float(c.window),
+        latent_step=float(c.latent_step),
+        num_latents_per_step=c.num_latents_per_step,
+        dim_out=2,
+        dim=c.dim,
+        depth=c.depth,
+        dim_head=c.head_dim,
+        cross_heads=c.cross_heads,
+        self_heads=c.self_heads,
+        **drop,
+    )
     ref.unit_emb.initialize_vocab([f"s0/u{i}" for i in range(N_UNITS)])
     ref.session_emb.initialize_vocab(["s0"])
     return ours, ref
@@ -125,6 +139,7 @@ def copy_reference_weights(ref: torch.nn.Module, ours: POYO) -> None:
     rotates all pairs (periods up to 4 s) and normalises the output features. For this check
     spiketok takes the reference's frequency table and its final LayerNorm is made an identity.
     """
+
     def lin(dst: torch.nn.Linear, src: torch.nn.Linear) -> None:
         dst.weight.copy_(src.weight)
         if dst.bias is not None:
@@ -134,7 +149,9 @@ def copy_reference_weights(ref: torch.nn.Module, ours: POYO) -> None:
         dst.weight.copy_(src.weight)
         dst.bias.copy_(src.bias)
 
-    def ffn(dst, src_seq) -> None:  # reference: Sequential(LayerNorm, FeedForward(net=[Linear, GEGLU, Dropout, Linear]))
+    def ffn(
+        dst, src_seq
+    ) -> None:  # reference: Sequential(LayerNorm, FeedForward(net=[Linear, GEGLU, Dropout, Linear]))
         ln(dst.norm_ff, src_seq[0])
         lin(dst.ff.proj_in, src_seq[1].net[0])
         lin(dst.ff.proj_out, src_seq[1].net[3])
@@ -175,11 +192,15 @@ def agreement(size: str) -> dict:
         r = ref(**reference_batch(b))
     mask = b.output_mask
     diff = (a - r)[mask].abs()
-    return {"max_abs_diff": float(diff.max()), "output_std": float(r[mask].std()),
-            "max_rel_diff": float(diff.max() / r[mask].abs().max())}
+    return {
+        "max_abs_diff": float(diff.max()),
+        "output_std": float(r[mask].std()),
+        "max_rel_diff": float(diff.max() / r[mask].abs().max()),
+    }
 
 
 # --- timing --------------------------------------------------------------------------------------
+
 
 def step_fn(model: torch.nn.Module, kind: str, batch: dict, train: bool):
     """A closure running one training step (or one inference) of `model` on `batch`."""
@@ -206,7 +227,8 @@ def step_fn(model: torch.nn.Module, kind: str, batch: dict, train: bool):
 
 
 def batches(size: str, n: int, seed: int) -> tuple[dict, dict]:
-    """spiketok (a Batch, under "_batch") and reference versions of one batch of `n` windows, with loss targets attached."""
+    """spiketok (a Batch, under "_batch") and reference versions of one batch of `n` windows, with loss targets
+    attached."""
     c = model_config(size)
     b = spiketok_batch(make_windows(n, seed=seed), c)
     extra = {"_target": b.output_values, "_weights": b.output_mask.float()}
@@ -238,8 +260,14 @@ def time_training(size: str, batch_size: int, steps: int, repeats: int, referenc
     med = {k: float(np.median(v)) for k, v in wall.items()}
     med_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
     tokens = int(b_ours["_batch"].input_mask.sum())
-    return {"steps_per_s": med, "steps_per_cpu_s": med_cpu, "ratio": med["spiketok"] / med["reference"],
-            "ratio_cpu": med_cpu["spiketok"] / med_cpu["reference"], "runs": wall, "input_tokens": tokens}
+    return {
+        "steps_per_s": med,
+        "steps_per_cpu_s": med_cpu,
+        "ratio": med["spiketok"] / med["reference"],
+        "ratio_cpu": med_cpu["spiketok"] / med_cpu["reference"],
+        "runs": wall,
+        "input_tokens": tokens,
+    }
 
 
 def time_latency(size: str, calls: int, block: int = 20) -> dict:
@@ -258,10 +286,16 @@ def time_latency(size: str, calls: int, block: int = 20) -> dict:
                 run()
                 lat[k].append(1e3 * (time.perf_counter() - t))
                 cpu[k].append(1e3 * (time.process_time() - c))
-    out = {k: {"median_ms": float(np.median(v)), "p99_ms": float(np.percentile(v, 99)),
-               "cpu_median_ms": float(np.median(cpu[k])), "cpu_p99_ms": float(np.percentile(cpu[k], 99)),
-               "page_faults": page_faults(runs[k])}
-           for k, v in lat.items()}
+    out = {
+        k: {
+            "median_ms": float(np.median(v)),
+            "p99_ms": float(np.percentile(v, 99)),
+            "cpu_median_ms": float(np.median(cpu[k])),
+            "cpu_p99_ms": float(np.percentile(cpu[k], 99)),
+            "page_faults": page_faults(runs[k]),
+        }
+        for k, v in lat.items()
+    }
     for key in ("median_ms", "p99_ms", "cpu_median_ms", "cpu_p99_ms"):
         out["ratio_" + key.removesuffix("_ms")] = out["spiketok"][key] / out["reference"][key]
     return out
@@ -300,7 +334,10 @@ def shared_floor(size: str, calls: int = 100) -> dict:
 
     out = {}
     with torch.inference_mode():
-        for name, fn in (("self_attention_blocks", blocks), ("encoder_attention", lambda: F.scaled_dot_product_attention(q, k, v))):
+        for name, fn in (
+            ("self_attention_blocks", blocks),
+            ("encoder_attention", lambda: F.scaled_dot_product_attention(q, k, v)),
+        ):
             timed(fn, 5)
             _, cpu = timed(fn, calls)
             out[name + "_ms"] = 1e3 * cpu / calls
@@ -375,27 +412,40 @@ TRAIN_GOAL, LATENCY_GOAL = 1.5, 0.5  # spiketok / reference: training steps/s at
 
 def render(res: dict, args, load: Load) -> str:
     lines = ["## Speed against the reference implementation (torch-brain POYO)", ""]
-    lines += [f"spiketok's POYO and the reference `torch_brain.models.POYO` ({res['versions'].split('torch-brain ')[1].split(',')[0]}, "
-              "PyPI) at the same sizes, on the same batches of one-second windows (100 units at ~20 Hz, so about "
-              f"{res['tokens_per_window']:,} input tokens per window with the start/end tokens, and 100 output queries), on "
-              f"this CPU with {args.threads} torch thread(s). Training: batches of {args.batch_size} windows, forward + "
-              "MSE + backward + AdamW step. Latency: one window, inference mode. Ratios are spiketok / reference, "
-              "both measured in the same run in alternating blocks; the CPU-time ratio (process time instead of "
-              "wall time) is the one least disturbed by other jobs on the machine.", ""]
-    lines += ["| size | training steps/s: spiketok | reference | **ratio** | CPU-time ratio | goal |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "spiketok's POYO and the reference `torch_brain.models.POYO` "
+        f"({res['versions'].split('torch-brain ')[1].split(',')[0]}, "
+        "PyPI) at the same sizes, on the same batches of one-second windows (100 units at ~20 Hz, so about "
+        f"{res['tokens_per_window']:,} input tokens per window with the start/end tokens, and 100 output queries), on "
+        f"this CPU with {args.threads} torch thread(s). Training: batches of {args.batch_size} windows, forward + "
+        "MSE + backward + AdamW step. Latency: one window, inference mode. Ratios are spiketok / reference, "
+        "both measured in the same run in alternating blocks; the CPU-time ratio (process time instead of "
+        "wall time) is the one least disturbed by other jobs on the machine.",
+        "",
+    ]
+    lines += [
+        "| size | training steps/s: spiketok | reference | **ratio** | CPU-time ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
     for size, r in res["sizes"].items():
         t = r["train"]
         ok = "met" if t["ratio"] >= TRAIN_GOAL else "**missed**"
-        lines.append(f"| `{size}` | {t['steps_per_s']['spiketok']:.2f} | {t['steps_per_s']['reference']:.2f} | "
-                     f"**{t['ratio']:.2f}x** | {t['ratio_cpu']:.2f}x | >= {TRAIN_GOAL}x: {ok} |")
-    lines += ["", "Single-window inference latency, wall clock (what a caller waits, including time lost to other jobs) "
-              "and CPU time of the calling process (the model's own cost), in two kinds of process: one that only "
-              "runs inference (a deployed decoder: a fresh process, both models alternating) and this benchmark's own "
-              "process after its training steps (whose large batches leave the memory allocator holding big free "
-              "blocks, so a window's buffers need no fresh pages). Page faults: minor page faults per call.", "",
-              "| size | process | median: spiketok | reference | **ratio** | p99 ratio | CPU median: spiketok | reference "
-              "| **CPU ratio** | page faults: spiketok | reference | goal |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| `{size}` | {t['steps_per_s']['spiketok']:.2f} | {t['steps_per_s']['reference']:.2f} | "
+            f"**{t['ratio']:.2f}x** | {t['ratio_cpu']:.2f}x | >= {TRAIN_GOAL}x: {ok} |"
+        )
+    lines += [
+        "",
+        "Single-window inference latency, wall clock (what a caller waits, including time lost to other jobs) "
+        "and CPU time of the calling process (the model's own cost), in two kinds of process: one that only "
+        "runs inference (a deployed decoder: a fresh process, both models alternating) and this benchmark's own "
+        "process after its training steps (whose large batches leave the memory allocator holding big free "
+        "blocks, so a window's buffers need no fresh pages). Page faults: minor page faults per call.",
+        "",
+        "| size | process | median: spiketok | reference | **ratio** | p99 ratio | CPU median: spiketok | reference "
+        "| **CPU ratio** | page faults: spiketok | reference | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     verdicts = []
     for size, r in res["sizes"].items():
         for label, key in (("inference only", "latency_fresh"), ("after training", "latency")):
@@ -406,93 +456,141 @@ def render(res: dict, args, load: Load) -> str:
             met = lat["ratio_median"] <= LATENCY_GOAL and lat["ratio_cpu_median"] <= LATENCY_GOAL
             verdicts.append(met)
             ok = "met" if met else "**missed**"
-            lines.append(f"| `{size}` | {label} | {s_['median_ms']:.2f} ms | {r_['median_ms']:.2f} ms | "
-                         f"**{lat['ratio_median']:.2f}x** | {lat['ratio_p99']:.2f}x | {s_['cpu_median_ms']:.2f} ms | "
-                         f"{r_['cpu_median_ms']:.2f} ms | **{lat['ratio_cpu_median']:.2f}x** | "
-                         f"{s_.get('page_faults', float('nan')):.0f} | {r_.get('page_faults', float('nan')):.0f} | "
-                         f"<= {LATENCY_GOAL}x (wall and CPU): {ok} |")
-    lines += ["", f"Latency goal (wall and CPU-time ratio both <= {LATENCY_GOAL}x) met in **{sum(verdicts)} of "
-              f"{len(verdicts)}** rows."]
+            lines.append(
+                f"| `{size}` | {label} | {s_['median_ms']:.2f} ms | {r_['median_ms']:.2f} ms | "
+                f"**{lat['ratio_median']:.2f}x** | {lat['ratio_p99']:.2f}x | {s_['cpu_median_ms']:.2f} ms | "
+                f"{r_['cpu_median_ms']:.2f} ms | **{lat['ratio_cpu_median']:.2f}x** | "
+                f"{s_.get('page_faults', float('nan')):.0f} | {r_.get('page_faults', float('nan')):.0f} | "
+                f"<= {LATENCY_GOAL}x (wall and CPU): {ok} |"
+            )
+    lines += [
+        "",
+        f"Latency goal (wall and CPU-time ratio both <= {LATENCY_GOAL}x) met in **{sum(verdicts)} of "
+        f"{len(verdicts)}** rows.",
+    ]
     floors = {size: r for size, r in res["sizes"].items() if "floor" in r}
     if floors:
-        lines += ["", "**The arithmetic both share.** The latent self-attention blocks and the encoder's attention "
-                  "kernel are the same computation in both models (same sizes, same PyTorch kernels); timed alone on "
-                  "spiketok's modules (CPU time, one window), they set a floor under spiketok's latency whatever "
-                  "else is made faster:", "",
-                  "| size | self-attention blocks | encoder attention kernel | together | / reference, inference only "
-                  "| / reference, after training |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "**The arithmetic both share.** The latent self-attention blocks and the encoder's attention "
+            "kernel are the same computation in both models (same sizes, same PyTorch kernels); timed alone on "
+            "spiketok's modules (CPU time, one window), they set a floor under spiketok's latency whatever "
+            "else is made faster:",
+            "",
+            "| size | self-attention blocks | encoder attention kernel | together | / reference, inference only "
+            "| / reference, after training |",
+            "|---|---|---|---|---|---|",
+        ]
         for size, r in floors.items():
             f = r["floor"]
             both = f["self_attention_blocks_ms"] + f["encoder_attention_ms"]
             ratios = [both / r[k]["reference"]["cpu_median_ms"] for k in ("latency_fresh", "latency") if k in r]
-            lines.append(f"| `{size}` | {f['self_attention_blocks_ms']:.2f} ms | {f['encoder_attention_ms']:.2f} ms | "
-                         f"{both:.2f} ms | " + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+            lines.append(
+                f"| `{size}` | {f['self_attention_blocks_ms']:.2f} ms | {f['encoder_attention_ms']:.2f} ms | "
+                f"{both:.2f} ms | " + " | ".join(f"{x:.2f}x" for x in ratios) + " |"
+            )
     if any("train_published" in r for r in res["sizes"].values()):
-        lines += ["", "With the reference's published dropout (ffn 0.2, linear 0.4, attention 0.2, as in its "
-                  "`poyo_1.3M` config; attention dropout sends its CPU attention to the slower math kernel):", "",
-                  "| size | spiketok steps/s | reference steps/s | ratio (CPU-time ratio) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "With the reference's published dropout (ffn 0.2, linear 0.4, attention 0.2, as in its "
+            "`poyo_1.3M` config; attention dropout sends its CPU attention to the slower math kernel):",
+            "",
+            "| size | spiketok steps/s | reference steps/s | ratio (CPU-time ratio) |",
+            "|---|---|---|---|",
+        ]
         for size, r in res["sizes"].items():
             if "train_published" in r:
                 t = r["train_published"]
-                lines.append(f"| `{size}` | {t['steps_per_s']['spiketok']:.2f} | {t['steps_per_s']['reference']:.2f} | "
-                             f"{t['ratio']:.2f}x ({t['ratio_cpu']:.2f}x) |")
+                lines.append(
+                    f"| `{size}` | {t['steps_per_s']['spiketok']:.2f} | {t['steps_per_s']['reference']:.2f} | "
+                    f"{t['ratio']:.2f}x ({t['ratio_cpu']:.2f}x) |"
+                )
     if any("memory" in r for r in res["sizes"].values()):
-        lines += ["", "Peak memory: resident memory added by the first training step (batch of "
-                  f"{args.batch_size}) or one single-window inference, each in a fresh process (peak, VmHWM, reset "
-                  "just before):", "", "| size | train: spiketok | reference | ratio | inference: spiketok | reference | ratio |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Peak memory: resident memory added by the first training step (batch of "
+            f"{args.batch_size}) or one single-window inference, each in a fresh process (peak, VmHWM, reset "
+            "just before):",
+            "",
+            "| size | train: spiketok | reference | ratio | inference: spiketok | reference | ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for size, r in res["sizes"].items():
             if "memory" in r:
                 m = r["memory"]
-                lines.append(f"| `{size}` | {m['train']['spiketok']['added_mb']:.0f} MB | {m['train']['reference']['added_mb']:.0f} MB | "
-                             f"{m['train']['ratio']:.2f}x | {m['infer']['spiketok']['added_mb']:.1f} MB | "
-                             f"{m['infer']['reference']['added_mb']:.1f} MB | {m['infer']['ratio']:.2f}x |")
-    lines += ["", "**Same weights, same outputs.** The two architectures are the same PerceiverIO (pre-norm rotary "
-              "cross-attention encoder with rotated values, rotary self-attention blocks, rotary cross-attention "
-              "decoder, GEGLU feed-forward blocks, per-unit and per-session embeddings, start/end tokens per unit). They "
-              "differ in: (1) the reference rotates only half of each head's feature pairs (periods 0.1 ms to 2.06 s), "
-              "spiketok all of them (0.1 ms to 4 s), and spiketok computes the angles in float64; (2) spiketok has a "
-              "final LayerNorm before the readout; (3) spiketok has one readout per task, the reference one; (4) the "
-              "reference reserves vocabulary row 0 for padding; (5) dropout: the reference drops out after each "
-              "latent block (0.4) and, in its published config, on attention weights; spiketok only in the feed-forward "
-              "blocks. With the reference's weights and rotary frequencies loaded into spiketok (and its final "
-              "LayerNorm made an identity), outputs on the same batch agree:", ""]
+                lines.append(
+                    f"| `{size}` | {m['train']['spiketok']['added_mb']:.0f} MB | "
+                    f"{m['train']['reference']['added_mb']:.0f} MB | "
+                    f"{m['train']['ratio']:.2f}x | {m['infer']['spiketok']['added_mb']:.1f} MB | "
+                    f"{m['infer']['reference']['added_mb']:.1f} MB | {m['infer']['ratio']:.2f}x |"
+                )
+    lines += [
+        "",
+        "**Same weights, same outputs.** The two architectures are the same PerceiverIO (pre-norm rotary "
+        "cross-attention encoder with rotated values, rotary self-attention blocks, rotary cross-attention "
+        "decoder, GEGLU feed-forward blocks, per-unit and per-session embeddings, start/end tokens per unit). They "
+        "differ in: (1) the reference rotates only half of each head's feature pairs (periods 0.1 ms to 2.06 s), "
+        "spiketok all of them (0.1 ms to 4 s), and spiketok computes the angles in float64; (2) spiketok has a "
+        "final LayerNorm before the readout; (3) spiketok has one readout per task, the reference one; (4) the "
+        "reference reserves vocabulary row 0 for padding; (5) dropout: the reference drops out after each "
+        "latent block (0.4) and, in its published config, on attention weights; spiketok only in the feed-forward "
+        "blocks. With the reference's weights and rotary frequencies loaded into spiketok (and its final "
+        "LayerNorm made an identity), outputs on the same batch agree:",
+        "",
+    ]
     lines += ["| size | largest difference | largest output | relative |", "|---|---|---|---|"]
     for size, r in res["sizes"].items():
         a = r["agreement"]
-        lines.append(f"| `{size}` | {a['max_abs_diff']:.2e} | {a['max_abs_diff'] / a['max_rel_diff']:.3f} | "
-                     f"{a['max_rel_diff']:.1e} |")
+        lines.append(
+            f"| `{size}` | {a['max_abs_diff']:.2e} | {a['max_abs_diff'] / a['max_rel_diff']:.3f} | "
+            f"{a['max_rel_diff']:.1e} |"
+        )
     if res.get("profile"):
         p = res["profile"]
-        lines += ["", f"**Where a training step's time goes** (`{p['size']}`, batch of {args.batch_size}, torch.profiler, "
-                  f"self CPU time per step; spiketok {p['spiketok_total_ms']:.0f} ms, reference "
-                  f"{p['reference_total_ms']:.0f} ms in all):", "",
-                  "| spiketok operator | ms | share | reference operator | ms | share |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"**Where a training step's time goes** (`{p['size']}`, batch of {args.batch_size}, torch.profiler, "
+            f"self CPU time per step; spiketok {p['spiketok_total_ms']:.0f} ms, reference "
+            f"{p['reference_total_ms']:.0f} ms in all):",
+            "",
+            "| spiketok operator | ms | share | reference operator | ms | share |",
+            "|---|---|---|---|---|---|",
+        ]
         for (a, am, ash), (b, bm, bsh) in zip(p["spiketok"], p["reference"]):
             lines.append(f"| `{a}` | {am:.1f} | {ash:.0%} | `{b}` | {bm:.1f} | {bsh:.0%} |")
-    lines += ["", "**Why spiketok is faster.** Both spend their time on the spike tokens (the encoder's keys and "
-              "values); the rest (latents, queries) is small. spiketok (1) embeds, normalises and projects each "
-              "distinct (unit, token type) pair once and indexes the result per token, where the reference runs "
-              "LayerNorm and the key/value projection on every token (here "
-              f"{res['tokens_per_window'] / (3 * N_UNITS):.1f} tokens per pair: {res['tokens_per_window']:,} tokens, "
-              f"{3 * N_UNITS} pairs); (2) rotates "
-              "with one complex multiply per feature pair, where the reference builds rotated copies with "
-              "`repeat_interleave`, `cat`, `stack` and `neg`"
-              + (" (its top operators above: " + ", ".join(f"`{op[0]}`" for op in res["profile"]["reference"][:3]) + ")"
-                 if res.get("profile") else "") + "; "
-              "(3) builds its rotations once per forward from cos and sin (not `torch.polar`, not a float64 "
-              "`remainder`, both unvectorised on CPU) and lays the latents' rotations out per head once for all "
-              "self-attention blocks, whose queries, keys and values come from one fused projection; (4) has no "
-              "attention dropout (on CPU that forces the slower math attention kernel) and passes no mask when "
-              "nothing is padded; (5) in inference, rotates the tokens' keys and values in place, so a window "
-              "allocates few fresh buffers: minor page faults per single-window call (the kernel mapping in fresh "
-              "memory, microseconds each on this virtual machine) "
-              + ", ".join(f"`{size}` {r['latency']['spiketok']['page_faults']:.0f} for spiketok and "
-                          f"{r['latency']['reference']['page_faults']:.0f} for the reference"
-                          for size, r in res["sizes"].items() if "page_faults" in r["latency"]["spiketok"])
-              + "; (6) in inference, keeps what a forward computes from the weights alone between calls (the keys and "
-              "values of every (unit, token type) pair of the vocabulary, the latents' queries and rotations, the "
-              "output queries: `spiketok.model.inference_cache`), rebuilt whenever a weight changes."]
+    lines += [
+        "",
+        "**Why spiketok is faster.** Both spend their time on the spike tokens (the encoder's keys and "
+        "values); the rest (latents, queries) is small. spiketok (1) embeds, normalises and projects each "
+        "distinct (unit, token type) pair once and indexes the result per token, where the reference runs "
+        "LayerNorm and the key/value projection on every token (here "
+        f"{res['tokens_per_window'] / (3 * N_UNITS):.1f} tokens per pair: {res['tokens_per_window']:,} tokens, "
+        f"{3 * N_UNITS} pairs); (2) rotates "
+        "with one complex multiply per feature pair, where the reference builds rotated copies with "
+        "`repeat_interleave`, `cat`, `stack` and `neg`"
+        + (
+            " (its top operators above: " + ", ".join(f"`{op[0]}`" for op in res["profile"]["reference"][:3]) + ")"
+            if res.get("profile")
+            else ""
+        )
+        + "; "
+        "(3) builds its rotations once per forward from cos and sin (not `torch.polar`, not a float64 "
+        "`remainder`, both unvectorised on CPU) and lays the latents' rotations out per head once for all "
+        "self-attention blocks, whose queries, keys and values come from one fused projection; (4) has no "
+        "attention dropout (on CPU that forces the slower math attention kernel) and passes no mask when "
+        "nothing is padded; (5) in inference, rotates the tokens' keys and values in place, so a window "
+        "allocates few fresh buffers: minor page faults per single-window call (the kernel mapping in fresh "
+        "memory, microseconds each on this virtual machine) "
+        + ", ".join(
+            f"`{size}` {r['latency']['spiketok']['page_faults']:.0f} for spiketok and "
+            f"{r['latency']['reference']['page_faults']:.0f} for the reference"
+            for size, r in res["sizes"].items()
+            if "page_faults" in r["latency"]["spiketok"]
+        )
+        + "; (6) in inference, keeps what a forward computes from the weights alone between calls (the keys and "
+        "values of every (unit, token type) pair of the vocabulary, the latents' queries and rotations, the "
+        "output queries: `spiketok.model.inference_cache`), rebuilt whenever a weight changes.",
+    ]
     setup = " && ".join(line.split("#")[0].strip() for line in SETUP.splitlines()[:-1])
     lines += ["", footer(load, PACKAGES, f"{args.threads} torch thread(s)", [("setup", f"`{setup}`")])]
     return "\n".join(lines)
@@ -511,7 +609,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed blocks per model")
     ap.add_argument("--latency-calls", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared CPU)")
-    ap.add_argument("--published-dropout", action="store_true", help="also time the reference with its published dropout")
+    ap.add_argument(
+        "--published-dropout", action="store_true", help="also time the reference with its published dropout"
+    )
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer steps and calls (a smoke run)")

@@ -59,10 +59,15 @@ def train_and_score(folder: Path, data: list[Path], extra: list[str]) -> dict:
     t0 = time.time()
     run(spiketok("train", *args, "--out", str(folder / "run"), "--no-progress", *extra), folder / "log.txt")
     minutes = (time.time() - t0) / 60
-    run(spiketok("evaluate", str(folder / "run" / "model.ckpt"), *args, "--json", str(folder / "eval.json")),
-        folder / "log.txt")
-    res = {"sessions": json.loads((folder / "eval.json").read_text())["sessions"], "minutes": minutes,
-           "recipe": json.loads((folder / "run" / "recipe.json").read_text())}
+    run(
+        spiketok("evaluate", str(folder / "run" / "model.ckpt"), *args, "--json", str(folder / "eval.json")),
+        folder / "log.txt",
+    )
+    res = {
+        "sessions": json.loads((folder / "eval.json").read_text())["sessions"],
+        "minutes": minutes,
+        "recipe": json.loads((folder / "run" / "recipe.json").read_text()),
+    }
     result.write_text(json.dumps(res))
     return res
 
@@ -74,11 +79,17 @@ def adapt_and_score(folder: Path, pretrained: Path, data: Path, mode: str) -> di
         return json.loads(result.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    run(spiketok("adapt", str(pretrained), str(data), "--mode", mode, "--out", str(folder / "model.ckpt"),
-                 "--no-evaluate"), folder / "log.txt")
+    run(
+        spiketok(
+            "adapt", str(pretrained), str(data), "--mode", mode, "--out", str(folder / "model.ckpt"), "--no-evaluate"
+        ),
+        folder / "log.txt",
+    )
     minutes = (time.time() - t0) / 60
-    run(spiketok("evaluate", str(folder / "model.ckpt"), "--data", str(data), "--json", str(folder / "eval.json")),
-        folder / "log.txt")
+    run(
+        spiketok("evaluate", str(folder / "model.ckpt"), "--data", str(data), "--json", str(folder / "eval.json")),
+        folder / "log.txt",
+    )
     res = {"sessions": json.loads((folder / "eval.json").read_text())["sessions"], "minutes": minutes}
     result.write_text(json.dumps(res))
     return res
@@ -95,8 +106,9 @@ def pretrain(name: str, paths: dict[str, Path], work: Path, settings: list[str])
     return work / f"pretrain-without-{name}" / "run" / "model.ckpt"
 
 
-def draw(name: str, n: str, seed: int, paths: dict[str, Path], work: Path, settings: list[str],
-         with_adapt: bool) -> None:
+def draw(
+    name: str, n: str, seed: int, paths: dict[str, Path], work: Path, settings: list[str], with_adapt: bool
+) -> None:
     """Every arm on N trials of `name` drawn with `seed`; `settings` (key=value) go to every train."""
     ckpt = pretrain(name, paths, work, settings)
     data = restricted(paths[name], n, seed, work / f"{name}-{n}-trials-seed{seed}")
@@ -116,8 +128,11 @@ RUN_LOG = "last-run.json"  # in WORK: how many results the last (not --doc-only)
 
 def stored_results(work: Path) -> set[str]:
     """Every stored result in WORK (arms' result.json, baselines' JSON), as paths relative to WORK."""
-    found = [*work.glob("pretrain-without-*/result.json"), *work.glob("*/n*/*/result.json"),
-             *(p for m in BASELINES for p in work.glob(f"*/n*/{m}.json"))]
+    found = [
+        *work.glob("pretrain-without-*/result.json"),
+        *work.glob("*/n*/*/result.json"),
+        *(p for m in BASELINES for p in work.glob(f"*/n*/{m}.json")),
+    ]
     return {str(p.relative_to(work)) for p in found}
 
 
@@ -170,19 +185,31 @@ def comparison(work: Path, other: Path, trials: list[str]) -> list[str]:
     import yaml
 
     def reg(folder: Path) -> str:
-        found = sorted({regularisation(r) for r in folder.glob("pretrain-without-*/run") if (r / "logs" / "hparams.yaml").exists()})
+        found = sorted(
+            {regularisation(r) for r in folder.glob("pretrain-without-*/run") if (r / "logs" / "hparams.yaml").exists()}
+        )
         return " / ".join(found) or "unknown"
 
     def checks(folder: Path) -> str:  # steps between validation checks in the 10-trial-style arms (smallest N)
         n = min(trials, key=lambda t: float("inf") if t == "all" else int(t))
-        found = sorted({int(yaml.safe_load((r / "logs" / "hparams.yaml").read_text())["train"]["steps_per_epoch"])
-                        for r in folder.glob(f"*/n{n}/*/run") if (r / "logs" / "hparams.yaml").exists()})
+        found = sorted(
+            {
+                int(yaml.safe_load((r / "logs" / "hparams.yaml").read_text())["train"]["steps_per_epoch"])
+                for r in folder.glob(f"*/n{n}/*/run")
+                if (r / "logs" / "hparams.yaml").exists()
+            }
+        )
         return f"validation every {', '.join(map(str, found)) or '?'} steps in its {n}-trial runs"
-    lines = [f"The same study stored in `{other.name}` by an earlier run of this script ({reg(other)}; {checks(other)}), "
-             f"beside this section's ({reg(work)}; {checks(work)}). R² on the same test splits; the pretrained models "
-             "differ too:", "",
-             "| left-out file | N trials | from pretrained, this | from pretrained, other | adapt unit-id, this | "
-             "adapt unit-id, other | from scratch, this | from scratch, other |", "|---|---|---|---|---|---|---|---|"]
+
+    lines = [
+        f"The same study stored in `{other.name}` by an earlier run of this script ({reg(other)}; {checks(other)}), "
+        f"beside this section's ({reg(work)}; {checks(work)}). R² on the same test splits; the pretrained models "
+        "differ too:",
+        "",
+        "| left-out file | N trials | from pretrained, this | from pretrained, other | adapt unit-id, this | "
+        "adapt unit-id, other | from scratch, this | from scratch, other |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     wins = {"this": [], "other": []}
     for name in MACAQUE:
         for n in trials:
@@ -196,8 +223,12 @@ def comparison(work: Path, other: Path, trials: list[str]) -> list[str]:
                 if init is not None and scratch is not None:
                     wins[key].append(init > scratch)
             lines.append(f"| {name} | {n} | " + " | ".join(_fmt(v) for v in cells) + " |")
-    lines += ["", f"From pretrained beats scratch: this section's runs {sum(wins['this'])} of {len(wins['this'])}, "
-              f"the other folder's {sum(wins['other'])} of {len(wins['other'])}.", ""]
+    lines += [
+        "",
+        f"From pretrained beats scratch: this section's runs {sum(wins['this'])} of {len(wins['this'])}, "
+        f"the other folder's {sum(wins['other'])} of {len(wins['other'])}.",
+        "",
+    ]
     return lines
 
 
@@ -210,19 +241,28 @@ def best_baseline(folder: Path, name: str) -> float | None:
 def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
     """From pretrained and from scratch on every trial draw, and their means: the verdict that one draw's noise
     cannot flip (on chewie 2013-10-03 with 50 trials, two runs of equal validation R² scored 0.72 and 0.82)."""
-    lines = [f"Every trial draw (seeds {', '.join(map(str, seeds))}: each draws its own N trials; the pretrained "
-             "model is the same), and the mean over the draws that ran both arms:", "",
-             "| left-out file | N trials | from pretrained, per draw | from scratch, per draw | best baseline, per draw "
-             "| from pretrained, mean | from scratch, mean | best baseline, mean | draws won | mean init - scratch "
-             "(± its standard error) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Every trial draw (seeds {', '.join(map(str, seeds))}: each draws its own N trials; the pretrained "
+        "model is the same), and the mean over the draws that ran both arms:",
+        "",
+        "| left-out file | N trials | from pretrained, per draw | from scratch, per draw | best baseline, per draw "
+        "| from pretrained, mean | from scratch, mean | best baseline, mean | draws won | mean init - scratch "
+        "(± its standard error) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     wins: dict[str, list[bool]] = {}
     unresolved: list[str] = []  # cells whose mean difference is within two standard errors of zero
     for name in MACAQUE:
         for n in trials:
             folders = [arm_folder(work, name, n, s) for s in seeds]
-            rows = [(_r2(f / "init" / "result.json", name), _r2(f / "scratch" / "result.json", name),
-                     best_baseline(f, name)) for f in folders]
+            rows = [
+                (
+                    _r2(f / "init" / "result.json", name),
+                    _r2(f / "scratch" / "result.json", name),
+                    best_baseline(f, name),
+                )
+                for f in folders
+            ]
             both = [(i, c, b) for i, c, b in rows if i is not None and c is not None]
             if not both:
                 continue
@@ -230,19 +270,24 @@ def draws_table(work: Path, trials: list[str], seeds: list[int]) -> list[str]:
             bases = [b for _, _, b in both if b is not None]
             se = paired_se([i - c for i, c, _ in both])
             wins.setdefault(n, []).append(mean[0] > mean[1])
-            lines.append(f"| {name} | {n} | {' / '.join(_fmt(r[0]) for r in rows)} | {' / '.join(_fmt(r[1]) for r in rows)} "
-                         f"| {' / '.join(_fmt(r[2]) for r in rows)} | {_bold(mean[0], mean[0] > mean[1])} | "
-                         f"{_bold(mean[1], mean[1] > mean[0])} | "
-                         f"{_fmt(sum(bases) / len(bases) if bases else None)} | {sum(i > c for i, c, _ in both)} of "
-                         f"{len(both)} | {mean[0] - mean[1]:+.3f}{'' if se is None else f' ± {se:.3f}'} |")
+            lines.append(
+                f"| {name} | {n} | {' / '.join(_fmt(r[0]) for r in rows)} | {' / '.join(_fmt(r[1]) for r in rows)} "
+                f"| {' / '.join(_fmt(r[2]) for r in rows)} | {_bold(mean[0], mean[0] > mean[1])} | "
+                f"{_bold(mean[1], mean[1] > mean[0])} | "
+                f"{_fmt(sum(bases) / len(bases) if bases else None)} | {sum(i > c for i, c, _ in both)} of "
+                f"{len(both)} | {mean[0] - mean[1]:+.3f}{'' if se is None else f' ± {se:.3f}'} |"
+            )
             if se is not None and abs(mean[0] - mean[1]) < 2 * se:
                 unresolved.append(f"{name} with {n} trials")
     for n, got in wins.items():
-        lines.append(f"\nWith {n} trials, over the draws, the pretrained start beats scratch on **{sum(got)} of "
-                     f"{len(got)}** left-out files (mean test R²).")
+        lines.append(
+            f"\nWith {n} trials, over the draws, the pretrained start beats scratch on **{sum(got)} of "
+            f"{len(got)}** left-out files (mean test R²)."
+        )
     if unresolved:
-        lines.append(f"\nWithin two standard errors of zero (the draws cannot tell the arms apart): "
-                     f"{', '.join(unresolved)}.")
+        lines.append(
+            f"\nWithin two standard errors of zero (the draws cannot tell the arms apart): {', '.join(unresolved)}."
+        )
     return lines
 
 
@@ -270,23 +315,42 @@ def slow_shares(work: Path) -> str:
         if path.exists():
             v = read_session(path).behavior("hand_velocity").values
             shares.append(f"{name} {np.mean(np.linalg.norm(v.reshape(len(v), -1), axis=1) < SLOW_CM_S):.0%}")
-    return (f"Share of hand-velocity samples slower than {SLOW_CM_S:g} cm/s: {', '.join(shares)}. A file's pretrained "
-            "model has seen only the other two files' samples.") if shares else ""
+    return (
+        (
+            f"Share of hand-velocity samples slower than {SLOW_CM_S:g} cm/s: {', '.join(shares)}. A file's pretrained "
+            "model has seen only the other two files' samples."
+        )
+        if shares
+        else ""
+    )
 
 
-def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tuple, load_after: tuple, seconds: float,
-              doc_only: bool = False, compare: Path | None = None) -> None:
-    lines = ["## Transfer: training from a pretrained model against from scratch (macaque, leave one file out)", "",
-             "For each macaque file: a model pretrained on the other two (`spiketok train`, defaults), then "
-             "`spiketok train --init PRETRAINED` on N training trials of the left-out file, against `spiketok train` "
-             f"from scratch on the same N trials (drawn with seed {seeds[0]}; both with the default recipe and early "
-             "stopping on the file's own valid split) and the three baselines trained on the same N trials. "
-             "R² on the left-out file's test split.", "",
-             "`spiketok adapt PRETRAINED` on the same N trials gives the unit-id column (only the new unit and "
-             "session embeddings learn) and the finetune column (unit-id, then every weight).", "",
-             "| left-out file | N trials | from pretrained (`train --init`) | adapt unit-id | adapt finetune | "
-             "from scratch | ridge | GRU | MLP | init - scratch | init vs best baseline |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def write_doc(
+    work: Path,
+    trials: list[str],
+    seeds: list[int],
+    load_before: tuple,
+    load_after: tuple,
+    seconds: float,
+    doc_only: bool = False,
+    compare: Path | None = None,
+) -> None:
+    lines = [
+        "## Transfer: training from a pretrained model against from scratch (macaque, leave one file out)",
+        "",
+        "For each macaque file: a model pretrained on the other two (`spiketok train`, defaults), then "
+        "`spiketok train --init PRETRAINED` on N training trials of the left-out file, against `spiketok train` "
+        f"from scratch on the same N trials (drawn with seed {seeds[0]}; both with the default recipe and early "
+        "stopping on the file's own valid split) and the three baselines trained on the same N trials. "
+        "R² on the left-out file's test split.",
+        "",
+        "`spiketok adapt PRETRAINED` on the same N trials gives the unit-id column (only the new unit and "
+        "session embeddings learn) and the finetune column (unit-id, then every weight).",
+        "",
+        "| left-out file | N trials | from pretrained (`train --init`) | adapt unit-id | adapt finetune | "
+        "from scratch | ridge | GRU | MLP | init - scratch | init vs best baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     wins, adapt_wins, missing = [], [], []
     for name in MACAQUE:
         for n in trials:
@@ -305,20 +369,26 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
                     adapt_wins.append((n, mode, arm[mode] > scratch))
             if scratch is not None:
                 wins.append((n, init > scratch))
-            lines.append(f"| {name} | {n} | **{init:.3f}** | {_fmt(arm['unit-id'])} | {_fmt(arm['finetune'])} | {_fmt(scratch)} | "
-                         f"{_fmt(base['ridge'])} | {_fmt(base['gru'])} | "
-                         f"{_fmt(base['mlp'])} | {'-' if scratch is None else f'{init - scratch:+.3f}'} | "
-                         f"{'-' if best is None else ('above' if init > best else '**below**')} ({_fmt(best)}) |")
+            lines.append(
+                f"| {name} | {n} | **{init:.3f}** | {_fmt(arm['unit-id'])} | "
+                f"{_fmt(arm['finetune'])} | {_fmt(scratch)} | "
+                f"{_fmt(base['ridge'])} | {_fmt(base['gru'])} | "
+                f"{_fmt(base['mlp'])} | {'-' if scratch is None else f'{init - scratch:+.3f}'} | "
+                f"{'-' if best is None else ('above' if init > best else '**below**')} ({_fmt(best)}) |"
+            )
     for n in trials:
         got = [w for k, w in wins if k == n]
         if got:
-            lines.append(f"\nWith {n} trials, the pretrained start beats scratch on **{sum(got)} of {len(got)}** "
-                         "left-out files.")
+            lines.append(
+                f"\nWith {n} trials, the pretrained start beats scratch on **{sum(got)} of {len(got)}** left-out files."
+            )
         for mode in ADAPT_MODES:
             got = [w for k, m, w in adapt_wins if k == n and m == mode]
             if got:
-                lines.append(f"With {n} trials, `adapt --mode {mode}` beats scratch on **{sum(got)} of {len(got)}** "
-                             "left-out files.")
+                lines.append(
+                    f"With {n} trials, `adapt --mode {mode}` beats scratch on **{sum(got)} of {len(got)}** "
+                    "left-out files."
+                )
     if len(seeds) > 1:
         lines += ["", *draws_table(work, trials, seeds)]
     slow = slow_shares(work)
@@ -328,21 +398,27 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
     chosen = lr_choices(init_runs)
     if chosen:
         full = [f"{r.parent.parent.parent.name} {r.parent.parent.name}" for r, c in chosen.items() if c == "lr-x1"]
-        lines.append(f"\n`train --init` fine-tunes at a tenth and at the full learning rate and keeps the run with the "
-                     f"better validation R²: it kept the full rate in **{len(full)} of {len(chosen)}** runs"
-                     + (f" ({', '.join(full)})." if full else "."))
+        lines.append(
+            f"\n`train --init` fine-tunes at a tenth and at the full learning rate and keeps the run with the "
+            f"better validation R²: it kept the full rate in **{len(full)} of {len(chosen)}** runs"
+            + (f" ({', '.join(full)})." if full else ".")
+        )
     starts = unit_id_starts(init_runs)
     if starts:
         counts = "/".join(str(n) for n in sorted({n for _, n in starts}))
-        lines.append(f"\n`train --init` runs unit identification from {counts} random starts and keeps the one with "
-                     f"the lowest validation loss: it kept a start other than the first in "
-                     f"**{sum(k > 0 for k, _ in starts)} of {len(starts)}** runs.")
+        lines.append(
+            f"\n`train --init` runs unit identification from {counts} random starts and keeps the one with "
+            f"the lowest validation loss: it kept a start other than the first in "
+            f"**{sum(k > 0 for k, _ in starts)} of {len(starts)}** runs."
+        )
     kept = [k for k in (kept_start(r) for r in init_runs) if k is not None]
     if kept:
-        lines.append(f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
-                     f"before fine-tuning and keeps it when no fine-tuning check scores higher: it kept it in "
-                     f"**{sum(kept)} of {len(kept)}** runs, so there the from-pretrained column is the "
-                     "unit-identification model.")
+        lines.append(
+            f"\n`train --init` validates its starting model (the pretrained model after unit identification) "
+            f"before fine-tuning and keeps it when no fine-tuning check scores higher: it kept it in "
+            f"**{sum(kept)} of {len(kept)}** runs, so there the from-pretrained column is the "
+            "unit-identification model."
+        )
     if missing:
         lines.append(f"\nNot run yet (no result from the pretrained start): {', '.join(missing)}.")
     pre = []
@@ -350,14 +426,19 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
         p = work / f"pretrain-without-{name}" / "result.json"
         if p.exists():
             res = json.loads(p.read_text())
-            pre.append(f"without {name}: " + ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in res["sessions"].items())
-                       + f" ({res['minutes']:.0f} min)")
+            pre.append(
+                f"without {name}: "
+                + ", ".join(f"{sid} {r['r2']:.3f}" for sid, r in res["sessions"].items())
+                + f" ({res['minutes']:.0f} min)"
+            )
     lines += ["", "Pretrained models, test R² on their own sessions: " + "; ".join(pre) + ".", ""]
     trained_with: dict[str, list[str]] = {}
     arm_runs = sorted(work.glob("*/n*/*/run"))  # WORK/<file>/n<N>/<arm>/run
-    for label, runs in (("pretrained", sorted(work.glob("pretrain-without-*/run"))),
-                        ("from pretrained", [kept_run(r) for r in arm_runs if r.parent.name == "init"]),
-                        ("from scratch", [r for r in arm_runs if r.parent.name == "scratch"])):
+    for label, runs in (
+        ("pretrained", sorted(work.glob("pretrain-without-*/run"))),
+        ("from pretrained", [kept_run(r) for r in arm_runs if r.parent.name == "init"]),
+        ("from scratch", [r for r in arm_runs if r.parent.name == "scratch"]),
+    ):
         for reg in sorted({regularisation(r) for r in runs if (r / "logs" / "hparams.yaml").exists()}):
             trained_with.setdefault(reg, []).append(label)
     if trained_with:
@@ -367,18 +448,30 @@ def write_doc(work: Path, trials: list[str], seeds: list[int], load_before: tupl
     log = work / RUN_LOG
     last = json.loads(log.read_text()) if log.exists() else {}
     if last:
-        lines += [f"The last run of this script that trained ({last['minutes']:.0f} min) stored {last['stored']} "
-                  f"results (arms and baselines) and read {last['read_back']} back from WORK, where earlier runs of "
-                  "it had stored them (a stored result is never re-run).", ""]
+        lines += [
+            f"The last run of this script that trained ({last['minutes']:.0f} min) stored {last['stored']} "
+            f"results (arms and baselines) and read {last['read_back']} back from WORK, where earlier runs of "
+            "it had stored them (a stored result is never re-run).",
+            "",
+        ]
         if doc_only and "command" in last:  # (a run log written before it recorded these has no command)
-            lines += [f"That run was `{last['command']}`; load average (1, 5, 15 min) before "
-                      f"{', '.join(f'{x:.1f}' for x in last['load_before'])}, after "
-                      f"{', '.join(f'{x:.1f}' for x in last['load_after'])}.", ""]
+            lines += [
+                f"That run was `{last['command']}`; load average (1, 5, 15 min) before "
+                f"{', '.join(f'{x:.1f}' for x in last['load_before'])}, after "
+                f"{', '.join(f'{x:.1f}' for x in last['load_after'])}.",
+                "",
+            ]
     commit = last.get("commit")  # the results read back came from earlier runs, whose commits were not recorded
     if commit and last.get("read_back"):
         commit = provenance.commits_cell([commit, provenance.NOT_RECORDED])
-    lines += run_table(seconds, load_before, load_after, doc_only, load_shown="command" in last,
-                       commit=commit or provenance.NOT_RECORDED)
+    lines += run_table(
+        seconds,
+        load_before,
+        load_after,
+        doc_only,
+        load_shown="command" in last,
+        commit=commit or provenance.NOT_RECORDED,
+    )
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 
@@ -387,33 +480,67 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", nargs="*", default=["10", "50", "all"])
     ap.add_argument("--files", nargs="*", default=MACAQUE, choices=MACAQUE, help="left-out files to run")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="trial draws: every arm runs on each; the "
-                    "adapt arms on the first only")
+    ap.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="trial draws: every arm runs on each; the adapt arms on the first only",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("bench-work/transfer"))
     ap.add_argument("--doc-only", action="store_true", help="write the section from the results in WORK")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="settings",
-                    help="settings for every `spiketok train` of the study (e.g. another preset's regularisation)")
-    ap.add_argument("--compare-work", type=Path, help="a work folder of this study run with another preset: its "
-                    "results are tabled beside these")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="settings for every `spiketok train` of the study (e.g. another preset's regularisation)",
+    )
+    ap.add_argument(
+        "--compare-work",
+        type=Path,
+        help="a work folder of this study run with another preset: its results are tabled beside these",
+    )
     args = ap.parse_args()
     paths, load_before, t0 = begin_study(args.work, args.doc_only)
     if not args.doc_only:
         before = stored_results(args.work)
         with ThreadPoolExecutor(args.jobs) as pool:  # first every pretrained model, then the draws' arms
             list(pool.map(lambda name: pretrain(name, paths, args.work, args.settings), args.files))
-            futures = [pool.submit(draw, name, n, seed, paths, args.work, args.settings, seed == args.seeds[0])
-                       for seed in args.seeds for n in args.trials for name in args.files]
+            futures = [
+                pool.submit(draw, name, n, seed, paths, args.work, args.settings, seed == args.seeds[0])
+                for seed in args.seeds
+                for n in args.trials
+                for name in args.files
+            ]
             for f in futures:
                 f.result()
         ran = stored_results(args.work) - before
-        (args.work / RUN_LOG).write_text(json.dumps({"stored": len(ran), "read_back": len(before),
-                                                     "minutes": (time.time() - t0) / 60,
-                                                     "command": provenance.command(), "load_before": load_before,
-                                                     "commit": provenance.start_commit(),
-                                                     "load_after": os.getloadavg()}))
-    write_doc(args.work, args.trials, args.seeds, load_before, os.getloadavg(), time.time() - t0, args.doc_only,
-              args.compare_work)
+        (args.work / RUN_LOG).write_text(
+            json.dumps(
+                {
+                    "stored": len(ran),
+                    "read_back": len(before),
+                    "minutes": (time.time() - t0) / 60,
+                    "command": provenance.command(),
+                    "load_before": load_before,
+                    "commit": provenance.start_commit(),
+                    "load_after": os.getloadavg(),
+                }
+            )
+        )
+    write_doc(
+        args.work,
+        args.trials,
+        args.seeds,
+        load_before,
+        os.getloadavg(),
+        time.time() - t0,
+        args.doc_only,
+        args.compare_work,
+    )
 
 
 if __name__ == "__main__":

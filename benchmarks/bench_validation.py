@@ -27,11 +27,18 @@ from docsection import write_section
 
 START, END = "<!-- validation:start -->", "<!-- validation:end -->"
 SPLITS = ("interleaved", "blocks")
-PRIMATE = ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03", "m1_chewie_2016-10-11",
-           "s1_area2_spykesml"]  # m1_dream_stevenson2011 is sealed: not even its validation split is read here
+PRIMATE = [
+    "m1_chewie_2013-10-03",
+    "m1_chewie_2013-12-19",
+    "m1_mihi_2014-03-03",
+    "m1_chewie_2016-10-11",
+    "s1_area2_spykesml",
+]  # m1_dream_stevenson2011 is sealed: not even its validation split is read here
 RAT = ["hc_linear_track", "hc_w_maze"]
-PREPARE = {**{f: ["--behavior", "hand_velocity"] for f in PRIMATE},
-           **{f: ["--behavior", "led", "--keep-moving", "5"] for f in RAT}}
+PREPARE = {
+    **{f: ["--behavior", "hand_velocity"] for f in PRIMATE},
+    **{f: ["--behavior", "led", "--keep-moving", "5"] for f in RAT},
+}
 SETTINGS = ["model.window=1", "max_steps=1000", "init=none"]  # one budget for all: the split is what differs
 
 
@@ -42,8 +49,7 @@ def job(name: str, split: str, work: Path) -> None:
     log = folder / "log.txt"
     data = folder / f"{name}.h5"
     if not data.exists():
-        run(spiketok("prepare", str(DATA / f"{name}.nwb"), "--out", str(folder), "--split", split,
-                     *PREPARE[name]), log)
+        run(spiketok("prepare", str(DATA / f"{name}.nwb"), "--out", str(folder), "--split", split, *PREPARE[name]), log)
     result = folder / "spiketok.json"
     if not result.exists():
         t0 = time.time()
@@ -54,11 +60,16 @@ def job(name: str, split: str, work: Path) -> None:
         for which in ("valid", "test"):
             out = folder / f"eval-{which}.json"
             out.unlink(missing_ok=True)
-            run(spiketok("evaluate", str(run_dir / "model.ckpt"), "--data", str(data), "--split", which,
-                         "--json", str(out)), log)
+            run(
+                spiketok(
+                    "evaluate", str(run_dir / "model.ckpt"), "--data", str(data), "--split", which, "--json", str(out)
+                ),
+                log,
+            )
             scores[which] = json.loads(out.read_text())["mean_r2"]
-        result.write_text(json.dumps({**scores, "commit": provenance.start_commit(),
-                                      "minutes": (time.time() - t0) / 60}))
+        result.write_text(
+            json.dumps({**scores, "commit": provenance.start_commit(), "minutes": (time.time() - t0) / 60})
+        )
     mlp = folder / "mlp.json"
     if not mlp.exists():
         run(spiketok("baseline", "--model", "mlp", "--data", str(data), "--json", str(mlp)), log)
@@ -72,35 +83,59 @@ def row(name: str, split: str, work: Path) -> tuple[str, float, float, float, fl
 
 
 def write_doc(work: Path, files: list[str], load: provenance.Load) -> None:
-    lines = ["## Validation against test: does the validation split look like the test?", "",
-             "Each file prepared with the default `--split interleaved` (runs of ten trials of one condition, "
-             "or 30 s blocks, dealt 7 train / 1 valid / 2 test) and with the chronological `--split blocks` (ten "
-             "time blocks, the 3rd and 8th test, one other valid). spiketok trains from scratch with "
-             f"`{' '.join(SETTINGS)}` (one budget for every file, so only the split differs) and is scored on "
-             "both splits; the MLP baseline (`spiketok baseline --model mlp`) beside it, its validation R² the "
-             "one it chose on. The gap is validation R² minus test R²: near 0 when validation can stand in for "
-             "the test. "
-             "`m1_dream_stevenson2011` is sealed and not run here.", ""]
+    lines = [
+        "## Validation against test: does the validation split look like the test?",
+        "",
+        "Each file prepared with the default `--split interleaved` (runs of ten trials of one condition, "
+        "or 30 s blocks, dealt 7 train / 1 valid / 2 test) and with the chronological `--split blocks` (ten "
+        "time blocks, the 3rd and 8th test, one other valid). spiketok trains from scratch with "
+        f"`{' '.join(SETTINGS)}` (one budget for every file, so only the split differs) and is scored on "
+        "both splits; the MLP baseline (`spiketok baseline --model mlp`) beside it, its validation R² the "
+        "one it chose on. The gap is validation R² minus test R²: near 0 when validation can stand in for "
+        "the test. "
+        "`m1_dream_stevenson2011` is sealed and not run here.",
+        "",
+    ]
     summary = []
     for split in SPLITS:
         rows = [row(f, split, work) for f in files]
-        lines += [f"### `--split {split}`", "",
-                  "| file | spiketok valid R² | spiketok test R² | gap | MLP valid R² | MLP test R² | gap |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {v:.3f} | {t:.3f} | {v - t:+.3f} | {mv:.3f} | {mt:.3f} | {mv - mt:+.3f} |"
-                  for n, v, t, mv, mt in rows]
+        lines += [
+            f"### `--split {split}`",
+            "",
+            "| file | spiketok valid R² | spiketok test R² | gap | MLP valid R² | MLP test R² | gap |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {v:.3f} | {t:.3f} | {v - t:+.3f} | {mv:.3f} | {mt:.3f} | {mv - mt:+.3f} |"
+            for n, v, t, mv, mt in rows
+        ]
         gaps = [abs(v - t) for _, v, t, _, _ in rows]
-        summary.append(f"`--split {split}`: median |gap| {statistics.median(gaps):.3f} for spiketok "
-                       f"(largest {max(gaps):.3f}, {max(rows, key=lambda r: abs(r[1] - r[2]))[0]}), "
-                       f"{statistics.median(abs(mv - mt) for *_, mv, mt in rows):.3f} for the MLP")
+        summary.append(
+            f"`--split {split}`: median |gap| {statistics.median(gaps):.3f} for spiketok "
+            f"(largest {max(gaps):.3f}, {max(rows, key=lambda r: abs(r[1] - r[2]))[0]}), "
+            f"{statistics.median(abs(mv - mt) for *_, mv, mt in rows):.3f} for the MLP"
+        )
         lines.append("")
     stored = [json.loads((work / split / f / "spiketok.json").read_text()) for split in SPLITS for f in files]
     minutes = sum(r["minutes"] for r in stored)
-    lines += ["Summary, computed from the tables: " + "; ".join(summary) + ".", "",
-              provenance.footer(load, ("torch", "numpy"), "1 torch thread per job", timing=False,
-                                commit=provenance.commits_cell([r["commit"] for r in stored]),
-                                rows=[("spiketok training and scoring", f"{minutes:.0f} min over {len(stored)} runs "
-                                       "(stored in WORK: a later call reads finished runs back)")])]
+    lines += [
+        "Summary, computed from the tables: " + "; ".join(summary) + ".",
+        "",
+        provenance.footer(
+            load,
+            ("torch", "numpy"),
+            "1 torch thread per job",
+            timing=False,
+            commit=provenance.commits_cell([r["commit"] for r in stored]),
+            rows=[
+                (
+                    "spiketok training and scoring",
+                    f"{minutes:.0f} min over {len(stored)} runs "
+                    "(stored in WORK: a later call reads finished runs back)",
+                )
+            ],
+        ),
+    ]
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
 

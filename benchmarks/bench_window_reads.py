@@ -22,12 +22,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from docsection import add_doc_args, page_for, write_section
+from provenance import Load, footer, refuse_if_loaded
 
 from spiketok.data import storage
 from spiketok.data.session import Behavior, Session
 from spiketok.data.storage import StoredSession, write_session
-from docsection import add_doc_args, page_for, write_section
-from provenance import Load, footer, refuse_if_loaded
 
 DURATION = 3600.0
 N_UNITS = 500
@@ -44,8 +44,15 @@ def build(path: Path, chunk: int, seed: int = 0, duration: float = DURATION, n_u
     units = rng.integers(0, n_units, n, dtype=np.int32)
     ts = np.arange(int(duration * 100)) / 100.0
     vel = Behavior("hand_velocity", ts, rng.normal(0, 10, (len(ts), 2)), unit="cm/s", dims=["vx", "vy"])
-    s = Session(f"bench_{duration:g}s_{n_units}u", times, units, [f"n{i:04d}" for i in range(n_units)],
-                behaviors={"hand_velocity": vel}, start=0.0, end=duration)
+    s = Session(
+        f"bench_{duration:g}s_{n_units}u",
+        times,
+        units,
+        [f"n{i:04d}" for i in range(n_units)],
+        behaviors={"hand_velocity": vel},
+        start=0.0,
+        end=duration,
+    )
     write_session(s, path)
 
 
@@ -111,14 +118,19 @@ def main() -> None:
     size_mb = path.stat().st_size / 2**20
     with h5py.File(path, "r") as f:
         n_spikes, chunks = f["spikes/times"].shape[0], f["spikes/times"].chunks
-    print(f"{median:,.0f} windows/s (runs: {', '.join(f'{r:,.0f}' for r in rates)}); "
-          f"peak RSS {rss:.0f} MB (before reads {rss_before:.0f} MB); file {size_mb:.0f} MB, chunks {chunks}")
+    print(
+        f"{median:,.0f} windows/s (runs: {', '.join(f'{r:,.0f}' for r in rates)}); "
+        f"peak RSS {rss:.0f} MB (before reads {rss_before:.0f} MB); file {size_mb:.0f} MB, chunks {chunks}"
+    )
     load.stop()
     if args.no_doc:
         print(load.sentence())
         return
     if not refuse_if_loaded(load, args.allow_load, args.doc):
         sys.exit(3)
+    runs = ", ".join(f"{r:,.0f}" for r in rates)
+    layout = f"`CHUNK={storage.CHUNK}` rows (file built with chunks {chunks}), `INDEX_STEP={storage.INDEX_STEP}` s"
+    layout += f", HDF5 {h5py.version.hdf5_version}"
     section = f"""
 ## Window reads (storage)
 
@@ -127,10 +139,10 @@ from one prepared session file, on one core.
 
 | | |
 |---|---|
-| **windows/s (median of {args.repeats} x {args.windows:,})** | **{median:,.0f}** (runs: {', '.join(f'{r:,.0f}' for r in rates)}) |
+| **windows/s (median of {args.repeats} x {args.windows:,})** | **{median:,.0f}** (runs: {runs}) |
 | peak resident memory of the reader | {rss:.0f} MB (file: {size_mb:.0f} MB) |
 | session | {duration / 60:g} min, {n_units} units at ~{RATE:.0f} Hz, {n_spikes:,} spikes, `hand_velocity` at 100 Hz |
-| storage | `CHUNK={storage.CHUNK}` rows (file built with chunks {chunks}), `INDEX_STEP={storage.INDEX_STEP}` s, HDF5 {h5py.version.hdf5_version} |
+| storage | {layout} |
 
 The reader keeps only the time index in memory and reads the rows of each window; the file stays on disk
 (after the first pass it is in the OS page cache, so this measures HDF5 and Python overhead, not the disk).

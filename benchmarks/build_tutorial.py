@@ -43,7 +43,7 @@ def results_section(work: Path, minutes: float) -> str:
     results = json.loads((work / "results.json").read_text())
     mlp = json.loads((work / "mlp.json").read_text())
     recipe = json.loads((work / "runs" / "rat" / "recipe.json").read_text())
-    (sid, ours), = results["sessions"].items()
+    ((sid, ours),) = results["sessions"].items()
     theirs = mlp["sessions"][sid]["r2"]
     IMAGES.mkdir(parents=True, exist_ok=True)
     for old in IMAGES.glob("*.png"):
@@ -54,16 +54,25 @@ def results_section(work: Path, minutes: float) -> str:
         pictures.append(f"![{png.stem}](img/tutorial/{png.name})")
     verdict = "above" if ours["r2"] > theirs else "below"
     chosen = "\n".join(f"- `{k}` = {v}: {recipe['reasons'].get(k, 'given')}" for k, v in recipe["settings"].items())
-    return "\n".join([
-        "| decoder | test R² | per dimension |", "|---|---|---|",
-        f"| spiketok, from `pretrained:primate-reaching` | {ours['r2']:.3f} | "
-        f"{', '.join(f'{v:.3f}' for v in ours['r2_per_dim'])} |",
-        f"| `spiketok baseline --model mlp` | {theirs:.3f} | "
-        f"{', '.join(f'{v:.3f}' for v in mlp['sessions'][sid]['r2_per_dim'])} |", "",
-        f"spiketok is {abs(ours['r2'] - theirs):.3f} {verdict} the MLP on binned counts here. What training chose:", "",
-        chosen, "", *pictures, "",
-        f"Run by `{provenance.command()}` on {date.today().isoformat()} in {minutes:.0f} min "
-        f"({provenance.machine()}); commit {provenance.start_commit()}."])
+    return "\n".join(
+        [
+            "| decoder | test R² | per dimension |",
+            "|---|---|---|",
+            f"| spiketok, from `pretrained:primate-reaching` | {ours['r2']:.3f} | "
+            f"{', '.join(f'{v:.3f}' for v in ours['r2_per_dim'])} |",
+            f"| `spiketok baseline --model mlp` | {theirs:.3f} | "
+            f"{', '.join(f'{v:.3f}' for v in mlp['sessions'][sid]['r2_per_dim'])} |",
+            "",
+            f"spiketok is {abs(ours['r2'] - theirs):.3f} {verdict} the MLP on binned counts here. What training chose:",
+            "",
+            chosen,
+            "",
+            *pictures,
+            "",
+            f"Run by `{provenance.command()}` on {date.today().isoformat()} in {minutes:.0f} min "
+            f"({provenance.machine()}); commit {provenance.start_commit()}.",
+        ]
+    )
 
 
 def main() -> None:
@@ -81,8 +90,13 @@ def main() -> None:
         for cmd in tutorial_commands(PAGE.read_text()):
             log.write("$ " + shlex.join(cmd) + "\n")
             log.flush()
-            subprocess.run([sys.executable, "-m", "spiketok.cli", *cmd[1:]], cwd=args.work, check=True, stdout=log,
-                           stderr=subprocess.STDOUT)
+            subprocess.run(
+                [sys.executable, "-m", "spiketok.cli", *cmd[1:]],
+                cwd=args.work,
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     write_section(results_section(args.work, (time.time() - t0) / 60), START, END, PAGE)
     print(f"wrote {PAGE.relative_to(ROOT)}")
 

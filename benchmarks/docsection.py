@@ -67,7 +67,7 @@ def sections(text: str) -> dict[str, str]:
         end = text.find(f"<!-- {name}:end -->", m.end())
         if end < 0:
             continue
-        body = text[m.end():end]
+        body = text[m.end() : end]
         if not MARKER.search(body):
             found[name] = body.strip()
     return found
@@ -75,12 +75,19 @@ def sections(text: str) -> dict[str, str]:
 
 def add_doc_args(parser: argparse.ArgumentParser, timing: bool = False) -> None:
     """--doc PATH (and, for timing benchmarks, --allow-load)."""
-    parser.add_argument("--doc", type=Path, default=doc_path(),
-                        help=f"page to write the section into (default: ${ENV} or docs/benchmarks.md; "
-                             f"a --quick run: {SCRATCH.relative_to(ROOT)})")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        default=doc_path(),
+        help=f"page to write the section into (default: ${ENV} or docs/benchmarks.md; "
+        f"a --quick run: {SCRATCH.relative_to(ROOT)})",
+    )
     if timing:
-        parser.add_argument("--allow-load", action="store_true",
-                            help="write the doc even when the machine was loaded (the section says so in bold)")
+        parser.add_argument(
+            "--allow-load",
+            action="store_true",
+            help="write the doc even when the machine was loaded (the section says so in bold)",
+        )
 
 
 def write_section(section: str, start: str, end: str, doc: Path | None = None) -> Path:
@@ -88,8 +95,7 @@ def write_section(section: str, start: str, end: str, doc: Path | None = None) -
     returns the page written, which is never docs/benchmarks.md for a section that records a smoke command."""
     doc = page_for(doc_path() if doc is None else doc, is_smoke(section))
     if doc == SCRATCH:
-        print(f"a smoke run: its section goes to {SCRATCH.relative_to(ROOT)}, not the benchmark page",
-              file=sys.stderr)
+        print(f"a smoke run: its section goes to {SCRATCH.relative_to(ROOT)}, not the benchmark page", file=sys.stderr)
     block = f"{start}\n{section.strip()}\n{end}"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     if start in text and end in text:
@@ -105,8 +111,10 @@ def write_section(section: str, start: str, end: str, doc: Path | None = None) -
 def unmeasured(heading: str, command: str, writer: str) -> str:
     """A section that holds no measurement: its heading, then that it has not been measured on this code
     yet and the command that measures it."""
-    return (f"{heading}\n\n{UNMEASURED} The figures here came from a smoke run or older code, so they were "
-            f"taken down; `{command}` measures this section (on an idle machine). Written by `{writer}`.")
+    return (
+        f"{heading}\n\n{UNMEASURED} The figures here came from a smoke run or older code, so they were "
+        f"taken down; `{command}` measures this section (on an idle machine). Written by `{writer}`."
+    )
 
 
 def write_unmeasured(start: str, end: str, command: str, writer: str, doc: Path | None = None) -> list[Path]:

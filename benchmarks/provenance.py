@@ -68,8 +68,15 @@ def command(argv: list[str] | None = None) -> str:
 def _git(*args: str, env: dict[str, str] | None = None) -> str | None:
     """`git ARGS` in the repository: its output, or None when git or the checkout is missing or it fails."""
     try:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-                              env=None if env is None else {**os.environ, **env})
+        done = subprocess.run(
+            ["git", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=None if env is None else {**os.environ, **env},
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -94,8 +101,9 @@ def commit_cell() -> str:
     if not _git("status", "--porcelain", "--", "spiketok"):
         return f"`{head}`"
     tree = code_tree()
-    return f"`{head}` with uncommitted changes to spiketok/ " + \
-        (f"(its tree then: `{tree}`)" if tree else "(its tree could not be read)")
+    return f"`{head}` with uncommitted changes to spiketok/ " + (
+        f"(its tree then: `{tree}`)" if tree else "(its tree could not be read)"
+    )
 
 
 @functools.cache
@@ -113,6 +121,8 @@ def commits_cell(cells: list[str]) -> str:
     each one (a section that ran on more than one commit records none: tests/test_benchmark_page.py fails it)."""
     unique = list(dict.fromkeys(cells)) or [NOT_RECORDED]
     return unique[0] if len(unique) == 1 else "not one commit: results from " + "; ".join(unique)
+
+
 COMMIT_ROW = re.compile(r"^\| commit \| `([0-9a-f]{40})`(?:[^|]*its tree then: `([0-9a-f]{40})`)?", re.MULTILINE)
 
 
@@ -200,12 +210,17 @@ class Load:
     def sentence(self, timing: bool = True) -> str:
         """What the load means for the figures, computed from the numbers (see the module's rule)."""
         after = "not measured" if self.after is None else f"{self.after:.2f}"
-        numbers = (f"1-minute load average {self.before:.2f} before the run and {after} after it "
-                   f"(the run itself kept {self.own:.2f} cores busy; {os.cpu_count()} CPUs)")
+        numbers = (
+            f"1-minute load average {self.before:.2f} before the run and {after} after it "
+            f"(the run itself kept {self.own:.2f} cores busy; {os.cpu_count()} CPUs)"
+        )
         if self.idle:
             return f"Machine idle (load ≤ {LOAD_LIMIT:.1f} besides this run): {numbers}."
-        effect = ("timings are not comparable with an idle run" if timing else
-                  "accuracy figures are unaffected, but time-capped training may have run fewer steps")
+        effect = (
+            "timings are not comparable with an idle run"
+            if timing
+            else "accuracy figures are unaffected, but time-capped training may have run fewer steps"
+        )
         return f"Machine loaded (load > {LOAD_LIMIT:.1f} besides this run): {numbers}; {effect}."
 
     def as_dict(self) -> dict:
@@ -220,8 +235,11 @@ def refuse_if_loaded(load: Load, allow: bool, doc: Path) -> bool:
     """For timing benchmarks: False (and a message) when the machine was loaded and --allow-load was not given."""
     if load.idle or allow:
         return True
-    print(f"refusing to write {shown_path(str(doc.resolve()))}: {load.sentence()} Re-run on an idle machine, "
-          "or pass --allow-load to write it with a bold warning.", file=sys.stderr)
+    print(
+        f"refusing to write {shown_path(str(doc.resolve()))}: {load.sentence()} Re-run on an idle machine, "
+        "or pass --allow-load to write it with a bold warning.",
+        file=sys.stderr,
+    )
     return False
 
 
@@ -233,13 +251,27 @@ def load_note(load: Load, timing: bool = True) -> str:
     return s
 
 
-def footer(load: Load, packages: tuple[str, ...], cores_used: str = "", rows: list[tuple[str, str]] = (),
-           argv: list[str] | None = None, timing: bool = True, commit: str | None = None) -> str:
+def footer(
+    load: Load,
+    packages: tuple[str, ...],
+    cores_used: str = "",
+    rows: list[tuple[str, str]] = (),
+    argv: list[str] | None = None,
+    timing: bool = True,
+    commit: str | None = None,
+) -> str:
     """The table closing a section (date, machine, versions, commit, command, extra rows, load) and the load
     sentence. `commit`: the commit cell when not the one `load` started from."""
-    lines = ["| | |", "|---|---|", f"| date | {dt.date.today().isoformat()} |",
-             f"| machine | {machine(cores_used)} |", f"| versions | {versions(*packages)} |",
-             f"| commit | {load.commit if commit is None else commit} |",
-             *(f"| {k} | {v} |" for k, v in rows), f"| command | `{command(argv)}` |",
-             "", load_note(load, timing)]
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| date | {dt.date.today().isoformat()} |",
+        f"| machine | {machine(cores_used)} |",
+        f"| versions | {versions(*packages)} |",
+        f"| commit | {load.commit if commit is None else commit} |",
+        *(f"| {k} | {v} |" for k, v in rows),
+        f"| command | `{command(argv)}` |",
+        "",
+        load_note(load, timing),
+    ]
     return "\n".join(lines)

@@ -31,17 +31,25 @@ TIMING = {"window_reads", "speed_reference", "streaming", "runtimes", "scaling"}
 # name -> (script and arguments of the full run, arguments of the quick run or None: long, skipped in --quick)
 BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "window_reads": (["bench_window_reads.py"], ["bench_window_reads.py", "--quick"]),
-    "speed_reference": (["bench_speed_reference.py", "--profile", "--published-dropout"],
-                        ["bench_speed_reference.py", "--quick", "--sizes", "tiny"]),
+    "speed_reference": (
+        ["bench_speed_reference.py", "--profile", "--published-dropout"],
+        ["bench_speed_reference.py", "--quick", "--sizes", "tiny"],
+    ),
     "streaming": (["bench_streaming.py"], ["bench_streaming.py", "--quick"]),
     "runtimes": (["bench_export_latency.py"], ["bench_export_latency.py", "--quick"]),
     "scaling": (["bench_scaling.py"], ["bench_scaling.py", "--quick"]),
-    "accuracy_baselines": (["bench_accuracy_baselines.py", "--fresh"],
-                           ["bench_accuracy_baselines.py", "--quick", "--fresh", "--only", "simulator"]),
-    "fewshot_simulated": (["bench_fewshot.py", "--simulated", "--pretrain-steps", "600", "--pretrain-batch", "16"],
-                          ["bench_fewshot.py", "--simulated", "--quick"]),
-    "fewshot_real": (["bench_fewshot.py", "--real", "--pretrain-steps", "500", "--pretrain-minutes", "12"],
-                     ["bench_fewshot.py", "--real", "--quick"]),
+    "accuracy_baselines": (
+        ["bench_accuracy_baselines.py", "--fresh"],
+        ["bench_accuracy_baselines.py", "--quick", "--fresh", "--only", "simulator"],
+    ),
+    "fewshot_simulated": (
+        ["bench_fewshot.py", "--simulated", "--pretrain-steps", "600", "--pretrain-batch", "16"],
+        ["bench_fewshot.py", "--simulated", "--quick"],
+    ),
+    "fewshot_real": (
+        ["bench_fewshot.py", "--real", "--pretrain-steps", "500", "--pretrain-minutes", "12"],
+        ["bench_fewshot.py", "--real", "--quick"],
+    ),
     "real_data": (["bench_real_data.py"], ["bench_real_data.py", "--quick"]),
     "recipe": (["bench_recipe.py"], None),
     "transfer": (["bench_transfer.py"], None),
@@ -66,8 +74,10 @@ def mark_unmeasured(names: list[str], doc: Path | None) -> None:
         command = " ".join(["python", f"benchmarks/{BENCHMARKS[name][0][0]}", *BENCHMARKS[name][0][1:]])
         start, end = markers(name)
         gone = write_unmeasured(start, end, command, f"python benchmarks/run_all.py --unmeasured --only {name}", doc)
-        print(f"== {name}: marked not measured on this code yet"
-              + (f"; deleted {', '.join(p.name for p in gone)}" if gone else ""))
+        print(
+            f"== {name}: marked not measured on this code yet"
+            + (f"; deleted {', '.join(p.name for p in gone)}" if gone else "")
+        )
 
 
 def main() -> None:
@@ -76,8 +86,11 @@ def main() -> None:
     ap.add_argument("--doc", type=Path, help="write every section here instead of docs/benchmarks.md")
     ap.add_argument("--allow-load", action="store_true", help="passed to the timing benchmarks")
     ap.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these")
-    ap.add_argument("--unmeasured", action="store_true", help="run nothing: mark the --only sections as not "
-                    "measured on this code yet, each with its full command")
+    ap.add_argument(
+        "--unmeasured",
+        action="store_true",
+        help="run nothing: mark the --only sections as not measured on this code yet, each with its full command",
+    )
     args = ap.parse_args()
     if args.unmeasured:
         if not args.only:

@@ -16,8 +16,20 @@ from .model.config import SIZES, ModelConfig
 from .tokenize.tokenizer import LATENT_GRIDS
 
 AUTO = "auto"
-LIGHTNING_PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "16",
-                        "bf16", "transformer-engine", "transformer-engine-float16")
+LIGHTNING_PRECISIONS = (
+    "32-true",
+    "32",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "64",
+    "16",
+    "bf16",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 
 
 class ConfigError(ValueError):
@@ -150,13 +162,22 @@ TRAIN_RULES: dict[str, Rule | dict[str, Rule]] = {
 
 # `spiketok adapt` / `fewshot` key=value settings (spiketok.adapt.run.AdaptConfig; a test checks they match)
 ADAPT_RULES: dict[str, Rule] = {
-    "max_steps": POSITIVE_INT, "fixed_steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "eval_every": POSITIVE_INT,
-    "patience": POSITIVE_INT, "lr_unit_id": Rule(float, low=0), "lr_finetune": Rule(float, low=0, null=True),
-    "lr_finetune_vocab": Rule(float, low=0), "lr_scratch": Rule(float, low=0, null=True),
-    "weight_decay": Rule(float, low=0, null=True), "valid_fraction": Rule(float, low=0, high=1, low_open=True,
-                                                                          high_open=True),
-    "min_valid_trials": Rule(int, low=0), "min_valid_seconds": Rule(float, low=0), "unit_dropout": Rule(bool, null=True),
-    "scratch_max_steps": Rule(int, low=1, null=True), "unit_init": Rule(str, choices=("mean", "random")),
+    "max_steps": POSITIVE_INT,
+    "fixed_steps": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "eval_every": POSITIVE_INT,
+    "patience": POSITIVE_INT,
+    "lr_unit_id": Rule(float, low=0),
+    "lr_finetune": Rule(float, low=0, null=True),
+    "lr_finetune_vocab": Rule(float, low=0),
+    "lr_scratch": Rule(float, low=0, null=True),
+    "weight_decay": Rule(float, low=0, null=True),
+    "valid_fraction": Rule(float, low=0, high=1, low_open=True, high_open=True),
+    "min_valid_trials": Rule(int, low=0),
+    "min_valid_seconds": Rule(float, low=0),
+    "unit_dropout": Rule(bool, null=True),
+    "scratch_max_steps": Rule(int, low=1, null=True),
+    "unit_init": Rule(str, choices=("mean", "random")),
     "norm_prior_seconds": Rule(float, low=0),
 }
 
@@ -179,12 +200,15 @@ def rule_for(dotted: str, value: Any = None) -> Rule | dict[str, Rule]:
     for depth, part in enumerate(parts):
         where = ".".join(parts[:depth])
         if not isinstance(node, dict):
-            raise ConfigError(f"unknown config key {dotted!r} ({dotted}={show(value)}): {where} is a single value, "
-                              f"it has no {part!r}")
+            raise ConfigError(
+                f"unknown config key {dotted!r} ({dotted}={show(value)}): {where} is a single value, it has no {part!r}"
+            )
         if part not in node:
             scope = f"{where} settings" if where else "settings"
-            raise ConfigError(f"unknown config key {dotted!r} ({dotted}={show(value)}): {part!r} is not one; "
-                              f"known {scope}: {_known(node)}")
+            raise ConfigError(
+                f"unknown config key {dotted!r} ({dotted}={show(value)}): {part!r} is not one; "
+                f"known {scope}: {_known(node)}"
+            )
         node = node[part]
     return node
 
@@ -196,8 +220,10 @@ def check_setting(dotted: str, value: Any) -> Any:
         if dotted == "model" and isinstance(value, str) and value in SIZES:  # model=poyo-1.3M: a named size
             return {"size": value}
         if not isinstance(value, dict):
-            raise ConfigError(f"setting {dotted}={show(value)} is not allowed: {dotted} holds settings "
-                              f"({_known(rule)}), give them as {dotted}.KEY=VALUE")
+            raise ConfigError(
+                f"setting {dotted}={show(value)} is not allowed: {dotted} holds settings "
+                f"({_known(rule)}), give them as {dotted}.KEY=VALUE"
+            )
         return {k: check_setting(f"{dotted}.{k}", v) for k, v in value.items()}
     return rule.check(dotted, value)
 

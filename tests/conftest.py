@@ -31,12 +31,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     minutes = (time.monotonic() - _STARTED.get("time", time.monotonic())) / 60
     chosen = config.getoption("markexpr") or ""
     selection = f"marker selection -m '{chosen}'" if chosen else "no marker selection: every test"
-    terminalreporter.write_line(f"spiketok: {len(ran)} tests in {minutes:.1f} minutes on {os.cpu_count()} CPUs "
-                                f"({selection}; {deselected} deselected)")
+    terminalreporter.write_line(
+        f"spiketok: {len(ran)} tests in {minutes:.1f} minutes on {os.cpu_count()} CPUs "
+        f"({selection}; {deselected} deselected)"
+    )
 
 
-def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict[str, Any]] | None = None,
-              trials: dict[str, Any] | None = None, unit_columns: dict[str, list] | None = None) -> Path:
+def write_nwb(
+    path: Path,
+    units: dict[str, Any] | None,
+    behavior: dict[str, dict[str, Any]] | None = None,
+    trials: dict[str, Any] | None = None,
+    unit_columns: dict[str, list] | None = None,
+) -> Path:
     """Write an NWB file with pynwb.
 
     units: unit name -> spike times (names all digits: row ids, else a `unit_name` column); None: no units table.
@@ -48,9 +55,13 @@ def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict
     from pynwb.behavior import Position, SpatialSeries
     from pynwb.file import Subject
 
-    nwb = NWBFile(session_description="test session", identifier=path.stem,
-                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc), lab="test lab",
-                  subject=Subject(subject_id="rat1", species="Rattus norvegicus"))
+    nwb = NWBFile(
+        session_description="test session",
+        identifier=path.stem,
+        session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        lab="test lab",
+        subject=Subject(subject_id="rat1", species="Rattus norvegicus"),
+    )
     if units is not None:
         named = not all(n.isdigit() for n in units)
         if named:
@@ -66,15 +77,21 @@ def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict
         module = nwb.create_processing_module("behavior", "behaviour")
         position = None
         for name, spec in behavior.items():
-            timing = {"timestamps": np.asarray(spec["timestamps"], dtype=float)} if "timestamps" in spec else \
-                {"rate": float(spec["rate"]), "starting_time": float(spec.get("starting_time", 0.0))}
+            timing = (
+                {"timestamps": np.asarray(spec["timestamps"], dtype=float)}
+                if "timestamps" in spec
+                else {"rate": float(spec["rate"]), "starting_time": float(spec.get("starting_time", 0.0))}
+            )
             data = np.asarray(spec["data"], dtype=float)
             if spec.get("kind", "spatial") == "spatial":
                 if position is None:
                     position = Position(name="Position")
                     module.add(position)
-                position.add_spatial_series(SpatialSeries(name=name, data=data, unit=spec.get("unit", "px"),
-                                                          reference_frame="origin top-left", **timing))
+                position.add_spatial_series(
+                    SpatialSeries(
+                        name=name, data=data, unit=spec.get("unit", "px"), reference_frame="origin top-left", **timing
+                    )
+                )
             else:
                 module.add(TimeSeries(name=name, data=data, unit=spec.get("unit", "cm/s"), **timing))
     if trials:
@@ -82,8 +99,12 @@ def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict
             if col not in ("start_time", "stop_time"):
                 nwb.add_trial_column(col, col)
         for i in range(len(trials["start_time"])):
-            nwb.add_trial(**{col: (float(vals[i]) if col in ("start_time", "stop_time") else vals[i])
-                             for col, vals in trials.items()})
+            nwb.add_trial(
+                **{
+                    col: (float(vals[i]) if col in ("start_time", "stop_time") else vals[i])
+                    for col, vals in trials.items()
+                }
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with NWBHDF5IO(str(path), "w") as io:
@@ -94,8 +115,10 @@ def write_nwb(path: Path, units: dict[str, Any] | None, behavior: dict[str, dict
 @pytest.fixture
 def make_nwb(tmp_path: Path) -> Callable[..., Path]:
     """Factory: make_nwb(name="x.nwb", units=..., behavior=..., trials=..., unit_columns=...) -> path in tmp_path."""
+
     def make(name: str = "session.nwb", **kwargs: Any) -> Path:
         return write_nwb(tmp_path / name, **kwargs)
+
     return make
 
 
@@ -109,9 +132,19 @@ def whole_span_copy(stored, path: Path) -> Path:
 
     w = stored.slice(stored.start, stored.end + 1.0)
     whole = Intervals(np.array([stored.start]), np.array([stored.end + 1e-6]))
-    beh = {n: Behavior(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()}
-    copy = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behaviors=beh,
-                   splits={"test": whole}, start=stored.start, end=stored.end)
+    beh = {
+        n: Behavior(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()
+    }
+    copy = Session(
+        stored.id,
+        w.spike_times + stored.start,
+        w.spike_units,
+        stored.unit_names,
+        behaviors=beh,
+        splits={"test": whole},
+        start=stored.start,
+        end=stored.end,
+    )
     return write_session(copy, path)
 
 
@@ -187,7 +220,9 @@ def with_scrambled_test_split(src: Path, dst: Path) -> Path:
     in_test = test.contains(b.timestamps)
     values[in_test] += 20 * values.std(0)  # decoded as before, scored against targets far off
     behavior = dict(s.behaviors, hand_velocity=Behavior(b.name, b.timestamps, values, b.unit, b.dims, b.weights))
-    write_session(replace(s, spike_times=spikes[order], spike_units=units[order], behaviors=behavior), dst / f"{s.id}.h5")
+    write_session(
+        replace(s, spike_times=spikes[order], spike_units=units[order], behaviors=behavior), dst / f"{s.id}.h5"
+    )
     return dst
 
 
@@ -198,11 +233,11 @@ def rewrite_meta(src: Path, dst: Path, change) -> Path:
 
     raw = src.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["spiketok"])
     change(meta)
     header["__metadata__"]["spiketok"] = json.dumps(meta)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
-    dst.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
     return dst

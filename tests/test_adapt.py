@@ -48,15 +48,25 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Pretrained:
     root = tmp_path_factory.mktemp("adapt")
-    paths = simulate_to_folder(root / "all", n_animals=2, sessions_per_animal=2, n_units=(40, 60), duration=60.0,
-                               seed=0, task="center_out")
+    paths = simulate_to_folder(
+        root / "all", n_animals=2, sessions_per_animal=2, n_units=(40, 60), duration=60.0, seed=0, task="center_out"
+    )
     (root / "pre").mkdir()
     for p in paths:
         if p.stem != HELD_OUT:
             shutil.copy(p, root / "pre" / p.name)
     # 400 steps of batch 16 get past the early plateau for every seed tried (0-5); 200 did not for seed 2
-    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=400", "steps_per_epoch=100", "batch_size=16",
-                               "warmup_steps=20"])
+    cfg = load_config(
+        "tiny",
+        [
+            "target=hand_velocity",
+            "model.window=1",
+            "max_steps=400",
+            "steps_per_epoch=100",
+            "batch_size=16",
+            "warmup_steps=20",
+        ],
+    )
     result = train(SessionDataset(root / "pre"), cfg, root / "run", progress=False)
     return Pretrained(result.checkpoint, root / "pre", root / "all" / f"{HELD_OUT}.h5")
 
@@ -159,8 +169,19 @@ def test_unit_id_beats_scratch_with_eight_trials(pretrained):
 
 def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     out = tmp_path / "adapted.ckpt"
-    res = _invoke("adapt", pretrained.checkpoint, pretrained.new_session, "--mode", "finetune", "--train-trials", 5,
-                  "--out", out, "fixed_steps=30", "batch_size=8")
+    res = _invoke(
+        "adapt",
+        pretrained.checkpoint,
+        pretrained.new_session,
+        "--mode",
+        "finetune",
+        "--train-trials",
+        5,
+        "--out",
+        out,
+        "fixed_steps=30",
+        "batch_size=8",
+    )
     assert res.exit_code == 0, res.output
     assert "unit-id:" in res.output and "finetune:" in res.output and "R² on sim_a1_s1's test split" in res.output
     model, source = spiketok.load(out), spiketok.load(pretrained.checkpoint)
@@ -171,8 +192,9 @@ def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     moved = [k for k in shared if not torch.equal(after[k], before[k])]
     assert len(moved) > len(shared) // 2, "finetuning should move the shared weights"
     results_path = tmp_path / "results.json"
-    res = _invoke("evaluate", out, "--data", pretrained.new_session, "--data", pretrained.pretrain_dir,
-                  "--json", results_path)
+    res = _invoke(
+        "evaluate", out, "--data", pretrained.new_session, "--data", pretrained.pretrain_dir, "--json", results_path
+    )
     assert res.exit_code == 0, res.output
     results = json.loads(results_path.read_text())
     assert set(results["sessions"]) == {"sim_a0_s0", "sim_a0_s1", "sim_a1_s0", HELD_OUT}
@@ -183,6 +205,7 @@ def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     assert pred["predictions"].shape == (len(pred["timestamps"]), 2)
     # the same numbers as `evaluate` decodes for the adapted model over the same (whole) span
     from conftest import whole_span_copy
+
     from spiketok.data.storage import SessionDataset, StoredSession
     from spiketok.evaluate.report import evaluate
 
@@ -209,16 +232,38 @@ def test_cli_reports_user_errors_without_tracebacks(pretrained, tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert "error:" in res.output and message in res.output, (args, res.output)
         assert "Traceback" not in res.output
-    res = _invoke("adapt", ckpt, new, "--train-seconds", 8, "--out", tmp_path / "s.ckpt", "--no-evaluate",
-                  "fixed_steps=5", "batch_size=4")
+    res = _invoke(
+        "adapt",
+        ckpt,
+        new,
+        "--train-seconds",
+        8,
+        "--out",
+        tmp_path / "s.ckpt",
+        "--no-evaluate",
+        "fixed_steps=5",
+        "batch_size=4",
+    )
     assert res.exit_code == 0, res.output
     assert "first 8 s" in res.output and (tmp_path / "s.ckpt").exists()
 
 
 def test_fewshot_cli_writes_table_and_plot(pretrained, tmp_path):
     out = tmp_path / "study"
-    res = _invoke("fewshot", pretrained.checkpoint, pretrained.new_session, "--trials", "2,4", "--seeds", 2,
-                  "--out", out, "fixed_steps=5", "batch_size=8", "scratch_max_steps=5")
+    res = _invoke(
+        "fewshot",
+        pretrained.checkpoint,
+        pretrained.new_session,
+        "--trials",
+        "2,4",
+        "--seeds",
+        2,
+        "--out",
+        out,
+        "fixed_steps=5",
+        "batch_size=8",
+        "scratch_max_steps=5",
+    )
     assert res.exit_code == 0, res.output
     with open(out / "fewshot_runs.csv") as f:
         runs = list(csv.DictReader(f))
@@ -256,13 +301,41 @@ def test_train_init_starts_from_the_pretrained_model_and_matches_a_full_scratch_
     batch size, steps (1,000 here) and early stopping, at the pretrained model's 1 s window. On this simulated
     session init only matches it (measured: 0.663 against 0.647), on a twentieth of its steps; whether transfer
     beats scratch is measured on the real recordings (benchmarks/bench_transfer.py)."""
-    short = ["target=hand_velocity", "max_steps=40", "steps_per_epoch=20", "batch_size=8", "warmup_steps=4",
-             "patience=null", "lr=0.003"]
-    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
-                  pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", *short)
+    short = [
+        "target=hand_velocity",
+        "max_steps=40",
+        "steps_per_epoch=20",
+        "batch_size=8",
+        "warmup_steps=4",
+        "patience=null",
+        "lr=0.003",
+    ]
+    res = _invoke(
+        "train",
+        "--data",
+        pretrained.new_session,
+        "--out",
+        tmp_path / "init",
+        "--init",
+        pretrained.checkpoint,
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        *short,
+    )
     assert res.exit_code == 0, res.output
-    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "scratch", "--no-progress",
-                  "--accelerator", "cpu", "model.window=1", "target=hand_velocity")
+    res = _invoke(
+        "train",
+        "--data",
+        pretrained.new_session,
+        "--out",
+        tmp_path / "scratch",
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        "model.window=1",
+        "target=hand_velocity",
+    )
     assert res.exit_code == 0, res.output
     chosen = json.loads((tmp_path / "scratch" / "recipe.json").read_text())["settings"]
     assert chosen["max_steps"] >= 1000 and "batch_size" in chosen, chosen  # the recipe's budget, not the test's
@@ -275,33 +348,57 @@ def test_train_init_starts_from_the_pretrained_model_and_matches_a_full_scratch_
     scores = choice["val_r2"]
     assert set(scores) == {"lr-x0.1", "lr-x1"} and choice["chosen"] == max(scores, key=scores.get), choice
     kept = spiketok.load(tmp_path / "init" / choice["chosen"] / "model.ckpt")
-    assert all(torch.equal(v, kept.state_dict()[k]) for k, v in init.state_dict().items() if isinstance(v, torch.Tensor))
+    assert all(
+        torch.equal(v, kept.state_dict()[k]) for k, v in init.state_dict().items() if isinstance(v, torch.Tensor)
+    )
     assert init.hparams["recipe"]["settings"]["init_lr_factor"] == init.hparams["train"]["init_lr_factor"]
     assert init.hparams["train"]["lr"] == pytest.approx(0.003 * (0.1 if choice["chosen"] == "lr-x0.1" else 1.0))
     assert init.hparams["train"]["init"] == str(pretrained.checkpoint)
     recipe = json.loads((tmp_path / "init" / "recipe.json").read_text())
-    assert recipe["settings"]["init_lr_factor"] in (0.1, 1.0) and "best validation R²" in recipe["reasons"]["init_lr_factor"]
+    assert (
+        recipe["settings"]["init_lr_factor"] in (0.1, 1.0)
+        and "best validation R²" in recipe["reasons"]["init_lr_factor"]
+    )
     starts = choice["unit_id"][HELD_OUT]  # unit identification from 3 random starts, the lowest validation loss kept
     assert len(starts["val_loss"]) == 3 and len(set(starts["val_loss"])) == 3, starts
     assert starts["kept"] == int(np.argmin(starts["val_loss"])), starts
-    assert recipe["settings"]["init_unit_id_restarts"] == 3 and f"start {starts['kept']} of 3" in \
-        recipe["reasons"]["init_unit_id_restarts"]
+    assert (
+        recipe["settings"]["init_unit_id_restarts"] == 3
+        and f"start {starts['kept']} of 3" in recipe["reasons"]["init_unit_id_restarts"]
+    )
     new = StoredSession(pretrained.new_session)
-    r2 = {name: float(r2_on_test_split(m, new, "hand_velocity").mean()) for name, m in
-          (("init", init), ("scratch", scratch))}
+    r2 = {
+        name: float(r2_on_test_split(m, new, "hand_velocity").mean())
+        for name, m in (("init", init), ("scratch", scratch))
+    }
     print(f"R² on the test split: {r2}")
     assert r2["init"] > 0.5 and r2["init"] > r2["scratch"] - 0.05, r2  # measured: init 0.663, scratch 0.647
     identified = spiketok.load(tmp_path / "init" / "unit-id.ckpt")  # the start of both runs, kept for --resume
     assert HELD_OUT in identified.session_emb.ids
-    assert all(torch.equal(v, identified.state_dict()[k]) for k, v in source.state_dict().items()
-               if isinstance(v, torch.Tensor) and k.startswith("processor."))  # unit-id trains embeddings only
+    assert all(
+        torch.equal(v, identified.state_dict()[k])
+        for k, v in source.state_dict().items()
+        if isinstance(v, torch.Tensor) and k.startswith("processor.")
+    )  # unit-id trains embeddings only
     assert json.loads((tmp_path / "init" / "unit-id.json").read_text()) == choice["unit_id"]
     # --resume after both runs finished reads the identified model and the scores back and trains nothing again
     stamp = (tmp_path / "init" / "unit-id.ckpt").stat().st_mtime_ns
     logs = {f: (tmp_path / "init" / f / "logs" / "metrics.csv").read_text() for f in scores}
     recipe_text = (tmp_path / "init" / "recipe.json").read_text()
-    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
-                  pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", "--resume", *short)
+    res = _invoke(
+        "train",
+        "--data",
+        pretrained.new_session,
+        "--out",
+        tmp_path / "init",
+        "--init",
+        pretrained.checkpoint,
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        "--resume",
+        *short,
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "init" / "finetune.json").read_text()) == choice
     assert (tmp_path / "init" / "recipe.json").read_text() == recipe_text  # the kept run's choices, read back
@@ -312,10 +409,32 @@ def test_train_init_starts_from_the_pretrained_model_and_matches_a_full_scratch_
 def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretrained, tmp_path):
     """The starting model (after unit identification) is validated before training: when no training step scores
     better on validation (here a learning rate that wrecks the weights), model.ckpt is that starting model."""
-    wreck = ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "warmup_steps=1",
-             "patience=null", "ema=null", "lr=3", "grad_clip=null", "init_lr_factor=1", "init_unit_id_restarts=1"]
-    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
-                  pretrained.checkpoint, "--no-progress", "--accelerator", "cpu", *wreck)
+    wreck = [
+        "target=hand_velocity",
+        "max_steps=20",
+        "steps_per_epoch=10",
+        "batch_size=8",
+        "warmup_steps=1",
+        "patience=null",
+        "ema=null",
+        "lr=3",
+        "grad_clip=null",
+        "init_lr_factor=1",
+        "init_unit_id_restarts=1",
+    ]
+    res = _invoke(
+        "train",
+        "--data",
+        pretrained.new_session,
+        "--out",
+        tmp_path / "init",
+        "--init",
+        pretrained.checkpoint,
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        *wreck,
+    )
     assert res.exit_code == 0, res.output
     run = tmp_path / "init" / "lr-x1"  # init_lr_factor set: that one run only
     assert not (tmp_path / "init" / "lr-x0.1").exists()
@@ -335,29 +454,52 @@ def test_train_init_keeps_the_starting_model_when_training_never_beats_it(pretra
     assert r2 > 0.3, r2
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("init_lr_factor=0", "init_lr_factor=0 is not allowed: init_lr_factor takes a finite number > 0, or auto"),
-    ("init_lr_factor=-1", "init_lr_factor=-1 is not allowed: init_lr_factor takes a finite number > 0, or auto"),
-    ("init_lr_factor=fast", "init_lr_factor=fast is not allowed: init_lr_factor takes a finite number > 0, or auto"),
-    ("init_unit_id_restarts=0", "init_unit_id_restarts=0 is not allowed: init_unit_id_restarts takes a whole number >= 1"),
-    ("init_unit_id_restarts=1.5", "init_unit_id_restarts=1.5 is not allowed: init_unit_id_restarts takes a whole number >= 1"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("init_lr_factor=0", "init_lr_factor=0 is not allowed: init_lr_factor takes a finite number > 0, or auto"),
+        ("init_lr_factor=-1", "init_lr_factor=-1 is not allowed: init_lr_factor takes a finite number > 0, or auto"),
+        (
+            "init_lr_factor=fast",
+            "init_lr_factor=fast is not allowed: init_lr_factor takes a finite number > 0, or auto",
+        ),
+        (
+            "init_unit_id_restarts=0",
+            "init_unit_id_restarts=0 is not allowed: init_unit_id_restarts takes a whole number >= 1",
+        ),
+        (
+            "init_unit_id_restarts=1.5",
+            "init_unit_id_restarts=1.5 is not allowed: init_unit_id_restarts takes a whole number >= 1",
+        ),
+    ],
+)
 def test_train_init_rejects_bad_settings_before_any_work(pretrained, tmp_path, setting, message):
-    res = _invoke("train", "--data", pretrained.new_session, "--out", tmp_path / "init", "--init",
-                  pretrained.checkpoint, "--no-progress", setting)
+    res = _invoke(
+        "train",
+        "--data",
+        pretrained.new_session,
+        "--out",
+        tmp_path / "init",
+        "--init",
+        pretrained.checkpoint,
+        "--no-progress",
+        setting,
+    )
     assert res.exit_code != 0 and message in res.output, res.output
     assert not (tmp_path / "init").exists()
 
 
 def test_identify_units_keeps_the_start_with_the_lowest_validation_loss(pretrained):
-    """Each restart is `adapt(mode="unit-id", seed=k)`; the kept model is the restart with the lowest validation loss."""
+    """Each restart is `adapt(mode="unit-id", seed=k)`; the kept model is the restart with the lowest validation
+    loss."""
     from spiketok.train.transfer import identify_units
 
     source, cfg = spiketok.load(pretrained.checkpoint), AdaptConfig(max_steps=30)
     new = StoredSession(pretrained.new_session)
     kept, record = identify_units(source, new, "hand_velocity", 2, cfg, progress=False)
-    alone = [adapt(source, new, mode="unit-id", target="hand_velocity", seed=k, config=cfg,
-                                  progress=False) for k in range(2)]
+    alone = [
+        adapt(source, new, mode="unit-id", target="hand_velocity", seed=k, config=cfg, progress=False) for k in range(2)
+    ]
     losses = [m.hparams["adaptations"][-1]["stages"][-1]["best_val_loss"] for m in alone]
     assert record["val_loss"] == pytest.approx(losses) and losses[0] != losses[1], (record, losses)
     assert record["kept"] == int(np.argmin(losses))

@@ -28,8 +28,15 @@ from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import StoredSession, write_session
 
-TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=4", "steps_per_epoch=2", "batch_size=4",
-         "warmup_steps=1", "eval_stride=1.0"]
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "max_steps=4",
+    "steps_per_epoch=2",
+    "batch_size=4",
+    "warmup_steps=1",
+    "eval_stride=1.0",
+]
 
 
 class Payload:
@@ -45,11 +52,23 @@ class Payload:
 def short_copy(stored: StoredSession, path: Path, seconds: float) -> Path:
     """The first `seconds` of a prepared session (same id and units), split in three."""
     w = stored.slice(stored.start, stored.start + seconds)
-    beh = {n: Behavior(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()}
+    beh = {
+        n: Behavior(n, b.timestamps + stored.start, b.values, b.unit, b.dims, b.weights) for n, b in w.behavior.items()
+    }
     cut = [stored.start + f * seconds for f in (0.0, 0.5, 0.75, 1.0)]
-    splits = {name: Intervals(np.array([cut[k]]), np.array([cut[k + 1]])) for k, name in enumerate(("train", "valid", "test"))}
-    session = Session(stored.id, w.spike_times + stored.start, w.spike_units, stored.unit_names, behaviors=beh,
-                      splits=splits, start=stored.start, end=stored.start + seconds)
+    splits = {
+        name: Intervals(np.array([cut[k]]), np.array([cut[k + 1]])) for k, name in enumerate(("train", "valid", "test"))
+    }
+    session = Session(
+        stored.id,
+        w.spike_times + stored.start,
+        w.spike_units,
+        stored.unit_names,
+        behaviors=beh,
+        splits=splits,
+        start=stored.start,
+        end=stored.start + seconds,
+    )
     return write_session(session, path)
 
 
@@ -66,19 +85,27 @@ def recording(path: Path, n_units: int, seed: int) -> Path:
 def work(tmp_path_factory) -> dict[str, Path]:
     """The working folder: a session, a model trained on it for 4 steps, damaged copies, outputs in the way."""
     root = tmp_path_factory.mktemp("bad-inputs")
-    (good,) = simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=30.0,
-                                 seed=3, task="center_out")
+    (good,) = simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=30.0, seed=3, task="center_out"
+    )
     code, out = cli("train", "--data", good, "--out", root / "run", "--accelerator", "cpu", "--no-progress", *TRAIN)
     assert code == 0, out
     model = root / "run" / "model.ckpt"
-    f = {"root": root, "good": good, "model": model, "run": root / "run",
-         "pickled": next((root / "run" / "checkpoints").glob("best-*.ckpt")),
-         "short": short_copy(StoredSession(good), root / "short" / good.name, 0.6)}
-    damaged = {"norm_empty": lambda m: m.update(normalization={}),
-               "norm_x": lambda m: m.update(normalization={"x": 1}),
-               "tasks_list": lambda m: m.update(tasks=list(m["tasks"])),
-               "std_nan": lambda m: next(iter(m["normalization"].values()))["hand_velocity"].update(std=[math.nan, 1.0]),
-               "units_short": lambda m: m.update(unit_ids=m["unit_ids"][:-1])}
+    f = {
+        "root": root,
+        "good": good,
+        "model": model,
+        "run": root / "run",
+        "pickled": next((root / "run" / "checkpoints").glob("best-*.ckpt")),
+        "short": short_copy(StoredSession(good), root / "short" / good.name, 0.6),
+    }
+    damaged = {
+        "norm_empty": lambda m: m.update(normalization={}),
+        "norm_x": lambda m: m.update(normalization={"x": 1}),
+        "tasks_list": lambda m: m.update(tasks=list(m["tasks"])),
+        "std_nan": lambda m: next(iter(m["normalization"].values()))["hand_velocity"].update(std=[math.nan, 1.0]),
+        "units_short": lambda m: m.update(unit_ids=m["unit_ids"][:-1]),
+    }
     for name, change in damaged.items():
         f[name] = rewrite_meta(model, root / f"{name}.ckpt", change)
     crafted = root / "crafted-run" / "checkpoints" / "last.ckpt"
@@ -101,8 +128,11 @@ def work(tmp_path_factory) -> dict[str, Path]:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_refused(code: int, out: str, *phrases: str) -> str:
@@ -117,7 +147,17 @@ def assert_refused(code: int, out: str, *phrases: str) -> str:
 
 
 def train_args(f, *extra):
-    return ["train", "--data", f["good"], "--out", f["root"] / "new-run", "--accelerator", "cpu", "--no-progress", *extra]
+    return [
+        "train",
+        "--data",
+        f["good"],
+        "--out",
+        f["root"] / "new-run",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
 
 
 CASES = {
@@ -132,57 +172,109 @@ CASES = {
     "negative window": (lambda f: train_args(f, "model.window=-1"), ["model.window=-1", "> 0"]),
     "devices 99": (lambda f: train_args(f, "--devices", "99"), ["--devices 99", "at most"]),
     "devices text": (lambda f: train_args(f, "--devices", "abc"), ["--devices 'abc'"]),
-    "adapt steps negative": (lambda f: ["adapt", f["model"], f["good"], "--out", f["root"] / "a.ckpt", "max_steps=-5"],
-                             ["max_steps=-5", "whole number >= 1"]),
-    "adapt fraction text": (lambda f: ["adapt", f["model"], f["good"], "--out", f["root"] / "a.ckpt",
-                                       "valid_fraction=abc"], ["valid_fraction=abc", "> 0 and < 1"]),
+    "adapt steps negative": (
+        lambda f: ["adapt", f["model"], f["good"], "--out", f["root"] / "a.ckpt", "max_steps=-5"],
+        ["max_steps=-5", "whole number >= 1"],
+    ),
+    "adapt fraction text": (
+        lambda f: ["adapt", f["model"], f["good"], "--out", f["root"] / "a.ckpt", "valid_fraction=abc"],
+        ["valid_fraction=abc", "> 0 and < 1"],
+    ),
     # model files: damaged metadata in every command that reads a model; code in a resume file; convert
-    **{f"{cmd} {bad}": (lambda f, cmd=cmd, bad=bad: {
-        "evaluate": ["evaluate", f[bad], "--data", f["good"]],
-        "predict": ["predict", f[bad], f["good"], "--out", f["root"] / "p.npz"],
-        "export": ["export", f[bad], "--out", f["root"] / "m.onnx"],
-        "adapt": ["adapt", f[bad], f["good"], "--out", f["root"] / "a.ckpt"]}[cmd], ["metadata is damaged"])
-        for cmd in ("evaluate", "predict", "export", "adapt") for bad in ("norm_empty", "norm_x", "tasks_list")},
+    **{
+        f"{cmd} {bad}": (
+            lambda f, cmd=cmd, bad=bad: {
+                "evaluate": ["evaluate", f[bad], "--data", f["good"]],
+                "predict": ["predict", f[bad], f["good"], "--out", f["root"] / "p.npz"],
+                "export": ["export", f[bad], "--out", f["root"] / "m.onnx"],
+                "adapt": ["adapt", f[bad], f["good"], "--out", f["root"] / "a.ckpt"],
+            }[cmd],
+            ["metadata is damaged"],
+        )
+        for cmd in ("evaluate", "predict", "export", "adapt")
+        for bad in ("norm_empty", "norm_x", "tasks_list")
+    },
     "evaluate std nan": (lambda f: ["evaluate", f["std_nan"], "--data", f["good"]], ["finite"]),
     "evaluate vocabulary": (lambda f: ["evaluate", f["units_short"], "--data", f["good"]], ["9 unit ids for 10"]),
-    "resume crafted last.ckpt": (lambda f: ["train", "--data", f["good"], "--out", f["crafted_run"], "--resume",
-                                            "--accelerator", "cpu", "--no-progress", *TRAIN], ["not loaded"]),
+    "resume crafted last.ckpt": (
+        lambda f: [
+            "train",
+            "--data",
+            f["good"],
+            "--out",
+            f["crafted_run"],
+            "--resume",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+            *TRAIN,
+        ],
+        ["not loaded"],
+    ),
     "convert without --trust": (lambda f: ["convert", f["pickled"], f["root"] / "conv.ckpt"], ["--trust"]),
     # data given where it does not belong: a recording where a prepared session goes, an empty folder
-    "train on an NWB recording": (lambda f: ["train", "--data", f["rec_a"], "--out", f["root"] / "new-run", *TRAIN],
-                                  ["is an NWB recording, not a prepared session", "spiketok prepare"]),
-    "train on an empty folder": (lambda f: ["train", "--data", f["empty"], "--out", f["root"] / "new-run", *TRAIN],
-                                 ["empty: no prepared session files (*.h5)", "spiketok prepare"]),
-    "prepare a missing file": (lambda f: ["prepare", f["root"] / "missing.nwb", "--out", f["root"] / "prepared"],
-                               ["missing.nwb: no such file"]),
+    "train on an NWB recording": (
+        lambda f: ["train", "--data", f["rec_a"], "--out", f["root"] / "new-run", *TRAIN],
+        ["is an NWB recording, not a prepared session", "spiketok prepare"],
+    ),
+    "train on an empty folder": (
+        lambda f: ["train", "--data", f["empty"], "--out", f["root"] / "new-run", *TRAIN],
+        ["empty: no prepared session files (*.h5)", "spiketok prepare"],
+    ),
+    "prepare a missing file": (
+        lambda f: ["prepare", f["root"] / "missing.nwb", "--out", f["root"] / "prepared"],
+        ["missing.nwb: no such file"],
+    ),
     # outputs: never overwritten without consent, never a model file, a recording or an input
     "predict over a file": (lambda f: ["predict", f["model"], f["good"], "--out", f["old.npz"]], ["--overwrite"]),
-    "predict over a recording": (lambda f: ["predict", f["model"], f["good"], "--out", f["rec_b"], "--overwrite"],
-                                 ["a recording is there"]),
-    "predict over its input": (lambda f: ["predict", f["model"], f["rec_a"], "--out", f["rec_a"], "--overwrite"],
-                               ["input recording"]),
+    "predict over a recording": (
+        lambda f: ["predict", f["model"], f["good"], "--out", f["rec_b"], "--overwrite"],
+        ["a recording is there"],
+    ),
+    "predict over its input": (
+        lambda f: ["predict", f["model"], f["rec_a"], "--out", f["rec_a"], "--overwrite"],
+        ["input recording"],
+    ),
     "export over its model": (lambda f: ["export", f["model"], "--out", f["model"], "--overwrite"], ["inputs"]),
     "export over a file": (lambda f: ["export", f["model"], "--out", f["old.onnx"]], ["--overwrite"]),
     "adapt over a file": (lambda f: ["adapt", f["model"], f["good"], "--out", f["old.npz"]], ["--overwrite"]),
-    "adapt over its model": (lambda f: ["adapt", f["model"], f["good"], "--out", f["model"], "--overwrite"],
-                             ["inputs"]),
-    "evaluate json over a file": (lambda f: ["evaluate", f["model"], "--data", f["good"], "--json", f["old.json"]],
-                                  ["--overwrite"]),
-    "evaluate json over a model": (lambda f: ["evaluate", f["model"], "--data", f["good"], "--json", f["pickled"],
-                                              "--overwrite"], ["a model file is there"]),
-    "prepare over another recording": (lambda f: ["prepare", f["rec_b"], "--out", f["root"] / "prepared"],
-                                       ["another recording", "--overwrite"]),
+    "adapt over its model": (
+        lambda f: ["adapt", f["model"], f["good"], "--out", f["model"], "--overwrite"],
+        ["inputs"],
+    ),
+    "evaluate json over a file": (
+        lambda f: ["evaluate", f["model"], "--data", f["good"], "--json", f["old.json"]],
+        ["--overwrite"],
+    ),
+    "evaluate json over a model": (
+        lambda f: ["evaluate", f["model"], "--data", f["good"], "--json", f["pickled"], "--overwrite"],
+        ["a model file is there"],
+    ),
+    "prepare over another recording": (
+        lambda f: ["prepare", f["rec_b"], "--out", f["root"] / "prepared"],
+        ["another recording", "--overwrite"],
+    ),
     # requests that make no sense, recordings too short to score
-    "evaluate unknown target": (lambda f: ["evaluate", f["model"], "--data", f["good"], "--target", "nonexistent"],
-                                ["--target nonexistent"]),
-    "predict negative rate": (lambda f: ["predict", f["model"], f["good"], "--out", f["root"] / "p.csv", "--rate",
-                                         "-5"], ["--rate -5"]),
-    **{f"{cmd} too short": (lambda f, cmd=cmd: {
-        "evaluate": ["evaluate", f["model"], "--data", f["short"]],
-        "predict": ["predict", f["model"], f["short"], "--out", f["root"] / "p.npz"],
-        "replay": ["replay", f["model"], f["short"]],
-        "baseline": ["baseline", "--data", f["short"], "--target", "hand_velocity"]}[cmd], ["0.6 s long", "at least 1 s"])
-        for cmd in ("evaluate", "predict", "replay", "baseline")},
+    "evaluate unknown target": (
+        lambda f: ["evaluate", f["model"], "--data", f["good"], "--target", "nonexistent"],
+        ["--target nonexistent"],
+    ),
+    "predict negative rate": (
+        lambda f: ["predict", f["model"], f["good"], "--out", f["root"] / "p.csv", "--rate", "-5"],
+        ["--rate -5"],
+    ),
+    **{
+        f"{cmd} too short": (
+            lambda f, cmd=cmd: {
+                "evaluate": ["evaluate", f["model"], "--data", f["short"]],
+                "predict": ["predict", f["model"], f["short"], "--out", f["root"] / "p.npz"],
+                "replay": ["replay", f["model"], f["short"]],
+                "baseline": ["baseline", "--data", f["short"], "--target", "hand_velocity"],
+            }[cmd],
+            ["0.6 s long", "at least 1 s"],
+        )
+        for cmd in ("evaluate", "predict", "replay", "baseline")
+    },
 }
 
 
@@ -201,7 +293,8 @@ def test_one_bad_file_is_one_line_and_debug_shows_the_traceback(work, monkeypatc
     monkeypatch.chdir(work["root"])
     code, out = cli("prepare", "missing.nwb", "--out", "prepared")
     assert code == 2 and [line for line in out.splitlines() if line.strip()] == [
-        "error: missing.nwb: no such file; give the path of an NWB 2 file (.nwb)"], out
+        "error: missing.nwb: no such file; give the path of an NWB 2 file (.nwb)"
+    ], out
     from spiketok.data.session import DataError
 
     with pytest.raises(DataError, match="missing.nwb: no such file"):  # cli() raises what the command raised
@@ -210,16 +303,18 @@ def test_one_bad_file_is_one_line_and_debug_shows_the_traceback(work, monkeypatc
 
 def test_a_recording_with_too_few_trials_to_split_says_it_is_split_in_time(work, tmp_path) -> None:
     rec = recording(tmp_path / "two.nwb", 6, 2)
-    two = write_nwb(tmp_path / "two-trials.nwb", {str(u): np.sort(np.random.default_rng(u).uniform(0, 12, 240))
-                                                  for u in range(6)},
-                    {"hand_velocity": {"data": np.ones((1200, 2)), "timestamps": np.arange(0, 12, 0.01),
-                                       "kind": "timeseries"}},
-                    trials={"start_time": [1.0, 6.0], "stop_time": [5.0, 10.0]})
+    two = write_nwb(
+        tmp_path / "two-trials.nwb",
+        {str(u): np.sort(np.random.default_rng(u).uniform(0, 12, 240)) for u in range(6)},
+        {"hand_velocity": {"data": np.ones((1200, 2)), "timestamps": np.arange(0, 12, 0.01), "kind": "timeseries"}},
+        trials={"start_time": [1.0, 6.0], "stop_time": [5.0, 10.0]},
+    )
     assert rec.exists()
     code, out = cli("prepare", two, "--out", tmp_path / "p")
     assert code == 0, out
     assert "only 2 trial(s), too few to split whole trials: the session is split in time blocks" in " ".join(
-        out.split())
+        out.split()
+    )
 
 
 def test_a_failed_train_leaves_no_run_folder(work, tmp_path) -> None:
@@ -271,8 +366,11 @@ def test_predict_killed_while_writing_leaves_the_previous_output_whole(work, tmp
     assert code == 0, text
     before = out.read_bytes()
     exe = Path(sys.executable).parent / "spiketok"
-    proc = subprocess.Popen([str(exe), "predict", str(work["model"]), str(work["good"]), "--out", str(out),
-                             "--overwrite", "--rate", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "predict", str(work["model"]), str(work["good"]), "--out", str(out), "--overwrite", "--rate", "50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, killed = time.monotonic() + 120, False
     while proc.poll() is None and time.monotonic() < deadline:
         if list(tmp_path.glob(".p.nwb.*.tmp")):  # writing has begun
@@ -317,7 +415,7 @@ def _is_number(v) -> bool:
 def meta_paths(work) -> tuple[dict, list]:
     raw = work["model"].read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
-    meta = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["spiketok"])
+    meta = json.loads(json.loads(raw[8 : 8 + n])["__metadata__"]["spiketok"])
     # `train` as a whole and `extra` are free-form records: a valid other value there is another model, not damage
     paths = [p for p in _paths(meta) if p and p[0] not in ("extra",) and p != ("train",)]
     return meta, paths
@@ -357,8 +455,24 @@ def test_damaged_metadata_is_refused_or_changes_nothing(work, meta_paths, undama
         assert not (folder / "r.json").exists()
 
 
-SETTING_KEYS = ["max_steps", "batch_size", "lr", "model.window", "model.dim", "ema", "patience", "seed", "causal",
-                "precision", "target", "foo", "foo.bar", "model.foo", "model.window.x", "eval_stride"]
+SETTING_KEYS = [
+    "max_steps",
+    "batch_size",
+    "lr",
+    "model.window",
+    "model.dim",
+    "ema",
+    "patience",
+    "seed",
+    "causal",
+    "precision",
+    "target",
+    "foo",
+    "foo.bar",
+    "model.foo",
+    "model.window.x",
+    "eval_stride",
+]
 SETTING_VALUES = ["abc", "-5", "0", "1", "2.5", "nan", ".inf", "[", "", "true", "null", "auto", "{a: 1}", "1e-3"]
 
 

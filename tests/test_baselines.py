@@ -15,8 +15,17 @@ from spiketok.cli import app
 from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
-from spiketok.evaluate.baselines import (BaselineConfig, Chunks, Layout, SplitBins, Standardizer, bin_split,
-                                         fit_session, run_baseline, window_features)
+from spiketok.evaluate.baselines import (
+    BaselineConfig,
+    Chunks,
+    Layout,
+    SplitBins,
+    Standardizer,
+    bin_split,
+    fit_session,
+    run_baseline,
+    window_features,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()
@@ -39,8 +48,9 @@ def _hand_session(tmp_path: Path) -> StoredSession:
     weights[5] = 0.0
     iv = Intervals([0.0, 2.0], [1.0, 3.0])
     splits = {"train": iv, "valid": iv, "test": iv}
-    s = Session.from_unit_spikes("hand", spikes, behaviors={"v": Behavior("v", ts, values, weights=weights)},
-                                 splits=splits, start=0.0, end=3.0)
+    s = Session.from_unit_spikes(
+        "hand", spikes, behaviors={"v": Behavior("v", ts, values, weights=weights)}, splits=splits, start=0.0, end=3.0
+    )
     return StoredSession(write_session(s, tmp_path / "hand.h5"))
 
 
@@ -51,14 +61,14 @@ def test_bins_stay_inside_intervals(tmp_path):
     h = b.pad_h
     assert h == 3 and b.pad_la == 0 and b.rows.shape == (2 * (h - 1 + 10), 2)
     # interval 1: unit a has 2 spikes in bin 0 and 1 in bin 9; unit b one in bin 5; the gap spike (1.5 s) is gone
-    first = b.rows[h - 1: h - 1 + 10]
+    first = b.rows[h - 1 : h - 1 + 10]
     assert first[:, 0].tolist() == [2, 0, 0, 0, 0, 0, 0, 0, 0, 1] and first[5, 1] == 1
-    second = b.rows[2 * (h - 1) + 10:]
+    second = b.rows[2 * (h - 1) + 10 :]
     assert second[:, 0].sum() == 1 and second[5, 1] == 1  # 2.001 s and 2.5 s, nothing from the gap
     assert b.rows.sum() == 6  # 7 spikes, one in the gap
-    assert not b.real[: h - 1].any() and b.real[h - 1: h - 1 + 10].all()
+    assert not b.real[: h - 1].any() and b.real[h - 1 : h - 1 + 10].all()
     # the first sample of each interval sees only empty padding before its own bin
-    window = b.rows[b.first[0]: b.first[0] + h]
+    window = b.rows[b.first[0] : b.first[0] + h]
     assert window[:-1].sum() == 0 and window[-1, 0] == 2
     assert len(b.times) == 20 and np.allclose(b.times[10:], np.arange(2.0, 3.0, 0.1))
     assert b.weights[5] == 0 and b.weights.sum() == 19
@@ -71,9 +81,17 @@ def test_gru_chunks_score_each_sample_once_at_its_bin():
     x = np.arange(2 * (h - 1 + n_bins + 1), dtype=np.float32)[:, None].repeat(2, 1)  # row r holds value r
     sample_interval = np.r_[np.zeros(n_bins, int), np.ones(n_bins, int)]
     starts = [h - 1, 2 * (h - 1) + n_bins + 1]
-    bins = SplitBins(x, np.ones(len(x), bool), [(starts[0], n_bins), (starts[1], n_bins)], np.zeros(2 * n_bins, int),
-                     sample_interval, np.r_[np.arange(n_bins), np.arange(n_bins)], np.zeros(2 * n_bins),
-                     np.zeros((2 * n_bins, 1), np.float32), np.ones(2 * n_bins, np.float32))
+    bins = SplitBins(
+        x,
+        np.ones(len(x), bool),
+        [(starts[0], n_bins), (starts[1], n_bins)],
+        np.zeros(2 * n_bins, int),
+        sample_interval,
+        np.r_[np.arange(n_bins), np.arange(n_bins)],
+        np.zeros(2 * n_bins),
+        np.zeros((2 * n_bins, 1), np.float32),
+        np.ones(2 * n_bins, np.float32),
+    )
     ch = Chunks.build(x, bins, layout)
     assert ch.x.shape[1] == 2 * (h + 1)
     got = ch.x[ch.sample_chunk, ch.sample_pos, 0].numpy()
@@ -108,11 +126,20 @@ def test_standardizer_uses_training_bins_only():
     """Hand-made bins: padding rows and weight-0 samples must not enter the statistics."""
     rows = np.array([[16.0, 16.0], [4.0, 1.0], [1.0, 1.0], [9.0, 1.0]], np.float32)  # row 0 is padding
     values = np.array([[1.0], [3.0], [100.0]])  # the third sample has weight 0
-    bins = SplitBins(rows=rows, real=np.array([False, True, True, True]), interval_rows=[(1, 3)],
-                     first=np.array([0, 1, 2]), sample_interval=np.zeros(3, int), sample_bin=np.arange(3),
-                     times=np.array([0.1, 0.2, 0.3]), values=values, weights=np.array([1.0, 1.0, 0.0]))
+    bins = SplitBins(
+        rows=rows,
+        real=np.array([False, True, True, True]),
+        interval_rows=[(1, 3)],
+        first=np.array([0, 1, 2]),
+        sample_interval=np.zeros(3, int),
+        sample_bin=np.arange(3),
+        times=np.array([0.1, 0.2, 0.3]),
+        values=values,
+        weights=np.array([1.0, 1.0, 0.0]),
+    )
     std = Standardizer.fit(bins)
-    # sqrt counts of the real rows: unit 0 -> 2, 1, 3 (mean 2, std sqrt(2/3)); unit 1 -> 1, 1, 1 (std 0, floored to 0.05)
+    # sqrt counts of the real rows: unit 0 -> 2, 1, 3 (mean 2, std sqrt(2/3));
+    # unit 1 -> 1, 1, 1 (std 0, floored to 0.05)
     np.testing.assert_allclose(std.x_mean, [2.0, 1.0])
     np.testing.assert_allclose(std.x_std, [np.sqrt(2 / 3), 0.05], rtol=1e-6)
     # targets of the weighted samples: 1 and 3 -> mean 2, std 1
@@ -138,8 +165,22 @@ def test_neural_baselines_learn(sim, model):
 
 def test_cli_ridge_json(sim, tmp_path):
     out = tmp_path / "ridge.json"
-    result = runner.invoke(app, ["baseline", "--model", "ridge", "--data", str(sim), "--target", "hand_velocity",
-                                 "--history", "0.3", "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "baseline",
+            "--model",
+            "ridge",
+            "--data",
+            str(sim),
+            "--target",
+            "hand_velocity",
+            "--history",
+            "0.3",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads(out.read_text())
     assert set(res["sessions"]) == {"sim_a0_s0", "sim_a0_s1"}
@@ -192,8 +233,10 @@ def test_unusable_valid_split_falls_back_to_end_of_train(tmp_path, sim):
 
 # --- what validation chooses ---------------------------------------------------------------------
 
-def _lagged_session(path: Path, lag: float, splits: dict[str, tuple[float, float]], seed: int = 0,
-                    noise: float = 0.05) -> StoredSession:
+
+def _lagged_session(
+    path: Path, lag: float, splits: dict[str, tuple[float, float]], seed: int = 0, noise: float = 0.05
+) -> StoredSession:
     """10 Poisson units (20 Hz) and a behaviour sampled every 20 ms (mid-bin) that is a fixed weighted sum
     of the spikes in [t - lag - 0.01, t - lag + 0.01): it depends on the spikes `lag` seconds earlier
     (later, for a negative lag), and on nothing else but noise (`noise` times its std)."""
@@ -207,8 +250,14 @@ def _lagged_session(path: Path, lag: float, splits: dict[str, tuple[float, float
         lo, hi = np.searchsorted(t, ts - lag - 0.01), np.searchsorted(t, ts - lag + 0.01)
         y += gain[int(u)] * (hi - lo)
     y += noise * y.std() * rng.normal(size=len(ts))
-    s = Session.from_unit_spikes("lagged", spikes, behaviors={"y": Behavior("y", ts, y)}, start=0.0, end=end,
-                                 splits={k: Intervals([a], [b]) for k, (a, b) in splits.items()})
+    s = Session.from_unit_spikes(
+        "lagged",
+        spikes,
+        behaviors={"y": Behavior("y", ts, y)},
+        start=0.0,
+        end=end,
+        splits={k: Intervals([a], [b]) for k, (a, b) in splits.items()},
+    )
     return StoredSession(write_session(s, path))
 
 
@@ -249,10 +298,22 @@ def test_centred_windows_win_when_behaviour_follows_the_spikes(tmp_path):
 def test_early_stopping_restores_the_best_validation_step(tmp_path):
     """An MLP that memorises 4 s of noisy training data: its valid error bottoms out early; training stops
     `patience` evaluations later, and the returned model is the one of the lowest valid error."""
-    s = _lagged_session(tmp_path / "small.h5", 0.1, {"train": (0.0, 4.0), "valid": (10.0, 20.0), "test": (20.0, 30.0)},
-                        noise=0.5)
-    cfg = BaselineConfig(model="mlp", lags="causal", history=0.2, hidden=512, dropout=0.0, lr=1e-3, weight_decay=0.0,
-                         batch_size=64, max_steps=600, eval_every=10, patience=10)
+    s = _lagged_session(
+        tmp_path / "small.h5", 0.1, {"train": (0.0, 4.0), "valid": (10.0, 20.0), "test": (20.0, 30.0)}, noise=0.5
+    )
+    cfg = BaselineConfig(
+        model="mlp",
+        lags="causal",
+        history=0.2,
+        hidden=512,
+        dropout=0.0,
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=64,
+        max_steps=600,
+        eval_every=10,
+        patience=10,
+    )
     fit = fit_session(s, "y", cfg, split="valid")
     info, curve = fit.info, np.array(fit.info["curve"])
     k = int(np.argmin(curve[:, 1]))
@@ -274,8 +335,9 @@ def test_ridge_routes_agree_with_sklearn(tmp_path, monkeypatch):
 
     from spiketok.evaluate.baselines import ridge as bl  # the module whose limits pick the route
 
-    s = _lagged_session(tmp_path / "lag.h5", 0.06, {"train": (0.0, 4.0), "valid": (4.0, 10.0), "test": (10.0, 16.0)},
-                        noise=0.5)
+    s = _lagged_session(
+        tmp_path / "lag.h5", 0.06, {"train": (0.0, 4.0), "valid": (4.0, 10.0), "test": (10.0, 16.0)}, noise=0.5
+    )
     cfg = BaselineConfig(model="ridge", history_choices=(0.02, 0.1, 0.3), alphas=(1.0, 30.0, 1000.0))
     fits = {}
     for route, (svd, gram) in {"svd": (10**9, 10**9), "gram": (0, 10**9), "per-window": (0, 0)}.items():

@@ -19,8 +19,15 @@ from spiketok.data.storage import StoredSession
 _register()
 runner = CliRunner()
 # 250 steps decode the track: test R² 0.95 to 0.96 measured over seeds 0-2 (300 steps: 0.93 to 0.97), in ~15 s
-TRAIN = ["causal=true", "model.window=1", "max_steps=250", "steps_per_epoch=50", "batch_size=16", "warmup_steps=12",
-         "eval_stride=1.0"]
+TRAIN = [
+    "causal=true",
+    "model.window=1",
+    "max_steps=250",
+    "steps_per_epoch=50",
+    "batch_size=16",
+    "warmup_steps=12",
+    "eval_stride=1.0",
+]
 R2_BAR = 0.8  # above the ridge floor on this track (test_baselines below: 0.7)
 
 
@@ -45,10 +52,24 @@ def run(track_1d, tmp_path_factory) -> dict:
     where R² says little (measured: 0.09 to 0.83 over seeds, with validation R² above 0.9)."""
     root = tmp_path_factory.mktemp("run_1d")
     cli("prepare", track_1d["a"], track_1d["b"], "--out", root / "prepared", "--split", "blocks")
-    train_out = cli("train", "--data", root / "prepared" / "track_a.h5", "--out", root / "run", "--accelerator", "cpu",
-                    "--no-progress", *TRAIN)
-    return {"root": root, "a": root / "prepared" / "track_a.h5", "b": root / "prepared" / "track_b.h5",
-            "ckpt": root / "run" / "model.ckpt", "train_output": train_out}
+    train_out = cli(
+        "train",
+        "--data",
+        root / "prepared" / "track_a.h5",
+        "--out",
+        root / "run",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        *TRAIN,
+    )
+    return {
+        "root": root,
+        "a": root / "prepared" / "track_a.h5",
+        "b": root / "prepared" / "track_b.h5",
+        "ckpt": root / "run" / "model.ckpt",
+        "train_output": train_out,
+    }
 
 
 def test_the_fixture_is_one_dimensional(track_1d):
@@ -65,10 +86,11 @@ def test_prepare_stores_a_column(run, track_1d):
     assert b.values.shape == (1600, 1) and np.allclose(b.values[:, 0].max(), 90.0, atol=0.1)
 
 
-
 def test_train_evaluate_predict(run, tmp_path):
     assert "done: 250 steps" in run["train_output"]
-    out = cli("evaluate", run["ckpt"], "--data", run["a"], "--json", tmp_path / "ev.json", "--plots", tmp_path / "plots")
+    out = cli(
+        "evaluate", run["ckpt"], "--data", run["a"], "--json", tmp_path / "ev.json", "--plots", tmp_path / "plots"
+    )
     res = json.loads((tmp_path / "ev.json").read_text())
     r = res["sessions"]["track_a"]
     assert r["dims"] == ["pos_0"] and len(r["r2_per_dim"]) == 1
@@ -92,8 +114,20 @@ def test_replay(run, tmp_path):
 
 
 def test_adapt_to_a_new_1d_session(run, tmp_path):
-    out = cli("adapt", run["ckpt"], run["b"], "--mode", "finetune", "--train-seconds", 20, "--out",
-              tmp_path / "adapted.ckpt", "fixed_steps=5", "max_steps=5", "batch_size=8")
+    out = cli(
+        "adapt",
+        run["ckpt"],
+        run["b"],
+        "--mode",
+        "finetune",
+        "--train-seconds",
+        20,
+        "--out",
+        tmp_path / "adapted.ckpt",
+        "fixed_steps=5",
+        "max_steps=5",
+        "batch_size=8",
+    )
     assert "R² on track_b's test split" in out
     model = spiketok.load(tmp_path / "adapted.ckpt")
     assert "track_b" in model.session_emb.ids

@@ -21,6 +21,8 @@ finally:
 
 SECTIONS = docsection.sections(PAGE.read_text())
 MEASURED = [name for name, body in SECTIONS.items() if docsection.UNMEASURED not in body]
+
+
 def git(*args: str) -> str | None:
     """`git ARGS` in the checkout: its output, or None when it fails."""
     try:
@@ -35,8 +37,11 @@ def test_the_page_has_its_sections() -> None:
 
 
 def test_no_section_records_a_smoke_command() -> None:
-    smoke = {name: [c for c in docsection.commands(body) if "--quick" in c]
-             for name, body in SECTIONS.items() if docsection.is_smoke(body)}
+    smoke = {
+        name: [c for c in docsection.commands(body) if "--quick" in c]
+        for name, body in SECTIONS.items()
+        if docsection.is_smoke(body)
+    }
     assert not smoke, f"sections written by smoke runs (run the full command, or mark them unmeasured): {smoke}"
 
 
@@ -64,13 +69,15 @@ def test_a_section_is_not_older_than_the_code_it_measures(name: str) -> None:
     assert recorded, f"{name}: no commit recorded, so nothing shows it measured the code of {last[:12]}"
     commit, tree = recorded
     if tree is not None:
-        assert tree == git("rev-parse", f"{last}:spiketok"), \
+        assert tree == git("rev-parse", f"{last}:spiketok"), (
             f"{name} ran on uncommitted code (tree {tree[:12]}) that differs from spiketok/ at {last[:12]}"
+        )
         return
     if git("cat-file", "-e", f"{commit}^{{commit}}") is None:
         pytest.skip(f"{name}'s commit {commit[:12]} is not in this checkout (a shallow clone?)")
-    assert git("merge-base", "--is-ancestor", last, commit) is not None, \
+    assert git("merge-base", "--is-ancestor", last, commit) is not None, (
         f"{name} ran on {commit[:12]}, older than {last[:12]}, the last commit that changed spiketok/: run it again"
+    )
 
 
 def test_a_smoke_section_goes_to_the_scratch_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,11 +103,18 @@ def test_unmeasured_keeps_the_heading_and_drops_only_its_own_pictures(tmp_path: 
     (tmp_path / "img").mkdir()
     for name in ("a.png", "shared.png", "b.png"):
         (tmp_path / "img" / name).write_bytes(b"png")
-    page.write_text("<!-- a:start -->\n## A\n\n![a](img/a.png) ![s](img/shared.png)\n| command | "
-                    "`python benchmarks/bench_a.py --quick` |\n<!-- a:end -->\n\n<!-- b:start -->\n## B\n"
-                    "![b](img/b.png) ![s](img/shared.png)\n<!-- b:end -->\n")
-    gone = docsection.write_unmeasured("<!-- a:start -->", "<!-- a:end -->", "python benchmarks/bench_a.py",
-                                       "python benchmarks/run_all.py --unmeasured --only a", page)
+    page.write_text(
+        "<!-- a:start -->\n## A\n\n![a](img/a.png) ![s](img/shared.png)\n| command | "
+        "`python benchmarks/bench_a.py --quick` |\n<!-- a:end -->\n\n<!-- b:start -->\n## B\n"
+        "![b](img/b.png) ![s](img/shared.png)\n<!-- b:end -->\n"
+    )
+    gone = docsection.write_unmeasured(
+        "<!-- a:start -->",
+        "<!-- a:end -->",
+        "python benchmarks/bench_a.py",
+        "python benchmarks/run_all.py --unmeasured --only a",
+        page,
+    )
     assert gone == [tmp_path / "img" / "a.png"]
     assert sorted(p.name for p in (tmp_path / "img").iterdir()) == ["b.png", "shared.png"]
     body = docsection.sections(page.read_text())["a"]
@@ -125,5 +139,8 @@ def test_bench_real_data_shows_the_settings_it_trains_with() -> None:
     finally:
         sys.path.pop(0)
     # --quick adds max_steps=10 after the group's own max_steps=2500: the run trains (and the page says) 10
-    assert settings(["max_minutes=1.0"], ["model.window=4", "max_steps=2500"], ["max_steps=10"]) == \
-        ["max_minutes=1.0", "model.window=4", "max_steps=10"]
+    assert settings(["max_minutes=1.0"], ["model.window=4", "max_steps=2500"], ["max_steps=10"]) == [
+        "max_minutes=1.0",
+        "model.window=4",
+        "max_steps=10",
+    ]

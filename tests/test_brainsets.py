@@ -19,8 +19,8 @@ from spiketok.data.splits import make_splits
 from spiketok.data.storage import StoredSession
 
 temporaldata = pytest.importorskip("temporaldata")
-from temporaldata import ArrayDict, Data, Interval, IrregularTimeSeries, RegularTimeSeries  # noqa: E402
 from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
+from temporaldata import ArrayDict, Data, Interval, IrregularTimeSeries, RegularTimeSeries  # noqa: E402
 
 _register()
 
@@ -41,22 +41,32 @@ def brainsets_session(path: Path, sim: Session) -> tuple[Path, dict[str, Interva
     """A file shaped like a brainsets session (perich_miller style): spikes, units, trials, cursor with
     pos/vel, session/subject descriptions, and train/valid/test domains made from held-out trials."""
     hv, hp = sim.behavior("hand_velocity"), sim.behavior("hand_position")
-    cursor = IrregularTimeSeries(timestamps=hv.timestamps, pos=hp.values.astype(np.float64),
-                                 vel=hv.values.astype(np.float64), domain="auto")
+    cursor = IrregularTimeSeries(
+        timestamps=hv.timestamps, pos=hp.values.astype(np.float64), vel=hv.values.astype(np.float64), domain="auto"
+    )
     n_trials = len(sim.trials)
-    trials = Interval(start=sim.trials.start, end=sim.trials.end,
-                      target_id=sim.trials.columns["target_id"], result=np.array(["R"] * n_trials))
+    trials = Interval(
+        start=sim.trials.start,
+        end=sim.trials.end,
+        target_id=sim.trials.columns["target_id"],
+        result=np.array(["R"] * n_trials),
+    )
     order = np.random.default_rng(0).permutation(n_trials)
     n_test, n_valid = max(1, n_trials // 5), max(1, n_trials // 10)
     test = trials.select_by_mask(np.isin(np.arange(n_trials), order[:n_test]))
-    valid = trials.select_by_mask(np.isin(np.arange(n_trials), order[n_test:n_test + n_valid]))
+    valid = trials.select_by_mask(np.isin(np.arange(n_trials), order[n_test : n_test + n_valid]))
     data = Data(
-        session=Data(id=sim.id), subject=Data(id="monkey_c", species="macaca mulatta"),
-        spikes=IrregularTimeSeries(timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64),
-                                   domain="auto"),
-        units=ArrayDict(id=np.array([f"elec{i}/unit_0" for i in range(sim.n_units)]),
-                        unit_number=np.arange(sim.n_units)),
-        trials=trials, cursor=cursor, domain=cursor.domain,
+        session=Data(id=sim.id),
+        subject=Data(id="monkey_c", species="macaca mulatta"),
+        spikes=IrregularTimeSeries(
+            timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64), domain="auto"
+        ),
+        units=ArrayDict(
+            id=np.array([f"elec{i}/unit_0" for i in range(sim.n_units)]), unit_number=np.arange(sim.n_units)
+        ),
+        trials=trials,
+        cursor=cursor,
+        domain=cursor.domain,
     )
     domains = {"train": data.domain.difference((valid | test).dilate(1.0)), "valid": valid, "test": test}
     data.train_domain, data.valid_domain, data.test_domain = domains["train"], domains["valid"], domains["test"]
@@ -100,9 +110,13 @@ def test_brainsets_session_is_read_with_its_own_splits(tmp_path, sim):
 def test_regular_time_series_without_domains_uses_spiketok_splits(tmp_path, sim):
     hp = sim.behavior("hand_position")
     hand = RegularTimeSeries(pos=hp.values.astype(np.float64), sampling_rate=100.0, domain_start=0.0)
-    data = Data(spikes=IrregularTimeSeries(timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64),
-                                           domain="auto"),
-                hand=hand, domain=hand.domain)
+    data = Data(
+        spikes=IrregularTimeSeries(
+            timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64), domain="auto"
+        ),
+        hand=hand,
+        domain=hand.domain,
+    )
     path = _save(data, tmp_path / "plain.h5")
     session, report = read_temporaldata(path, derive="velocity")  # the only signal: hand_pos
     assert set(session.behavior_names) == {"hand_pos", "hand_pos_velocity"}
@@ -124,8 +138,7 @@ def test_missing_spikes_and_behaviour_are_clear_errors(tmp_path, sim):
     with pytest.raises(DataError, match=r"no spikes in this temporaldata file .*holds: cursor") as e:
         read_temporaldata(no_spikes)
     assert str(no_spikes) in str(e.value)
-    spikes = IrregularTimeSeries(timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64),
-                                 domain="auto")
+    spikes = IrregularTimeSeries(timestamps=sim.spike_times, unit_index=sim.spike_units.astype(np.int64), domain="auto")
     no_beh = _save(Data(spikes=spikes, domain=spikes.domain), tmp_path / "no_beh.h5")
     with pytest.raises(DataError, match="no behaviour in this temporaldata file"):
         read_temporaldata(no_beh)
@@ -142,13 +155,14 @@ def test_reader_chosen_by_content_not_extension(tmp_path, sim, make_nwb):
     odd, _ = brainsets_session(tmp_path / "session.nwb", sim)  # temporaldata under an NWB name
     session, _ = read_recording(odd, behavior=["cursor_vel"])
     assert session.meta["source_format"] == "temporaldata"
-    nwb = make_nwb("rec.h5", units={"0": [0.5, 1.5], "1": [1.0]},
-                   behavior={"led": {"timestamps": np.arange(0, 3, 0.1), "data": np.ones((30, 2))}})
+    nwb = make_nwb(
+        "rec.h5",
+        units={"0": [0.5, 1.5], "1": [1.0]},
+        behavior={"led": {"timestamps": np.arange(0, 3, 0.1), "data": np.ones((30, 2))}},
+    )
     assert file_kind(nwb) == "nwb"
     session, _ = read_recording(nwb)
     assert session.meta["identifier"] == "rec" and session.behavior_names == ["led"]
-
-
 
 
 def test_prepare_train_evaluate_on_a_brainsets_session(tmp_path, sim):
@@ -167,12 +181,32 @@ def test_prepare_train_evaluate_on_a_brainsets_session(tmp_path, sim):
     assert set(info["behavior"]) == {"cursor_pos", "cursor_vel"}
     assert info["splits"]["test"]["count"] == len(domains["test"])
 
-    code, out = cli("train", "--data", tmp_path / "prepared", "--out", tmp_path / "run", "--accelerator", "cpu",
-                    "--no-progress", "target=cursor_vel", "max_steps=8", "steps_per_epoch=4", "batch_size=8",
-                    "warmup_steps=2", "eval_stride=1.0", "init=none")
+    code, out = cli(
+        "train",
+        "--data",
+        tmp_path / "prepared",
+        "--out",
+        tmp_path / "run",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "target=cursor_vel",
+        "max_steps=8",
+        "steps_per_epoch=4",
+        "batch_size=8",
+        "warmup_steps=2",
+        "eval_stride=1.0",
+        "init=none",
+    )
     assert code == 0, out
-    code, out = cli("evaluate", tmp_path / "run" / "model.ckpt", "--data", tmp_path / "prepared",
-                    "--json", tmp_path / "results.json")
+    code, out = cli(
+        "evaluate",
+        tmp_path / "run" / "model.ckpt",
+        "--data",
+        tmp_path / "prepared",
+        "--json",
+        tmp_path / "results.json",
+    )
     assert code == 0, out
     r = json.loads((tmp_path / "results.json").read_text())["sessions"]["c_session"]
     assert r["target"] == "cursor_vel" and r["dims"] == ["cursor_vel_x", "cursor_vel_y"]

@@ -14,20 +14,25 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 from typer.testing import CliRunner
 
 from spiketok.cli import _register, app
 from spiketok.data.session import Behavior, Intervals, Session
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import write_session
-from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
 runner = CliRunner()
-TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=4", "steps_per_epoch=2", "batch_size=4", "warmup_steps=1",
-         "eval_stride=1.0"]
-
-
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "max_steps=4",
+    "steps_per_epoch=2",
+    "batch_size=4",
+    "warmup_steps=1",
+    "eval_stride=1.0",
+]
 
 
 def assert_user_error(code: int, out: str, *phrases: str) -> None:
@@ -40,17 +45,25 @@ def assert_user_error(code: int, out: str, *phrases: str) -> None:
         assert p in errors[0], errors[0]
 
 
-def session_file(path: Path, sid: str, duration: float, behavior_spans: list[tuple[float, float]],
-                 splits: dict[str, list[tuple[float, float]]], n_units: int = 8, rate: float = 20.0,
-                 seed: int = 0) -> Path:
+def session_file(
+    path: Path,
+    sid: str,
+    duration: float,
+    behavior_spans: list[tuple[float, float]],
+    splits: dict[str, list[tuple[float, float]]],
+    n_units: int = 8,
+    rate: float = 20.0,
+    seed: int = 0,
+) -> Path:
     """A prepared session: uniform spikes (`rate` Hz per unit) and a 2-D hand_velocity at 100 Hz in the spans."""
     rng = np.random.default_rng(seed)
     spikes = {f"u{k}": np.sort(rng.uniform(0, duration, int(rate * duration))) for k in range(n_units)}
     ts = np.concatenate([np.arange(a, b, 0.01) for a, b in behavior_spans]) if behavior_spans else np.zeros(0)
     beh = Behavior("hand_velocity", ts, np.stack([np.sin(ts), np.cos(ts)], axis=1), unit="cm/s")
     ivs = {name: Intervals(np.array([a for a, _ in iv]), np.array([b for _, b in iv])) for name, iv in splits.items()}
-    session = Session.from_unit_spikes(sid, spikes, behaviors={"hand_velocity": beh}, splits=ivs, start=0.0,
-                                       end=duration)
+    session = Session.from_unit_spikes(
+        sid, spikes, behaviors={"hand_velocity": beh}, splits=ivs, start=0.0, end=duration
+    )
     return write_session(session, path)
 
 
@@ -58,8 +71,9 @@ def session_file(path: Path, sid: str, duration: float, behavior_spans: list[tup
 def files(tmp_path_factory) -> dict[str, Path]:
     """A simulated session, a model trained on it for 4 steps, and damaged copies of both."""
     root = tmp_path_factory.mktemp("errors")
-    (good,) = simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=40.0,
-                                 seed=3, task="center_out")
+    (good,) = simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=40.0, seed=3, task="center_out"
+    )
     code, out = cli("train", "--data", good, "--out", root / "run", "--accelerator", "cpu", "--no-progress", *TRAIN)
     assert code == 0, out
     model = root / "run" / "model.ckpt"
@@ -75,11 +89,20 @@ def files(tmp_path_factory) -> dict[str, Path]:
     with h5py.File(foreign_h5, "w") as f:
         f["x"] = np.arange(10)
         f.attrs["made_by"] = "another tool"
-    return {"root": root, "good": good, "model": model, "run": root / "run", "truncated_model": truncated_model,
-            "corrupt_model": corrupt_model, "truncated_h5": truncated_h5, "foreign_h5": foreign_h5}
+    return {
+        "root": root,
+        "good": good,
+        "model": model,
+        "run": root / "run",
+        "truncated_model": truncated_model,
+        "corrupt_model": corrupt_model,
+        "truncated_h5": truncated_h5,
+        "foreign_h5": foreign_h5,
+    }
 
 
 # --- damaged checkpoints: every command that reads a model --------------------------------------------------
+
 
 @pytest.mark.parametrize("which", ["truncated_model", "corrupt_model"])
 def test_evaluate_with_a_damaged_checkpoint(files, which) -> None:
@@ -120,17 +143,28 @@ def test_train_resume_with_a_truncated_last_checkpoint(files) -> None:
     (run / "checkpoints").mkdir(parents=True)
     last = files["run"] / "checkpoints" / "last.ckpt"
     (run / "checkpoints" / "last.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 3])
-    code, out = cli("train", "--data", files["good"], "--out", run, "--resume", "--accelerator", "cpu",
-                    "--no-progress", *TRAIN)
+    code, out = cli(
+        "train", "--data", files["good"], "--out", run, "--resume", "--accelerator", "cpu", "--no-progress", *TRAIN
+    )
     assert_user_error(code, out, "last.ckpt", "damaged")
 
 
 # --- truncated or foreign prepared files --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("which", ["truncated_h5", "foreign_h5"])
 def test_train_with_a_bad_session_file(files, which) -> None:
-    code, out = cli("train", "--data", files[which], "--out", files["root"] / f"run-{which}", "--accelerator", "cpu",
-                    "--no-progress", *TRAIN)
+    code, out = cli(
+        "train",
+        "--data",
+        files[which],
+        "--out",
+        files["root"] / f"run-{which}",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        *TRAIN,
+    )
     assert_user_error(code, out, files[which].name, "spiketok prepare")
 
 
@@ -152,6 +186,7 @@ def test_adapt_with_a_bad_session_file(files, which) -> None:
 
 # --- data that cannot be decoded -----------------------------------------------------------------------------
 
+
 def test_evaluate_on_a_split_with_no_behaviour_samples(files) -> None:
     # the trained session again (same id and units), its behaviour removed from the test split
     from spiketok.data.storage import StoredSession
@@ -162,30 +197,50 @@ def test_evaluate_on_a_split_with_no_behaviour_samples(files) -> None:
     beh = w.behavior["hand_velocity"]
     keep = ~test.contains(beh.timestamps + good.start)
     beh = Behavior("hand_velocity", beh.timestamps[keep] + good.start, beh.values[keep], unit=beh.unit)
-    session = Session(good.id, w.spike_times + good.start, w.spike_units, good.unit_names,
-                      behaviors={"hand_velocity": beh}, splits=good.splits, start=good.start, end=good.end)
+    session = Session(
+        good.id,
+        w.spike_times + good.start,
+        w.spike_units,
+        good.unit_names,
+        behaviors={"hand_velocity": beh},
+        splits=good.splits,
+        start=good.start,
+        end=good.end,
+    )
     path = write_session(session, files["root"] / "nobeh" / files["good"].name)
     code, out = cli("evaluate", files["model"], "--data", path)
     assert_user_error(code, out, good.id, "'test' split holds no 'hand_velocity' sample")
 
 
 def test_train_on_a_recording_too_short_for_one_window(files) -> None:
-    path = session_file(files["root"] / "short" / "short.h5", "short", 0.6, [(0.0, 0.6)],
-                        {"train": [(0.0, 0.3)], "valid": [(0.3, 0.45)], "test": [(0.45, 0.6)]})
-    code, out = cli("train", "--data", path, "--out", files["root"] / "run-short", "--accelerator", "cpu",
-                    "--no-progress", *TRAIN)  # model.window=1: a window the user set (auto would pick 0.5 s)
+    path = session_file(
+        files["root"] / "short" / "short.h5",
+        "short",
+        0.6,
+        [(0.0, 0.6)],
+        {"train": [(0.0, 0.3)], "valid": [(0.3, 0.45)], "test": [(0.45, 0.6)]},
+    )
+    code, out = cli(
+        "train", "--data", path, "--out", files["root"] / "run-short", "--accelerator", "cpu", "--no-progress", *TRAIN
+    )  # model.window=1: a window the user set (auto would pick 0.5 s)
     assert_user_error(code, out, "short.h5", "shorter than one 1 s context window")
 
 
 def test_baseline_on_a_split_with_no_samples(files) -> None:
-    path = session_file(files["root"] / "nobeh2" / "nobeh2.h5", "nobeh2", 40.0, [(0.0, 30.0)],
-                        {"train": [(0.0, 24.0)], "valid": [(24.0, 30.0)], "test": [(30.0, 40.0)]})
+    path = session_file(
+        files["root"] / "nobeh2" / "nobeh2.h5",
+        "nobeh2",
+        40.0,
+        [(0.0, 30.0)],
+        {"train": [(0.0, 24.0)], "valid": [(24.0, 30.0)], "test": [(30.0, 40.0)]},
+    )
     code, out = cli("baseline", "--data", path)
     assert_user_error(code, out, "nobeh2", "test")
     assert "nan" not in out
 
 
 # --- --debug and SPIKETOK_DEBUG show the traceback ------------------------------------------------------------
+
 
 def test_debug_flag_shows_the_traceback(files) -> None:
     result = runner.invoke(app, ["--debug", "model-info", str(files["truncated_model"])])

@@ -7,27 +7,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 from spiketok.cli import _register
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
-from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
-TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=12", "steps_per_epoch=6", "batch_size=8", "warmup_steps=3",
-         "eval_stride=1.0"]
-
-
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "max_steps=12",
+    "steps_per_epoch=6",
+    "batch_size=8",
+    "warmup_steps=3",
+    "eval_stride=1.0",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A run folder trained through `spiketok train` on two simulated sessions."""
     root = tmp_path_factory.mktemp("cli")
-    simulate_to_folder(root / "sim", n_animals=2, sessions_per_animal=1, n_units=(16, 24), duration=50.0, seed=5,
-                       task="center_out")
-    code, out = cli("train", "--data", root / "sim", "--out", root / "run", "--accelerator", "cpu", "--no-progress",
-                    *TRAIN)
+    simulate_to_folder(
+        root / "sim", n_animals=2, sessions_per_animal=1, n_units=(16, 24), duration=50.0, seed=5, task="center_out"
+    )
+    code, out = cli(
+        "train", "--data", root / "sim", "--out", root / "run", "--accelerator", "cpu", "--no-progress", *TRAIN
+    )
     assert code == 0, out
     return {"root": root, "data": root / "sim", "run": root / "run", "train_output": out}
 
@@ -56,8 +63,16 @@ def test_train_writes_checkpoints_logs_and_a_summary(trained: dict[str, Path]) -
 
 def test_evaluate_writes_json_and_plots(trained: dict[str, Path]) -> None:
     out_dir = trained["root"] / "eval"
-    code, out = cli("evaluate", trained["run"] / "model.ckpt", "--data", trained["data"], "--json",
-                    out_dir / "results.json", "--plots", out_dir / "plots")
+    code, out = cli(
+        "evaluate",
+        trained["run"] / "model.ckpt",
+        "--data",
+        trained["data"],
+        "--json",
+        out_dir / "results.json",
+        "--plots",
+        out_dir / "plots",
+    )
     assert code == 0, out
     assert "R² on the test split" in out and "mean" in out
     results = json.loads((out_dir / "results.json").read_text())
@@ -109,6 +124,7 @@ def test_predict_writes_npz_and_csv_at_the_behaviour_timestamps(trained: dict[st
 def test_predict_matches_what_evaluate_decodes(trained: dict[str, Path]) -> None:
     """The same model on the same span gives the same numbers through `predict` and `evaluate`."""
     from conftest import whole_span_copy
+
     from spiketok.evaluate.metrics import r2_per_dim
     from spiketok.evaluate.report import evaluate
     from spiketok.train.checkpoint import load
@@ -150,7 +166,9 @@ def test_evaluate_on_an_unknown_session_says_to_adapt_first(trained: dict[str, P
         (["--resume"], "--resume: no "),
     ],
 )
-def test_train_errors_are_one_clear_line(trained: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+def test_train_errors_are_one_clear_line(
+    trained: dict[str, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
     code, out = cli("train", "--data", trained["data"], "--out", tmp_path / "run", *args)
     assert code == 2
     errors = [line for line in out.splitlines() if line.startswith("error: ")]

@@ -19,20 +19,41 @@ from spiketok.train.data import train_sampler
 from spiketok.train.run import DEBUG_ENV
 
 SPIKETOK = str(Path(sys.executable).parent / "spiketok")
-OVERRIDES = ["target=hand_velocity", "model.window=1", "max_steps=6", "steps_per_epoch=3", "batch_size=4", "warmup_steps=2",
-             "eval_stride=1.0", "seed=11"]
+OVERRIDES = [
+    "target=hand_velocity",
+    "model.window=1",
+    "max_steps=6",
+    "steps_per_epoch=3",
+    "batch_size=4",
+    "warmup_steps=2",
+    "eval_stride=1.0",
+    "seed=11",
+]
 
 
 def test_two_process_ddp_draws_disjoint_windows_and_ends_with_identical_weights(tmp_path: Path) -> None:
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
     data = tmp_path / "sim"
-    simulate_to_folder(data, n_animals=2, sessions_per_animal=1, n_units=(16, 24), duration=40.0, seed=1,
-                       task="center_out")
+    simulate_to_folder(
+        data, n_animals=2, sessions_per_animal=1, n_units=(16, 24), duration=40.0, seed=1, task="center_out"
+    )
     debug, run = tmp_path / "debug", tmp_path / "run"
     env = {**os.environ, DEBUG_ENV: str(debug)}
-    cmd = [SPIKETOK, "train", "--data", str(data), "--out", str(run), "--accelerator", "cpu", "--devices", "2",
-           "--no-progress", *OVERRIDES]
+    cmd = [
+        SPIKETOK,
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--no-progress",
+        *OVERRIDES,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("done: 6 steps") == 1, "only rank 0 prints the summary"

@@ -19,10 +19,23 @@ def val_r2_curve(run_dir) -> list[float]:
 
 
 def test_validation_during_warm_up_is_not_frozen_at_the_start(tmp_path):
-    simulate_to_folder(tmp_path / "sim", n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=40.0, seed=5,
-                       task="center_out")
-    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=30", "steps_per_epoch=10",
-                               "batch_size=8", "warmup_steps=100", "ema=0.995", "patience=null", "eval_stride=1.0"])
+    simulate_to_folder(
+        tmp_path / "sim", n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=40.0, seed=5, task="center_out"
+    )
+    cfg = load_config(
+        "tiny",
+        [
+            "target=hand_velocity",
+            "model.window=1",
+            "max_steps=30",
+            "steps_per_epoch=10",
+            "batch_size=8",
+            "warmup_steps=100",
+            "ema=0.995",
+            "patience=null",
+            "eval_stride=1.0",
+        ],
+    )
     train(SessionDataset(tmp_path / "sim"), cfg, tmp_path / "run", accelerator="cpu", progress=False)
     curve = val_r2_curve(tmp_path / "run")
     assert len(curve) == 3  # checks at steps 10, 20, 30, all inside the 100-step warm-up

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import cli
+
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
 from spiketok.evaluate.decode import average_decoded, decode_split
@@ -18,8 +18,15 @@ from spiketok.evaluate.metrics import r2_per_dim
 from spiketok.train import load
 
 # warmup_steps is left at auto: the recipe chooses it, and the second model must train with that choice
-TRAIN = ["target=hand_velocity", "model.window=1", "max_steps=30", "steps_per_epoch=10", "batch_size=16",
-         "eval_stride=0.5", "lr=0.003"]
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "max_steps=30",
+    "steps_per_epoch=10",
+    "batch_size=16",
+    "eval_stride=0.5",
+    "lr=0.003",
+]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -27,11 +34,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory, one_torch_thread) -> dict:
     root = tmp_path_factory.mktemp("ensemble")
-    simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(24, 24), duration=40.0, seed=3,
-                       task="center_out")
+    simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(24, 24), duration=40.0, seed=3, task="center_out"
+    )
     code, text = cli("train", "--data", root / "sim", "--out", root / "run", "--ensemble", "2", "--no-progress", *TRAIN)
     assert code == 0, text
-    return {"root": root, "text": text, "ckpts": [root / "run" / "model.ckpt", root / "run" / "ensemble" / "seed-1" / "model.ckpt"]}
+    return {
+        "root": root,
+        "text": text,
+        "ckpts": [root / "run" / "model.ckpt", root / "run" / "ensemble" / "seed-1" / "model.ckpt"],
+    }
 
 
 def test_members_train_with_the_recipes_choices_and_their_own_seeds(ensemble: dict) -> None:
@@ -61,13 +73,25 @@ def test_evaluate_averages_the_members(ensemble: dict, tmp_path: Path) -> None:
     np.testing.assert_allclose(ours, r2_per_dim(both.y_true, both.y_pred, both.weights), atol=1e-9)
     singles = np.mean([s["sessions"][session.id]["r2_per_dim"] for s in scores[:2]], axis=0)
     assert (ours >= singles - 1e-9).all(), (ours, singles)
-    print(f"R² per dimension: members {scores[0]['sessions'][session.id]['r2_per_dim']}, "
-          f"{scores[1]['sessions'][session.id]['r2_per_dim']}; averaged {ours.tolist()}")
+    print(
+        f"R² per dimension: members {scores[0]['sessions'][session.id]['r2_per_dim']}, "
+        f"{scores[1]['sessions'][session.id]['r2_per_dim']}; averaged {ours.tolist()}"
+    )
 
 
 def test_ensemble_refuses_init_and_mismatched_decodes(ensemble: dict) -> None:
-    code, text = cli("train", "--data", ensemble["root"] / "sim", "--out", ensemble["root"] / "other", "--ensemble", "2",
-                     "--init", ensemble["ckpts"][0], *TRAIN)
+    code, text = cli(
+        "train",
+        "--data",
+        ensemble["root"] / "sim",
+        "--out",
+        ensemble["root"] / "other",
+        "--ensemble",
+        "2",
+        "--init",
+        ensemble["ckpts"][0],
+        *TRAIN,
+    )
     assert code == 2 and "does not combine with --init" in text
     session = next(iter(SessionDataset(ensemble["root"] / "sim")))
     model = load(ensemble["ckpts"][0])

@@ -7,17 +7,17 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-from conftest import write_nwb
+from conftest import (
+    cli,  # noqa: E402  (runs `spiketok ARGS` in this process)
+    write_nwb,
+)
 
 from spiketok.cli import _register
 from spiketok.data.session import Session
 from spiketok.data.simulate import simulate_sessions
 from spiketok.data.storage import StoredSession, write_session
-from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
 
 _register()
-
-
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +27,33 @@ def trained(tmp_path_factory) -> dict:
     sim = simulate_sessions(n_animals=1, sessions_per_animal=1, n_units=16, duration=40.0, seed=4)[0]
     units = {name: sim.spike_times[sim.spike_units == i] for i, name in enumerate(sim.unit_names)}
     hv = sim.behavior("hand_velocity")
-    rec = write_nwb(root / "rec.nwb", units,
-                    behavior={"hand_velocity": {"timestamps": hv.timestamps, "data": hv.values, "unit": "cm/s",
-                                                "kind": "timeseries"}},
-                    trials={"start_time": sim.trials.start, "stop_time": sim.trials.end})
+    rec = write_nwb(
+        root / "rec.nwb",
+        units,
+        behavior={
+            "hand_velocity": {"timestamps": hv.timestamps, "data": hv.values, "unit": "cm/s", "kind": "timeseries"}
+        },
+        trials={"start_time": sim.trials.start, "stop_time": sim.trials.end},
+    )
     code, out = cli("prepare", rec, "--out", root / "prepared", "--behavior", "hand_velocity")
     assert code == 0, out
-    code, out = cli("train", "--data", root / "prepared", "--out", root / "run", "--accelerator", "cpu",
-                    "--no-progress", "target=hand_velocity", "max_steps=6", "steps_per_epoch=3", "batch_size=8",
-                    "warmup_steps=2", "eval_stride=1.0", "init=none")
+    code, out = cli(
+        "train",
+        "--data",
+        root / "prepared",
+        "--out",
+        root / "run",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "target=hand_velocity",
+        "max_steps=6",
+        "steps_per_epoch=3",
+        "batch_size=8",
+        "warmup_steps=2",
+        "eval_stride=1.0",
+        "init=none",
+    )
     assert code == 0, out
     return {"root": root, "rec": rec, "model": root / "run" / "model.ckpt", "sim": sim}
 
@@ -74,14 +92,17 @@ def test_from_pynapple_round_trips_through_a_session_file(tmp_path):
     nap = pytest.importorskip("pynapple")
     rng = np.random.default_rng(1)
     spikes = {3: np.sort(rng.uniform(0, 30, 200)), 7: np.sort(rng.uniform(0, 30, 50))}
-    group = nap.TsGroup({k: nap.Ts(t=v) for k, v in spikes.items()},
-                        metadata={"location": np.array(["M1", "PMd"]), "depth": np.array([100.0, 250.0])})
+    group = nap.TsGroup(
+        {k: nap.Ts(t=v) for k, v in spikes.items()},
+        metadata={"location": np.array(["M1", "PMd"]), "depth": np.array([100.0, 250.0])},
+    )
     t = np.arange(0, 30, 0.01)
     vel = np.stack([np.sin(t), np.cos(t)], axis=1)
     vel[5] = np.nan
     trials = nap.IntervalSet(start=np.arange(0, 30, 3.0), end=np.arange(0, 30, 3.0) + 2.5)
-    session = Session.from_pynapple(group, nap.TsdFrame(t=t, d=vel, columns=["x", "y"]), id="pn",
-                                    name="hand_velocity", unit="cm/s", trials=trials)
+    session = Session.from_pynapple(
+        group, nap.TsdFrame(t=t, d=vel, columns=["x", "y"]), id="pn", name="hand_velocity", unit="cm/s", trials=trials
+    )
     assert session.unit_names == ["3", "7"] and session.n_spikes == 250
     np.testing.assert_array_equal(session.spike_times[session.spike_units == 1], spikes[7])
     assert list(session.unit_meta["location"]) == ["M1", "PMd"]
@@ -91,8 +112,7 @@ def test_from_pynapple_round_trips_through_a_session_file(tmp_path):
     assert b.weights[5] == 0 and b.weights.sum() == len(t) - 1 and np.all(np.isfinite(b.values))
     # whole trials, each in exactly one split
     assert sum(len(iv) for iv in session.splits.values()) == len(trials)
-    np.testing.assert_array_equal(np.sort(np.concatenate([iv.start for iv in session.splits.values()])),
-                                  trials.start)
+    np.testing.assert_array_equal(np.sort(np.concatenate([iv.start for iv in session.splits.values()])), trials.start)
     stored = StoredSession(write_session(session, tmp_path / "pn.h5"))
     np.testing.assert_array_equal(stored.behavior("hand_velocity").weights, b.weights)
     own = {"train": nap.IntervalSet(0, 20), "valid": nap.IntervalSet(20, 25), "test": nap.IntervalSet(25, 30)}

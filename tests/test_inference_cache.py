@@ -8,11 +8,10 @@ import pickle
 
 import numpy as np
 import torch
+from test_model import make_model, make_window, tokenize
 
 from spiketok.model import POYO
 from spiketok.tokenize import collate
-
-from test_model import make_model, make_window, tokenize
 
 
 def windows(model: POYO, seed: int, n: int = 3, length: float = 1.0):

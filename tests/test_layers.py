@@ -16,10 +16,12 @@ LAYERS = ["data", "tokenize", "model", "evaluate", "stream", "adapt", "train", "
 
 
 def test_inference_layers_import_without_lightning_or_tensorboard() -> None:
-    code = ("import sys, spiketok.evaluate, spiketok.stream, spiketok.adapt, spiketok.model;"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith("
-            "'torch.utils.tensorboard') or m.startswith('spiketok.train') or m.startswith('spiketok.cli'));"
-            "print(heavy); assert not heavy")
+    code = (
+        "import sys, spiketok.evaluate, spiketok.stream, spiketok.adapt, spiketok.model;"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith("
+        "'torch.utils.tensorboard') or m.startswith('spiketok.train') or m.startswith('spiketok.cli'));"
+        "print(heavy); assert not heavy"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -31,9 +33,12 @@ def _imported_layers(path: Path) -> set[str]:
     type annotations only (under `if TYPE_CHECKING:`) do not count."""
     parts = path.relative_to(ROOT / "spiketok").with_suffix("").parts
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
-                   for n in ast.walk(block)}
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+        for n in ast.walk(block)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:

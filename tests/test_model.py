@@ -96,8 +96,10 @@ def test_permuting_input_tokens_changes_nothing():
 def test_batched_equals_unbatched():
     model = make_model(sessions=("s0", "s1"))
     rng = np.random.default_rng(4)
-    samples = [tokenize(model, make_window(rng, n_spikes=n, length=L), session=i % 2)
-               for i, (n, L) in enumerate([(30, 1.0), (2000, 1.0), (400, 0.6), (5, 0.3)])]
+    samples = [
+        tokenize(model, make_window(rng, n_spikes=n, length=L), session=i % 2)
+        for i, (n, L) in enumerate([(30, 1.0), (2000, 1.0), (400, 0.6), (5, 0.3)])
+    ]
     with torch.no_grad():
         batched = model(collate(samples))
         for i, s in enumerate(samples):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import rewrite_meta
 from typer.testing import CliRunner
 
 import spiketok
@@ -23,8 +24,6 @@ from spiketok.train.run import train
 
 _register()
 runner = CliRunner()
-
-from conftest import rewrite_meta
 
 
 class Payload:
@@ -41,10 +40,22 @@ class Payload:
 def run(tmp_path_factory) -> dict:
     """A tiny model trained for 6 steps on one simulated session."""
     root = tmp_path_factory.mktemp("modelfile")
-    (path,) = simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=40.0,
-                                 seed=4, task="center_out")
-    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=6", "steps_per_epoch=3", "batch_size=4",
-                               "warmup_steps=1", "eval_stride=1.0", "model.window=1", "patience=5"])
+    (path,) = simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(10, 10), duration=40.0, seed=4, task="center_out"
+    )
+    cfg = load_config(
+        "tiny",
+        [
+            "target=hand_velocity",
+            "max_steps=6",
+            "steps_per_epoch=3",
+            "batch_size=4",
+            "warmup_steps=1",
+            "eval_stride=1.0",
+            "model.window=1",
+            "patience=5",
+        ],
+    )
     result = train(SessionDataset(path), cfg, root / "run", accelerator="cpu", progress=False)
     return {"root": root, "data": path, "model": result.checkpoint, "run": root / "run", "cfg": cfg}
 
@@ -73,7 +84,7 @@ def test_the_product_model_is_safetensors_with_versioned_metadata(run: dict) -> 
     raw = run["model"].read_bytes()
     assert raw[:2] != b"PK"  # not a torch zip
     n = int.from_bytes(raw[:8], "little")  # safetensors: header length, then a JSON header (a pickle is neither)
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     assert "__metadata__" in header and "unit_emb.weight" in header
     tensors, meta = read_model_file(run["model"])
     assert meta.format_version == FORMAT_VERSION and meta.spiketok_version == spiketok.__version__
@@ -121,8 +132,9 @@ def test_convert_turns_a_pickled_checkpoint_into_a_model_file(run: dict, tmp_pat
     assert result.exit_code == 0, result.output
     assert result.output.index("executes any code") < result.output.index("wrote")  # said before it loads
     converted = spiketok.load(tmp_path / "new.ckpt")
-    np.testing.assert_array_equal(_predictions(converted, run["data"]),
-                                  _predictions(spiketok.load(run["model"]), run["data"]))
+    np.testing.assert_array_equal(
+        _predictions(converted, run["data"]), _predictions(spiketok.load(run["model"]), run["data"])
+    )
     help_text = runner.invoke(app, ["convert", "--help"]).output
     assert "unpickled" in help_text and "weights_only=False" in help_text and "--trust" in help_text
     bad = runner.invoke(app, ["convert", str(run["model"]), str(tmp_path / "x.ckpt"), "--trust"])  # not a pickle

@@ -7,7 +7,6 @@ import re
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 PATTERN = re.compile(r"(?<![\w.])/(tmp|work|home|root|usr|opt|var|mnt|scratch)/|site-packages")
 SECTION = re.compile(r"<!-- ([\w:-]+):start -->")
@@ -15,8 +14,11 @@ SECTION = re.compile(r"<!-- ([\w:-]+):start -->")
 
 def hits(path: Path) -> list[str]:
     """Lines of `path` with an absolute machine path, as 'path:line: text'."""
-    return [f"{path.relative_to(ROOT)}:{i}: {line.strip()[:120]}"
-            for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if PATTERN.search(line)]
+    return [
+        f"{path.relative_to(ROOT)}:{i}: {line.strip()[:120]}"
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if PATTERN.search(line)
+    ]
 
 
 def doc_sections_with_paths(doc: Path) -> list[str]:
@@ -32,7 +34,11 @@ def doc_sections_with_paths(doc: Path) -> list[str]:
 
 
 def test_benchmarks_and_readme_hold_no_machine_path() -> None:
-    files = [ROOT / "README.md", *sorted((ROOT / "benchmarks").rglob("*.py")), *sorted((ROOT / "benchmarks").rglob("*.md"))]
+    files = [
+        ROOT / "README.md",
+        *sorted((ROOT / "benchmarks").rglob("*.py")),
+        *sorted((ROOT / "benchmarks").rglob("*.md")),
+    ]
     found = [h for f in files for h in hits(f)]
     assert not found, "absolute machine paths:\n" + "\n".join(found)
 
@@ -50,10 +56,17 @@ def test_footer_command_is_relative(tmp_path: Path) -> None:
         from provenance import Load, command, shown_path
     finally:
         sys.path.pop(0)
-    argv = [str(ROOT / "benchmarks" / "bench_scaling.py"), "--json", str(tmp_path / "s.json"), "--quick",
-            f"--doc={ROOT / 'docs' / 'x.md'}", f"single={ROOT.parent / 'shared' / 'data' / 'a.nwb'}"]
-    assert command(argv) == ("python benchmarks/bench_scaling.py --json WORK/s.json --quick --doc=docs/x.md "
-                             "single=../shared/data/a.nwb")
+    argv = [
+        str(ROOT / "benchmarks" / "bench_scaling.py"),
+        "--json",
+        str(tmp_path / "s.json"),
+        "--quick",
+        f"--doc={ROOT / 'docs' / 'x.md'}",
+        f"single={ROOT.parent / 'shared' / 'data' / 'a.nwb'}",
+    ]
+    assert command(argv) == (
+        "python benchmarks/bench_scaling.py --json WORK/s.json --quick --doc=docs/x.md single=../shared/data/a.nwb"
+    )
     assert shown_path("relative/path") == "relative/path"
     idle, busy = Load(before=0.2, after=1.1, own=1.0), Load(before=1.5, after=1.2, own=1.0)
     assert idle.idle and idle.sentence().startswith("Machine idle")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -38,8 +37,9 @@ def _trials(n: int = 10) -> dict:
 
 def test_round_trip(make_nwb, tmp_path):
     units = _units()
-    path = make_nwb(units=units, behavior={"led": _led()}, trials=_trials(),
-                    unit_columns={"location": ["CA1", "CA1", "CA3", "CA3"]})
+    path = make_nwb(
+        units=units, behavior={"led": _led()}, trials=_trials(), unit_columns={"location": ["CA1", "CA1", "CA3", "CA3"]}
+    )
     session, report = read_nwb(path)
     assert session.id == "session"
     assert report.n_spikes == report.n_spikes_in == sum(len(v) for v in units.values())
@@ -50,7 +50,7 @@ def test_round_trip(make_nwb, tmp_path):
     loaded = stored.load()
     assert stored.n_spikes == session.n_spikes
     assert loaded.unit_names == list(units)
-    for i, (name, times) in enumerate(units.items()):
+    for i, times in enumerate(units.values()):
         np.testing.assert_array_equal(loaded.spike_times[loaded.spike_units == i], times)
     np.testing.assert_allclose(loaded.behavior("led").values, _led()["data"], rtol=1e-6)
     np.testing.assert_array_equal(loaded.behavior("led").timestamps, T)
@@ -67,7 +67,11 @@ def test_named_units_rate_timing_and_behavior_path(make_nwb):
     np.testing.assert_allclose(session.behavior("hand_velocity").timestamps, 2.0 + np.arange(100) / 50.0)
     assert session.behavior_names == ["hand_velocity"]
     session, report = read_nwb(path, behavior=["processing/behavior/Position/hand"], session_id="day1")
-    assert session.id == "day1" and session.behavior_names == ["hand"] and report.behavior["hand"] == "behavior/Position/hand"
+    assert (
+        session.id == "day1"
+        and session.behavior_names == ["hand"]
+        and report.behavior["hand"] == "behavior/Position/hand"
+    )
 
 
 def test_comma_alternatives_take_first_existing(make_nwb):
@@ -186,7 +190,7 @@ def test_derive_velocity_known_trajectory(make_nwb):
     # x = 3t + 1, y = t^2 on two segments with a 5 s gap and a jump between them
     t1, t2 = np.arange(0, 5, 0.01), np.arange(10, 15, 0.01)
     ts = np.concatenate([t1, t2])
-    pos = np.stack([3 * ts + 1 + 100 * (ts >= 10), ts ** 2], axis=1)
+    pos = np.stack([3 * ts + 1 + 100 * (ts >= 10), ts**2], axis=1)
     path = make_nwb(units=_units(), behavior={"led": _led(ts, pos)})
     session, report = read_nwb(path, derive="velocity")
     v = session.behavior("led_velocity")
@@ -234,8 +238,21 @@ runner = CliRunner()
 def test_cli_prepare_writes_and_summarises(make_nwb, tmp_path):
     path = make_nwb(units={"0": [1.0, 1.0, 2.0], "1": []}, behavior={"led": _led()})
     out = tmp_path / "prepared"
-    result = runner.invoke(app, ["prepare", str(path), "--out", str(out), "--behavior", "hand_velocity,led",
-                                 "--derive", "velocity", "--keep-moving", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "prepare",
+            str(path),
+            "--out",
+            str(out),
+            "--behavior",
+            "hand_velocity,led",
+            "--derive",
+            "velocity",
+            "--keep-moving",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "session.h5").exists()
     assert "wrote 1 session files" in result.output
@@ -277,8 +294,13 @@ def test_cli_info_json(make_nwb, tmp_path):
         d = json.loads(result.stdout)
         assert {"n_units", "n_spikes", "duration_s", "behavior", "trials", "splits"} <= set(d)
         assert d["n_units"] == 4 and d["n_spikes"] == sum(len(v) for v in _units().values())
-        assert d["behavior"]["led"] == {"n_samples": len(T), "dim": 2, "unit": "px", "dims": ["led_x", "led_y"],
-                                        "masked_fraction": 0.0}
+        assert d["behavior"]["led"] == {
+            "n_samples": len(T),
+            "dim": 2,
+            "unit": "px",
+            "dims": ["led_x", "led_y"],
+            "masked_fraction": 0.0,
+        }
         assert d["trials"]["count"] == 10 and set(d["splits"]) == {"train", "valid", "test"}
     plain = runner.invoke(app, ["info", str(tmp_path / "p" / "session.h5")])
     assert plain.exit_code == 0 and "splits" in plain.output

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import cli
+
 from spiketok.data.nwb import read_nwb
 from spiketok.data.session import Session, Window
 from spiketok.data.simulate import simulate_to_folder
@@ -28,8 +28,17 @@ pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxruntime
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 REAL = DATA / "m1_chewie_2013-12-19.nwb"  # the smallest M1 recording: hand velocity, as the simulated task
-TRAIN = ["target=hand_velocity", "model.window=1", "causal=true", "max_steps=20", "steps_per_epoch=10", "batch_size=16",
-         "warmup_steps=5", "eval_stride=1.0", "lr=0.003"]
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "causal=true",
+    "max_steps=20",
+    "steps_per_epoch=10",
+    "batch_size=16",
+    "warmup_steps=5",
+    "eval_stride=1.0",
+    "lr=0.003",
+]
 TOL = 1e-4
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -40,8 +49,9 @@ def run(tmp_path_factory, one_torch_thread) -> dict:
     """A tiny causal model trained for 20 steps on one simulated 40 s session (24 units), exported both ways
     through the CLI."""
     root = tmp_path_factory.mktemp("export")
-    simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(24, 24), duration=40.0, seed=5,
-                       task="center_out")
+    simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(24, 24), duration=40.0, seed=5, task="center_out"
+    )
     data = SessionDataset(root / "sim")
     result = train(data, load_config("tiny", TRAIN), root / "run", accelerator="cpu", progress=False)
     out = {"root": root, "ckpt": result.checkpoint, "model": load(result.checkpoint), "session": next(iter(data))}
@@ -56,8 +66,14 @@ def reference(model, window: Window, unit_ids: list[str], session_id: str, outpu
     """The PyTorch model itself (tokenizer, collate, forward, denormalise): behaviour (n_out, D) at `output_times`."""
     c = model.config
     tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window)
-    sample = tok(window, model.unit_emb.lookup(unit_ids).numpy(), int(model.session_emb.lookup([session_id])[0]),
-                 0, None, output_times=output_times)
+    sample = tok(
+        window,
+        model.unit_emb.lookup(unit_ids).numpy(),
+        int(model.session_emb.lookup([session_id])[0]),
+        0,
+        None,
+        output_times=output_times,
+    )
     batch = collate([sample])
     with torch.no_grad():
         return denormalise(model, model(batch), batch.output_sessions, batch.output_tasks)[0].numpy()
@@ -122,8 +138,9 @@ def test_large_vocabularies_project_each_token(run: dict, tmp_path: Path, monkey
 
     def constants(path: Path) -> list[list[int]]:
         g = onnx.load(str(path)).graph
-        return [list(i.dims) for i in g.initializer] + [list(a.t.dims) for n in g.node if n.op_type == "Constant"
-                                                         for a in n.attribute if a.t is not None]
+        return [list(i.dims) for i in g.initializer] + [
+            list(a.t.dims) for n in g.node if n.op_type == "Constant" for a in n.attribute if a.t is not None
+        ]
 
     shapes = {"table": constants(run["onnx"]), "per token": constants(tmp_path / "per_token.onnx")}
     assert table_shape in shapes["table"] and table_shape not in shapes["per token"]
@@ -186,8 +203,9 @@ def test_sidecar_describes_the_graph(run: dict) -> None:
     c = model.config
     assert len(meta["latents"]["times"]) == c.num_latents_per_step * round(c.window / c.latent_step)
     graph_inputs = ort.InferenceSession(str(run["onnx"]), providers=["CPUExecutionProvider"]).get_inputs()
-    assert [(i.name, i.type) for i in graph_inputs] == [(i["name"], f"tensor({i['dtype'].replace('float64', 'double')})")
-                                                        for i in meta["inputs"]]
+    assert [(i.name, i.type) for i in graph_inputs] == [
+        (i["name"], f"tensor({i['dtype'].replace('float64', 'double')})") for i in meta["inputs"]
+    ]
     assert graph_inputs[0].shape == ["n_tokens"] and graph_inputs[3].shape == ["n_out"]
     for key in ("keys", "window"):  # the streaming graphs: files beside the model, inputs as the sidecar says
         entry = meta["stream"][key]
@@ -199,7 +217,9 @@ def test_sidecar_describes_the_graph(run: dict) -> None:
     w = session.slice(session.start + 5.0, session.start + 6.0)
     rows = np.array([meta["units"][u] for u in session.unit_ids])
     ours = ExportedModel(run["onnx"]).tokenize(rows[w.spike_units], w.spike_times, rows)
-    theirs = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).inputs(w.spike_times, w.spike_units, rows, 1.0)
+    theirs = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).inputs(
+        w.spike_times, w.spike_units, rows, 1.0
+    )
     for a, b, key in zip(ours, theirs, ("input_units", "input_times", "input_types")):
         assert np.array_equal(a, b), key
 
@@ -208,8 +228,9 @@ def test_sidecar_describes_the_graph(run: dict) -> None:
 def test_replay_through_exported_model_equals_pytorch(run: dict, fmt: str) -> None:
     model, session = run["model"], run["session"]
     torch_run = replay(model, session, session.splits["test"], every=0.02, limit=3.0, progress=False)
-    exp_run = replay_exported(ExportedModel(run[fmt]), session, session.splits["test"], every=0.02, limit=3.0,
-                              progress=False)
+    exp_run = replay_exported(
+        ExportedModel(run[fmt]), session, session.splits["test"], every=0.02, limit=3.0, progress=False
+    )
     assert len(exp_run.times) == 150 and np.array_equal(exp_run.times, torch_run.times)
     assert np.abs(exp_run.y_pred - torch_run.y_pred).max() < TOL
     assert np.ptp(torch_run.y_pred, axis=0).max() > 100 * TOL  # predictions move: the match means something
@@ -327,6 +348,8 @@ def test_bad_inputs_end_in_one_error_line(run: dict, tmp_path: Path) -> None:
     assert "sidecar lonely.onnx.json is missing" in error("replay", "--onnx", lonely, run["session"].path)
     sidecar_path(lonely).write_text("{not json")
     assert "not valid JSON" in error("replay", "--onnx", lonely, run["session"].path)
-    sidecar_path(lonely).write_text(json.dumps({**json.loads(sidecar_path(run["onnx"]).read_text()), "format_version": 99}))
+    sidecar_path(lonely).write_text(
+        json.dumps({**json.loads(sidecar_path(run["onnx"]).read_text()), "format_version": 99})
+    )
     assert "upgrade spiketok" in error("replay", "--onnx", lonely, run["session"].path)
     assert "give only the session FILE" in error("replay", "--onnx", run["onnx"], run["ckpt"], run["session"].path)

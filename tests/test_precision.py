@@ -23,8 +23,9 @@ def batch_and_model():
     for _ in range(4):
         n = rng.poisson(10 * len(rows))
         w = Window(0.0, 1.0, np.sort(rng.uniform(0, 1, n)), rng.integers(0, len(rows), n), {})
-        windows.append(tok(w, rows, int(model.session_emb.lookup([sid])[0]), 0, None,
-                           output_times=np.linspace(0.1, 1.0, 10)))
+        windows.append(
+            tok(w, rows, int(model.session_emb.lookup([sid])[0]), 0, None, output_times=np.linspace(0.1, 1.0, 10))
+        )
     return model, collate(windows)
 
 
@@ -44,7 +45,9 @@ def test_lower_precision_is_close_to_float32_and_leaves_the_model_alone(precisio
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in before.items())  # a copy: model untouched
     assert isinstance(model.encoder.attn.to_q, torch.nn.Linear)
     if precision == "bfloat16":
-        assert isinstance(low.encoder.attn.to_q, BFloat16Linear) and low.encoder.attn.to_q.weight.dtype == torch.bfloat16
+        assert (
+            isinstance(low.encoder.attn.to_q, BFloat16Linear) and low.encoder.attn.to_q.weight.dtype == torch.bfloat16
+        )
 
 
 def test_float32_and_auto_and_bad_names() -> None:

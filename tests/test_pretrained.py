@@ -7,17 +7,22 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 import spiketok
 from spiketok.model.file import FORMAT_VERSION, ModelFileError, read_model_file
 from spiketok.model.pretrained import FOLDER, available, model_card, pretrained_path
 
-from conftest import cli
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
-PRIMATE = ["m1_chewie_2013-10-03", "m1_chewie_2013-12-19", "m1_mihi_2014-03-03", "m1_chewie_2016-10-11",
-           "m1_dream_stevenson2011", "s1_area2_spykesml"]
+PRIMATE = [
+    "m1_chewie_2013-10-03",
+    "m1_chewie_2013-12-19",
+    "m1_mihi_2014-03-03",
+    "m1_chewie_2016-10-11",
+    "m1_dream_stevenson2011",
+    "s1_area2_spykesml",
+]
 SEALED = "m1_dream_stevenson2011"
 ROW = r"\| {} \| \d+ \| \d+ \| \d+ \| (-?\d\.\d{{3}}) \| (-?\d\.\d{{3}}) \|"  # units, trials, train s, valid, test
 
@@ -64,8 +69,14 @@ def test_card_r2_is_what_the_shipped_weights_score(tmp_path):
         pytest.skip(f"real recording {nwb} is absent (the shared data folder is not mounted here)")
     code, out = cli("prepare", nwb, "--out", tmp_path, "--behavior", "hand_velocity")
     assert code == 0, out
-    code, out = cli("evaluate", "pretrained:primate-reaching", "--data", tmp_path / "m1_mihi_2014-03-03.h5",
-                    "--json", tmp_path / "eval.json")
+    code, out = cli(
+        "evaluate",
+        "pretrained:primate-reaching",
+        "--data",
+        tmp_path / "m1_mihi_2014-03-03.h5",
+        "--json",
+        tmp_path / "eval.json",
+    )
     assert code == 0, out
     r2 = json.loads((tmp_path / "eval.json").read_text())["sessions"]["m1_mihi_2014-03-03"]["r2"]
     carded = float(re.search(ROW.format("m1_mihi_2014-03-03"), model_card("primate-reaching")).group(2))
@@ -92,8 +103,19 @@ def test_train_init_from_the_shipped_model_learns_a_target_it_never_decoded(trac
     code, out = cli("prepare", track_1d["a"], "--out", tmp_path / "p")
     assert code == 0, out
     data = tmp_path / "p" / "track_a.h5"
-    code, out = cli("train", "--data", data, "--init", "pretrained:primate-reaching", "--out", tmp_path / "run",
-                    "--no-progress", "max_steps=50", "init_lr_factor=1", "init_unit_id_restarts=1")
+    code, out = cli(
+        "train",
+        "--data",
+        data,
+        "--init",
+        "pretrained:primate-reaching",
+        "--out",
+        tmp_path / "run",
+        "--no-progress",
+        "max_steps=50",
+        "init_lr_factor=1",
+        "init_unit_id_restarts=1",
+    )
     assert code == 0, out
     tensors, meta = read_model_file(tmp_path / "run" / "model.ckpt")
     assert meta.tasks == {"hand_velocity": 2, "pos": 1} and meta.targets["track_a"] == "pos"

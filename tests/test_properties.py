@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from conftest import write_nwb
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import write_nwb
 from spiketok.cli import _register, app
 from spiketok.data.nwb import read_nwb
 from spiketok.data.session import Behavior, DataError, Window
@@ -96,8 +97,18 @@ def prepare_property(rec: dict) -> None:
         assert written == ["rec.h5"], written
         info = runner.invoke(app, ["info", str(out / "rec.h5")])
         assert info.exit_code == 0, info.output
-        cfg = load_config("tiny", ["model.window=1", "max_steps=2", "steps_per_epoch=2", "batch_size=2", "warmup_steps=1",
-                                   "eval_stride=1.0", "min_units=1"])
+        cfg = load_config(
+            "tiny",
+            [
+                "model.window=1",
+                "max_steps=2",
+                "steps_per_epoch=2",
+                "batch_size=2",
+                "warmup_steps=1",
+                "eval_stride=1.0",
+                "min_units=1",
+            ],
+        )
         try:
             result = train(SessionDataset(out), cfg, tmp / "run", accelerator="cpu", progress=False)
         except DataError:
@@ -121,8 +132,9 @@ def test_prepare_writes_a_usable_session_or_raises_data_error() -> None:
 @given(length=st.floats(0.05, 3.0), n_units=st.integers(1, 6), data=st.data())
 def test_tokenizer_gives_one_token_per_spike_plus_start_and_end_per_unit(length: float, n_units: int, data) -> None:
     spikes = np.sort(np.array(data.draw(st.lists(st.floats(0.0, length, exclude_max=True), max_size=50))))
-    units = np.array(data.draw(st.lists(st.integers(0, n_units - 1), min_size=len(spikes), max_size=len(spikes))),
-                     dtype=np.int64)
+    units = np.array(
+        data.draw(st.lists(st.integers(0, n_units - 1), min_size=len(spikes), max_size=len(spikes))), dtype=np.int64
+    )
     vocab_rows = np.arange(n_units) * 3 + 7  # the model's rows of the session's units
     keep = np.array(sorted(data.draw(st.sets(st.integers(0, n_units - 1), min_size=1))))
     n_out = data.draw(st.integers(0, 20))
@@ -140,7 +152,7 @@ def test_tokenizer_gives_one_token_per_spike_plus_start_and_end_per_unit(length:
     np.testing.assert_array_equal(out.input_times[:n_s], spikes[kept])
     np.testing.assert_array_equal(out.input_units[:n_s], vocab_rows[units[kept]])
     np.testing.assert_array_equal(out.input_units[n_s:], np.concatenate([vocab_rows[keep], vocab_rows[keep]]))
-    assert (out.input_times[n_s:n_s + len(keep)] == 0).all() and (out.input_times[n_s + len(keep):] == length).all()
+    assert (out.input_times[n_s : n_s + len(keep)] == 0).all() and (out.input_times[n_s + len(keep) :] == length).all()
     n_steps = max(1, round(length / 0.25))
     assert len(out.latent_ids) == 4 * n_steps and (0 < out.latent_times).all() and (out.latent_times < length).all()
     # outputs: every sample once, NaN values scored with weight 0 (and no NaN reaches the model)

@@ -16,19 +16,21 @@ from spiketok.train.config import load_config
 from spiketok.train.recipe import PilotScore, RecipeChoice, choose_window, resolve_schedule, window_candidates
 from spiketok.train.run import train
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory) -> SessionDataset:
     root = tmp_path_factory.mktemp("recipe")
-    simulate_to_folder(root, n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0, seed=3,
-                       task="center_out")
+    simulate_to_folder(
+        root, n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0, seed=3, task="center_out"
+    )
     return SessionDataset(root)
 
 
-def regular_session(path: Path, train_intervals: int, interval: float, n_units: int = 10, rate: float = 100.0) -> SessionDataset:
+def regular_session(
+    path: Path, train_intervals: int, interval: float, n_units: int = 10, rate: float = 100.0
+) -> SessionDataset:
     """A session whose train split is `train_intervals` back-to-back intervals of `interval` s, and whose `n_units`
     units fire exactly `rate` Hz each, evenly interleaved (no spike on an interval's edge): `n_units * rate` spikes
     in every second of it, so the recipe's inputs are known exactly."""
@@ -42,11 +44,20 @@ def regular_session(path: Path, train_intervals: int, interval: float, n_units: 
     units = np.arange(len(times)) % n_units
     ts = np.arange(0.0, end, 0.1)
     starts = np.arange(train_intervals) * interval
-    session = Session("regular", times, units, [f"u{k}" for k in range(n_units)],
-                      behaviors={"hand_velocity": Behavior("hand_velocity", ts, np.stack([ts, -ts], 1))},
-                      splits={"train": Intervals(starts, starts + interval),
-                              "valid": Intervals([duration], [duration + 1.0]),
-                              "test": Intervals([duration + 1.0], [end])}, start=0.0, end=end)
+    session = Session(
+        "regular",
+        times,
+        units,
+        [f"u{k}" for k in range(n_units)],
+        behaviors={"hand_velocity": Behavior("hand_velocity", ts, np.stack([ts, -ts], 1))},
+        splits={
+            "train": Intervals(starts, starts + interval),
+            "valid": Intervals([duration], [duration + 1.0]),
+            "test": Intervals([duration + 1.0], [end]),
+        },
+        start=0.0,
+        end=end,
+    )
     write_session(session, path / "regular.h5")
     return SessionDataset(path)
 
@@ -65,15 +76,25 @@ def test_steps_follow_the_amount_of_training_data_by_known_answers(tmp_path):
     steps, capped at 100; warm-up 2,400 / 20 = 120; patience a quarter of 24 checks = 6."""
     cfg, choice = schedule(regular_session(tmp_path / "big", 60, 10.0))
     assert all(k in choice.settings for k in ("batch_size", "max_steps", "steps_per_epoch", "warmup_steps", "patience"))
-    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == \
-        (49, 2400, 100, 120, 6), choice.summary()
+    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == (
+        49,
+        2400,
+        100,
+        120,
+        6,
+    ), choice.summary()
     assert "1,020 per 1 s window" in choice.reasons["batch_size"] and "600 s train split" in choice.reasons["max_steps"]
     # 42 trials of 0.5 s (21 s), the same units: a window reaches only 0.5 s, 500 + 20 = 520 tokens, 50,000 / 520 = 96
     # -> batch 64 (the ceiling); 200 x 21 / (64 x 0.5) = 131 -> 100 -> 1,000 steps (the floor); a check every
     # 40 x 21 / 32 = 26 steps; warm-up 50; patience a quarter of 1,000 / 26 = 38.5 checks = 10
     cfg, choice = schedule(regular_session(tmp_path / "short", 42, 0.5))
-    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == \
-        (64, 1000, 26, 50, 10), choice.summary()
+    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == (
+        64,
+        1000,
+        26,
+        50,
+        10,
+    ), choice.summary()
     assert "40 passes" in choice.reasons["steps_per_epoch"] and "tokens" in choice.reasons["batch_size"]
 
 
@@ -90,8 +111,9 @@ def test_user_settings_win_over_the_recipe(sim):
 
 
 def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):
-    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8",
-                               "eval_stride=1.0"])
+    cfg = load_config(
+        "tiny", ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "eval_stride=1.0"]
+    )
     assert cfg["model"]["window"] == "auto"
     result = train(sim, cfg, tmp_path / "run", accelerator="cpu", progress=False)
     recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
@@ -113,8 +135,20 @@ def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):
 
 def test_early_stopping_ends_a_run_whose_validation_r2_stops_improving(sim, tmp_path):
     # lr 0: the weights never move, so validation R² never improves after the first check
-    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=200", "steps_per_epoch=5",
-                               "batch_size=4", "warmup_steps=1", "lr=0", "patience=2", "eval_stride=1.0"])
+    cfg = load_config(
+        "tiny",
+        [
+            "target=hand_velocity",
+            "model.window=1",
+            "max_steps=200",
+            "steps_per_epoch=5",
+            "batch_size=4",
+            "warmup_steps=1",
+            "lr=0",
+            "patience=2",
+            "eval_stride=1.0",
+        ],
+    )
     result = train(sim, cfg, tmp_path / "run", accelerator="cpu", progress=False)
     assert result.steps == 15  # checks at 5 (best), 10 and 15 (no better): stop
     rows = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")) if r.get("val_r2")]
@@ -133,8 +167,9 @@ def test_short_trials_leave_one_window_and_no_pilot(sim, tmp_path):
     path = write_session(session, tmp_path / "short" / "short.h5")
     short = SessionDataset(path.parent)
     assert window_candidates(short) == [0.5]
-    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=10", "steps_per_epoch=5", "batch_size=8",
-                               "eval_stride=0.2"])
+    cfg = load_config(
+        "tiny", ["target=hand_velocity", "max_steps=10", "steps_per_epoch=5", "batch_size=8", "eval_stride=0.2"]
+    )
     result = train(short, cfg, tmp_path / "run", accelerator="cpu", progress=False)
     assert not (tmp_path / "run" / "pilots").exists()
     recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())

@@ -29,14 +29,33 @@ from spiketok.train.run import DEBUG_ENV
 
 SPIKETOK = str(Path(sys.executable).parent / "spiketok")
 STEPS, PER_EPOCH, WARMUP, LR = 18, 6, 3, 0.002
-OVERRIDES = ["target=hand_velocity", "model.window=1", f"max_steps={STEPS}", f"steps_per_epoch={PER_EPOCH}", "batch_size=4",
-             f"warmup_steps={WARMUP}", f"lr={LR}", "eval_stride=1.0", "seed=4"]
+OVERRIDES = [
+    "target=hand_velocity",
+    "model.window=1",
+    f"max_steps={STEPS}",
+    f"steps_per_epoch={PER_EPOCH}",
+    "batch_size=4",
+    f"warmup_steps={WARMUP}",
+    f"lr={LR}",
+    "eval_stride=1.0",
+    "seed=4",
+]
 WAIT = 300.0  # seconds to wait for a subprocess event before failing
 
 
 def _start(data: Path, run: Path, debug: Path, resume: bool) -> subprocess.Popen:
-    cmd = [SPIKETOK, "train", "--data", str(data), "--out", str(run), "--accelerator", "cpu", "--no-progress",
-           *OVERRIDES] + (["--resume"] if resume else [])
+    cmd = [
+        SPIKETOK,
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        *OVERRIDES,
+    ] + (["--resume"] if resume else [])
     env = {**os.environ, DEBUG_ENV: str(debug)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -46,8 +65,10 @@ def _wait_for(proc: subprocess.Popen, ready) -> None:
     deadline = time.monotonic() + WAIT
     while not ready():
         if proc.poll() is not None:
-            pytest.fail(f"spiketok train exited ({proc.returncode}) before the test could interrupt it:\n"
-                        + proc.stdout.read()[-3000:])
+            pytest.fail(
+                f"spiketok train exited ({proc.returncode}) before the test could interrupt it:\n"
+                + proc.stdout.read()[-3000:]
+            )
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("spiketok train made no progress in time:\n" + proc.communicate()[0][-3000:])
@@ -69,8 +90,9 @@ def _position(step: int) -> tuple[int, int]:
 
 def test_kill_sigterm_and_resume_lose_and_repeat_nothing(tmp_path: Path) -> None:
     data, run = tmp_path / "sim", tmp_path / "run"
-    simulate_to_folder(data, n_animals=2, sessions_per_animal=1, n_units=(16, 24), duration=40.0, seed=2,
-                       task="center_out")
+    simulate_to_folder(
+        data, n_animals=2, sessions_per_animal=1, n_units=(16, 24), duration=40.0, seed=2, task="center_out"
+    )
     last = run / "checkpoints" / "last.ckpt"
 
     # 1. SIGKILL once the first epoch's checkpoint is on disk: at most that epoch's later steps are lost
@@ -113,10 +135,12 @@ def test_kill_sigterm_and_resume_lose_and_repeat_nothing(tmp_path: Path) -> None
     for name, records in runs.items():
         for r in records:
             expected = sampler.epoch_batches(r["epoch"])[r["index"]]
-            assert r["windows"] == [[w.session, w.t0, w.t1] for w in expected], f"run {name} batch {r['epoch'], r['index']}"
+            assert r["windows"] == [[w.session, w.t0, w.t1] for w in expected], (
+                f"run {name} batch {r['epoch'], r['index']}"
+            )
     # ... and each resumed run starts exactly at its checkpoint's position and goes on without gaps
     positions = {name: [(r["epoch"], r["index"]) for r in records] for name, records in runs.items()}
-    assert positions["a"][: step_a] == [_position(s) for s in range(step_a)]
+    assert positions["a"][:step_a] == [_position(s) for s in range(step_a)]
     assert positions["b"][: step_b - step_a] == [_position(s) for s in range(step_a, step_b)]
     assert positions["c"] == [_position(s) for s in range(step_b, STEPS)]
 

@@ -17,8 +17,9 @@ from spiketok.data.storage import SessionDataset, StoredSession
 
 @pytest.fixture(scope="module")
 def sessions():
-    return simulate_sessions(n_animals=2, sessions_per_animal=2, n_units=(80, 120), duration=120.0, seed=0,
-                             task="mixed")
+    return simulate_sessions(
+        n_animals=2, sessions_per_animal=2, n_units=(80, 120), duration=120.0, seed=0, task="mixed"
+    )
 
 
 def test_deterministic_from_seed():
@@ -107,8 +108,23 @@ def test_cli_writes_readable_files(tmp_path):
     app = typer.Typer(cls=ErrorPolicyGroup)  # the real app's error policy
     app.callback()(lambda: None)  # keep `simulate` a subcommand, as under the real `spiketok` app
     app.command("simulate")(simulate)
-    args = ["simulate", "--out", str(tmp_path), "--animals", "1", "--sessions", "2", "--units", "40",
-            "--duration", "30", "--task", "random_target", "--seed", "5"]
+    args = [
+        "simulate",
+        "--out",
+        str(tmp_path),
+        "--animals",
+        "1",
+        "--sessions",
+        "2",
+        "--units",
+        "40",
+        "--duration",
+        "30",
+        "--task",
+        "random_target",
+        "--seed",
+        "5",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "sim_a0_s1" in result.output and "trials" in result.output

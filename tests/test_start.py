@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import cli
 
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.model.file import read_model_file
 from spiketok.train.config import load_config
 from spiketok.train.start import why_not_shipped
 
-from conftest import cli
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SHORT = ["target=hand_velocity", "max_steps=40", "steps_per_epoch=10", "batch_size=8", "model.window=auto",
-         "init_unit_id_restarts=1",
-         "init_lr_factor=1", "eval_stride=1.0"]
+SHORT = [
+    "target=hand_velocity",
+    "max_steps=40",
+    "steps_per_epoch=10",
+    "batch_size=8",
+    "model.window=auto",
+    "init_unit_id_restarts=1",
+    "init_lr_factor=1",
+    "eval_stride=1.0",
+]
 
 
 def test_the_shipped_start_is_tried_only_where_it_keeps_the_users_settings():
@@ -30,8 +36,9 @@ def test_the_shipped_start_is_tried_only_where_it_keeps_the_users_settings():
 
 @pytest.mark.slow
 def test_default_train_compares_scratch_with_the_shipped_start_and_keeps_the_better(tmp_path):
-    simulate_to_folder(tmp_path / "sim", n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0, seed=4,
-                       task="center_out")
+    simulate_to_folder(
+        tmp_path / "sim", n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0, seed=4, task="center_out"
+    )
     run = tmp_path / "run"
     code, out = cli("train", "--data", tmp_path / "sim", "--out", run, "--accelerator", "cpu", "--no-progress", *SHORT)
     assert code == 0, out
@@ -52,12 +59,23 @@ def test_default_train_compares_scratch_with_the_shipped_start_and_keeps_the_bet
     assert set(read_model_file(run / "scratch" / "model.ckpt")[1].session_ids) == {"sim_a0_s0"}
     # a finished run resumed: both arms read back, nothing trains again
     before = {p: p.stat().st_mtime for p in run.rglob("model.ckpt") if "checkpoints" not in p.parts}
-    code, out = cli("train", "--data", tmp_path / "sim", "--out", run, "--resume", "--accelerator", "cpu",
-                    "--no-progress", *SHORT)
+    code, out = cli(
+        "train", "--data", tmp_path / "sim", "--out", run, "--resume", "--accelerator", "cpu", "--no-progress", *SHORT
+    )
     assert code == 0, out
     assert all(p.stat().st_mtime == t for p, t in before.items() if p.parent != run)
     # init=none trains from scratch only, in the run folder itself
-    code, out = cli("train", "--data", tmp_path / "sim", "--out", tmp_path / "plain", "--accelerator", "cpu",
-                    "--no-progress", *SHORT, "init=none")
+    code, out = cli(
+        "train",
+        "--data",
+        tmp_path / "sim",
+        "--out",
+        tmp_path / "plain",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        *SHORT,
+        "init=none",
+    )
     assert code == 0, out
     assert (tmp_path / "plain" / "checkpoints").is_dir() and not (tmp_path / "plain" / "scratch").exists()

@@ -17,10 +17,14 @@ def make_session(sid: str = "s1", n_units: int = 30, duration: float = 120.0, se
     spikes = {f"u{i}": np.sort(rng.uniform(0, duration, rng.integers(50, 2000))) for i in range(n_units)}
     ts = np.arange(0, duration, 0.01)
     beh = Behavior("vel", ts, np.stack([np.sin(ts), np.cos(ts)], 1), unit="cm/s", dims=["vx", "vy"])
-    trials = Intervals(np.arange(0, duration - 2, 3.0), np.arange(0, duration - 2, 3.0) + 2.0,
-                       {"target_id": np.arange(len(np.arange(0, duration - 2, 3.0))) % 8})
-    s = Session.from_unit_spikes(sid, spikes, behaviors={"vel": beh}, trials=trials,
-                                 meta={"subject": "m1", "species": "macaque"})
+    trials = Intervals(
+        np.arange(0, duration - 2, 3.0),
+        np.arange(0, duration - 2, 3.0) + 2.0,
+        {"target_id": np.arange(len(np.arange(0, duration - 2, 3.0))) % 8},
+    )
+    s = Session.from_unit_spikes(
+        sid, spikes, behaviors={"vel": beh}, trials=trials, meta={"subject": "m1", "species": "macaque"}
+    )
     s.splits = make_splits(s.start, s.end, trials, seed=1)
     return s
 
@@ -77,7 +81,7 @@ def test_window_read_touches_only_nearby_chunks(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     s = make_session()
     s.unit_meta = {"bad": np.array([object()] * s.n_units, dtype=object)}  # h5py cannot store this
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         write_session(s, tmp_path / "s1.h5")
     assert os.listdir(tmp_path) == []
 
@@ -121,8 +125,10 @@ def test_valid_block_avoids_stretches_without_scored_samples():
     # when every block is scored alike, the splits are those made without scored_times
     everywhere = np.arange(0.0, 100.0, 0.1)
     for seed in range(5):
-        assert make_splits(0, 100, None, method="blocks", seed=seed, scored_times=everywhere)["valid"].start.tolist() \
+        assert (
+            make_splits(0, 100, None, method="blocks", seed=seed, scored_times=everywhere)["valid"].start.tolist()
             == make_splits(0, 100, None, method="blocks", seed=seed)["valid"].start.tolist()
+        )
 
 
 def test_interleaved_split_deals_every_condition_into_every_split_across_the_session():

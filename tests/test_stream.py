@@ -23,9 +23,19 @@ from spiketok.train.module import denormalise
 
 _register()
 runner = CliRunner()
-TRAIN = ["target=hand_velocity", "model.window=1", "causal=true", "max_steps=40", "steps_per_epoch=20", "batch_size=16",
-         "warmup_steps=5", "eval_stride=1.0", "lr=0.003",
-         "model.dropout=0.2", "weight_decay=0.05"]  # pinned: the fixture's model does not follow the preset's changes
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "causal=true",
+    "max_steps=40",
+    "steps_per_epoch=20",
+    "batch_size=16",
+    "warmup_steps=5",
+    "eval_stride=1.0",
+    "lr=0.003",
+    "model.dropout=0.2",
+    "weight_decay=0.05",
+]  # pinned: the fixture's model does not follow the preset's changes
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -35,14 +45,21 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 def causal_run(tmp_path_factory, one_torch_thread) -> dict:
     """A tiny causal model trained briefly on one simulated 60 s session (30 units)."""
     root = tmp_path_factory.mktemp("stream")
-    simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(30, 30), duration=60.0, seed=3,
-                       task="center_out")
+    simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(30, 30), duration=60.0, seed=3, task="center_out"
+    )
     data = SessionDataset(root / "sim")
     result = train(data, load_config("tiny", TRAIN), root / "run", accelerator="cpu", progress=False)
     model = load(result.checkpoint)
     session = next(iter(data))
-    return {"root": root, "data": data, "session": session, "model": model, "ckpt": result.checkpoint,
-            "file": session.path}
+    return {
+        "root": root,
+        "data": data,
+        "session": session,
+        "model": model,
+        "ckpt": result.checkpoint,
+        "file": session.path,
+    }
 
 
 def offline(model, session: StoredSession, t: float) -> np.ndarray:
@@ -50,8 +67,14 @@ def offline(model, session: StoredSession, t: float) -> np.ndarray:
     c = model.config
     tok = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window)
     w = session.slice(t - c.window, t, behavior=[])
-    sample = tok(w, model.unit_emb.lookup(session.unit_ids).numpy(), int(model.session_emb.lookup([session.id])[0]),
-                 0, None, output_times=np.array([w.length]))
+    sample = tok(
+        w,
+        model.unit_emb.lookup(session.unit_ids).numpy(),
+        int(model.session_emb.lookup([session.id])[0]),
+        0,
+        None,
+        output_times=np.array([w.length]),
+    )
     batch = collate([sample])
     with torch.no_grad():
         pred = denormalise(model, model(batch), batch.output_sessions, batch.output_tasks)
@@ -76,7 +99,7 @@ def test_streaming_equals_offline_windows(causal_run: dict) -> None:
     cut = np.searchsorted(times, grid)
     stream, ref = [], []
     for k, t in enumerate(grid):
-        dec.push(units[cut[k - 1] if k else 0:cut[k]], times[cut[k - 1] if k else 0:cut[k]])
+        dec.push(units[cut[k - 1] if k else 0 : cut[k]], times[cut[k - 1] if k else 0 : cut[k]])
         y = dec.decode(t)
         if k in check:
             stream.append(y)
@@ -111,7 +134,7 @@ def test_packet_sizes_and_id_kinds_give_the_same_result(causal_run: dict) -> Non
             j = int(np.searchsorted(times, t))
             if sizes == "ones":
                 for k in range(i, j):
-                    dec.push(units[k:k + 1], times[k:k + 1])
+                    dec.push(units[k : k + 1], times[k : k + 1])
             elif sizes == "random":
                 edges = np.unique(np.concatenate([[i, j], rng.integers(i, j + 1, 3)]))
                 for a, b in zip(edges[:-1], edges[1:]):
@@ -192,8 +215,20 @@ def test_causal_training_windows_end_on_a_behaviour_sample(causal_run: dict) -> 
 def test_replay_cli_streams_a_prepared_file(causal_run: dict, tmp_path: Path) -> None:
     model, session = causal_run["model"], causal_run["session"]
     out_json, out_png = tmp_path / "replay.json", tmp_path / "replay.png"
-    result = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--every", "0.02",
-                                 "--json", str(out_json), "--plot", str(out_png)])
+    result = runner.invoke(
+        app,
+        [
+            "replay",
+            str(causal_run["ckpt"]),
+            str(causal_run["file"]),
+            "--every",
+            "0.02",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "latency median / p99 / max" in result.output and "R² (hand_velocity)" in result.output
     s = json.loads(out_json.read_text())
@@ -237,11 +272,25 @@ def test_replay_in_lower_precision_stays_close(causal_run: dict, tmp_path: Path)
         assert np.array_equal(low.times, ref.times) and 0 < err < 0.1
     assert isinstance(model.encoder.attn.to_q, torch.nn.Linear)  # the model was not converted in place
     out = tmp_path / "r.json"
-    ok = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--precision", "bfloat16",
-                             "--limit", "1", "--json", str(out)])
+    ok = runner.invoke(
+        app,
+        [
+            "replay",
+            str(causal_run["ckpt"]),
+            str(causal_run["file"]),
+            "--precision",
+            "bfloat16",
+            "--limit",
+            "1",
+            "--json",
+            str(out),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert json.loads(out.read_text())["n_decodes"] == 50
     bad = runner.invoke(app, ["replay", str(causal_run["ckpt"]), str(causal_run["file"]), "--precision", "fp8"])
     assert bad.exit_code == 2 and "precision='fp8'" in bad.output
-    bad = runner.invoke(app, ["replay", str(causal_run["file"]), "--onnx", str(causal_run["ckpt"]), "--precision", "int8"])
+    bad = runner.invoke(
+        app, ["replay", str(causal_run["file"]), "--onnx", str(causal_run["ckpt"]), "--precision", "int8"]
+    )
     assert bad.exit_code == 2 and "--precision applies to checkpoints" in bad.output

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import cli  # noqa: E402  (runs `spiketok ARGS` in this process)
+
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession
 from spiketok.model import ModelConfig, model_config
@@ -19,8 +19,18 @@ from spiketok.stream import StreamingDecoder, replay
 from spiketok.tokenize import SpikeTokenizer, collate
 from spiketok.train import load
 
-TRAIN = ["target=hand_velocity", "model.window=1", "model.latent_grid=absolute", "causal=true", "max_steps=12",
-         "steps_per_epoch=6", "batch_size=8", "warmup_steps=3", "eval_stride=1.0", "lr=0.003"]
+TRAIN = [
+    "target=hand_velocity",
+    "model.window=1",
+    "model.latent_grid=absolute",
+    "causal=true",
+    "max_steps=12",
+    "steps_per_epoch=6",
+    "batch_size=8",
+    "warmup_steps=3",
+    "eval_stride=1.0",
+    "lr=0.003",
+]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -29,10 +39,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 def absolute_run(tmp_path_factory, one_torch_thread) -> dict:
     """A tiny causal model with latents on the absolute grid, trained briefly by `spiketok train` (20 units, 40 s)."""
     root = tmp_path_factory.mktemp("incr")
-    simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(20, 20), duration=40.0, seed=4,
-                       task="center_out")
-    code, out = cli("train", "--data", root / "sim", "--out", root / "run", "--accelerator", "cpu", "--no-progress",
-                    *TRAIN)
+    simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(20, 20), duration=40.0, seed=4, task="center_out"
+    )
+    code, out = cli(
+        "train", "--data", root / "sim", "--out", root / "run", "--accelerator", "cpu", "--no-progress", *TRAIN
+    )
     assert code == 0, out
     data = SessionDataset(root / "sim")
     session = next(iter(data))
@@ -43,8 +55,14 @@ def absolute_run(tmp_path_factory, one_torch_thread) -> dict:
 def offline(model, session: StoredSession, t: float) -> np.ndarray:
     """Tokenizer + model forward on [t - window, t), output query at its end: normalised output (D,)."""
     w = session.slice(t - model.config.window, t, behavior=[])
-    sample = model.tokenizer()(w, model.unit_emb.lookup(session.unit_ids).numpy(),
-                               int(model.session_emb.lookup([session.id])[0]), 0, None, output_times=np.array([w.length]))
+    sample = model.tokenizer()(
+        w,
+        model.unit_emb.lookup(session.unit_ids).numpy(),
+        int(model.session_emb.lookup([session.id])[0]),
+        0,
+        None,
+        output_times=np.array([w.length]),
+    )
     batch = collate([sample])
     with torch.no_grad():
         return model(batch)[0, 0, :2].numpy()
@@ -94,8 +112,16 @@ def test_train_writes_the_grid_and_evaluate_and_replay_work(absolute_run: dict) 
     assert code == 0, out
     s = json.loads((root / "replay.json").read_text())
     assert s["incremental"] is True and s["n_decodes"] == 100 and "incremental (per-packet partials)" in out
-    code, out = cli("replay", absolute_run["ckpt"], session.path, "--limit", "2", "--no-incremental", "--json",
-                    root / "replay_full.json")
+    code, out = cli(
+        "replay",
+        absolute_run["ckpt"],
+        session.path,
+        "--limit",
+        "2",
+        "--no-incremental",
+        "--json",
+        root / "replay_full.json",
+    )
     assert code == 0, out
     full = json.loads((root / "replay_full.json").read_text())
     assert full["incremental"] is False and full["r2"] == pytest.approx(s["r2"], abs=1e-5)
@@ -114,12 +140,12 @@ def test_incremental_equals_offline_and_the_full_decoder(absolute_run: dict) -> 
     rng = np.random.default_rng(1)
     edges = np.sort(np.concatenate([rng.uniform(grid[0] - 0.3, grid[-1], 400), grid[::7] + 0.31, [grid[-1]]]))
     cut = np.searchsorted(times, edges)
-    pushed_to, i, k = -np.inf, 0, 0
+    pushed_to, k = -np.inf, 0
     got_inc, got_full, ref = [], [], []
     for j, t in enumerate(grid):
         while pushed_to < t:  # push packets until every spike before t is in
             lo = cut[k - 1] if k else 0
-            assert inc.push(units[lo:cut[k]], times[lo:cut[k]]) == full.push(units[lo:cut[k]], times[lo:cut[k]])
+            assert inc.push(units[lo : cut[k]], times[lo : cut[k]]) == full.push(units[lo : cut[k]], times[lo : cut[k]])
             pushed_to, k = edges[k], k + 1
         inc.push([], [])  # an empty packet
         got_inc.append(inc.decode_normalised(t).numpy())
@@ -153,7 +179,7 @@ def test_incremental_after_reset_and_with_single_spike_packets(absolute_run: dic
     for t in grid:
         j = int(np.searchsorted(times, t))
         for s in range(i, j):
-            ones.push(units[s:s + 1], times[s:s + 1])
+            ones.push(units[s : s + 1], times[s : s + 1])
         i = j
         out.append([ones.decode(t), ref.decode(t)])
     out = np.array(out)

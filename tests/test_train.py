@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import spiketok
@@ -22,11 +21,24 @@ from spiketok.train.run import DEBUG_ENV, _n_processes, _strategy, train
 
 
 def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path: Path, monkeypatch) -> None:
-    simulate_to_folder(tmp_path / "sim", n_animals=1, sessions_per_animal=2, n_units=(16, 24), duration=40.0, seed=8,
-                       task="center_out")
+    simulate_to_folder(
+        tmp_path / "sim", n_animals=1, sessions_per_animal=2, n_units=(16, 24), duration=40.0, seed=8, task="center_out"
+    )
     data = SessionDataset(tmp_path / "sim")
-    cfg = load_config("tiny", ["target=hand_velocity", "max_steps=12", "steps_per_epoch=4", "batch_size=4",
-                               "warmup_steps=2", "eval_stride=1.0", "seed=3", "model.window=1", "patience=null"])
+    cfg = load_config(
+        "tiny",
+        [
+            "target=hand_velocity",
+            "max_steps=12",
+            "steps_per_epoch=4",
+            "batch_size=4",
+            "warmup_steps=2",
+            "eval_stride=1.0",
+            "seed=3",
+            "model.window=1",
+            "patience=null",
+        ],
+    )
     monkeypatch.setenv(DEBUG_ENV, str(tmp_path / "debug"))
     result = train(data, cfg, tmp_path / "run", accelerator="cpu", progress=False)
     assert result.steps == 12 and result.rank == 0 and result.checkpoint == tmp_path / "run" / "model.ckpt"
@@ -63,7 +75,9 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     assert hp["train"] == cfg
     assert hp["targets"] == {s.id: "hand_velocity" for s in data}
     for s in data:
-        assert hp["splits"][s.id]["test"] == [[float(a), float(b)] for a, b in zip(s.splits["test"].start, s.splits["test"].end)]
+        assert hp["splits"][s.id]["test"] == [
+            [float(a), float(b)] for a, b in zip(s.splits["test"].start, s.splits["test"].end)
+        ]
     assert model.hparams["tasks"] == {"hand_velocity": 2}
 
 

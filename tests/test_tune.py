@@ -11,21 +11,27 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from conftest import cli, with_scrambled_test_split  # noqa: E402  (cli: runs `spiketok ARGS` in this process)
 
 from spiketok.cli import _register
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
 from spiketok.train.config import load_config
 from spiketok.train.tune import STUDY, base_params, tune, with_values
-from conftest import cli, with_scrambled_test_split  # noqa: E402  (cli: runs `spiketok ARGS` in this process)
 
 _register()
 # a handful of steps of a small model: every trial takes a few seconds on a loaded CPU
-BASE = ["target=hand_velocity", "max_steps=4", "steps_per_epoch=2", "batch_size=4", "warmup_steps=1",
-        "eval_stride=1.0", "model.dim=32", "model.depth=1"]
+BASE = [
+    "target=hand_velocity",
+    "max_steps=4",
+    "steps_per_epoch=2",
+    "batch_size=4",
+    "warmup_steps=1",
+    "eval_stride=1.0",
+    "model.dim=32",
+    "model.depth=1",
+]
 BUDGET = 0.75  # minutes
-
-
 
 
 def _study(run: Path) -> optuna.Study:
@@ -35,8 +41,9 @@ def _study(run: Path) -> optuna.Study:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tune")
-    simulate_to_folder(root / "sim", n_animals=1, sessions_per_animal=1, n_units=(16, 16), duration=40.0, seed=3,
-                       task="center_out")
+    simulate_to_folder(
+        root / "sim", n_animals=1, sessions_per_animal=1, n_units=(16, 16), duration=40.0, seed=3, task="center_out"
+    )
     return root / "sim"
 
 
@@ -45,8 +52,9 @@ def tuned(sim: Path) -> dict:
     """`spiketok tune` with 3 trials in a budget of 45 s."""
     run = sim.parent / "run"
     t0 = time.monotonic()
-    code, out = cli("tune", "--data", sim, "--out", run, "--budget-minutes", BUDGET, "--trials", 3,
-                    "--accelerator", "cpu", *BASE)
+    code, out = cli(
+        "tune", "--data", sim, "--out", run, "--budget-minutes", BUDGET, "--trials", 3, "--accelerator", "cpu", *BASE
+    )
     seconds = time.monotonic() - t0
     assert code == 0, out
     return {"run": run, "out": out, "seconds": seconds}
@@ -104,16 +112,30 @@ def test_tune_writes_the_study_best_yaml_plot_and_summary(tuned: dict) -> None:
 def test_best_yaml_trains_with_the_chosen_values(tuned: dict, sim: Path) -> None:
     run = tuned["run"]
     chosen = json.loads((run / "trials.json").read_text())["best"]["values"]
-    code, out = cli("train", "--config", run / "best.yaml", "--data", sim, "--out", run.parent / "retrain",
-                    "--accelerator", "cpu", "--no-progress")
+    code, out = cli(
+        "train",
+        "--config",
+        run / "best.yaml",
+        "--data",
+        sim,
+        "--out",
+        run.parent / "retrain",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 0, out
     from spiketok.train.checkpoint import load
 
     model = load(run.parent / "retrain" / "model.ckpt")
     c = model.config
     assert (c.window, c.latent_step, c.t_max, c.dim, c.depth) == (
-        chosen["model.window"], chosen["model.latent_step"], chosen["model.t_max"], chosen["model.dim"],
-        chosen["model.depth"])
+        chosen["model.window"],
+        chosen["model.latent_step"],
+        chosen["model.t_max"],
+        chosen["model.dim"],
+        chosen["model.depth"],
+    )
     assert c.dropout == pytest.approx(chosen["model.dropout"])
     hp = model.hparams["train"]
     assert hp["lr"] == pytest.approx(chosen["lr"]) and hp["weight_decay"] == pytest.approx(chosen["weight_decay"])
@@ -125,8 +147,9 @@ def test_rerunning_the_command_resumes_the_study(tuned: dict, sim: Path) -> None
     run = sim.parent / "run-resumed"
     shutil.copytree(tuned["run"], run)
     before = _study(run).trials
-    code, out = cli("tune", "--data", sim, "--out", run, "--budget-minutes", 0.4, "--trials", 1,
-                    "--accelerator", "cpu", *BASE)
+    code, out = cli(
+        "tune", "--data", sim, "--out", run, "--budget-minutes", 0.4, "--trials", 1, "--accelerator", "cpu", *BASE
+    )
     assert code == 0, out
     after = _study(run).trials
     assert [t.number for t in after] == [0, 1, 2, 3]
@@ -136,8 +159,21 @@ def test_rerunning_the_command_resumes_the_study(tuned: dict, sim: Path) -> None
     assert len((run / "trials.csv").read_text().splitlines()) == 5
 
     # a study of other settings is not mixed in
-    code, out = cli("tune", "--data", sim, "--out", run, "--budget-minutes", 0.4, "--trials", 1,
-                    "--accelerator", "cpu", *BASE, "batch_size=6")
+    code, out = cli(
+        "tune",
+        "--data",
+        sim,
+        "--out",
+        run,
+        "--budget-minutes",
+        0.4,
+        "--trials",
+        1,
+        "--accelerator",
+        "cpu",
+        *BASE,
+        "batch_size=6",
+    )
     assert code == 2 and "error: " in out and "base config" in out
     assert len(_study(run).trials) == 4
 
@@ -148,8 +184,9 @@ def test_tuning_scores_come_from_the_valid_split_only(sim: Path) -> None:
     scrambled = with_scrambled_test_split(sim, sim.parent / "scrambled")
     runs = {}
     for name, folder in (("original", sim), ("scrambled", scrambled)):
-        runs[name] = tune(SessionDataset(folder), sim.parent / f"valid-only-{name}", 2.0, overrides=BASE, trials=1,
-                          accelerator="cpu")
+        runs[name] = tune(
+            SessionDataset(folder), sim.parent / f"valid-only-{name}", 2.0, overrides=BASE, trials=1, accelerator="cpu"
+        )
     a, b = runs["original"], runs["scrambled"]
     assert [r.steps for r in a.rows] == [r.steps for r in b.rows] == [4]  # not cut by time
     assert [r.values for r in a.rows] == [r.values for r in b.rows]
@@ -163,8 +200,10 @@ def test_tuning_scores_come_from_the_valid_split_only(sim: Path) -> None:
     scores = {}
     for name, folder in (("original", sim), ("scrambled", scrambled)):
         model = load(next((sim.parent / f"valid-only-{name}" / "trials").glob("*/model.ckpt")))
-        scores[name] = {split: evaluate(model, SessionDataset(folder), split, progress=False)[0]["mean_r2"]
-                        for split in ("valid", "test")}
+        scores[name] = {
+            split: evaluate(model, SessionDataset(folder), split, progress=False)[0]["mean_r2"]
+            for split in ("valid", "test")
+        }
     assert scores["original"]["valid"] == pytest.approx(scores["scrambled"]["valid"], abs=1e-5)
     assert scores["original"]["test"] - scores["scrambled"]["test"] > 0.5, scores
 
@@ -172,8 +211,16 @@ def test_tuning_scores_come_from_the_valid_split_only(sim: Path) -> None:
 def test_the_pruner_stops_a_trial_with_an_absurd_learning_rate(sim: Path) -> None:
     base = load_config("tiny", BASE + ["max_steps=6"])
     good = base_params(base)
-    result = tune(SessionDataset(sim), sim.parent / "pruned", 2.0, overrides=BASE + ["max_steps=6"], trials=3,
-                  accelerator="cpu", startup_trials=2, enqueue=[good, dict(good, lr=50.0)])
+    result = tune(
+        SessionDataset(sim),
+        sim.parent / "pruned",
+        2.0,
+        overrides=BASE + ["max_steps=6"],
+        trials=3,
+        accelerator="cpu",
+        startup_trials=2,
+        enqueue=[good, dict(good, lr=50.0)],
+    )
     states = [r.state for r in result.rows]
     assert states == ["complete", "complete", "pruned"], [(r.state, r.intermediate) for r in result.rows]
     bad = result.rows[2]

@@ -8,21 +8,33 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import cli, with_scrambled_test_split
 
 from spiketok.data.simulate import simulate_to_folder
 
-from conftest import cli, with_scrambled_test_split
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SHORT = ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "eval_stride=1.0",
-         "init_unit_id_restarts=2"]  # window, start and fine-tuning rate left at auto: all chosen from the data
+SHORT = [
+    "target=hand_velocity",
+    "max_steps=20",
+    "steps_per_epoch=10",
+    "batch_size=8",
+    "eval_stride=1.0",
+    "init_unit_id_restarts=2",
+]  # window, start and fine-tuning rate left at auto: all chosen from the data
 
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("valid-only")
-    simulate_to_folder(root / "original", n_animals=1, sessions_per_animal=1, n_units=(16, 20), duration=60.0,
-                       seed=6, task="center_out")
+    simulate_to_folder(
+        root / "original",
+        n_animals=1,
+        sessions_per_animal=1,
+        n_units=(16, 20),
+        duration=60.0,
+        seed=6,
+        task="center_out",
+    )
     scrambled = with_scrambled_test_split(root / "original", root / "scrambled")
     return {"original": root / "original", "scrambled": scrambled}
 
@@ -70,8 +82,19 @@ def test_pilots_start_unit_id_and_learning_rate_are_chosen_without_the_test_spli
 def test_ensemble_members_are_chosen_without_the_test_split(copies, tmp_path):
     results = {}
     for name, data in copies.items():
-        code, out = cli("train", "--data", data, "--out", tmp_path / name, "--accelerator", "cpu", "--no-progress",
-                        "--ensemble", "2", *SHORT)
+        code, out = cli(
+            "train",
+            "--data",
+            data,
+            "--out",
+            tmp_path / name,
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+            "--ensemble",
+            "2",
+            *SHORT,
+        )
         assert code == 0, out
         assert "init = none: from scratch: --ensemble trains its members from scratch" in " ".join(out.split())
         run = tmp_path / name

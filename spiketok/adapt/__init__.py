@@ -14,9 +14,22 @@ from .embeddings import plot_unit_embeddings, project_unit_embeddings
 from .fewshot import FewShotRun, few_shot_study, plot_study, read_runs, summarise, write_csv
 from .run import MODES, AdaptConfig, adapt, finetune_adapted
 
-__all__ = ["AdaptConfig", "AdaptationData", "FewShotRun", "MODES", "adapt", "adaptation_data", "few_shot_study",
-           "finetune_adapted", "plot_study", "plot_unit_embeddings", "project_unit_embeddings", "read_runs",
-           "summarise", "write_csv"]
+__all__ = [
+    "AdaptConfig",
+    "AdaptationData",
+    "FewShotRun",
+    "MODES",
+    "adapt",
+    "adaptation_data",
+    "few_shot_study",
+    "finetune_adapted",
+    "plot_study",
+    "plot_unit_embeddings",
+    "project_unit_embeddings",
+    "read_runs",
+    "summarise",
+    "write_csv",
+]
 
 
 class _CallablePackage(types.ModuleType):

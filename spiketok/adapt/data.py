@@ -51,8 +51,10 @@ def _sorted(iv: Intervals) -> Intervals:
 def select_trials(session: StoredSession, n_trials: int, pick: str = "first", seed: int = 0) -> Intervals:
     """N whole trials of the training split, in time order: the first N, or N drawn with `seed`."""
     if not has_trials(session):
-        raise DataError(f"{session.path}: the session has no trials table, so its training split is made of time "
-                        "blocks; choose the adaptation data in seconds instead (--train-seconds / seconds=)")
+        raise DataError(
+            f"{session.path}: the session has no trials table, so its training split is made of time "
+            "blocks; choose the adaptation data in seconds instead (--train-seconds / seconds=)"
+        )
     pool = _sorted(session.splits["train"])
     if n_trials < 1:
         raise DataError(f"the number of adaptation trials must be at least 1, got {n_trials}")
@@ -75,8 +77,9 @@ def first_seconds(session: StoredSession, seconds: float) -> Intervals:
     if seconds <= 0:
         raise DataError(f"the adaptation time must be positive, got {seconds} s")
     if seconds > pool.duration + 1e-9:
-        raise DataError(f"{session.id}: asked for {seconds:g} s but its training split holds only "
-                        f"{pool.duration:.1f} s")
+        raise DataError(
+            f"{session.id}: asked for {seconds:g} s but its training split holds only {pool.duration:.1f} s"
+        )
     starts, ends, left = [], [], float(seconds)
     for a, b in zip(pool.start, pool.end):
         if left <= 1e-9:
@@ -107,8 +110,11 @@ def adaptation_data(
     if n_trials is not None and seconds is not None:
         raise ValueError("give the adaptation data as trials or as seconds, not both")
     if n_trials is None and seconds is None:
-        return AdaptationData(_sorted(session.splits["train"]), _sorted(session.splits["valid"]),
-                              "whole training split; the session's valid split for early stopping")
+        return AdaptationData(
+            _sorted(session.splits["train"]),
+            _sorted(session.splits["valid"]),
+            "whole training split; the session's valid split for early stopping",
+        )
     if n_trials is not None:
         trials = select_trials(session, int(n_trials), pick, seed)
         n = len(trials)
@@ -116,8 +122,11 @@ def adaptation_data(
             return AdaptationData(trials, None, f"{n} trial(s) ({pick}), none held out: fixed number of steps")
         n_valid = max(1, int(round(valid_fraction * n)))
         is_valid = np.arange(n) >= n - n_valid  # the last ones in time
-        return AdaptationData(trials.select(~is_valid), trials.select(is_valid),
-                              f"{n} trials ({pick}): {n - n_valid} to train on, the last {n_valid} held out")
+        return AdaptationData(
+            trials.select(~is_valid),
+            trials.select(is_valid),
+            f"{n} trials ({pick}): {n - n_valid} to train on, the last {n_valid} held out",
+        )
     part = first_seconds(session, float(seconds))
     hold = valid_fraction * part.duration
     if part.duration < min_valid_seconds:
@@ -127,7 +136,7 @@ def adaptation_data(
     k = int(np.searchsorted(cum, part.duration - hold))
     cut = part.end[k] - (cum[k] - (part.duration - hold))
     train = Intervals(np.append(part.start[:k], part.start[k]), np.append(part.end[:k], cut))
-    valid = Intervals(np.insert(part.start[k + 1:], 0, cut), np.insert(part.end[k + 1:], 0, part.end[k]))
+    valid = Intervals(np.insert(part.start[k + 1 :], 0, cut), np.insert(part.end[k + 1 :], 0, part.end[k]))
     train, valid = (iv.select(iv.end - iv.start > 1e-9) for iv in (train, valid))
     return AdaptationData(train, valid, f"first {seconds:g} s: the last {hold:.1f} s held out")
 
@@ -136,8 +145,11 @@ def restricted_session(session: StoredSession, data: AdaptationData) -> StoredSe
     """A view of the session whose train/valid splits are the adaptation data (test split unchanged)."""
     view = copy.copy(session)  # through __getstate__: its own file handle, opened on first read
     view._file, view._d, view._pid = None, {}, None
-    view.splits = {**session.splits, "train": data.train,
-                   "valid": data.valid if data.valid is not None else Intervals([], [])}
+    view.splits = {
+        **session.splits,
+        "train": data.train,
+        "valid": data.valid if data.valid is not None else Intervals([], []),
+    }
     return view
 
 

@@ -28,20 +28,46 @@ class AdaptDemoResult:
     table: Path
 
 
-def adapt_demo(out: str | Path, scratch: ScratchTrainer, n_trials: int = 10, seed: int = 0, model: str = DEMO_MODEL,
-               scratch_max_steps: int = 400, progress: bool = True) -> AdaptDemoResult:
+def adapt_demo(
+    out: str | Path,
+    scratch: ScratchTrainer,
+    n_trials: int = 10,
+    seed: int = 0,
+    model: str = DEMO_MODEL,
+    scratch_max_steps: int = 400,
+    progress: bool = True,
+) -> AdaptDemoResult:
     """Simulate a new session into out/data, adapt `model` to its first `n_trials` trials, score unit-id vs scratch.
 
     `scratch` trains the fresh model (spiketok.train.scratch.train_scratch: training is the layer above).
     """
     out = Path(out)
     pretrained = load_model_file(model)
-    path = simulate_to_folder(out / "data", n_animals=1, sessions_per_animal=1, n_units=(80, 100),
-                              duration=240.0, seed=1000 + seed, task="center_out")[0]
+    path = simulate_to_folder(
+        out / "data",
+        n_animals=1,
+        sessions_per_animal=1,
+        n_units=(80, 100),
+        duration=240.0,
+        seed=1000 + seed,
+        task="center_out",
+    )[0]
     session = StoredSession(path)
     config = AdaptConfig(scratch_max_steps=scratch_max_steps)
-    runs = few_shot_study(pretrained, session, [n_trials], seeds=1, modes=("unit-id", "scratch"), target=TARGET,
-                          pick="first", config=config, progress=progress, scratch=scratch)
+    runs = few_shot_study(
+        pretrained,
+        session,
+        [n_trials],
+        seeds=1,
+        modes=("unit-id", "scratch"),
+        target=TARGET,
+        pick="first",
+        config=config,
+        progress=progress,
+        scratch=scratch,
+    )
     table, _ = write_csv(runs, out)
-    plot = plot_study(runs, out / "fewshot.png", title=f"{model} adapted to a new simulated session ({n_trials} trials)")
+    plot = plot_study(
+        runs, out / "fewshot.png", title=f"{model} adapted to a new simulated session ({n_trials} trials)"
+    )
     return AdaptDemoResult(path, runs, plot, table)

@@ -43,8 +43,9 @@ def plot_unit_embeddings(model: POYO, path: str | Path, method: str = "auto", ti
     return plot_projection(coords, sessions, used, path, title)
 
 
-def plot_projection(coords: np.ndarray, sessions: list[str], method: str, path: str | Path,
-                    title: str | None = None) -> Path:
+def plot_projection(
+    coords: np.ndarray, sessions: list[str], method: str, path: str | Path, title: str | None = None
+) -> Path:
     """Scatter (n_units, 2) coordinates into a PNG, one colour per session id."""
     import matplotlib
 
@@ -59,8 +60,14 @@ def plot_projection(coords: np.ndarray, sessions: list[str], method: str, path: 
     labels = np.array(sessions)
     for k, sid in enumerate(ids):
         sel = labels == sid
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=10, alpha=0.75, color=colours(k % colours.N),
-                   label=f"{sid} ({int(sel.sum())})")
+        ax.scatter(
+            coords[sel, 0],
+            coords[sel, 1],
+            s=10,
+            alpha=0.75,
+            color=colours(k % colours.N),
+            label=f"{sid} ({int(sel.sum())})",
+        )
     ax.set_xlabel(f"{method.upper()} 1")
     ax.set_ylabel(f"{method.upper()} 2")
     ax.set_title(title or f"unit embeddings ({len(coords)} units, {len(ids)} sessions)")

@@ -39,8 +39,15 @@ def _run(model: POYO, session: StoredSession, mode: str, n: int, seed: int) -> F
     rec = model.meta.adaptations[-1]
     r2 = r2_on_test_split(model, session, rec["target"])
     stages = rec["stages"]
-    return FewShotRun(mode, n, seed, float(np.nanmean(r2)), [float(v) for v in r2],
-                      sum(s["steps"] for s in stages), sum(s["seconds"] for s in stages))
+    return FewShotRun(
+        mode,
+        n,
+        seed,
+        float(np.nanmean(r2)),
+        [float(v) for v in r2],
+        sum(s["steps"] for s in stages),
+        sum(s["seconds"] for s in stages),
+    )
 
 
 def few_shot_study(
@@ -75,8 +82,9 @@ def few_shot_study(
     available = len(session.splits["train"])
     counts = sorted({int(n) for n in trials if 1 <= int(n) <= available})
     if not counts:
-        raise ValueError(f"none of the trial counts {list(trials)} fits the {available} training trials "
-                         f"of {session.id}")
+        raise ValueError(
+            f"none of the trial counts {list(trials)} fits the {available} training trials of {session.id}"
+        )
     runs: list[FewShotRun] = []
     n_jobs = len(counts) * seeds * len(modes)
     bar = tqdm(total=n_jobs, desc=f"few-shot {session.id}", disable=not progress)
@@ -111,8 +119,17 @@ def summarise(runs: Sequence[FewShotRun]) -> list[dict]:
     for mode in modes:
         for n in sorted({r.n_trials for r in runs if r.mode == mode}):
             r2 = np.array([r.r2 for r in runs if r.mode == mode and r.n_trials == n])
-            rows.append({"mode": mode, "n_trials": n, "r2_mean": float(r2.mean()), "r2_std": float(r2.std()),
-                         "r2_min": float(r2.min()), "r2_max": float(r2.max()), "seeds": len(r2)})
+            rows.append(
+                {
+                    "mode": mode,
+                    "n_trials": n,
+                    "r2_mean": float(r2.mean()),
+                    "r2_std": float(r2.std()),
+                    "r2_min": float(r2.min()),
+                    "r2_max": float(r2.max()),
+                    "seeds": len(r2),
+                }
+            )
     return rows
 
 
@@ -139,9 +156,18 @@ def write_csv(runs: Sequence[FewShotRun], out_dir: str | Path) -> tuple[Path, Pa
 def read_runs(path: str | Path) -> list[FewShotRun]:
     """The runs of a `fewshot_runs.csv` written by `write_csv`."""
     with open(path, newline="") as f:
-        return [FewShotRun(r["mode"], int(r["n_trials"]), int(r["seed"]), float(r["r2"]),
-                           [float(v) for v in r["r2_per_dim"].split()], int(r["steps"]), float(r["seconds"]))
-                for r in csv.DictReader(f)]
+        return [
+            FewShotRun(
+                r["mode"],
+                int(r["n_trials"]),
+                int(r["seed"]),
+                float(r["r2"]),
+                [float(v) for v in r["r2_per_dim"].split()],
+                int(r["steps"]),
+                float(r["seconds"]),
+            )
+            for r in csv.DictReader(f)
+        ]
 
 
 def plot_study(runs: Sequence[FewShotRun], path: str | Path, title: str | None = None) -> Path:

@@ -24,6 +24,8 @@ def finetune_param_groups(model: POYO, lr: float, lr_vocab: float, weight_decay:
     vocab, decay, no_decay = [], [], []
     for name, p in model.named_parameters():
         (vocab if _is_vocab(name) else no_decay if _no_decay(name, p) else decay).append(p)
-    return [{"params": vocab, "lr": lr_vocab, "weight_decay": 0.0},
-            {"params": decay, "lr": lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    return [
+        {"params": vocab, "lr": lr_vocab, "weight_decay": 0.0},
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]

@@ -16,9 +16,9 @@ from ..data.samplers import RandomWindowBatchSampler
 from ..data.storage import StoredSession
 from ..data.windows import causal_windows, sliding_windows
 from ..evaluate.decode import default_stride
-from ..model.poyo import POYO
 from ..model.normalize import normalised_targets
 from ..model.objective import warmup_cosine, weighted_mse
+from ..model.poyo import POYO
 from ..tokenize import Batch, collate
 from ..tokenize.dataset import WindowDataset
 from .data import single_session_dataset
@@ -92,16 +92,18 @@ def fit(
     data = single_session_dataset(session)
     targets = {session.id: target}
     window = model.config.window
-    train_set = WindowDataset.for_model(model, data, targets, unit_dropout=unit_dropout, min_units=min_units,
-                                        causal=causal, seed=seed)
+    train_set = WindowDataset.for_model(
+        model, data, targets, unit_dropout=unit_dropout, min_units=min_units, causal=causal, seed=seed
+    )
     eval_set = WindowDataset.for_model(model, data, targets, causal=causal)
     sampler = RandomWindowBatchSampler({session.id: session.splits["train"]}, window, batch_size, eval_every, seed=seed)
     valid = session.splits.get("valid")
     make_windows = causal_windows if causal else sliding_windows
     specs = make_windows(valid, window, default_stride(model), session.id) if valid is not None and len(valid) else []
     device = next(model.parameters()).device
-    val_batches = [collate([eval_set[s] for s in specs[i:i + batch_size]]).to(device)
-                   for i in range(0, len(specs), batch_size)]
+    val_batches = [
+        collate([eval_set[s] for s in specs[i : i + batch_size]]).to(device) for i in range(0, len(specs), batch_size)
+    ]
     params = [p for g in param_groups for p in g["params"]]
     optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, max_steps))

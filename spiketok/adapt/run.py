@@ -15,8 +15,15 @@ from ..model.poyo import POYO
 from .data import AdaptationData, adaptation_data, as_session, restricted_session
 from .finetune import finetune_param_groups
 from .loop import StageResult, fit
-from .unit_identification import (NewRows, adaptation_stats, frozen_except, init_new_rows, only_new_rows_learn,
-                                  register_new_session, unit_id_param_groups)
+from .unit_identification import (
+    NewRows,
+    adaptation_stats,
+    frozen_except,
+    init_new_rows,
+    only_new_rows_learn,
+    register_new_session,
+    unit_id_param_groups,
+)
 
 MODES = ("unit-id", "finetune", "scratch")
 
@@ -48,7 +55,7 @@ class AdaptConfig:
     norm_prior_seconds: float = 30.0  # weight of the model's pooled target statistics; 0: the new data's alone
 
     @classmethod
-    def from_overrides(cls, overrides: list[str]) -> "AdaptConfig":
+    def from_overrides(cls, overrides: list[str]) -> AdaptConfig:
         """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"], each checked against
         spiketok.schema.ADAPT_RULES (type and range; ConfigError names the key, the value and what is allowed)."""
         from ..schema import ConfigError, check_adapt_setting
@@ -113,8 +120,9 @@ def adapt(
     if target is None and len(signals) == 1 and signals[0] not in model.task_names:
         target = signals[0]  # the session's only behaviour, new to the model: it gets a readout of its own
     target = model.target_for(session.id, signals, target)
-    data = adaptation_data(session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials,
-                           cfg.min_valid_seconds)
+    data = adaptation_data(
+        session, n_trials, seconds, pick, seed, cfg.valid_fraction, cfg.min_valid_trials, cfg.min_valid_seconds
+    )
     view = restricted_session(session, data)
     stats = adaptation_stats(model, view, target, cfg.norm_prior_seconds)  # the same for every mode
     torch.manual_seed(seed)
@@ -130,14 +138,16 @@ def adapt(
         with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
             stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
     choice = dict(n_trials=n_trials, seconds=seconds, pick=pick, seed=seed)
-    new.hparams = _adapted_hparams(model, session, target, data, "unit-id" if mode == "finetune" else mode, stages,
-                                   cfg, choice)
+    new.hparams = _adapted_hparams(
+        model, session, target, data, "unit-id" if mode == "finetune" else mode, stages, cfg, choice
+    )
     new.eval()
     return finetune_adapted(new, session, cfg, progress) if mode == "finetune" else new
 
 
-def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: AdaptConfig | None = None,
-                     progress: bool = True) -> POYO:
+def finetune_adapted(
+    model: POYO, session: StoredSession | str | Path, config: AdaptConfig | None = None, progress: bool = True
+) -> POYO:
     """The finetune stage alone, on a model that `adapt(mode="unit-id")` made for `session`.
 
     Every weight trains at a lower learning rate on the same adaptation data (the other sessions'
@@ -149,8 +159,16 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
     if not records or records[-1]["session"] != session.id or records[-1]["mode"] != "unit-id":
         raise ValueError(f"the model's last adaptation is not unit-id on {session.id!r}; use adapt(mode='finetune')")
     rec = records[-1]
-    data = adaptation_data(session, rec["n_trials"], rec["seconds"], rec["pick"], rec["seed"], cfg.valid_fraction,
-                           cfg.min_valid_trials, cfg.min_valid_seconds)
+    data = adaptation_data(
+        session,
+        rec["n_trials"],
+        rec["seconds"],
+        rec["pick"],
+        rec["seed"],
+        cfg.valid_fraction,
+        cfg.min_valid_trials,
+        cfg.min_valid_seconds,
+    )
     view = restricted_session(session, data)
     new = copy.deepcopy(model)
     rows = NewRows(new.unit_emb.lookup(session.unit_ids), new.session_emb.lookup([session.id]), [])
@@ -158,8 +176,15 @@ def finetune_adapted(model: POYO, session: StoredSession | str | Path, config: A
     groups = finetune_param_groups(new, lr, cfg.lr_finetune_vocab, _weight_decay(model, cfg))
     torch.manual_seed(rec["seed"] + 1)
     with only_new_rows_learn(new, rows):
-        stage = fit(new, view, rec["target"], groups, "finetune", start_competes=True,
-                    **_fit_kwargs(model, cfg, data, rec["seed"] + 1, progress))
+        stage = fit(
+            new,
+            view,
+            rec["target"],
+            groups,
+            "finetune",
+            start_competes=True,
+            **_fit_kwargs(model, cfg, data, rec["seed"] + 1, progress),
+        )
     new.hparams = copy.deepcopy(model.hparams)
     new.hparams["adaptations"][-1].update(mode="finetune", stages=[*rec["stages"], stage.to_dict()], config=asdict(cfg))
     return new.eval()
@@ -177,23 +202,49 @@ def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:
 
 def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, progress: bool) -> dict:
     unit_dropout = pretrained_setting(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
-    return dict(max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps, batch_size=cfg.batch_size,
-                eval_every=cfg.eval_every, patience=cfg.patience, seed=seed, progress=progress,
-                unit_dropout=bool(unit_dropout), min_units=int(pretrained_setting(model, "min_units", 8)),
-                causal=bool(pretrained_setting(model, "causal", False)))
+    return dict(
+        max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps,
+        batch_size=cfg.batch_size,
+        eval_every=cfg.eval_every,
+        patience=cfg.patience,
+        seed=seed,
+        progress=progress,
+        unit_dropout=bool(unit_dropout),
+        min_units=int(pretrained_setting(model, "min_units", 8)),
+        causal=bool(pretrained_setting(model, "causal", False)),
+    )
 
 
-def _adapted_hparams(model: POYO, session: StoredSession, target: str, data: AdaptationData, mode: str,
-                     stages: list, cfg: AdaptConfig, choice: dict) -> dict:
+def _adapted_hparams(
+    model: POYO,
+    session: StoredSession,
+    target: str,
+    data: AdaptationData,
+    mode: str,
+    stages: list,
+    cfg: AdaptConfig,
+    choice: dict,
+) -> dict:
     """The source model's hparams plus the new session's target, splits and a record of the adaptation."""
     hp = copy.deepcopy(dict(getattr(model, "hparams", None) or {}))
-    splits = {"train": _spans(data.train), "valid": _spans(data.valid) if data.valid is not None else [],
-              "test": _spans(session.splits["test"]) if "test" in session.splits else []}
+    splits = {
+        "train": _spans(data.train),
+        "valid": _spans(data.valid) if data.valid is not None else [],
+        "test": _spans(session.splits["test"]) if "test" in session.splits else [],
+    }
     if mode == "scratch":  # a model of its own: only the new session
         hp["targets"], hp["splits"], hp["adaptations"] = {}, {}, []
     hp["targets"] = {**hp.get("targets", {}), session.id: target}
     hp["splits"] = {**hp.get("splits", {}), session.id: splits}
-    record = {"session": session.id, "file": str(session.path), "mode": mode, "target": target, **choice,
-              "data": data.description, "stages": [s.to_dict() for s in stages], "config": asdict(cfg)}
+    record = {
+        "session": session.id,
+        "file": str(session.path),
+        "mode": mode,
+        "target": target,
+        **choice,
+        "data": data.description,
+        "stages": [s.to_dict() for s in stages],
+        "config": asdict(cfg),
+    }
     hp["adaptations"] = [*hp.get("adaptations", []), record]
     return hp

@@ -28,8 +28,9 @@ class NewRows:
     new_tasks: list[str]  # readouts created for this session (none when the task is known)
 
 
-def register_new_session(model: POYO, session: StoredSession, target: str,
-                         stats: tuple[np.ndarray, np.ndarray]) -> NewRows:
+def register_new_session(
+    model: POYO, session: StoredSession, target: str, stats: tuple[np.ndarray, np.ndarray]
+) -> NewRows:
     """Append the session's units and id to the vocabularies, its readout if new, and its target statistics."""
     if session.id in model.session_emb.index:
         raise DataError(f"the model already knows session {session.id!r}; adapt it to a session it has not seen")
@@ -89,12 +90,13 @@ def init_new_rows(model: POYO, rows: NewRows, units: str = "mean") -> None:
     """Start the new session row at the mean of the known sessions' rows (a neutral query), and the new
     unit rows at the mean known unit row plus a tenth of their random start (`units="mean"`), or leave
     the unit rows random (`units="random"`)."""
-    for table, new, mode in ((model.unit_emb.weight, rows.unit_rows, units),
-                             (model.session_emb.weight, rows.session_rows, "mean")):
+    for table, new, mode in (
+        (model.unit_emb.weight, rows.unit_rows, units),
+        (model.session_emb.weight, rows.session_rows, "mean"),
+    ):
         old = torch.ones(table.shape[0], dtype=torch.bool)
         old[new] = False
         if mode == "random" or not old.any():
             continue
         with torch.no_grad():
             table[new] = table[old].mean(0, keepdim=True) + 0.1 * table[new]
-

@@ -30,15 +30,17 @@ def _root(
 
 def _register() -> None:
     # Each module adds its commands to `app` when imported.
-    from . import data_commands  # noqa: F401
-    from . import simulate_command  # noqa: F401
-    from . import train_commands  # noqa: F401
-    from . import baseline_command  # noqa: F401
-    from . import stream_commands  # noqa: F401
-    from . import adapt_commands  # noqa: F401
-    from . import tune_command  # noqa: F401
-    from . import pretrained_command  # noqa: F401
-    from . import export_command  # noqa: F401
+    from . import (
+        adapt_commands,  # noqa: F401
+        baseline_command,  # noqa: F401
+        data_commands,  # noqa: F401
+        export_command,  # noqa: F401
+        pretrained_command,  # noqa: F401
+        simulate_command,  # noqa: F401
+        stream_commands,  # noqa: F401
+        train_commands,  # noqa: F401
+        tune_command,  # noqa: F401
+    )
 
 
 def main() -> None:

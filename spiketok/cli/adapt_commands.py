@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typing_extensions import Annotated
 
-from . import app
-from .common import load_model, load_session
-from .checks import check_output
-from .errors import fail
 from ..data.session import DataError
+from . import app
+from .checks import check_output
+from .common import load_model, load_session
+from .errors import fail
 
 console = Console()
-MODE_HELP = "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
+MODE_HELP = (
+    "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
+)
 
 
 def _config(overrides: list[str] | None):
@@ -42,22 +43,39 @@ def adapt(
     session: Annotated[Path, typer.Argument(help="The new session: a prepared .h5 file (spiketok prepare).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the adapted checkpoint.")],
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "unit-id",
-    train_trials: Annotated[Optional[int], typer.Option(help="Adapt on N trials of the session's training split (neither option: all of it).")] = None,
-    train_seconds: Annotated[Optional[float], typer.Option(help="Adapt on the first S seconds of its training split.")] = None,
+    train_trials: Annotated[
+        int | None,
+        typer.Option(help="Adapt on N trials of the session's training split (neither option: all of it)."),
+    ] = None,
+    train_seconds: Annotated[
+        float | None, typer.Option(help="Adapt on the first S seconds of its training split.")
+    ] = None,
     pick: Annotated[str, typer.Option(help="Which N trials: 'first' in time, or 'random' (by --seed).")] = "first",
     seed: Annotated[int, typer.Option(help="Seed for the trial draw, initialisation and training windows.")] = 0,
-    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode (default: the model's task the session has).")] = None,
-    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Report R² on the session's test split.")] = True,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value adaptation settings, e.g. max_steps=200 lr_unit_id=0.01.", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (never a model "
-                                            "file given as input, or a recording).")] = False,
+    target: Annotated[
+        str | None, typer.Option(help="Behaviour to decode (default: the model's task the session has).")
+    ] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Report R² on the session's test split.")
+    ] = True,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value adaptation settings, e.g. max_steps=200 lr_unit_id=0.01.", show_default=False),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing --out file (never a model file given as input, or a recording)."
+        ),
+    ] = False,
 ) -> None:
     """Adapt a trained model to a new session: extend its vocabularies with the session's units and id, and train.
 
     From 20 trials (10 s) up, the last 20% are held out for early stopping; below that, a fixed
     number of steps on all of them. The new checkpoint loads, evaluates and predicts like any other.
     """
-    from ..adapt.run import MODES, adapt as run_adapt
+    from ..adapt.run import MODES
+    from ..adapt.run import adapt as run_adapt
     from ..evaluate.decode import decode_split
     from ..model.file import save_model
     from ..train.scratch import train_scratch
@@ -69,8 +87,18 @@ def adapt(
     check_output(out, overwrite, inputs=[checkpoint, session], model_ok=overwrite)
     cfg, model, s = _inputs(pick, overrides, checkpoint, session)
     try:
-        adapted = run_adapt(model, s, mode=mode, n_trials=train_trials, seconds=train_seconds, target=target,
-                            pick=pick, seed=seed, config=cfg, scratch=train_scratch)
+        adapted = run_adapt(
+            model,
+            s,
+            mode=mode,
+            n_trials=train_trials,
+            seconds=train_seconds,
+            target=target,
+            pick=pick,
+            seed=seed,
+            config=cfg,
+            scratch=train_scratch,
+        )
     except (DataError, ValueError) as e:
         fail(str(e))
     save_model(adapted, out)
@@ -88,8 +116,10 @@ def adapt(
     console.print(f"  checkpoint: {out}")
     if evaluate and "test" in s.splits:
         r2 = decode_split(adapted, s, rec["target"], "test").r2()
-        console.print(f"  R² on {s.id}'s test split: [bold]{float(r2.mean()):.3f}[/bold] "
-                      f"({', '.join(f'{v:.3f}' for v in r2)} per dimension)")
+        console.print(
+            f"  R² on {s.id}'s test split: [bold]{float(r2.mean()):.3f}[/bold] "
+            f"({', '.join(f'{v:.3f}' for v in r2)} per dimension)"
+        )
 
 
 def _parse_counts(text: str) -> list[int]:
@@ -127,13 +157,18 @@ def fewshot(
     seeds: Annotated[int, typer.Option(help="Seeds per count: each draws its own trials and initialisation.")] = 3,
     modes: Annotated[str, typer.Option(help="Comma-separated modes to compare.")] = "unit-id,finetune,scratch",
     pick: Annotated[str, typer.Option(help="'random' N trials per seed, or the 'first' N every time.")] = "random",
-    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode (default: the model's task the session has).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value adaptation settings, e.g. max_steps=200.", show_default=False)] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Behaviour to decode (default: the model's task the session has).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value adaptation settings, e.g. max_steps=200.", show_default=False),
+    ] = None,
 ) -> None:
     """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
     from ..adapt.fewshot import few_shot_study, plot_study, summarise, write_csv
-    from ..train.scratch import train_scratch
     from ..adapt.run import MODES
+    from ..train.scratch import train_scratch
 
     counts = _parse_counts(trials)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -150,14 +185,17 @@ def fewshot(
         write_csv(done, out)
 
     try:
-        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress,
-                              scratch=train_scratch)
+        runs = few_shot_study(
+            model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress, scratch=train_scratch
+        )
     except (DataError, ValueError) as e:
         fail(str(e))
     skipped = sorted(set(counts) - {r.n_trials for r in runs})
     if skipped:
-        console.print(f"[yellow]left out N = {', '.join(map(str, skipped))}: more than the session's "
-                      f"{len(s.splits['train'])} training trials[/yellow]")
+        console.print(
+            f"[yellow]left out N = {', '.join(map(str, skipped))}: more than the session's "
+            f"{len(s.splits['train'])} training trials[/yellow]"
+        )
     csv_paths = write_csv(runs, out)
     png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {s.id} ({seeds} seed(s))")
     console.print(fewshot_table(summarise(runs), s.id))

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typing_extensions import Annotated
 
+from ..data.session import DataError
 from . import app
 from .checks import check_output, require_duration
 from .errors import fail
-from ..data.session import DataError
 
 console = Console()
 
@@ -33,12 +32,19 @@ def results_table(results: dict) -> Table:
     table = Table(title=title + (f" ({targets.pop()})" if len(targets) == 1 else ""))
     cols = ["session"] + (["target"] if targets else []) + ["R²", "per dim", "samples", "chosen"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("session", "target", "chosen") else "right",
-                         no_wrap=col != "chosen", min_width=5 if col == "R²" else None)  # numbers never cut
+        table.add_column(
+            col,
+            justify="left" if col in ("session", "target", "chosen") else "right",
+            no_wrap=col != "chosen",
+            min_width=5 if col == "R²" else None,
+        )  # numbers never cut
     for sid, r in results["sessions"].items():
         per_dim = " ".join(f"{v:.3f}" for v in r["r2_per_dim"])
-        cells = [sid] + ([r["target"]] if targets else []) + [f"{r['r2']:.3f}", per_dim, str(r["n_samples"]),
-                                                             _fit_summary(r["fit"])]
+        cells = (
+            [sid]
+            + ([r["target"]] if targets else [])
+            + [f"{r['r2']:.3f}", per_dim, str(r["n_samples"]), _fit_summary(r["fit"])]
+        )
         table.add_row(*cells)
     table.add_row("[bold]mean[/bold]", *([""] if targets else []), f"[bold]{results['mean_r2']:.3f}[/bold]", "", "", "")
     return table
@@ -49,19 +55,33 @@ def baseline(
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
     model: Annotated[str, typer.Option("--model", "-m", help="ridge (Wiener filter), gru or mlp.")] = "ridge",
     bin: Annotated[float, typer.Option("--bin", help="Bin width in seconds.")] = 0.02,
-    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode ('a,b': the first each session has); "
-                                                       "default: each session's only signal.")] = None,
-    history: Annotated[Optional[float], typer.Option(help="Seconds of spikes in each input window. Default: ridge "
-                                                          "tries 0.02, 0.06, 0.1, 0.2, 0.3, 0.5 and 1 and keeps the best "
-                                                          "on the valid split; GRU/MLP train 0.5 s and the window a "
-                                                          "ridge probe prefers, and keep the better on it.")] = None,
-    lags: Annotated[str, typer.Option(help="Input window around each sample: 'causal' (spikes up to the sample), "
-                                           "'centred' (half after it, as spiketok's offline model sees) or 'auto' "
-                                           "(both; the valid split picks).")] = "auto",
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Behaviour to decode ('a,b': the first each session has); default: each session's only signal."
+        ),
+    ] = None,
+    history: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds of spikes in each input window. Default: ridge "
+            "tries 0.02, 0.06, 0.1, 0.2, 0.3, 0.5 and 1 and keeps the best "
+            "on the valid split; GRU/MLP train 0.5 s and the window a "
+            "ridge probe prefers, and keep the better on it."
+        ),
+    ] = None,
+    lags: Annotated[
+        str,
+        typer.Option(
+            help="Input window around each sample: 'causal' (spikes up to the sample), "
+            "'centred' (half after it, as spiketok's offline model sees) or 'auto' "
+            "(both; the valid split picks)."
+        ),
+    ] = "auto",
     split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
     max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`.
@@ -71,9 +91,9 @@ def baseline(
     say what was chosen.
     """
     from ..data.storage import SessionDataset
+    from ..data.targets import resolve_target
     from ..evaluate.baselines import BaselineConfig, run_baseline
     from ..evaluate.decode import require_scored_samples
-    from ..data.targets import resolve_target
     from ..evaluate.report import write_json
 
     try:

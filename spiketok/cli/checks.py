@@ -44,8 +44,10 @@ def parse_devices(devices: str, accelerator: str = "auto") -> int | str | list[i
         if n < 1:
             fail(f"--devices {devices}: give at least 1 device, or 'auto'")
         if n > have:
-            fail(f"--devices {devices}: this machine has {have} {kind}{'s' if have != 1 else ''}; give at most {have} "
-                 "(one training process per device)")
+            fail(
+                f"--devices {devices}: this machine has {have} {kind}{'s' if have != 1 else ''}; give at most {have} "
+                "(one training process per device)"
+            )
         return n
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if gpu and parts and "," in text and all(p.isdigit() for p in parts):
@@ -53,8 +55,10 @@ def parse_devices(devices: str, accelerator: str = "auto") -> int | str | list[i
         if bad:
             fail(f"--devices {devices}: no GPU {bad[0]} on this machine (it has GPUs 0 to {have - 1})")
         return [int(p) for p in parts]
-    fail(f"--devices {devices!r} is not allowed: give 'auto' or a count from 1 to {have}"
-         + (", -1 (all), or GPU indices such as 0,1" if gpu else ""))
+    fail(
+        f"--devices {devices!r} is not allowed: give 'auto' or a count from 1 to {have}"
+        + (", -1 (all), or GPU indices such as 0,1" if gpu else "")
+    )
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -106,8 +110,9 @@ def _is_recording(path: Path) -> bool:
         return False
 
 
-def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = (), flag: str = "--out",
-                 model_ok: bool = False) -> None:
+def check_output(
+    out: Path, overwrite: bool, inputs: Sequence[Path] = (), flag: str = "--out", model_ok: bool = False
+) -> None:
     """Refuse `out` when it is a folder, one of `inputs`, a recording, a model file (unless `model_ok`: a command
     whose output is a model file, replacing one with --overwrite), or exists without --overwrite."""
     for given in inputs:
@@ -118,11 +123,15 @@ def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = (), flag: 
     if not out.exists():
         return
     if _is_model_file(out) and not model_ok:
-        fail(f"{flag} {out}: a model file is there; spiketok does not write over a model file, even with "
-             "--overwrite (move or delete it yourself, or write to a new file)")
+        fail(
+            f"{flag} {out}: a model file is there; spiketok does not write over a model file, even with "
+            "--overwrite (move or delete it yourself, or write to a new file)"
+        )
     if _is_recording(out):
-        fail(f"{flag} {out}: a recording is there; spiketok does not write over a recording, even with "
-             "--overwrite (write to a new file)")
+        fail(
+            f"{flag} {out}: a recording is there; spiketok does not write over a recording, even with "
+            "--overwrite (write to a new file)"
+        )
     if not overwrite:
         fail(f"{flag} {out} exists; give --overwrite to replace it, or write to a new file")
 
@@ -149,5 +158,7 @@ def require_duration(session: object, seconds: float, what: str) -> None:
 
     span = float(session.end - session.start)  # type: ignore[attr-defined]
     if span < seconds - 1e-9:
-        raise DataError(f"session {session.id}: the recording is {span:.3g} s long, shorter than {what}; "  # type: ignore[attr-defined]
-                        f"it needs at least {seconds:g} s of recording")
+        raise DataError(
+            f"session {session.id}: the recording is {span:.3g} s long, shorter than {what}; "  # type: ignore[attr-defined]
+            f"it needs at least {seconds:g} s of recording"
+        )

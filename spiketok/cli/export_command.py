@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
 
 from . import app
 from .checks import check_output, staged_files
@@ -17,14 +16,30 @@ from .errors import fail
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A spiketok model file (run_dir/model.ckpt or an `adapt` output).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A spiketok model file (run_dir/model.ckpt or an `adapt` output).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The graph file to write; its sidecar goes to OUT.json.")],
-    fmt: Annotated[str, typer.Option("--format", help="onnx (for onnxruntime, C++, C#...) or torchscript (libtorch).")] = "onnx",
-    target: Annotated[Optional[str], typer.Option(help="Behaviour task to export (default: the model's only or trained one).")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="ONNX only: int8 weights (onnxruntime dynamic quantization); "
-                                       "speed and accuracy cost in docs/benchmarks.md.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export (graphs and sidecar); "
-                                            "never a model file or a recording.")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="onnx (for onnxruntime, C++, C#...) or torchscript (libtorch).")
+    ] = "onnx",
+    target: Annotated[
+        str | None, typer.Option(help="Behaviour task to export (default: the model's only or trained one).")
+    ] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="ONNX only: int8 weights (onnxruntime dynamic quantization); "
+            "speed and accuracy cost in docs/benchmarks.md.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing export (graphs and sidecar); never a model file or a recording."
+        ),
+    ] = False,
 ) -> None:
     """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
-from typing_extensions import Annotated
 
 from . import app
 
@@ -16,8 +15,9 @@ console = Console()
 
 @app.command()
 def pretrained(
-    name: Annotated[Optional[str], typer.Argument(help="A pretrained model's name: print its model card.",
-                                                  show_default=False)] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="A pretrained model's name: print its model card.", show_default=False)
+    ] = None,
 ) -> None:
     """List the pretrained models shipped with spiketok, or print one's model card.
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
-from typing_extensions import Annotated
 
-from . import app
 from ..data.atomic import atomic_write
 from ..data.readers import file_kind
+from . import app
 from .checks import check_output, require_duration
 from .common import load_model
 from .errors import fail
@@ -30,8 +29,9 @@ def _speed(value: str) -> float | None:
     except ValueError:
         speed = -1.0
     if speed <= 0:
-        raise typer.BadParameter(f"{value!r}: use 'max' or a positive factor of real time (1 = real time)",
-                                 param_hint="--speed")
+        raise typer.BadParameter(
+            f"{value!r}: use 'max' or a positive factor of real time (1 = real time)", param_hint="--speed"
+        )
     return speed
 
 
@@ -47,33 +47,81 @@ def _intervals(model, session, split: str):
         return Intervals(pairs[:, 0], pairs[:, 1])
     if split in session.splits:
         return session.splits[split]
-    fail(f"session {session.id} has no {split!r} split (it has {sorted(set(stored) | set(session.splits))}); "
-         "use --split all to stream the whole recording")
+    fail(
+        f"session {session.id} has no {split!r} split (it has {sorted(set(stored) | set(session.splits))}); "
+        "use --split all to stream the whole recording"
+    )
 
 
 @app.command()
 def replay(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="A spiketok checkpoint, ideally trained with causal=true (left out with --onnx).", show_default=False)] = None,
-    file: Annotated[Optional[Path], typer.Argument(help="A prepared session file (.h5) or an NWB file.", show_default=False)] = None,
-    speed: Annotated[str, typer.Option(help="'max' (decode as fast as possible) or a factor of real time (1 = real time).")] = "max",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A spiketok checkpoint, ideally trained with causal=true (left out with --onnx).", show_default=False
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="A prepared session file (.h5) or an NWB file.", show_default=False)
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="'max' (decode as fast as possible) or a factor of real time (1 = real time).")
+    ] = "max",
     every: Annotated[float, typer.Option(help="Seconds between decodes (and between spike packets).")] = 0.02,
-    split: Annotated[str, typer.Option(help="Part to stream: a split (test, valid, train) as the checkpoint recorded it, or 'all'.")] = "test",
-    limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of stream.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch, or onnxruntime with --onnx (1 is usually fastest for one stream).")] = 1,
-    target: Annotated[Optional[str], typer.Option(help="Behaviour task to decode (default: as trained for this session).")] = None,
-    keep_moving: Annotated[Optional[float], typer.Option(help="NWB files: score only position samples moving > PX over 1 s (as `prepare --keep-moving`).", metavar="PX")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")] = None,
-    incremental: Annotated[Optional[bool], typer.Option("--incremental/--no-incremental", help="Merge per-packet attention partials (cost follows the new spikes); exact only for models trained with model.latent_grid=absolute. Default: on for those models, off for the others.", show_default=False)] = None,
-    precision: Annotated[str, typer.Option(help="Arithmetic of the linear layers: float32, bfloat16, int8, or auto (bfloat16 on CPUs with AMX, else float32); accuracy cost in docs/benchmarks.md.")] = "float32",
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Stream through a model exported by `spiketok export` (its FILE.json beside it) instead of a checkpoint: `replay --onnx model.onnx FILE`.")] = None,
+    split: Annotated[
+        str, typer.Option(help="Part to stream: a split (test, valid, train) as the checkpoint recorded it, or 'all'.")
+    ] = "test",
+    limit: Annotated[float | None, typer.Option(help="Stop after this many seconds of stream.")] = None,
+    threads: Annotated[
+        int,
+        typer.Option(help="CPU threads for torch, or onnxruntime with --onnx (1 is usually fastest for one stream)."),
+    ] = 1,
+    target: Annotated[
+        str | None, typer.Option(help="Behaviour task to decode (default: as trained for this session).")
+    ] = None,
+    keep_moving: Annotated[
+        float | None,
+        typer.Option(
+            help="NWB files: score only position samples moving > PX over 1 s (as `prepare --keep-moving`).",
+            metavar="PX",
+        ),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")
+    ] = None,
+    incremental: Annotated[
+        bool | None,
+        typer.Option(
+            "--incremental/--no-incremental",
+            help="Merge per-packet attention partials (cost follows the new spikes); exact only for "
+            "models trained with model.latent_grid=absolute. Default: on for those models, off for the others.",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Arithmetic of the linear layers: float32, bfloat16, int8, or auto (bfloat16 on "
+            "CPUs with AMX, else float32); accuracy cost in docs/benchmarks.md."
+        ),
+    ] = "float32",
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx",
+            help="Stream through a model exported by `spiketok export` (its FILE.json beside it) "
+            "instead of a checkpoint: `replay --onnx model.onnx FILE`.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
     import torch
 
     from ..evaluate.predict import open_recording
-    from ..stream import StreamOrderError, plot_replay, replay as run_replay
+    from ..stream import StreamOrderError, plot_replay
+    from ..stream import replay as run_replay
 
     sp = _speed(speed)
     if json_path is not None:
@@ -94,27 +142,41 @@ def replay(
             fail("--precision applies to checkpoints; export with --int8 for an int8 graph")
         file, exported, model = checkpoint, *load_exported(onnx, threads)
     else:
-        model = load_model(checkpoint) if checkpoint is not None else None  # a damaged or pickled file: one `error:` line
+        model = (
+            load_model(checkpoint) if checkpoint is not None else None
+        )  # a damaged or pickled file: one `error:` line
     if file is None:
         raise typer.BadParameter("give a CHECKPOINT and a session FILE (or --onnx MODEL and a FILE)", param_hint="FILE")
     if keep_moving is not None and file_kind(file) == "prepared":
-        typer.echo("note: --keep-moving applies to NWB files; a prepared file keeps the weights it was "
-                   "prepared with", err=True)
+        typer.echo(
+            "note: --keep-moving applies to NWB files; a prepared file keeps the weights it was prepared with", err=True
+        )
     try:
         session, target = open_recording(file, model, target, keep_moving)
         window = exported.window if onnx is not None else model.config.window
         require_duration(session, window, f"one {window:g} s context window of the model")
         intervals = _intervals(model, session, split)
         decoder_model = exported if onnx is not None else model  # replay streams through either
-        result = run_replay(decoder_model, session, intervals, every=every, speed=sp, target=target, limit=limit,
-                            incremental=incremental, precision=precision)
+        result = run_replay(
+            decoder_model,
+            session,
+            intervals,
+            every=every,
+            speed=sp,
+            target=target,
+            limit=limit,
+            incremental=incremental,
+            precision=precision,
+        )
     except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
         fail(str(e))
     s = result.summary()
     if not s["n_decodes"]:
         fail("nothing was decoded: the chosen part of the recording is empty")
-    table = Table(title=f"replay of {result.session} ({split}, {'max speed' if sp is None else f'{sp:g}x real time'}, "
-                        f"{threads} thread{'s' if threads > 1 else ''})")
+    table = Table(
+        title=f"replay of {result.session} ({split}, {'max speed' if sp is None else f'{sp:g}x real time'}, "
+        f"{threads} thread{'s' if threads > 1 else ''})"
+    )
     table.add_column("")
     table.add_column("value", justify="right")
     lat = s["latency_ms"]
@@ -132,8 +194,19 @@ def replay(
     console.print(table)
     if json_path:
         with atomic_write(json_path) as tmp:
-            Path(tmp).write_text(json.dumps({**s, "split": split, "speed": speed, "threads": threads,
-                                             "checkpoint": str(checkpoint), "file": str(file)}, indent=2))
+            Path(tmp).write_text(
+                json.dumps(
+                    {
+                        **s,
+                        "split": split,
+                        "speed": speed,
+                        "threads": threads,
+                        "checkpoint": str(checkpoint),
+                        "file": str(file),
+                    },
+                    indent=2,
+                )
+            )
         console.print(f"summary: {json_path}")
     if plot:
         console.print(f"plot: {plot_replay(result, plot)}")

@@ -6,18 +6,17 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typing_extensions import Annotated
 
+from ..data.session import DataError
 from . import app
 from .checks import check_output, parse_devices, require_duration
 from .common import load_dataset, load_model
 from .errors import fail
-from ..data.session import DataError
 
 console = Console()
 MAX_RATE = 10_000.0  # predict --rate (Hz): beyond it the output would be mostly copies of the same decode
@@ -38,23 +37,48 @@ def _results_table(results: dict) -> Table:
 def train(
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, logs, model.ckpt.")],
-    config: Annotated[str, typer.Option("--config", "-c", help="A preset (tiny, poyo-1.3M, poyo-11.8M) or a YAML file.")] = "tiny",
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value config overrides, e.g. max_steps=500 model.depth=4.", show_default=False)] = None,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="A preset (tiny, poyo-1.3M, poyo-11.8M) or a YAML file.")
+    ] = "tiny",
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value config overrides, e.g. max_steps=500 model.depth=4.", show_default=False),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt.")] = False,
-    devices: Annotated[str, typer.Option(help="Devices per node: 'auto', a count (at most the machine's GPUs, or CPU "
-                       "cores on a CPU), -1 (all), or GPU indices such as 0,1.")] = "auto",
+    devices: Annotated[
+        str,
+        typer.Option(
+            help="Devices per node: 'auto', a count (at most the machine's GPUs, or CPU "
+            "cores on a CPU), -1 (all), or GPU indices such as 0,1."
+        ),
+    ] = "auto",
     num_nodes: Annotated[int, typer.Option(help="Nodes for multi-node DDP (under torchrun or SLURM).")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
-    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")] = "auto",
+    strategy: Annotated[
+        str, typer.Option(help="Lightning strategy: auto (DDP when several devices), ddp, ...")
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this pretrained model: new sessions get "
-                    "their unit embeddings by unit identification (from init_unit_id_restarts random starts, the lowest "
-                    "validation loss kept), then every weight trains at init_lr_factor times "
-                    "the lr (auto: 0.1 and 1 both run in OUT/lr-x<factor>, the better on validation R² is kept); "
-                    "the model's size and window are kept. With --resume, give the same --init.")] = None,
-    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Train K models: OUT, then K-1 more with the "
-                        "settings the recipe chose and seeds + 1 .. K-1 in OUT/ensemble/seed-S; `evaluate` with all "
-                        "their model.ckpt averages their predictions (what it adds: docs/benchmarks.md).")] = 1,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Start from this pretrained model: new sessions get "
+            "their unit embeddings by unit identification (from init_unit_id_restarts random starts, the lowest "
+            "validation loss kept), then every weight trains at init_lr_factor times "
+            "the lr (auto: 0.1 and 1 both run in OUT/lr-x<factor>, the better on validation R² is kept); "
+            "the model's size and window are kept. With --resume, give the same --init.",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        int,
+        typer.Option(
+            "--ensemble",
+            min=1,
+            help="Train K models: OUT, then K-1 more with the "
+            "settings the recipe chose and seeds + 1 .. K-1 in OUT/ensemble/seed-S; `evaluate` with all "
+            "their model.ckpt averages their predictions (what it adds: docs/benchmarks.md).",
+        ),
+    ] = 1,
 ) -> None:
     """Train one model on all given sessions together (Lightning; DDP when several devices).
 
@@ -73,10 +97,13 @@ def train(
     ds = load_dataset(data)
     rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
     if rank0:
-        console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}"
-                      + (" (resuming)" if resume else ""))
-    kw = dict(resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy,
-              progress=progress)
+        console.print(
+            f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}"
+            + (" (resuming)" if resume else "")
+        )
+    kw = dict(
+        resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy, progress=progress
+    )
     if ensemble > 1 and init is not None:
         fail("--ensemble trains its models from scratch; it does not combine with --init")
     if init is not None:
@@ -99,7 +126,7 @@ def train(
     except TrainingInterrupted as e:
         if rank0:
             typer.echo(f"stopped: {e}", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except (DataError, FileNotFoundError, FileExistsError) as e:
         if fresh and rank0:
             shutil.rmtree(out, ignore_errors=True)
@@ -126,18 +153,32 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoints: Annotated[list[Path], typer.Argument(help="A spiketok checkpoint (model.ckpt); several (e.g. the "
-                           "models of `train --ensemble`): their predictions are averaged.")],
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A spiketok checkpoint (model.ckpt); several (e.g. the "
+            "models of `train --ensemble`): their predictions are averaged."
+        ),
+    ],
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders.")],
     split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (traces, R² per session).")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Behaviour to decode for sessions the model was not trained on.")] = None,
-    stride: Annotated[Optional[float], typer.Option(help="Seconds between sliding windows (default: the training eval_stride, 0.5 s in the presets, at most half a window).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Folder for PNG plots (traces, R² per session).")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Behaviour to decode for sessions the model was not trained on.")
+    ] = None,
+    stride: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between sliding windows (default: the training eval_stride, 0.5 s in the "
+            "presets, at most half a window)."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
-    from ..evaluate.report import evaluate as run_eval, plot_results, write_json
+    from ..evaluate.report import evaluate as run_eval
+    from ..evaluate.report import plot_results, write_json
 
     if json_path is not None:
         check_output(json_path, overwrite, [*checkpoints, *data], flag="--json")
@@ -165,14 +206,29 @@ def evaluate(
 
 @app.command()
 def predict(
-    paths: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT... FILE", help="One spiketok checkpoint, or "
-                     "several (e.g. the models of `train --ensemble`: their predictions are averaged), then the "
-                     "recording: an NWB file, a brainsets/temporaldata file or a prepared session file (.h5).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz, .csv, or .nwb (a new NWB file: a "
-                                                          "TimeSeries in processing module 'spiketok').")],
-    rate: Annotated[float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")] = 100.0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (never a model "
-                                                                "file or a recording).")] = False,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="CHECKPOINT... FILE",
+            help="One spiketok checkpoint, or "
+            "several (e.g. the models of `train --ensemble`: their predictions are averaged), then the "
+            "recording: an NWB file, a brainsets/temporaldata file or a prepared session file (.h5).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file: .npz, .csv, or .nwb (a new NWB file: a TimeSeries in processing module 'spiketok').",
+        ),
+    ],
+    rate: Annotated[
+        float, typer.Option(help="Output rate (Hz) when the file has no matching behaviour signal.")
+    ] = 100.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file (never a model file or a recording).")
+    ] = False,
 ) -> None:
     """Decode a whole recording and write the predicted behaviour with its timestamps."""
     from ..evaluate.predict import OUTPUT_SUFFIXES, open_recording, predict_recording, write_prediction
@@ -193,20 +249,28 @@ def predict(
     require_duration(session, window, f"one {window:g} s context window of the model")
     for c, m in zip(checkpoints[1:], models[1:]):
         if target not in m.task_names:
-            fail(f"{c} does not decode {target!r} (it decodes {', '.join(m.task_names)}), which {checkpoints[0]} "
-                 f"decodes for this recording; an ensemble's models must decode the same behaviour")
+            fail(
+                f"{c} does not decode {target!r} (it decodes {', '.join(m.task_names)}), which {checkpoints[0]} "
+                f"decodes for this recording; an ensemble's models must decode the same behaviour"
+            )
     pred = predict_recording(models if len(models) > 1 else models[0], session, target, rate, progress=True)
     write_prediction(pred, out, source=file, model_path=list(checkpoints), source_meta=session.meta)
     what = f"the average of {len(models)} models" if len(models) > 1 else "predictions"
-    console.print(f"wrote {len(pred.times)} predictions of {target} ({what}; {pred.covered.mean():.0%} of samples "
-                  f"covered) to {out}")
+    console.print(
+        f"wrote {len(pred.times)} predictions of {target} ({what}; {pred.covered.mean():.0%} of samples "
+        f"covered) to {out}"
+    )
 
 
 @app.command()
 def convert(
-    old: Annotated[Path, typer.Argument(help="A pickled checkpoint: an older spiketok model.ckpt or a Lightning .ckpt.")],
+    old: Annotated[
+        Path, typer.Argument(help="A pickled checkpoint: an older spiketok model.ckpt or a Lightning .ckpt.")
+    ],
     new: Annotated[Path, typer.Argument(help="The data-only model file to write.")],
-    trust: Annotated[bool, typer.Option("--trust", help="Proceed: you trust OLD, whose code this command may run.")] = False,
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Proceed: you trust OLD, whose code this command may run.")
+    ] = False,
 ) -> None:
     """Convert a pickled checkpoint into a data-only model file (safetensors + JSON metadata).
 
@@ -217,16 +281,21 @@ def convert(
     """
     from ..train.checkpoint import convert_checkpoint
 
-    typer.echo(f"warning: convert unpickles {old}, which executes any code the file holds; use it only on files "
-               "you made yourself or trust", err=True)
+    typer.echo(
+        f"warning: convert unpickles {old}, which executes any code the file holds; use it only on files "
+        "you made yourself or trust",
+        err=True,
+    )
     if not trust:
         fail(f"{old}: not converted; give --trust to proceed if you trust where the file came from")
     if old.resolve() == new.resolve():
         fail(f"{new}: write the converted model to a new file, not over {old}")
     convert_checkpoint(old, new, trusted=True)
     model = load_model(new)
-    console.print(f"wrote {new}: {model.n_parameters(with_vocab=True):,} parameters, {len(model.unit_emb)} units, "
-                  f"{len(model.session_emb)} sessions, tasks {model.task_names}")
+    console.print(
+        f"wrote {new}: {model.n_parameters(with_vocab=True):,} parameters, {len(model.unit_emb)} units, "
+        f"{len(model.session_emb)} sessions, tasks {model.task_names}"
+    )
 
 
 @app.command("model-info")
@@ -257,15 +326,23 @@ def model_info(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data, run, results and plots.")] = Path("spiketok-demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the demo's data, run, results and plots.")
+    ] = Path("spiketok-demo"),
     minutes: Annotated[float, typer.Option(help="Training time budget in minutes (stops earlier at --steps).")] = 4.0,
     steps: Annotated[int, typer.Option(min=10, help="Training steps.")] = 400,
     sessions: Annotated[int, typer.Option(min=1, help="Simulated sessions per animal (2 animals).")] = 2,
     duration: Annotated[float, typer.Option(min=60.0, help="Seconds of data per simulated session.")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed for simulation and training.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    adapt: Annotated[bool, typer.Option("--adapt", help="Instead: adapt the shipped pretrained:primate-reaching model to a "
-                                                       "new simulated session, against a scratch model.")] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt",
+            help="Instead: adapt the shipped pretrained:primate-reaching model to a "
+            "new simulated session, against a scratch model.",
+        ),
+    ] = False,
     trials: Annotated[int, typer.Option(min=1, help="With --adapt: trials of the new session to adapt on.")] = 10,
 ) -> None:
     """Simulate multi-session motor cortex, train a tiny model, evaluate, plot, and print the R².
@@ -278,14 +355,22 @@ def demo(
         return _demo_adapt(out, trials, steps, seed, progress)
     from ..data.simulate import simulate_to_folder
     from ..data.storage import SessionDataset
-    from ..evaluate.report import evaluate as run_eval, plot_results, write_json
+    from ..evaluate.report import evaluate as run_eval
+    from ..evaluate.report import plot_results, write_json
     from ..train.config import load_config
     from ..train.run import train as run_train
 
     t0 = time.monotonic()
     console.rule("1/4 simulate")
-    paths = simulate_to_folder(out / "data", n_animals=2, sessions_per_animal=sessions, n_units=(80, 100),
-                               duration=duration, seed=seed, task="mixed")
+    paths = simulate_to_folder(
+        out / "data",
+        n_animals=2,
+        sessions_per_animal=sessions,
+        n_units=(80, 100),
+        duration=duration,
+        seed=seed,
+        task="mixed",
+    )
     console.print(f"{len(paths)} simulated sessions in {out / 'data'}")
     ds = SessionDataset(paths)
     console.rule("2/4 train (tiny model)")
@@ -294,12 +379,23 @@ def demo(
         k += 1
         run_dir = out / f"run-{k}"
     # the simulator's tuning is known (1 s of context is plenty), so the demo skips the recipe's window pilots
-    cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", f"max_steps={steps}", f"warmup_steps={min(100, steps // 4)}",
-                               f"max_minutes={minutes}", f"seed={seed}"])
+    cfg = load_config(
+        "tiny",
+        [
+            "target=hand_velocity",
+            "model.window=1",
+            f"max_steps={steps}",
+            f"warmup_steps={min(100, steps // 4)}",
+            f"max_minutes={minutes}",
+            f"seed={seed}",
+        ],
+    )
     result = run_train(ds, cfg, run_dir, progress=progress)
     if result.steps < steps:
-        console.print(f"[yellow]the {minutes:g} min budget stopped training after {result.steps} of {steps} steps; "
-                      "the R² below is lower than a full run's (raise --minutes)[/yellow]")
+        console.print(
+            f"[yellow]the {minutes:g} min budget stopped training after {result.steps} of {steps} steps; "
+            "the R² below is lower than a full run's (raise --minutes)[/yellow]"
+        )
     console.rule("3/4 evaluate")
     model = load_model(result.checkpoint)
     results, decoded = run_eval(model, ds, "test", progress=progress)
@@ -308,8 +404,10 @@ def demo(
     console.rule("4/4 plot")
     plot_results(results, decoded, out / "plots")
     console.print(f"checkpoint {result.checkpoint}; results {out / 'results.json'}; plots {out / 'plots'}")
-    console.print(f"[bold]demo R² = {results['mean_r2']:.3f}[/bold] (test split, {len(ds)} sessions, "
-                  f"{(time.monotonic() - t0) / 60:.1f} min in all)")
+    console.print(
+        f"[bold]demo R² = {results['mean_r2']:.3f}[/bold] (test split, {len(ds)} sessions, "
+        f"{(time.monotonic() - t0) / 60:.1f} min in all)"
+    )
 
 
 def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -> None:
@@ -323,5 +421,7 @@ def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -
     for mode, r in score.items():
         console.print(f"  {mode:8s}: R² {r.r2:.3f} on the test split ({r.steps} steps, {r.seconds:.0f} s)")
     console.print(f"session {res.session}; table {res.table}; plot {res.plot}")
-    console.print(f"[bold]demo --adapt: unit-id R² = {score['unit-id'].r2:.3f}, scratch R² = {score['scratch'].r2:.3f}"
-                  f"[/bold] ({trials} trials, {(time.monotonic() - t0) / 60:.1f} min in all)")
+    console.print(
+        f"[bold]demo --adapt: unit-id R² = {score['unit-id'].r2:.3f}, scratch R² = {score['scratch'].r2:.3f}"
+        f"[/bold] ({trials} trials, {(time.monotonic() - t0) / 60:.1f} min in all)"
+    )

@@ -3,5 +3,15 @@
 from .session import Behavior, DataError, Intervals, Session, SessionLike, Window
 from .storage import SessionDataset, StoredSession, read_session, write_session
 
-__all__ = ["Behavior", "DataError", "Intervals", "Session", "SessionLike", "Window", "SessionDataset", "StoredSession",
-           "read_session", "write_session"]
+__all__ = [
+    "Behavior",
+    "DataError",
+    "Intervals",
+    "Session",
+    "SessionLike",
+    "Window",
+    "SessionDataset",
+    "StoredSession",
+    "read_session",
+    "write_session",
+]

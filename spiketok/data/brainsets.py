@@ -16,8 +16,9 @@ Spikes and behaviour then go through the same cleaning as NWB files (`cleanup.bu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -49,8 +50,10 @@ def _open(file: Path) -> tuple[h5py.File, Any]:
     try:
         from temporaldata import Data
     except ImportError as e:
-        raise DataError(f"{file}: reading brainsets/temporaldata files needs the `temporaldata` package: "
-                        "pip install 'spiketok[brainsets]' (or pip install temporaldata)") from e
+        raise DataError(
+            f"{file}: reading brainsets/temporaldata files needs the `temporaldata` package: "
+            "pip install 'spiketok[brainsets]' (or pip install temporaldata)"
+        ) from e
     try:
         f = h5py.File(file, "r")
     except OSError as e:
@@ -59,8 +62,10 @@ def _open(file: Path) -> tuple[h5py.File, Any]:
         return f, Data.from_hdf5(f, lazy=True)
     except Exception as e:
         f.close()
-        raise DataError(f"{file}: temporaldata cannot read this file ({type(e).__name__}: {e}); it may be "
-                        "truncated or written by an incompatible temporaldata version") from e
+        raise DataError(
+            f"{file}: temporaldata cannot read this file ({type(e).__name__}: {e}); it may be "
+            "truncated or written by an incompatible temporaldata version"
+        ) from e
 
 
 def _stored(obj: Any, key: str) -> Any:
@@ -98,16 +103,23 @@ def _signals(data: Any) -> dict[str, tuple[Any, str, str]]:
 
 
 def _describe(signals: dict[str, tuple[Any, str, str]]) -> str:
-    return ", ".join(f"{name} ({_stored(ts, f).shape[1] if _stored(ts, f).ndim == 2 else 1}-D)"
-                     for name, (ts, f, _) in signals.items()) or "none"
+    return (
+        ", ".join(
+            f"{name} ({_stored(ts, f).shape[1] if _stored(ts, f).ndim == 2 else 1}-D)"
+            for name, (ts, f, _) in signals.items()
+        )
+        or "none"
+    )
 
 
 def _select(signals: dict[str, tuple[Any, str, str]], behavior: list[str] | None, file: Path) -> list[str]:
     """Names of the requested signals; an entry may be `cursor_vel`, `cursor.vel` or 'a,b' (first that exists)."""
     if not signals and behavior != []:
-        raise DataError(f"{file}: no behaviour in this temporaldata file (no numeric field of an "
-                        "IrregularTimeSeries or RegularTimeSeries other than spikes, e.g. cursor.vel); "
-                        "add the behaviour to decode to the session")
+        raise DataError(
+            f"{file}: no behaviour in this temporaldata file (no numeric field of an "
+            "IrregularTimeSeries or RegularTimeSeries other than spikes, e.g. cursor.vel); "
+            "add the behaviour to decode to the session"
+        )
 
     def match(name: str) -> str | None:
         key = name.replace(".", "_").replace("/", "_")
@@ -123,8 +135,14 @@ def _timestamps(ts: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, real
 
 
-def _read_behavior(data: Any, file: Path, behavior: list[str] | None, derive: str | None,
-                   keep_moving: float | None, report: PrepareReport) -> dict:
+def _read_behavior(
+    data: Any,
+    file: Path,
+    behavior: list[str] | None,
+    derive: str | None,
+    keep_moving: float | None,
+    report: PrepareReport,
+) -> dict:
     from . import preprocess as pp
 
     signals = _signals(data)
@@ -146,7 +164,7 @@ def _read_behavior(data: Any, file: Path, behavior: list[str] | None, derive: st
     beh = signals_to_behavior(raw, derive, keep_moving, report)
     for name, b in beh.items():  # x, y, z names for 2-3 D kinematics (pos, vel, acc)
         if b.dim <= 3 and b.dims == [f"{name}_{i}" for i in range(b.dim)]:
-            b.dims = [f"{name}_{a}" for a in "xyz"[:b.dim]]
+            b.dims = [f"{name}_{a}" for a in "xyz"[: b.dim]]
     return beh
 
 
@@ -154,9 +172,11 @@ def _read_units(data: Any, file: Path) -> tuple[list[str], np.ndarray, np.ndarra
     """Unit names, spike times unit after unit, spikes per unit, per-unit metadata columns."""
     spikes = getattr(data, "spikes", None) if "spikes" in data.keys() else None
     if spikes is None or _stored(spikes, "timestamps") is None or _stored(spikes, "unit_index") is None:
-        raise DataError(f"{file}: no spikes in this temporaldata file (an IrregularTimeSeries `spikes` with "
-                        "`timestamps` and `unit_index`); it holds: "
-                        f"{', '.join(data.keys()) or 'nothing'}")
+        raise DataError(
+            f"{file}: no spikes in this temporaldata file (an IrregularTimeSeries `spikes` with "
+            "`timestamps` and `unit_index`); it holds: "
+            f"{', '.join(data.keys()) or 'nothing'}"
+        )
     times = np.asarray(spikes.timestamps, dtype=np.float64).reshape(-1)
     index = np.asarray(spikes.unit_index).reshape(-1)
     if len(times) != len(index):
@@ -236,9 +256,15 @@ def temporaldata_signals(path: str | Path) -> list[str]:
         return list(_signals(data))
 
 
-def read_temporaldata(path: str | Path, behavior: list[str] | None = None, derive: str | None = None,
-                      session_id: str | None = None, split_method: str = "interleaved", split_seed: int = 0,
-                      keep_moving: float | None = None) -> tuple[Session, PrepareReport]:
+def read_temporaldata(
+    path: str | Path,
+    behavior: list[str] | None = None,
+    derive: str | None = None,
+    session_id: str | None = None,
+    split_method: str = "interleaved",
+    split_seed: int = 0,
+    keep_moving: float | None = None,
+) -> tuple[Session, PrepareReport]:
     """Read a brainsets / temporaldata session file into a Session (cleaned, with splits) and a report.
 
     Arguments as for `read_nwb`; behaviour names are `<group>_<field>` (`cursor_vel`, also accepted as
@@ -257,14 +283,27 @@ def read_temporaldata(path: str | Path, behavior: list[str] | None = None, deriv
         beh = _read_behavior(data, file, behavior, derive, keep_moving, report)
         trials = _intervals(data.trials) if "trials" in data.keys() else None
         splits = _domains(data, report)
-        session = build_session(sid, names, times, counts, unit_meta, beh, trials, _meta(data, file), report,
-                                split_method, split_seed, splits=splits)
+        session = build_session(
+            sid,
+            names,
+            times,
+            counts,
+            unit_meta,
+            beh,
+            trials,
+            _meta(data, file),
+            report,
+            split_method,
+            split_seed,
+            splits=splits,
+        )
         return session, report
     except DataError as e:
         msg = str(e)
         raise DataError(msg if msg.startswith(str(file)) else f"{file}: {msg}") from e
     except (OSError, KeyError, AttributeError) as e:
-        raise DataError(f"{file}: reading failed ({type(e).__name__}: {e}); the file may be truncated or not "
-                        "a temporaldata session") from e
+        raise DataError(
+            f"{file}: reading failed ({type(e).__name__}: {e}); the file may be truncated or not a temporaldata session"
+        ) from e
     finally:
         f.close()

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +54,24 @@ class PrepareReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
-        out = [f"read {self.n_units_in} units, {self.n_spikes_in} spikes; kept {self.n_units} units, "
-               f"{self.n_spikes} spikes"]
+        out = [
+            f"read {self.n_units_in} units, {self.n_spikes_in} spikes; kept {self.n_units} units, "
+            f"{self.n_spikes} spikes"
+        ]
         if self.dropped_units:
             out.append(f"dropped {len(self.dropped_units)} units with no spikes: {_names(self.dropped_units)}")
         if self.unsorted_units:
-            out.append(f"sorted the spike times of {len(self.unsorted_units)} units that were out of order: "
-                       f"{_names(self.unsorted_units)}")
+            out.append(
+                f"sorted the spike times of {len(self.unsorted_units)} units that were out of order: "
+                f"{_names(self.unsorted_units)}"
+            )
         if self.duplicate_spikes:
             out.append(f"removed {self.duplicate_spikes} duplicated spikes (same unit, same time)")
         if self.outside_span:
-            out.append(f"dropped {self.outside_span} spikes outside the recorded span "
-                       f"[{self.span[0]:.3f}, {self.span[1]:.3f}] s")
+            out.append(
+                f"dropped {self.outside_span} spikes outside the recorded span "
+                f"[{self.span[0]:.3f}, {self.span[1]:.3f}] s"
+            )
         for name, src in self.behavior.items():
             out.append(f"behaviour {name} <- {src}")
         for name, n in self.dropped_timestamps.items():
@@ -73,8 +79,10 @@ class PrepareReport:
         for name, n in self.masked_samples.items():
             out.append(f"{name}: masked {n} samples with NaN/inf values (weight 0)")
         for name, frac in self.moving_left_out.items():
-            out.append(f"{name}: moving filter (> {self.moving_threshold:g} {self.moving_unit} over 1 s) left out "
-                       f"{100 * frac:.1f}% of samples (weight 0)")
+            out.append(
+                f"{name}: moving filter (> {self.moving_threshold:g} {self.moving_unit} over 1 s) left out "
+                f"{100 * frac:.1f}% of samples (weight 0)"
+            )
         out.extend(self.notes)
         return out
 
@@ -90,8 +98,15 @@ def _dims(name: str, d: int, spatial: bool) -> list[str]:
     return [f"{name}_{i}" for i in range(d)]
 
 
-def _finish(name: str, ts: np.ndarray, values: np.ndarray, unit: str, dims: list[str], weights: np.ndarray,
-            report: PrepareReport) -> Behavior:
+def _finish(
+    name: str,
+    ts: np.ndarray,
+    values: np.ndarray,
+    unit: str,
+    dims: list[str],
+    weights: np.ndarray,
+    report: PrepareReport,
+) -> Behavior:
     """Mask NaN/inf samples (weight 0, value 0) and build the Behavior."""
     bad = ~np.all(np.isfinite(values), axis=1)
     if bad.any():
@@ -101,8 +116,12 @@ def _finish(name: str, ts: np.ndarray, values: np.ndarray, unit: str, dims: list
     return Behavior(name, ts, values, unit, dims, weights)
 
 
-def signals_to_behavior(raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]], derive: str | None,
-                        keep_moving: float | None, report: PrepareReport) -> dict[str, Behavior]:
+def signals_to_behavior(
+    raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]],
+    derive: str | None,
+    keep_moving: float | None,
+    report: PrepareReport,
+) -> dict[str, Behavior]:
     """Behaviours from raw signals {name: (timestamps (T,), values (T, D), unit, is_position)}.
 
     Applies the moving filter and the velocity derivation to the position signals and masks NaN/inf
@@ -111,8 +130,10 @@ def signals_to_behavior(raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]]
     positions = [n for n, r in raw.items() if r[3]]
     if (derive or keep_moving is not None) and not positions:
         what = "derive='velocity'" if derive else "keep_moving"
-        raise DataError(f"{what} needs a position signal (a SpatialSeries, e.g. hand or led), but the selected "
-                        f"behaviour ({', '.join(raw) or 'none'}) holds none; select a position with --behavior")
+        raise DataError(
+            f"{what} needs a position signal (a SpatialSeries, e.g. hand or led), but the selected "
+            f"behaviour ({', '.join(raw) or 'none'}) holds none; select a position with --behavior"
+        )
     moving: dict[str, np.ndarray] = {}
     if keep_moving is not None:
         report.moving_threshold = float(keep_moving)
@@ -132,8 +153,10 @@ def signals_to_behavior(raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]]
             ts, values, unit, _ = raw[n]
             vname = f"{n}_velocity"
             if vname in out:
-                raise DataError(f"the derived signal {vname!r} clashes with a selected signal of that name; "
-                                f"select either {n!r} with --derive velocity or {vname!r}, not both")
+                raise DataError(
+                    f"the derived signal {vname!r} clashes with a selected signal of that name; "
+                    f"select either {n!r} with --derive velocity or {vname!r}, not both"
+                )
             w = moving.get(n, np.ones(len(ts))).astype(np.float64)
             dims = [f"{d}_velocity" for d in out[n].dims]
             out[vname] = _finish(vname, ts, pp.velocity(ts, values), f"{unit}/s" if unit else "1/s", dims, w, report)
@@ -141,10 +164,20 @@ def signals_to_behavior(raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]]
     return out
 
 
-def build_session(sid: str, names: list[str], times: np.ndarray, counts: np.ndarray,
-                  unit_meta: dict[str, np.ndarray], beh: dict[str, Behavior], trials: Intervals | None,
-                  meta: dict[str, str], report: PrepareReport, split_method: str = "interleaved", split_seed: int = 0,
-                  splits: dict[str, Intervals] | None = None) -> Session:
+def build_session(
+    sid: str,
+    names: list[str],
+    times: np.ndarray,
+    counts: np.ndarray,
+    unit_meta: dict[str, np.ndarray],
+    beh: dict[str, Behavior],
+    trials: Intervals | None,
+    meta: dict[str, str],
+    report: PrepareReport,
+    split_method: str = "interleaved",
+    split_seed: int = 0,
+    splits: dict[str, Intervals] | None = None,
+) -> Session:
     """A cleaned Session from one reader's units (spike times unit after unit, `counts` per unit).
 
     Sorts and de-duplicates each unit's spikes, drops spikes outside the behaviour/trial span (padded by
@@ -179,21 +212,40 @@ def build_session(sid: str, names: list[str], times: np.ndarray, counts: np.ndar
     start, end = float(min(starts)), float(max(ends))
     if splits is None:
         if trials is not None and len(trials) < MIN_SPLIT_TRIALS:
-            report.notes.append(f"warning: only {len(trials)} trial(s), too few to split whole trials: the session "
-                                f"is split in time blocks, which may cut through trials")
+            report.notes.append(
+                f"warning: only {len(trials)} trial(s), too few to split whole trials: the session "
+                f"is split in time blocks, which may cut through trials"
+            )
         scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
         splits = make_splits(start, end, trials, method=split_method, seed=split_seed, scored_times=scored)
     else:
         start = min([start] + [float(iv.start.min()) for iv in splits.values() if len(iv)])
         end = max([end] + [float(iv.end.max()) for iv in splits.values() if len(iv)])
-    session = Session(id=sid, spike_times=times, spike_units=units, unit_names=names, behaviors=beh, trials=trials,
-                      splits=splits, unit_meta=unit_meta, meta=meta, start=start, end=end)
+    session = Session(
+        id=sid,
+        spike_times=times,
+        spike_units=units,
+        unit_names=names,
+        behaviors=beh,
+        trials=trials,
+        splits=splits,
+        unit_meta=unit_meta,
+        meta=meta,
+        start=start,
+        end=end,
+    )
     report.n_units, report.n_spikes = session.n_units, session.n_spikes
     return session
 
 
-def select_signals(available: Mapping[str, Any], behavior: list[str] | None, file: Path,
-                   match: Callable[[str], str | None], describe: str, reader: str) -> list[str]:
+def select_signals(
+    available: Mapping[str, Any],
+    behavior: list[str] | None,
+    file: Path,
+    match: Callable[[str], str | None],
+    describe: str,
+    reader: str,
+) -> list[str]:
     """Keys of `available` that `behavior` asks for, in order, as every reader chooses them.
 
     None: the only signal (an error when several); each entry may be 'a,b': the first alternative that
@@ -201,15 +253,19 @@ def select_signals(available: Mapping[str, Any], behavior: list[str] | None, fil
     """
     if behavior is None:
         if len(available) > 1:
-            raise DataError(f"{file}: {len(available)} behaviour signals found: {describe}; "
-                            f"choose with --behavior NAME ({reader}(behavior=[...]))")
+            raise DataError(
+                f"{file}: {len(available)} behaviour signals found: {describe}; "
+                f"choose with --behavior NAME ({reader}(behavior=[...]))"
+            )
         return list(available)
     chosen: list[str] = []
     for entry in behavior:
         found = next((k for k in (match(a.strip()) for a in entry.split(",") if a.strip()) if k), None)
         if found is None:
-            raise DataError(f"{file}: no behaviour signal named {entry!r}; available: {describe}; "
-                            "pass one of these names with --behavior")
+            raise DataError(
+                f"{file}: no behaviour signal named {entry!r}; available: {describe}; "
+                "pass one of these names with --behavior"
+            )
         if found not in chosen:
             chosen.append(found)
     return chosen

@@ -15,8 +15,9 @@ The clean-up every reader shares (sorting, span, masking, splits) and its report
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -26,8 +27,17 @@ from .cleanup import PrepareReport, build_session, select_signals, signals_to_be
 from .session import Behavior, DataError, Intervals, Session
 from .storage import FORMAT as PREPARED_FORMAT
 
-_NOT_BEHAVIOR = {"ElectricalSeries", "SpikeEventSeries", "ImageSeries", "ImageMaskSeries", "OpticalSeries",
-                 "TwoPhotonSeries", "OnePhotonSeries", "RoiResponseSeries", "IndexSeries"}
+_NOT_BEHAVIOR = {
+    "ElectricalSeries",
+    "SpikeEventSeries",
+    "ImageSeries",
+    "ImageMaskSeries",
+    "OpticalSeries",
+    "TwoPhotonSeries",
+    "OnePhotonSeries",
+    "RoiResponseSeries",
+    "IndexSeries",
+}
 _NAME_COLUMNS = ("unit_name", "unit_id", "name")
 
 
@@ -41,13 +51,17 @@ def _check_file(path: Path) -> None:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
     except OSError as e:
-        raise DataError(f"{path}: the HDF5 file cannot be opened ({e}); it is probably truncated or corrupt: "
-                        "copy or download it again") from e
+        raise DataError(
+            f"{path}: the HDF5 file cannot be opened ({e}); it is probably truncated or corrupt: "
+            "copy or download it again"
+        ) from e
     if attrs.get("format") == PREPARED_FORMAT:
         raise DataError(f"{path}: this is a prepared spiketok session, not NWB; use it as it is")
     if "nwb_version" not in attrs:
-        raise DataError(f"{path}: HDF5 file without NWB structure (no 'nwb_version' attribute); "
-                        "convert the recording to NWB 2 first")
+        raise DataError(
+            f"{path}: HDF5 file without NWB structure (no 'nwb_version' attribute); "
+            "convert the recording to NWB 2 first"
+        )
 
 
 def _walk(obj: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -83,7 +97,7 @@ def _describe(series: dict[str, Any]) -> str:
 def _match(name: str, series: dict[str, Any], file: Path) -> str | None:
     name = name.strip().strip("/")
     if name.startswith("processing/"):
-        name = name[len("processing/"):]
+        name = name[len("processing/") :]
     if name in series:
         return name
     hits = [p for p in series if p.rsplit("/", 1)[-1] == name]
@@ -94,16 +108,19 @@ def _match(name: str, series: dict[str, Any], file: Path) -> str | None:
 
 def _select(series: dict[str, Any], behavior: list[str] | None, file: Path) -> list[str]:
     """Paths of the requested series; each entry may be 'a,b': the first that exists is used."""
-    return select_signals(series, behavior, file, lambda name: _match(name, series, file), _describe(series),
-                          "read_nwb")
+    return select_signals(
+        series, behavior, file, lambda name: _match(name, series, file), _describe(series), "read_nwb"
+    )
 
 
 def _read_units(nwb: Any, file: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Unit names, all spike times (unit after unit), spikes per unit, per-unit metadata columns."""
     units = nwb.units
     if units is None or len(units) == 0:
-        raise DataError(f"{file}: no units table (NWB `units` with `spike_times`): the file holds no sorted "
-                        "spikes; spike-sort the recording and add the units to the file")
+        raise DataError(
+            f"{file}: no units table (NWB `units` with `spike_times`): the file holds no sorted "
+            "spikes; spike-sort the recording and add the units to the file"
+        )
     if "spike_times" not in units.colnames:
         raise DataError(f"{file}: the units table has no `spike_times` column; add spike times per unit")
     st = units["spike_times"]
@@ -125,8 +142,12 @@ def _read_units(nwb: Any, file: Path) -> tuple[list[str], np.ndarray, np.ndarray
         vals = _column(units[col], n)
         if vals is not None:
             meta[col] = vals
-    if "electrodes" in meta and nwb.electrodes is not None and "location" in nwb.electrodes.colnames \
-            and "location" not in meta:
+    if (
+        "electrodes" in meta
+        and nwb.electrodes is not None
+        and "location" in nwb.electrodes.colnames
+        and "location" not in meta
+    ):
         loc = _column(nwb.electrodes["location"], len(nwb.electrodes))
         if loc is not None:
             meta["location"] = loc[meta["electrodes"].astype(int)]
@@ -200,8 +221,14 @@ def _read_series(path: str, s: Any, report: PrepareReport) -> tuple[np.ndarray, 
     return ts, values
 
 
-def _read_behavior(nwb: Any, file: Path, behavior: list[str] | None, derive: str | None,
-                   keep_moving: float | None, report: PrepareReport) -> dict[str, Behavior]:
+def _read_behavior(
+    nwb: Any,
+    file: Path,
+    behavior: list[str] | None,
+    derive: str | None,
+    keep_moving: float | None,
+    report: PrepareReport,
+) -> dict[str, Behavior]:
     from pynwb.behavior import SpatialSeries
 
     series = _all_series(nwb)
@@ -214,15 +241,21 @@ def _read_behavior(nwb: Any, file: Path, behavior: list[str] | None, derive: str
         raw[s.name] = (ts, values, str(s.unit or ""), isinstance(s, SpatialSeries))
         finite = values[np.all(np.isfinite(values), axis=1)]
         if len(finite) > 1 and np.all(finite == finite[0]):
-            report.notes.append(f"warning: {s.name}: every sample is {finite[0].tolist()}: the signal is constant "
-                                "(probably missing in the source); anything derived from it is meaningless")
+            report.notes.append(
+                f"warning: {s.name}: every sample is {finite[0].tolist()}: the signal is constant "
+                "(probably missing in the source); anything derived from it is meaningless"
+            )
         report.behavior[s.name] = path
     return signals_to_behavior(raw, derive, keep_moving, report)
 
 
 def _meta(nwb: Any, file: Path) -> dict[str, str]:
-    meta = {"source_file": file.name, "identifier": nwb.identifier, "session_description": nwb.session_description,
-            "session_start_time": str(nwb.session_start_time)}
+    meta = {
+        "source_file": file.name,
+        "identifier": nwb.identifier,
+        "session_description": nwb.session_description,
+        "session_start_time": str(nwb.session_start_time),
+    }
     subject = nwb.subject
     if subject is not None:
         meta["subject"] = subject.subject_id
@@ -232,16 +265,25 @@ def _meta(nwb: Any, file: Path) -> dict[str, str]:
     return {k: str(v) for k, v in meta.items() if v}
 
 
-def _convert(nwb: Any, file: Path, behavior: list[str] | None, derive: str | None, session_id: str | None,
-             split_method: str, split_seed: int, keep_moving: float | None) -> tuple[Session, PrepareReport]:
+def _convert(
+    nwb: Any,
+    file: Path,
+    behavior: list[str] | None,
+    derive: str | None,
+    session_id: str | None,
+    split_method: str,
+    split_seed: int,
+    keep_moving: float | None,
+) -> tuple[Session, PrepareReport]:
     sid = session_id or file.stem
     report = PrepareReport(file=str(file), session_id=sid)
     names, times, counts, unit_meta = _read_units(nwb, file)
     report.n_units_in, report.n_spikes_in = len(names), len(times)
     beh = _read_behavior(nwb, file, behavior, derive, keep_moving, report)
     trials = _read_trials(nwb)
-    session = build_session(sid, names, times, counts, unit_meta, beh, trials, _meta(nwb, file), report,
-                            split_method, split_seed)
+    session = build_session(
+        sid, names, times, counts, unit_meta, beh, trials, _meta(nwb, file), report, split_method, split_seed
+    )
     return session, report
 
 
@@ -259,8 +301,10 @@ def _open(file: Path) -> tuple[Any, Any]:
     except Exception as e:
         if io is not None:
             io.close()
-        raise DataError(f"{file}: pynwb cannot read this file ({type(e).__name__}: {e}); it may be truncated, "
-                        "corrupt or not NWB 2: re-export or copy it again") from e
+        raise DataError(
+            f"{file}: pynwb cannot read this file ({type(e).__name__}: {e}); it may be truncated, "
+            "corrupt or not NWB 2: re-export or copy it again"
+        ) from e
 
 
 def behavior_signals(path: str | Path) -> list[str]:
@@ -273,9 +317,15 @@ def behavior_signals(path: str | Path) -> list[str]:
         io.close()
 
 
-def read_nwb(path: str | Path, behavior: list[str] | None = None, derive: str | None = None,
-             session_id: str | None = None, split_method: str = "interleaved", split_seed: int = 0,
-             keep_moving: float | None = None) -> tuple[Session, PrepareReport]:
+def read_nwb(
+    path: str | Path,
+    behavior: list[str] | None = None,
+    derive: str | None = None,
+    session_id: str | None = None,
+    split_method: str = "interleaved",
+    split_seed: int = 0,
+    keep_moving: float | None = None,
+) -> tuple[Session, PrepareReport]:
     """Read an NWB 2 file into a Session (cleaned, with splits) and a report of what was dropped.
 
     behavior: series names (`hand_velocity`, `led`) or paths (`behavior/Position/hand`), each taken;
@@ -294,7 +344,9 @@ def read_nwb(path: str | Path, behavior: list[str] | None = None, derive: str | 
         msg = str(e)
         raise DataError(msg if msg.startswith(str(file)) else f"{file}: {msg}") from e
     except (OSError, KeyError) as e:
-        raise DataError(f"{file}: reading failed ({type(e).__name__}: {e}); the file may be truncated or "
-                        "corrupt: copy or export it again") from e
+        raise DataError(
+            f"{file}: reading failed ({type(e).__name__}: {e}); the file may be truncated or "
+            "corrupt: copy or export it again"
+        ) from e
     finally:
         io.close()

@@ -65,8 +65,13 @@ def velocity(ts: np.ndarray, pos: np.ndarray, max_gap_periods: float = MAX_GAP_P
     return out.reshape(pos.shape)
 
 
-def moving_mask(ts: np.ndarray, pos: np.ndarray, threshold: float, half_window: float = 0.5,
-                max_gap_periods: float = MAX_GAP_PERIODS) -> np.ndarray:
+def moving_mask(
+    ts: np.ndarray,
+    pos: np.ndarray,
+    threshold: float,
+    half_window: float = 0.5,
+    max_gap_periods: float = MAX_GAP_PERIODS,
+) -> np.ndarray:
     """True where |pos(t + half_window) - pos(t - half_window)| > threshold (Euclidean distance).
 
     Positions at t +/- half_window are linearly interpolated from the finite samples of the same

@@ -90,12 +90,14 @@ class RandomWindowBatchSampler:
         order = np.arange(n)
         pool = self.bucket_batches * self.batch_size
         for p0 in range(0, n, pool):  # sort by cost within pools of a few batches
-            sl = order[p0:p0 + pool]
-            order[p0:p0 + pool] = sl[np.argsort(cost[sl], kind="stable")]
+            sl = order[p0 : p0 + pool]
+            order[p0 : p0 + pool] = sl[np.argsort(cost[sl], kind="stable")]
         batches = order.reshape(n_batches, self.batch_size)
         batches = batches[rng.permutation(n_batches)]
-        return [[WindowSpec(str(self.sessions[k[i]]), float(t0[i]), float(t0[i] + length[i]), int(draws[i]))
-                 for i in b] for b in batches[rank::world]]
+        return [
+            [WindowSpec(str(self.sessions[k[i]]), float(t0[i]), float(t0[i] + length[i]), int(draws[i])) for i in b]
+            for b in batches[rank::world]
+        ]
 
     def __iter__(self):
         epoch, first = self.epoch, self.skip
@@ -108,8 +110,13 @@ class RandomWindowBatchSampler:
 
     def _record(self, epoch: int, index: int, batch: list[WindowSpec]) -> None:
         rank, world = self.rank_world()
-        line = {"epoch": epoch, "index": index, "rank": rank, "world": world,
-                "windows": [[w.session, w.t0, w.t1] for w in batch]}
+        line = {
+            "epoch": epoch,
+            "index": index,
+            "rank": rank,
+            "world": world,
+            "windows": [[w.session, w.t0, w.t1] for w in batch],
+        }
         path = Path(self.record_dir) / f"windows_rank{rank}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:

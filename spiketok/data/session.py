@@ -46,7 +46,7 @@ class Intervals:
         out[ok] = t[ok] < ends[i[ok]]
         return out
 
-    def select(self, mask: np.ndarray) -> "Intervals":
+    def select(self, mask: np.ndarray) -> Intervals:
         return Intervals(self.start[mask], self.end[mask], {k: v[mask] for k, v in self.columns.items()})
 
 
@@ -68,9 +68,7 @@ class Behavior:
             values = values[:, None]
         self.values = values
         if len(self.values) != len(self.timestamps):
-            raise DataError(
-                f"behaviour {self.name!r}: {len(self.timestamps)} timestamps but {len(self.values)} values"
-            )
+            raise DataError(f"behaviour {self.name!r}: {len(self.timestamps)} timestamps but {len(self.values)} values")
         if not self.dims:
             self.dims = [f"{self.name}_{i}" for i in range(self.values.shape[1])]
         if self.weights is None:
@@ -179,18 +177,31 @@ class Session(SessionLike):
         return float(min(t[0] for t in times)), float(max(t[-1] for t in times))
 
     @classmethod
-    def from_unit_spikes(cls, id: str, spikes: dict[str, np.ndarray], **kwargs) -> "Session":
+    def from_unit_spikes(cls, id: str, spikes: dict[str, np.ndarray], **kwargs) -> Session:
         """Build from one array of spike times per unit name; sorts them into one stream."""
         names = list(spikes)
         times = np.concatenate([np.asarray(spikes[n], dtype=np.float64) for n in names]) if names else np.zeros(0)
-        units = np.concatenate([np.full(len(spikes[n]), i, dtype=np.int32) for i, n in enumerate(names)]) if names else np.zeros(0, np.int32)
+        units = (
+            np.concatenate([np.full(len(spikes[n]), i, dtype=np.int32) for i, n in enumerate(names)])
+            if names
+            else np.zeros(0, np.int32)
+        )
         order = np.argsort(times, kind="stable")
         return cls(id=id, spike_times=times[order], spike_units=units[order], unit_names=names, **kwargs)
 
     @classmethod
-    def from_pynapple(cls, tsgroup: Any, behavior: Any = None, id: str = "pynapple", name: str = "behavior",
-                      unit: str = "", trials: Any = None, splits: dict[str, Any] | None = None,
-                      split_method: str = "interleaved", split_seed: int = 0) -> "Session":
+    def from_pynapple(
+        cls,
+        tsgroup: Any,
+        behavior: Any = None,
+        id: str = "pynapple",
+        name: str = "behavior",
+        unit: str = "",
+        trials: Any = None,
+        splits: dict[str, Any] | None = None,
+        split_method: str = "interleaved",
+        split_seed: int = 0,
+    ) -> Session:
         """Build from pynapple objects (pynapple is imported only here: an optional dependency).
 
         tsgroup: a `TsGroup`, one `Ts` per unit; its keys become unit names, its metadata columns other
@@ -207,23 +218,34 @@ class Session(SessionLike):
             raise DataError(f"from_pynapple: tsgroup must be a pynapple TsGroup, got {type(tsgroup).__name__}")
         keys = list(tsgroup.keys())
         spikes = {str(k): np.asarray(tsgroup[k].t, dtype=np.float64) for k in keys}
-        unit_meta = {col: np.asarray(tsgroup.get_info(col).loc[keys].values)
-                     for col in getattr(tsgroup, "metadata_columns", []) if col != "rate"}
+        unit_meta = {
+            col: np.asarray(tsgroup.get_info(col).loc[keys].values)
+            for col in getattr(tsgroup, "metadata_columns", [])
+            if col != "rate"
+        }
         unit_meta = {k: (v.astype(str).astype(object) if v.dtype.kind in "OUS" else v) for k, v in unit_meta.items()}
         signals = behavior if isinstance(behavior, dict) else ({} if behavior is None else {name: behavior})
         beh: dict[str, Behavior] = {}
         for bname, tsd in signals.items():
             if not isinstance(tsd, (nap.Tsd, nap.TsdFrame)):
-                raise DataError(f"from_pynapple: behaviour {bname!r} must be a pynapple Tsd or TsdFrame, "
-                                f"got {type(tsd).__name__}")
+                raise DataError(
+                    f"from_pynapple: behaviour {bname!r} must be a pynapple Tsd or TsdFrame, got {type(tsd).__name__}"
+                )
             values = np.asarray(tsd.values, dtype=np.float64).reshape(len(tsd), -1)
             dims = [f"{bname}_{c}" for c in tsd.columns] if isinstance(tsd, nap.TsdFrame) else []
             bad = ~np.all(np.isfinite(values), axis=1)
-            beh[bname] = Behavior(bname, np.asarray(tsd.t, dtype=np.float64), np.where(bad[:, None], 0.0, values),
-                                  unit, dims, (~bad).astype(np.float32))
+            beh[bname] = Behavior(
+                bname,
+                np.asarray(tsd.t, dtype=np.float64),
+                np.where(bad[:, None], 0.0, values),
+                unit,
+                dims,
+                (~bad).astype(np.float32),
+            )
         trial_iv = _intervals_from_pynapple(trials) if trials is not None else None
-        session = cls.from_unit_spikes(id, spikes, behaviors=beh, trials=trial_iv, unit_meta=unit_meta,
-                                       meta={"source_format": "pynapple"})
+        session = cls.from_unit_spikes(
+            id, spikes, behaviors=beh, trials=trial_iv, unit_meta=unit_meta, meta={"source_format": "pynapple"}
+        )
         if trial_iv is not None:
             session.start = min(session.start, float(trial_iv.start.min()))
             session.end = max(session.end, float(trial_iv.end.max()))
@@ -231,8 +253,9 @@ class Session(SessionLike):
             session.splits = {k: _intervals_from_pynapple(v) for k, v in splits.items()}
         else:
             scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
-            session.splits = make_splits(session.start, session.end, trial_iv, method=split_method, seed=split_seed,
-                                         scored_times=scored)
+            session.splits = make_splits(
+                session.start, session.end, trial_iv, method=split_method, seed=split_seed, scored_times=scored
+            )
         return session
 
     @property
@@ -254,7 +277,9 @@ class Session(SessionLike):
         for name in self.behaviors if behavior is None else behavior:
             b = self.behaviors[name]
             blo, bhi = np.searchsorted(b.timestamps, [t0, t1], side="left")
-            beh[name] = Behavior(name, b.timestamps[blo:bhi] - t0, b.values[blo:bhi], b.unit, b.dims, b.weights[blo:bhi])
+            beh[name] = Behavior(
+                name, b.timestamps[blo:bhi] - t0, b.values[blo:bhi], b.unit, b.dims, b.weights[blo:bhi]
+            )
         return Window(t0, t1, self.spike_times[lo:hi] - t0, self.spike_units[lo:hi], beh)
 
 

@@ -61,7 +61,9 @@ def _min_jerk(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _plan_trials(task: str, duration: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Movement segments (t0, dur, x0, y0, x1, y1, curvature) and the trials table, filling `duration`."""
     segs: list[tuple[float, ...]] = []
-    trials: dict[str, list[float]] = {k: [] for k in ("start", "end", "target_id", "target_x", "target_y", "move_onset")}
+    trials: dict[str, list[float]] = {
+        k: [] for k in ("start", "end", "target_id", "target_x", "target_y", "move_onset")
+    }
     t, pos = 0.0, np.zeros(2)
     while True:
         hold = rng.uniform(0.3, 0.6)
@@ -70,8 +72,12 @@ def _plan_trials(task: str, duration: float, rng: np.random.Generator) -> tuple[
             target = RADIUS * np.array([np.cos(k * np.pi / 4), np.sin(k * np.pi / 4)])
             reach = rng.uniform(0.6, 1.0)
             back = rng.uniform(0.5, 0.9)
-            legs = [(pos, pos, hold), (pos, target, reach), (target, target, rng.uniform(0.2, 0.5)),
-                    (target, np.zeros(2), back)]
+            legs = [
+                (pos, pos, hold),
+                (pos, target, reach),
+                (target, target, rng.uniform(0.2, 0.5)),
+                (target, np.zeros(2), back),
+            ]
         else:
             k = -1
             while True:
@@ -174,8 +180,12 @@ def simulate_session(
         behaviors=behavior,
         trials=trials,
         splits=make_splits(0.0, end, trials),
-        unit_meta={"pool_index": np.asarray(units, np.int64), "preferred_direction": sub.pd,
-                   "baseline_rate": sub.baseline, "gain": sub.gain},
+        unit_meta={
+            "pool_index": np.asarray(units, np.int64),
+            "preferred_direction": sub.pd,
+            "baseline_rate": sub.baseline,
+            "gain": sub.gain,
+        },
         meta={"task": task, **(meta or {})},
         start=0.0,
         end=end,
@@ -207,8 +217,12 @@ def simulate_sessions(
             n = int(rng.integers(lo, hi + 1))
             units = np.sort(rng.choice(len(pool), size=n, replace=False))
             sess_task = ("center_out", "random_target")[s % 2] if task == "mixed" else task
-            meta = {"subject": f"animal{a}", "species": "simulated macaque", "lab": "spiketok simulator",
-                    "seed": str(seed)}
+            meta = {
+                "subject": f"animal{a}",
+                "species": "simulated macaque",
+                "lab": "spiketok simulator",
+                "seed": str(seed),
+            }
             sessions.append(simulate_session(pool, units, f"sim_a{a}_s{s}", sess_task, duration, rng, meta))
     return sessions
 
@@ -229,8 +243,9 @@ def binned_counts(session: Session, bin_size: float = 0.05) -> tuple[np.ndarray,
     return counts, edges
 
 
-def ridge_r2(session: Session, bin_size: float = 0.05, history: int = 5, alpha: float = 1.0,
-             behavior: str = "hand_velocity") -> float:
+def ridge_r2(
+    session: Session, bin_size: float = 0.05, history: int = 5, alpha: float = 1.0, behavior: str = "hand_velocity"
+) -> float:
     """Sanity check: R^2 (mean over dims) of ridge regression from binned counts (+ history) on test trials."""
     counts, edges = binned_counts(session, bin_size)
     x = np.sqrt(counts)
@@ -239,7 +254,10 @@ def ridge_r2(session: Session, bin_size: float = 0.05, history: int = 5, alpha: 
     b = np.searchsorted(edges, beh.timestamps, side="right") - 1
     ok = (b >= 0) & (b < len(counts))
     n = np.bincount(b[ok], minlength=len(counts))
-    y = np.stack([np.bincount(b[ok], beh.values[ok, d], len(counts)) for d in range(beh.dim)], 1) / np.maximum(n, 1)[:, None]
+    y = (
+        np.stack([np.bincount(b[ok], beh.values[ok, d], len(counts)) for d in range(beh.dim)], 1)
+        / np.maximum(n, 1)[:, None]
+    )
     mid = (edges[:-1] + edges[1:]) / 2
     valid = np.arange(len(counts)) >= history
     train = session.splits["train"].contains(mid) & valid

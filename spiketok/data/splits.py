@@ -51,8 +51,8 @@ def deal(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         for first in range(0, len(members), len(DEAL)):
-            run = members[first:first + len(DEAL)]
-            label[run] = np.asarray(DEAL, dtype=object)[rng.permutation(len(DEAL))[:len(run)]]
+            run = members[first : first + len(DEAL)]
+            label[run] = np.asarray(DEAL, dtype=object)[rng.permutation(len(DEAL))[: len(run)]]
     return label
 
 
@@ -115,7 +115,9 @@ def make_splits(
         block = _block_of((units.start + units.end) / 2, start, end, n_blocks)
         others = [b for b in range(n_blocks) if b not in TEST_BLOCKS]
         if scored_times is not None and len(scored_times):
-            per_block = np.bincount(_block_of(np.asarray(scored_times, float), start, end, n_blocks), minlength=n_blocks)
+            per_block = np.bincount(
+                _block_of(np.asarray(scored_times, float), start, end, n_blocks), minlength=n_blocks
+            )
             enough = [b for b in others if per_block[b] >= 0.25 * per_block[others].mean()]
             others = enough or others
         valid_block = others[int(rng.integers(len(others)))]
@@ -127,13 +129,15 @@ def make_splits(
         n_train = int(round(fractions[0] * n))
         n_valid = max(1, int(round(fractions[1] * n)))
         label[order[:n_train]] = "train"
-        label[order[n_train:n_train + n_valid]] = "valid"
-        label[order[n_train + n_valid:]] = "test"
+        label[order[n_train : n_train + n_valid]] = "valid"
+        label[order[n_train + n_valid :]] = "test"
     splits = {name: units.select(label == name) for name in SPLIT_NAMES}
     for name, iv in splits.items():
         if len(iv) == 0:
-            raise DataError(f"split {name!r} is empty: the session has too few trials or blocks to split "
-                            f"({n} {'trials' if with_trials else 'blocks'}; method {method!r})")
+            raise DataError(
+                f"split {name!r} is empty: the session has too few trials or blocks to split "
+                f"({n} {'trials' if with_trials else 'blocks'}; method {method!r})"
+            )
         order = np.argsort(iv.start)
         splits[name] = iv.select(order)
     return splits

@@ -118,11 +118,15 @@ class StoredSession(SessionLike):
             if isinstance(e, DataError):
                 raise
             if _is_nwb(self.path):
-                raise DataError(f"{self.path} is an NWB recording, not a prepared session: run `spiketok prepare "
-                                f"{self.path} --out prepared/` first and give the prepared/ folder") from None
-            raise DataError(f"{self.path}: cannot read it as a prepared session ({type(e).__name__}: {e}); the "
-                            "file is truncated, damaged or of another kind: run `spiketok prepare` on the NWB "
-                            "file again") from None
+                raise DataError(
+                    f"{self.path} is an NWB recording, not a prepared session: run `spiketok prepare "
+                    f"{self.path} --out prepared/` first and give the prepared/ folder"
+                ) from None
+            raise DataError(
+                f"{self.path}: cannot read it as a prepared session ({type(e).__name__}: {e}); the "
+                "file is truncated, damaged or of another kind: run `spiketok prepare` on the NWB "
+                "file again"
+            ) from None
 
     def _read_header(self) -> None:
         """Session id, times, units, behaviour and split tables (the small parts; spikes stay on disk)."""
@@ -137,8 +141,12 @@ class StoredSession(SessionLike):
         self._spike_index = f["spikes/index"][()]
         self._beh_index = {name: g["index"][()] for name, g in f["behavior"].items()}
         self.behavior_info = {
-            name: {"unit": str(g.attrs["unit"]), "dims": json.loads(g.attrs["dims"]),
-                   "n_samples": int(g["timestamps"].shape[0]), "dim": int(g["values"].shape[1])}
+            name: {
+                "unit": str(g.attrs["unit"]),
+                "dims": json.loads(g.attrs["dims"]),
+                "n_samples": int(g["timestamps"].shape[0]),
+                "dim": int(g["values"].shape[1]),
+            }
             for name, g in f["behavior"].items()
         }
         self.splits = {name: _read_intervals(g) for name, g in f["splits"].items()}
@@ -185,7 +193,7 @@ class StoredSession(SessionLike):
         lo, hi = self._rows(self._spike_index, t0, t1)
         times = d["times"][lo:hi]
         a, b = np.searchsorted(times, [t0, t1], side="left")
-        units = d["units"][lo + a: lo + b]
+        units = d["units"][lo + a : lo + b]
         beh = {}
         for name in behavior if behavior is not None else self._beh_index:
             g_ts, g_val, g_w = d[name]
@@ -193,8 +201,9 @@ class StoredSession(SessionLike):
             ts = g_ts[blo:bhi]
             ba, bb = np.searchsorted(ts, [t0, t1], side="left")
             info = self.behavior_info[name]
-            beh[name] = Behavior(name, ts[ba:bb] - t0, g_val[blo + ba: blo + bb], info["unit"], info["dims"],
-                                 g_w[blo + ba: blo + bb])
+            beh[name] = Behavior(
+                name, ts[ba:bb] - t0, g_val[blo + ba : blo + bb], info["unit"], info["dims"], g_w[blo + ba : blo + bb]
+            )
         return Window(t0, t1, times[a:b] - t0, units, beh)
 
     def behavior(self, name: str) -> Behavior:
@@ -208,9 +217,17 @@ class StoredSession(SessionLike):
         f = self._open()
         meta = {k: d[()] if d.dtype.kind != "O" else d.asstr()[()] for k, d in f["units/meta"].items()}
         return Session(
-            id=self.id, spike_times=f["spikes/times"][()], spike_units=f["spikes/units"][()],
-            unit_names=self.unit_names, behaviors={n: self.behavior(n) for n in self._beh_index},
-            trials=self.trials, splits=self.splits, unit_meta=meta, meta=self.meta, start=self.start, end=self.end,
+            id=self.id,
+            spike_times=f["spikes/times"][()],
+            spike_units=f["spikes/units"][()],
+            unit_names=self.unit_names,
+            behaviors={n: self.behavior(n) for n in self._beh_index},
+            trials=self.trials,
+            splits=self.splits,
+            unit_meta=meta,
+            meta=self.meta,
+            start=self.start,
+            end=self.end,
         )
 
     def unit_spike_counts(self) -> np.ndarray:

@@ -34,12 +34,15 @@ def resolve_target(
             if name in names:
                 return name
         if tasks is None:
-            raise TargetError(f"session {session_id}: no behaviour {requested!r}; it has {names}. "
-                              "Set `target` in the config.")
+            raise TargetError(
+                f"session {session_id}: no behaviour {requested!r}; it has {names}. Set `target` in the config."
+            )
     left = names if tasks is None else [t for t in tasks if t in names]
     if len(left) == 1:
         return left[0]
     if tasks is None:
         raise TargetError(f"session {session_id}: {len(names)} behaviour signals {names}; choose one with target=NAME")
-    raise TargetError(f"session {session_id}: cannot tell which behaviour to decode (it has {names}, the model "
-                      f"decodes {list(tasks)}); pass --target")
+    raise TargetError(
+        f"session {session_id}: cannot tell which behaviour to decode (it has {names}, the model "
+        f"decodes {list(tasks)}); pass --target"
+    )

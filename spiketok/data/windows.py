@@ -55,8 +55,11 @@ def sliding(start: float, end: float, window: float, stride: float) -> list[tupl
 
 def sliding_windows(intervals: Intervals, window: float, stride: float, session: str) -> list[WindowSpec]:
     """Overlapping windows covering every interval (see `sliding`)."""
-    return [WindowSpec(session, t0, t1) for s, e in zip(intervals.start, intervals.end)
-            for t0, t1 in sliding(s, e, window, stride)]
+    return [
+        WindowSpec(session, t0, t1)
+        for s, e in zip(intervals.start, intervals.end)
+        for t0, t1 in sliding(s, e, window, stride)
+    ]
 
 
 def causal_windows(intervals: Intervals, window: float, stride: float, session: str) -> list[WindowSpec]:

@@ -35,20 +35,21 @@ class Decoded:
         return r2_per_dim(self.y_true, self.y_pred, self.weights)
 
 
-
-
 def average_decoded(runs: list[Decoded]) -> Decoded:
     """Several models' decodes of the same samples (an ensemble) as one: predictions averaged, and a sample counts
     in scores only where every model covered it."""
     first = runs[0]
     for r in runs[1:]:
         if (r.session, r.target) != (first.session, first.target) or not np.array_equal(r.timestamps, first.timestamps):
-            raise ValueError(f"cannot average decodes of different samples ({first.session}/{first.target} and "
-                             f"{r.session}/{r.target})")
+            raise ValueError(
+                f"cannot average decodes of different samples ({first.session}/{first.target} and "
+                f"{r.session}/{r.target})"
+            )
     if len(runs) == 1:
         return first
-    return replace(first, y_pred=np.mean([r.y_pred for r in runs], axis=0),
-                   weights=np.min([r.weights for r in runs], axis=0))
+    return replace(
+        first, y_pred=np.mean([r.y_pred for r in runs], axis=0), weights=np.min([r.weights for r in runs], axis=0)
+    )
 
 
 def default_stride(model: POYO) -> float:
@@ -94,12 +95,14 @@ def decode_times(
     model.eval()
     device = next(model.parameters()).device
     for i in tqdm(range(0, len(specs), batch_size), desc=f"decode {session.id}", disable=not progress, leave=False):
-        chunk = specs[i:i + batch_size]
-        samples = [tok(session.slice(t0, t1, behavior=[]), units, sess_idx, task_idx, None, output_times=out - t0)
-                   for t0, t1, out in chunk]
+        chunk = specs[i : i + batch_size]
+        samples = [
+            tok(session.slice(t0, t1, behavior=[]), units, sess_idx, task_idx, None, output_times=out - t0)
+            for t0, t1, out in chunk
+        ]
         batch = collate(samples).to(device)
         pred = denormalise(model, model(batch), batch.output_sessions, batch.output_tasks).cpu().numpy()
-        for j, (t0, _, out) in enumerate(chunk):
+        for j, (_, _, out) in enumerate(chunk):
             stitch.add(out, pred[j, : len(out), :dim])
     return stitch.result()
 
@@ -108,14 +111,21 @@ def require_scored_samples(session: SessionLike, target: str, split: str) -> Non
     """Raise DataError when a split holds no `target` sample with weight > 0: an R² there would be nan."""
     b = session.behavior(target)
     if split in session.splits and not (b.weights[session.splits[split].contains(b.timestamps)] > 0).any():
-        raise DataError(f"session {session.id}: its {split!r} split holds no {target!r} sample (with weight > 0), so "
-                        f"there is nothing to score; choose another split (--split), or prepare the NWB file again "
-                        f"with another --split-seed")
+        raise DataError(
+            f"session {session.id}: its {split!r} split holds no {target!r} sample (with weight > 0), so "
+            f"there is nothing to score; choose another split (--split), or prepare the NWB file again "
+            f"with another --split-seed"
+        )
 
 
 def decode_split(
-    model: POYO, session: SessionLike, target: str, split: str = "test",
-    stride: float | None = None, batch_size: int = 32, progress: bool = False,
+    model: POYO,
+    session: SessionLike,
+    target: str,
+    split: str = "test",
+    stride: float | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
 ) -> Decoded:
     """Decode one split of a session at its behaviour samples; scores use weight > 0 samples only."""
     if split not in session.splits:

@@ -50,8 +50,17 @@ def _models_text(models: list[Path]) -> str:
 
 
 def write_predictions_nwb(
-    path: str | Path, timestamps: np.ndarray, values: np.ndarray, *, target: str, dims: list[str], unit: str,
-    session_id: str, source: str | Path, model: str | Path | list[str | Path], source_meta: dict[str, str] | None = None,
+    path: str | Path,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    *,
+    target: str,
+    dims: list[str],
+    unit: str,
+    session_id: str,
+    source: str | Path,
+    model: str | Path | list[str | Path],
+    source_meta: dict[str, str] | None = None,
 ) -> Path:
     """Write predictions (T, D) at `timestamps` (T,) seconds as TimeSeries `target` in a new NWB file.
 
@@ -84,12 +93,18 @@ def write_predictions_nwb(
     )
     module = nwb.create_processing_module(MODULE, "behaviour decoded from spikes by a spiketok model")
     values = np.asarray(values, dtype=np.float32)
-    module.add(TimeSeries(
-        name=target, data=values.reshape(len(values), -1), timestamps=np.asarray(timestamps, dtype=np.float64),
-        unit=unit or "unknown",
-        description=(f"{target} decoded by " + _models_text(models) + f" from {source_text}; columns: {', '.join(dims)}"),
-        comments=f"columns: {', '.join(dims)}",
-    ))
+    module.add(
+        TimeSeries(
+            name=target,
+            data=values.reshape(len(values), -1),
+            timestamps=np.asarray(timestamps, dtype=np.float64),
+            unit=unit or "unknown",
+            description=(
+                f"{target} decoded by " + _models_text(models) + f" from {source_text}; columns: {', '.join(dims)}"
+            ),
+            comments=f"columns: {', '.join(dims)}",
+        )
+    )
     with warnings.catch_warnings(), atomic_write(path) as tmp:  # a kill leaves the previous file whole
         warnings.simplefilter("ignore")
         with NWBHDF5IO(str(tmp), "w") as io:
@@ -102,8 +117,12 @@ def predictions_tsdframe(timestamps: np.ndarray, values: np.ndarray, columns: li
     import pynapple as nap
 
     values = np.asarray(values)
-    return nap.TsdFrame(t=np.asarray(timestamps, dtype=np.float64), d=values.reshape(len(values), -1),
-                        columns=list(columns), time_units="s")
+    return nap.TsdFrame(
+        t=np.asarray(timestamps, dtype=np.float64),
+        d=values.reshape(len(values), -1),
+        columns=list(columns),
+        time_units="s",
+    )
 
 
 def to_tsdframe(decoded: Decoded) -> Any:

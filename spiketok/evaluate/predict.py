@@ -17,8 +17,9 @@ from .decode import decode_times
 OUTPUT_SUFFIXES = (".nwb", ".npz", ".csv")
 
 
-def open_recording(path: str | Path, model: POYO, target: str | None = None,
-                   keep_moving: float | None = None) -> tuple[Session | StoredSession, str]:
+def open_recording(
+    path: str | Path, model: POYO, target: str | None = None, keep_moving: float | None = None
+) -> tuple[Session | StoredSession, str]:
     """A recording to decode with `model`, and the behaviour task to decode.
 
     A prepared session file opens lazily; an NWB or temporaldata file is read with that behaviour when
@@ -55,8 +56,9 @@ class Prediction:
     unit: str  # the recorded behaviour's unit, "" when the file lacks it
 
 
-def predict_recording(model: POYO | list[POYO], session: SessionLike, target: str, rate: float = 100.0,
-                      progress: bool = False) -> Prediction:
+def predict_recording(
+    model: POYO | list[POYO], session: SessionLike, target: str, rate: float = 100.0, progress: bool = False
+) -> Prediction:
     """Decode the whole recording: at the behaviour's own samples when it has `target`, else every 1/rate s.
 
     Several models (an ensemble, as `train --ensemble` makes): their predictions are averaged, and a time
@@ -74,8 +76,13 @@ def predict_recording(model: POYO | list[POYO], session: SessionLike, target: st
     return Prediction(session.id, target, times, values, covered, dims, list(known.dims), known.unit)
 
 
-def write_prediction(p: Prediction, out: str | Path, source: str | Path, model_path: str | Path | list[str | Path],
-                     source_meta: dict | None = None) -> Path:
+def write_prediction(
+    p: Prediction,
+    out: str | Path,
+    source: str | Path,
+    model_path: str | Path | list[str | Path],
+    source_meta: dict | None = None,
+) -> Path:
     """Write predictions as .npz, .csv, or .nwb (a new NWB file: a TimeSeries in processing module 'spiketok')."""
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
@@ -83,16 +90,31 @@ def write_prediction(p: Prediction, out: str | Path, source: str | Path, model_p
     if out.suffix == ".nwb":  # (written atomically: a temporary file renamed, so a kill leaves the old file whole)
         from .export import write_predictions_nwb
 
-        write_predictions_nwb(out, p.times, p.values, target=p.target, dims=p.recorded_dims or p.dims, unit=p.unit,
-                              session_id=p.session, source=source, model=model_path, source_meta=source_meta)
+        write_predictions_nwb(
+            out,
+            p.times,
+            p.values,
+            target=p.target,
+            dims=p.recorded_dims or p.dims,
+            unit=p.unit,
+            session_id=p.session,
+            source=source,
+            model=model_path,
+            source_meta=source_meta,
+        )
         return out
     with atomic_write(out) as tmp:
         if out.suffix == ".npz":
             with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to the temporary name
-                np.savez(f, timestamps=p.times, predictions=p.values, dims=np.array(p.dims), session=p.session,
-                         target=p.target)
+                np.savez(
+                    f,
+                    timestamps=p.times,
+                    predictions=p.values,
+                    dims=np.array(p.dims),
+                    session=p.session,
+                    target=p.target,
+                )
         else:
             header = "timestamp," + ",".join(p.dims)
-            np.savetxt(tmp, np.column_stack([p.times, p.values]), delimiter=",", header=header, comments="",
-                       fmt="%.6f")
+            np.savetxt(tmp, np.column_stack([p.times, p.values]), delimiter=",", header=header, comments="", fmt="%.6f")
     return out

@@ -15,8 +15,12 @@ from .decode import Decoded, average_decoded, decode_split
 
 
 def evaluate(
-    model: POYO | Sequence[POYO], data: SessionDataset, split: str = "test", target: str | None = None,
-    stride: float | None = None, progress: bool = True,
+    model: POYO | Sequence[POYO],
+    data: SessionDataset,
+    split: str = "test",
+    target: str | None = None,
+    stride: float | None = None,
+    progress: bool = True,
 ) -> tuple[dict, dict[str, Decoded]]:
     """R^2 per session and per dimension, and their mean, in the JSON layout of `spiketok evaluate`.
     Several models (an ensemble): their predictions are averaged (`average_decoded`); the first chooses the target."""
@@ -31,8 +35,12 @@ def evaluate(
         r2 = d.r2()
         decoded[s.id] = d
         results["sessions"][s.id] = {
-            "target": t, "r2": float(np.nanmean(r2)), "r2_per_dim": [float(v) for v in r2], "dims": d.dims,
-            "n_samples": int((d.weights > 0).sum()), "n_left_out": int((d.weights <= 0).sum()),
+            "target": t,
+            "r2": float(np.nanmean(r2)),
+            "r2_per_dim": [float(v) for v in r2],
+            "dims": d.dims,
+            "n_samples": int((d.weights > 0).sum()),
+            "n_left_out": int((d.weights <= 0).sum()),
         }
     results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
     return results, decoded
@@ -71,7 +79,7 @@ def plot_results(results: dict, decoded: dict[str, Decoded], out_dir: str | Path
         dims = d.y_pred.shape[1]
         fig, axes = plt.subplots(dims, len(segs), figsize=(3.2 * len(segs), 1.8 * dims), squeeze=False)
         for j, seg in enumerate(segs):
-            seg = seg[: 2000]
+            seg = seg[:2000]
             for k in range(dims):
                 a = axes[k, j]
                 a.plot(d.timestamps[seg], d.y_true[seg, k], color="0.3", lw=1, label="true")

@@ -7,6 +7,19 @@ from .normalize import TargetNormalizer
 from .poyo import POYO
 from .rotary import RotaryTimeEmbedding
 
-__all__ = ["SIZES", "ModelConfig", "model_config", "UnknownIdError", "VocabEmbedding", "POYO", "RotaryTimeEmbedding",
-           "FORMAT_VERSION", "ModelFileError", "ModelFileMeta", "load_model_file", "save_model",
-           "save_model_file", "TargetNormalizer"]
+__all__ = [
+    "SIZES",
+    "ModelConfig",
+    "model_config",
+    "UnknownIdError",
+    "VocabEmbedding",
+    "POYO",
+    "RotaryTimeEmbedding",
+    "FORMAT_VERSION",
+    "ModelFileError",
+    "ModelFileMeta",
+    "load_model_file",
+    "save_model",
+    "save_model_file",
+    "TargetNormalizer",
+]

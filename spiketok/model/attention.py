@@ -41,8 +41,9 @@ class RotaryAttention(nn.Module):
         k, v = self.to_kv(context).chunk(2, dim=-1)
         return k.unflatten(-1, (self.heads, self.head_dim)), v.unflatten(-1, (self.heads, self.head_dim))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: torch.Tensor,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Output (B, n, dim) of rotated queries q (B, n, H, d) over rotated keys and values k, v (B, m, H, d).
 
         With `rotate_value` the output is rotated back by the query rotations x_rot (B, n, 1, d/2).
@@ -75,15 +76,21 @@ class RotaryAttention(nn.Module):
             kv = F.embedding(ctx_index, kv)  # (B, m, 2 * inner): a row gather, 3x faster than kv[ctx_index]
         return self.attend_kv(rotate(self.project_q(x), x_rot), kv, x_rot, ctx_rot, ctx_mask)
 
-    def attend_kv(self, q: torch.Tensor, kv: torch.Tensor, x_rot: torch.Tensor, ctx_rot: torch.Tensor,
-                  ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attend_kv(
+        self,
+        q: torch.Tensor,
+        kv: torch.Tensor,
+        x_rot: torch.Tensor,
+        ctx_rot: torch.Tensor,
+        ctx_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Output (B, n, dim) of rotated queries q (B, n, H, d) over the context's projected keys and values
         kv (B, m, 2 * inner), not yet rotated (rotated here by ctx_rot (B, m, 1, d/2)); mask (B, m), True = attend."""
         b, m = kv.shape[:2]
         if self.rotate_value:  # keys and values rotated by the same angles: one multiply for both
             kv = kv.view(b, m, 2 * self.heads, self.head_dim)
             if not torch.is_grad_enabled():  # in place on the fresh projection: on a window's tokens one
-                kv = rotate_(kv, ctx_rot)    # buffer less stops ~500 page faults per call (a tenth of it)
+                kv = rotate_(kv, ctx_rot)  # buffer less stops ~500 page faults per call (a tenth of it)
             else:
                 kv = rotate(kv, ctx_rot)
             k, v = kv.split(self.heads, dim=2)
@@ -139,15 +146,24 @@ class CrossAttentionBlock(nn.Module):
         """Keys and values side by side (..., m, 2 * inner) of context (..., m, dim): normed, projected, not rotated."""
         return self.attn.to_kv(self.norm_ctx(context))
 
-    def attend_kv(self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, x_rot: torch.Tensor,
-                  ctx_rot: torch.Tensor, ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attend_kv(
+        self,
+        x: torch.Tensor,
+        q: torch.Tensor,
+        kv: torch.Tensor,
+        x_rot: torch.Tensor,
+        ctx_rot: torch.Tensor,
+        ctx_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x (B, n, dim) plus attention of its rotated queries q over kv (B, m, 2 * inner) from `kv`, then the
         feed-forward. kv is rotated in place in inference: pass a fresh tensor."""
         return self.finish(x, self.attn.attend_kv(q, kv, x_rot, ctx_rot, ctx_mask))
 
-    def attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               x_rot: torch.Tensor) -> torch.Tensor:
-        """x (B, n, dim) plus attention of its rotated queries q over rotated k, v (B, m, H, d), then the feed-forward."""
+    def attend(
+        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: torch.Tensor
+    ) -> torch.Tensor:
+        """x (B, n, dim) plus attention of its rotated queries q over rotated k, v (B, m, H, d), then the
+        feed-forward."""
         return self.finish(x, self.attn.attend(q, k, v, x_rot))
 
     def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
@@ -187,8 +203,10 @@ class RotarySelfAttention(nn.Module):
     def rotations(self, rot: torch.Tensor) -> LatentRotations:
         """rot (B, n, 1, d/2) -> the same rotations laid out for this layer's heads."""
         b, n, _, half = rot.shape
-        return LatentRotations(rot.expand(b, n, 3 * self.heads, half).contiguous(),
-                               rot.conj().expand(b, n, self.heads, half).resolve_conj().contiguous())
+        return LatentRotations(
+            rot.expand(b, n, 3 * self.heads, half).contiguous(),
+            rot.conj().expand(b, n, self.heads, half).resolve_conj().contiguous(),
+        )
 
     def forward(self, x: torch.Tensor, rot: LatentRotations) -> torch.Tensor:
         b, n, _ = x.shape

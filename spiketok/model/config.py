@@ -32,14 +32,16 @@ class ModelConfig:
         if self.latent_grid not in LATENT_GRIDS:
             raise ValueError(f"latent_grid={self.latent_grid!r}: use one of {list(LATENT_GRIDS)}")
         if self.latent_grid == "absolute" and not is_multiple(self.window, self.latent_step):
-            raise ValueError(f"latent_grid='absolute' needs a window ({self.window} s) that is a whole number of "
-                             f"latent steps ({self.latent_step} s)")
+            raise ValueError(
+                f"latent_grid='absolute' needs a window ({self.window} s) that is a whole number of "
+                f"latent steps ({self.latent_step} s)"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -48,9 +50,15 @@ class ModelConfig:
 
 
 SIZES: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(dim=64, depth=2, num_latents_per_step=8, latent_step=0.125, cross_heads=2, self_heads=4, head_dim=32),
-    "poyo-1.3M": ModelConfig(dim=64, depth=6, num_latents_per_step=16, latent_step=0.125, cross_heads=2, self_heads=8, head_dim=64),
-    "poyo-11.8M": ModelConfig(dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64),
+    "tiny": ModelConfig(
+        dim=64, depth=2, num_latents_per_step=8, latent_step=0.125, cross_heads=2, self_heads=4, head_dim=32
+    ),
+    "poyo-1.3M": ModelConfig(
+        dim=64, depth=6, num_latents_per_step=16, latent_step=0.125, cross_heads=2, self_heads=8, head_dim=64
+    ),
+    "poyo-11.8M": ModelConfig(
+        dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64
+    ),
 }
 
 

@@ -70,5 +70,7 @@ class VocabEmbedding(nn.Module):
         # Resize to the stored vocabulary before the weights are copied in.
         w = state_dict.get(prefix + "weight")
         if w is not None and w.shape != self.weight.shape:
-            self.weight = nn.Parameter(torch.empty_like(w, device=self.weight.device), requires_grad=self.weight.requires_grad)
+            self.weight = nn.Parameter(
+                torch.empty_like(w, device=self.weight.device), requires_grad=self.weight.requires_grad
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -26,51 +26,89 @@ from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeToken
 from .attention import RotaryAttention, RotarySelfAttention
 from .poyo import N_TOKEN_TYPES, POYO
 
-MAX_TABLE_FLOATS = 16_000_000  # the graph holds the token key/value table up to 64 MB; larger vocabularies project per token
+MAX_TABLE_FLOATS = (
+    16_000_000  # the graph holds the token key/value table up to 64 MB; larger vocabularies project per token
+)
 
 SIDECAR_FORMAT = "spiketok-export"
 SIDECAR_VERSION = 2  # bump when the sidecar changes in a way older readers cannot follow (2: absolute latent grid)
 
 INPUTS: list[dict[str, Any]] = [
-    {"name": "input_units", "dtype": "int64", "shape": ["n_tokens"],
-     "doc": "row of each token's unit in the unit vocabulary (`units`)"},
-    {"name": "input_times", "dtype": "float64", "shape": ["n_tokens"],
-     "doc": "each token's time in seconds from the window start, in [0, window]"},
+    {
+        "name": "input_units",
+        "dtype": "int64",
+        "shape": ["n_tokens"],
+        "doc": "row of each token's unit in the unit vocabulary (`units`)",
+    },
+    {
+        "name": "input_times",
+        "dtype": "float64",
+        "shape": ["n_tokens"],
+        "doc": "each token's time in seconds from the window start, in [0, window]",
+    },
     {"name": "input_types", "dtype": "int64", "shape": ["n_tokens"], "doc": "token type code (`token_types`)"},
-    {"name": "output_times", "dtype": "float64", "shape": ["n_out"],
-     "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming"},
+    {
+        "name": "output_times",
+        "dtype": "float64",
+        "shape": ["n_out"],
+        "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming",
+    },
     {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
 ]
-WINDOW_START = {"name": "window_start", "dtype": "float64", "shape": [1],
-                "doc": "the window's start in session time (s); only graphs whose latents sit on the absolute grid "
-                       "(`latents.grid`) take it: the latents' times follow `latents.rule`"}
+WINDOW_START = {
+    "name": "window_start",
+    "dtype": "float64",
+    "shape": [1],
+    "doc": "the window's start in session time (s); only graphs whose latents sit on the absolute grid "
+    "(`latents.grid`) take it: the latents' times follow `latents.rule`",
+}
 OUTPUT_NAME = "behavior"
 KEYS_NAME = "keys"
 KEYS_INPUTS: list[dict[str, Any]] = [
-    {"name": "input_units", "dtype": "int64", "shape": ["n_tokens"],
-     "doc": "row of each token's unit in the unit vocabulary (`units`)"},
+    {
+        "name": "input_units",
+        "dtype": "int64",
+        "shape": ["n_tokens"],
+        "doc": "row of each token's unit in the unit vocabulary (`units`)",
+    },
     {"name": "input_types", "dtype": "int64", "shape": ["n_tokens"], "doc": "token type code (`token_types`)"},
-    {"name": "input_times", "dtype": "float64", "shape": ["n_tokens"],
-     "doc": "each token's time in seconds of the SESSION clock (not from a window start)"},
+    {
+        "name": "input_times",
+        "dtype": "float64",
+        "shape": ["n_tokens"],
+        "doc": "each token's time in seconds of the SESSION clock (not from a window start)",
+    },
 ]
 STREAM_INPUTS: list[dict[str, Any]] = [
-    {"name": KEYS_NAME, "dtype": "float32", "shape": ["n_tokens", "keys_width"],
-     "doc": "the keys graph's output for every token of the window: its spikes, and a START token at window_start "
-            "and an END token at window_start + window per unit of the session (any order)"},
-    {"name": "output_times", "dtype": "float64", "shape": ["n_out"],
-     "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming"},
+    {
+        "name": KEYS_NAME,
+        "dtype": "float32",
+        "shape": ["n_tokens", "keys_width"],
+        "doc": "the keys graph's output for every token of the window: its spikes, and a START token at window_start "
+        "and an END token at window_start + window per unit of the session (any order)",
+    },
+    {
+        "name": "output_times",
+        "dtype": "float64",
+        "shape": ["n_out"],
+        "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming",
+    },
     {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
     {"name": "window_start", "dtype": "float64", "shape": [1], "doc": "the window's start in session time (s)"},
 ]
-STREAM_DOC = ("Streaming in two graphs, so that a decode keys only the spikes that arrived since the last one: key "
-              "each packet of spikes once with the keys graph (type spike, session-clock times) and keep the keys of "
-              "the last window's spikes; at each decode at time t, key the session's START tokens at t - window and "
-              "END tokens at t with the keys graph, and run the stream graph on the keys of the START/END tokens "
-              "and of the spikes in [t - window, t), with window_start = t - window. Same outputs as the window "
-              "graph on that window (rotary attention depends on time differences only).")
-ABSOLUTE_RULE = ("latent times (s from the window start) = (k0 + j + 0.5) * step - window_start for j = 0 .. "
-                 "window/step - 1, each repeated per_step times (ids 0 .. per_step - 1), with "
-                 "k0 = ceil(window_start / step - 0.5)")
+STREAM_DOC = (
+    "Streaming in two graphs, so that a decode keys only the spikes that arrived since the last one: key "
+    "each packet of spikes once with the keys graph (type spike, session-clock times) and keep the keys of "
+    "the last window's spikes; at each decode at time t, key the session's START tokens at t - window and "
+    "END tokens at t with the keys graph, and run the stream graph on the keys of the START/END tokens "
+    "and of the spikes in [t - window, t), with window_start = t - window. Same outputs as the window "
+    "graph on that window (rotary attention depends on time differences only)."
+)
+ABSOLUTE_RULE = (
+    "latent times (s from the window start) = (k0 + j + 0.5) * step - window_start for j = 0 .. "
+    "window/step - 1, each repeated per_step times (ids 0 .. per_step - 1), with "
+    "k0 = ceil(window_start / step - 0.5)"
+)
 
 
 def graph_inputs(model: POYO) -> list[dict[str, Any]]:
@@ -115,8 +153,9 @@ def _rotate_context(att: RotaryAttention, kv: torch.Tensor, ctx_rot: tuple[torch
     return torch.cat([_rotate(k, *ctx_rot), v], dim=1)
 
 
-def _attend_rotated(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor],
-                    kv_rot: torch.Tensor) -> torch.Tensor:
+def _attend_rotated(
+    att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], kv_rot: torch.Tensor
+) -> torch.Tensor:
     """RotaryAttention.forward for one window: normed queries x (n, dim) over rotated keys and values
     kv_rot (m, 2 * H, d) (`_rotate_context`) -> (n, dim)."""
     h, d = att.heads, att.head_dim
@@ -129,8 +168,13 @@ def _attend_rotated(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Te
     return att.to_out(out.reshape(-1, h * d))
 
 
-def _attend(att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], kv: torch.Tensor,
-            ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _attend(
+    att: RotaryAttention,
+    x: torch.Tensor,
+    x_rot: tuple[torch.Tensor, torch.Tensor],
+    kv: torch.Tensor,
+    ctx_rot: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
     """RotaryAttention.forward for one window: normed queries x (n, dim) over the context's keys and values
     kv (m, 2 * inner) (normed and projected, not rotated) -> (n, dim)."""
     return _attend_rotated(att, x, x_rot, _rotate_context(att, kv, ctx_rot))
@@ -177,7 +221,9 @@ class _GraphParts(nn.Module):
         self.register_buffer("latent_ids", torch.from_numpy(lat_ids), persistent=False)
         # window grid: the latents' times; absolute grid: their offsets j + 0.5 on the grid from its first point
         offsets = np.repeat(np.arange(len(lat_ids) // c.num_latents_per_step) + 0.5, c.num_latents_per_step)
-        self.register_buffer("latent_times", torch.from_numpy(offsets if self.absolute else lat_times), persistent=False)
+        self.register_buffer(
+            "latent_times", torch.from_numpy(offsets if self.absolute else lat_times), persistent=False
+        )
         dims = model.readouts[target].out_features
         mean, std = torch.zeros(len(model.session_emb), dims), torch.ones(len(model.session_emb), dims)
         for sid, per_task in model.normalizer.stats.items():
@@ -200,8 +246,13 @@ class _GraphParts(nn.Module):
         k0 = torch.ceil(window_start / self.latent_step - 0.5)
         return (k0 + self.latent_times) * self.latent_step
 
-    def finish(self, lat: torch.Tensor, lat_rot: tuple[torch.Tensor, torch.Tensor], output_times: torch.Tensor,
-               session: torch.Tensor) -> torch.Tensor:
+    def finish(
+        self,
+        lat: torch.Tensor,
+        lat_rot: tuple[torch.Tensor, torch.Tensor],
+        output_times: torch.Tensor,
+        session: torch.Tensor,
+    ) -> torch.Tensor:
         """Encoded latents (n_latents, dim) with their rotations from the window start -> behaviour (n_out, D):
         the latent blocks, the output queries' cross-attention, the read-out and the session's statistics."""
         for block in self.processor:
@@ -225,9 +276,15 @@ class WindowGraph(_GraphParts):
     without normalisation statistics for `target` get mean 0, std 1 (normalised output).
     """
 
-    def forward(self, input_units: torch.Tensor, input_times: torch.Tensor, input_types: torch.Tensor,
-                output_times: torch.Tensor, session: torch.Tensor,
-                window_start: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_units: torch.Tensor,
+        input_times: torch.Tensor,
+        input_types: torch.Tensor,
+        output_times: torch.Tensor,
+        session: torch.Tensor,
+        window_start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         kv = self.tokens_kv(input_units, input_types)  # (n_tokens, 2 * inner)
         x_rot = self.rotation(input_times)
         lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
@@ -262,8 +319,9 @@ class StreamGraph(_GraphParts):
     The latents' encoder queries are rotated by their session times (window_start + their offsets), the same
     clock as the keys; the latent blocks and read-out use times from the window start, as WindowGraph does."""
 
-    def forward(self, keys: torch.Tensor, output_times: torch.Tensor, session: torch.Tensor,
-                window_start: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, keys: torch.Tensor, output_times: torch.Tensor, session: torch.Tensor, window_start: torch.Tensor
+    ) -> torch.Tensor:
         if self.absolute:
             session_times = self.grid_times(window_start)
             relative = session_times - window_start
@@ -278,8 +336,9 @@ class StreamGraph(_GraphParts):
         return self.finish(lat, self.rotation(relative), output_times, session)
 
 
-def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float32",
-            stream: dict[str, Any] | None = None) -> dict[str, Any]:
+def sidecar(
+    model: POYO, target: str, graph_format: str, precision: str = "float32", stream: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it);
     `stream`: the streaming graphs' entry (`stream_entry`), when they were written."""
     from .. import __version__
@@ -299,18 +358,31 @@ def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float
         "window": float(c.window),
         "causal": bool(hp.get("train", {}).get("causal", False)),
         "token_types": {"spike": TOKEN_SPIKE, "start": TOKEN_START, "end": TOKEN_END},
-        "latents": {"grid": c.latent_grid, "step": float(c.latent_step), "per_step": int(c.num_latents_per_step),
-                    "ids": [int(i) for i in lat_ids],
-                    **({"rule": ABSOLUTE_RULE} if c.latent_grid == "absolute" else {"times": [float(t) for t in lat_times]})},
+        "latents": {
+            "grid": c.latent_grid,
+            "step": float(c.latent_step),
+            "per_step": int(c.num_latents_per_step),
+            "ids": [int(i) for i in lat_ids],
+            **({"rule": ABSOLUTE_RULE} if c.latent_grid == "absolute" else {"times": [float(t) for t in lat_times]}),
+        },
         "units": {u: k for k, u in enumerate(model.unit_emb.ids)},
         "sessions": {s: k for k, s in enumerate(model.session_emb.ids)},
-        "normalization": {sid: per_task[target] for sid, per_task in model.normalizer.stats.items()
-                          if target in per_task and sid in model.session_emb.index},
+        "normalization": {
+            sid: per_task[target]
+            for sid, per_task in model.normalizer.stats.items()
+            if target in per_task and sid in model.session_emb.index
+        },
         "targets": dict(hp.get("targets") or {}),
         "splits": dict(hp.get("splits") or {}),
         "inputs": graph_inputs(model),
-        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["n_out", dims],
-                     "doc": f"{target} in the recording's units (denormalised with the session's statistics)"}],
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "dtype": "float32",
+                "shape": ["n_out", dims],
+                "doc": f"{target} in the recording's units (denormalised with the session's statistics)",
+            }
+        ],
         **({"stream": stream} if stream else {}),
     }
 
@@ -318,14 +390,33 @@ def sidecar(model: POYO, target: str, graph_format: str, precision: str = "float
 def stream_entry(model: POYO, target: str, keys_file: str, stream_file: str) -> dict[str, Any]:
     """The sidecar's description of the two streaming graphs (file names relative to the sidecar's folder)."""
     width = 2 * model.encoder.attn.heads * model.encoder.attn.head_dim
-    return {"doc": STREAM_DOC,
-            "keys": {"file": keys_file, "inputs": KEYS_INPUTS,
-                     "outputs": [{"name": KEYS_NAME, "dtype": "float32", "shape": ["n_tokens", width],
-                                  "doc": "each token's encoder keys then values, rotated by its session time"}]},
-            "window": {"file": stream_file, "inputs": STREAM_INPUTS,
-                       "outputs": [{"name": OUTPUT_NAME, "dtype": "float32",
-                                    "shape": ["n_out", model.readouts[target].out_features],
-                                    "doc": "as the window graph's output"}]}}
+    return {
+        "doc": STREAM_DOC,
+        "keys": {
+            "file": keys_file,
+            "inputs": KEYS_INPUTS,
+            "outputs": [
+                {
+                    "name": KEYS_NAME,
+                    "dtype": "float32",
+                    "shape": ["n_tokens", width],
+                    "doc": "each token's encoder keys then values, rotated by its session time",
+                }
+            ],
+        },
+        "window": {
+            "file": stream_file,
+            "inputs": STREAM_INPUTS,
+            "outputs": [
+                {
+                    "name": OUTPUT_NAME,
+                    "dtype": "float32",
+                    "shape": ["n_out", model.readouts[target].out_features],
+                    "doc": "as the window graph's output",
+                }
+            ],
+        },
+    }
 
 
 def stream_paths(out: str | Path) -> tuple[Path, Path]:
@@ -367,13 +458,23 @@ def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> dict[str, tuple
     out_times = torch.linspace(0, w, n_out, dtype=torch.float64)
     session, start = torch.zeros(1, dtype=torch.long), torch.tensor([12.34], dtype=torch.float64)
     width = 2 * model.encoder.attn.heads * model.encoder.attn.head_dim
-    return {"window": (units, times, types, out_times, session) + ((start,) if model.config.latent_grid == "absolute" else ()),
-            "keys": (units, types, times + start),
-            "stream": (torch.randn(n_tokens, width, generator=g), out_times, session, start)}
+    return {
+        "window": (units, times, types, out_times, session)
+        + ((start,) if model.config.latent_grid == "absolute" else ()),
+        "keys": (units, types, times + start),
+        "stream": (torch.randn(n_tokens, width, generator=g), out_times, session, start),
+    }
 
 
-def _write_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[dict[str, Any]], output: str,
-                 path: Path, fmt: str, int8: bool) -> None:
+def _write_graph(
+    graph: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    inputs: list[dict[str, Any]],
+    output: str,
+    path: Path,
+    fmt: str,
+    int8: bool,
+) -> None:
     """Trace `graph` on `example` into an ONNX or TorchScript file at `path` (written atomically); inputs with a
     named first axis (n_tokens, n_out) are dynamic there, as is the output's first axis."""
     names = [i["name"] for i in inputs]
@@ -383,17 +484,25 @@ def _write_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], inputs: li
         with torch.no_grad(), atomic_write(path) as tmp:
             if fmt == "onnx":
                 # the TorchScript-based exporter: with dynamo=True the ONNX graph drifted 7e-4 from PyTorch
-                torch.onnx.export(graph, example, tmp, input_names=names, output_names=[output],
-                                  opset_version=ONNX_OPSET, dynamo=False,
-                                  dynamic_axes={**dynamic, output: {0: "n_tokens" if output == KEYS_NAME else "n_out"}})
+                torch.onnx.export(
+                    graph,
+                    example,
+                    tmp,
+                    input_names=names,
+                    output_names=[output],
+                    opset_version=ONNX_OPSET,
+                    dynamo=False,
+                    dynamic_axes={**dynamic, output: {0: "n_tokens" if output == KEYS_NAME else "n_out"}},
+                )
                 if int8:
                     _quantize_onnx(Path(tmp))
             else:
                 torch.jit.save(torch.jit.trace(graph, example, check_trace=False), tmp)
 
 
-def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None,
-                 int8: bool = False) -> tuple[Path, Path]:
+def export_model(
+    model: POYO, out: str | Path, fmt: str = "onnx", target: str | None = None, int8: bool = False
+) -> tuple[Path, Path]:
     """Write `model` as an ONNX or TorchScript graph of one window (WindowGraph) at `out`, its two streaming graphs
     (SpikeKeysGraph, StreamGraph) beside it (`stream_paths`), and its sidecar JSON at `out`.json; returns the
     window graph's and the sidecar's paths. Dynamic axes: the number of tokens and of output times.
@@ -418,7 +527,9 @@ def export_model(model: POYO, out: str | Path, fmt: str = "onnx", target: str | 
     example = _example(model)
     _write_graph(WindowGraph(model, target).eval(), example["window"], graph_inputs(model), OUTPUT_NAME, out, fmt, int8)
     _write_graph(SpikeKeysGraph(model, target).eval(), example["keys"], KEYS_INPUTS, KEYS_NAME, keys_path, fmt, False)
-    _write_graph(StreamGraph(model, target).eval(), example["stream"], STREAM_INPUTS, OUTPUT_NAME, stream_path, fmt, int8)
+    _write_graph(
+        StreamGraph(model, target).eval(), example["stream"], STREAM_INPUTS, OUTPUT_NAME, stream_path, fmt, int8
+    )
     side = sidecar_path(out)
     stream = stream_entry(model, target, keys_path.name, stream_path.name)
     with atomic_write(side) as tmp:
@@ -435,7 +546,13 @@ def _quantize_onnx(path: Path) -> None:
     fp32 = path.with_name(path.name + ".fp32")
     path.replace(fp32)
     try:
-        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                         extra_options={"MatMulConstBOnly": True})  # weights only: not the attention products
+        quantize_dynamic(
+            fp32,
+            path,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"MatMulConstBOnly": True},
+        )  # weights only: not the attention products
     finally:
         fp32.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import torch
 
 from ..data.atomic import atomic_write
 from .config import ModelConfig
-from .meta import FORMAT_VERSION, ModelFileError, ModelFileMeta
+from .meta import ModelFileError, ModelFileMeta
 from .meta_checks import check_meta
 from .poyo import POYO
 
@@ -44,8 +44,11 @@ def save_model_file(model: POYO, path: str | Path, meta: ModelFileMeta | None = 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if torch.is_tensor(v)}
     path = Path(path)
     with atomic_write(path) as tmp:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "format_version": str(meta.format_version),
-                                          _META_KEY: meta.to_json()})
+        save_file(
+            tensors,
+            tmp,
+            metadata={"format": FORMAT, "format_version": str(meta.format_version), _META_KEY: meta.to_json()},
+        )
     return path
 
 
@@ -64,14 +67,17 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
         raise ModelFileError(
             f"{path}: a pickled (torch/Lightning) checkpoint; spiketok never unpickles model files, since "
             f"loading a pickle can run any code. If you trust where it came from, convert it once with "
-            f"`spiketok convert {path} NEW.ckpt --trust` and load NEW.ckpt")
+            f"`spiketok convert {path} NEW.ckpt --trust` and load NEW.ckpt"
+        )
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             info = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncated or foreign bytes
-        raise ModelFileError(f"{path}: not a readable spiketok model file (truncated or damaged? {e}); "
-                             "train it again or ask for a fresh copy") from None
+        raise ModelFileError(
+            f"{path}: not a readable spiketok model file (truncated or damaged? {e}); "
+            "train it again or ask for a fresh copy"
+        ) from None
     if info.get("format") != FORMAT or _META_KEY not in info:
         raise ModelFileError(f"{path}: a safetensors file, but not a spiketok model (no spiketok metadata)")
     meta = ModelFileMeta.from_json(info[_META_KEY], str(path))
@@ -82,8 +88,12 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
 def build_model(tensors: dict[str, torch.Tensor], meta: ModelFileMeta, source: str = "model file") -> POYO:
     """A POYO model (eval mode) from tensors and metadata; `model.hparams` is meta.hparams()."""
     try:
-        model = POYO(ModelConfig.from_dict(meta.model), unit_ids=meta.unit_ids, session_ids=meta.session_ids,
-                     tasks={t: int(d) for t, d in meta.tasks.items()})
+        model = POYO(
+            ModelConfig.from_dict(meta.model),
+            unit_ids=meta.unit_ids,
+            session_ids=meta.session_ids,
+            tasks={t: int(d) for t, d in meta.tasks.items()},
+        )
         state: dict[str, Any] = dict(tensors)
         state["unit_emb._extra_state"] = {"ids": list(meta.unit_ids)}
         state["session_emb._extra_state"] = {"ids": list(meta.session_ids)}

@@ -11,10 +11,9 @@ Used only without autograd; training always recomputes.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import weakref
 
 import torch
 from torch import nn
@@ -44,8 +43,9 @@ class WeightCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[list[tuple[weakref.ref, int]], tuple[torch.Tensor, ...], Any]] = {}
 
-    def get(self, name: str, modules: Iterable[nn.Module], inputs: tuple[torch.Tensor, ...],
-            build: Callable[[], Any]) -> Any:
+    def get(
+        self, name: str, modules: Iterable[nn.Module], inputs: tuple[torch.Tensor, ...], build: Callable[[], Any]
+    ) -> Any:
         """The value stored under `name` if `modules`' weights and `inputs` are what it was built from, else
         `build()` (stored for the next call). Inputs are compared by value: keep them small."""
         params = _params(modules)

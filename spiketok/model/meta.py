@@ -53,15 +53,22 @@ class ModelFileMeta:
     HPARAM_KEYS = ("model", "tasks", "train", "targets", "splits", "adaptations")
 
     @classmethod
-    def from_model(cls, model: "POYO", hparams: dict | None = None, step: int | None = None) -> "ModelFileMeta":
+    def from_model(cls, model: POYO, hparams: dict | None = None, step: int | None = None) -> ModelFileMeta:
         """The metadata of `model`; `hparams` (default model.hparams) supply train, targets, splits, adaptations."""
         hp = dict(hparams if hparams is not None else (getattr(model, "hparams", None) or {}))
-        return cls(model=model.config.to_dict(), tasks={t: model.readouts[t].out_features for t in model.task_names},
-                   unit_ids=list(model.unit_emb.ids), session_ids=list(model.session_emb.ids),
-                   normalization=json.loads(json.dumps(model.normalizer.stats)),
-                   targets=dict(hp.get("targets") or {}), splits=dict(hp.get("splits") or {}),
-                   train=dict(hp.get("train") or {}), adaptations=list(hp.get("adaptations") or []), step=step,
-                   extra={k: v for k, v in hp.items() if k not in cls.HPARAM_KEYS})
+        return cls(
+            model=model.config.to_dict(),
+            tasks={t: model.readouts[t].out_features for t in model.task_names},
+            unit_ids=list(model.unit_emb.ids),
+            session_ids=list(model.session_emb.ids),
+            normalization=json.loads(json.dumps(model.normalizer.stats)),
+            targets=dict(hp.get("targets") or {}),
+            splits=dict(hp.get("splits") or {}),
+            train=dict(hp.get("train") or {}),
+            adaptations=list(hp.get("adaptations") or []),
+            step=step,
+            extra={k: v for k, v in hp.items() if k not in cls.HPARAM_KEYS},
+        )
 
     @property
     def causal(self) -> bool:
@@ -70,14 +77,21 @@ class ModelFileMeta:
 
     def hparams(self) -> dict:
         """The `model.hparams` dict a loaded model carries (what it was trained and adapted with)."""
-        return {"model": dict(self.model), "tasks": dict(self.tasks), "train": self.train, "targets": self.targets,
-                "splits": self.splits, "adaptations": self.adaptations, **self.extra}
+        return {
+            "model": dict(self.model),
+            "tasks": dict(self.tasks),
+            "train": self.train,
+            "targets": self.targets,
+            "splits": self.splits,
+            "adaptations": self.adaptations,
+            **self.extra,
+        }
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str, source: str = "model file") -> "ModelFileMeta":
+    def from_json(cls, text: str, source: str = "model file") -> ModelFileMeta:
         """Parse and check the version: a file from a newer spiketok gets a clear message, not a KeyError."""
         try:
             d = json.loads(text)
@@ -89,9 +103,12 @@ class ModelFileMeta:
             raise ModelFileError(
                 f"{source}: model file format version {d['format_version']} (written by spiketok "
                 f"{d.get('spiketok_version', '?')}) is newer than this spiketok ({_version()}) reads (version "
-                f"{FORMAT_VERSION}); upgrade spiketok (pip install -U spiketok)")
+                f"{FORMAT_VERSION}); upgrade spiketok (pip install -U spiketok)"
+            )
         known = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name in ("model", "tasks", "unit_ids", "session_ids") and f.name not in d]
+        missing = [
+            f.name for f in fields(cls) if f.name in ("model", "tasks", "unit_ids", "session_ids") and f.name not in d
+        ]
         if missing:
             raise ModelFileError(f"{source}: its metadata lacks {missing}; not a complete spiketok model file")
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 
 def _finite(values: Any) -> bool:
-    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                            and math.isfinite(v) for v in values)
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
 
 
 def _str_list(values: Any) -> bool:
@@ -28,26 +29,41 @@ def _str_list(values: Any) -> bool:
 
 
 def _str_dict(values: Any, of: type) -> bool:
-    return isinstance(values, dict) and all(isinstance(k, str) and isinstance(v, of) and not isinstance(v, bool)
-                                            for k, v in values.items())
+    return isinstance(values, dict) and all(
+        isinstance(k, str) and isinstance(v, of) and not isinstance(v, bool) for k, v in values.items()
+    )
 
 
 def _types(meta: ModelFileMeta) -> list[str]:
     """What is of the wrong type (each field of ModelFileMeta has one)."""
     wrong = []
     checks = {
-        "model": isinstance(meta.model, dict), "tasks": _str_dict(meta.tasks, int), "unit_ids": _str_list(meta.unit_ids),
-        "session_ids": _str_list(meta.session_ids), "normalization": isinstance(meta.normalization, dict),
-        "targets": _str_dict(meta.targets, str), "splits": isinstance(meta.splits, dict),
-        "train": isinstance(meta.train, dict), "adaptations": isinstance(meta.adaptations, list)
-        and all(isinstance(a, dict) for a in meta.adaptations), "extra": isinstance(meta.extra, dict),
-        "step": meta.step is None or (isinstance(meta.step, int) and not isinstance(meta.step, bool) and meta.step >= 0),
+        "model": isinstance(meta.model, dict),
+        "tasks": _str_dict(meta.tasks, int),
+        "unit_ids": _str_list(meta.unit_ids),
+        "session_ids": _str_list(meta.session_ids),
+        "normalization": isinstance(meta.normalization, dict),
+        "targets": _str_dict(meta.targets, str),
+        "splits": isinstance(meta.splits, dict),
+        "train": isinstance(meta.train, dict),
+        "adaptations": isinstance(meta.adaptations, list) and all(isinstance(a, dict) for a in meta.adaptations),
+        "extra": isinstance(meta.extra, dict),
+        "step": meta.step is None
+        or (isinstance(meta.step, int) and not isinstance(meta.step, bool) and meta.step >= 0),
     }
-    expected = {"model": "a mapping of settings", "tasks": "a mapping of task name to output size",
-                "unit_ids": "a list of unit ids", "session_ids": "a list of session ids",
-                "normalization": "a mapping session -> task -> mean, std", "targets": "a mapping session -> task",
-                "splits": "a mapping session -> split -> intervals", "train": "a mapping of training settings",
-                "adaptations": "a list of records", "extra": "a mapping", "step": "a whole number >= 0 or null"}
+    expected = {
+        "model": "a mapping of settings",
+        "tasks": "a mapping of task name to output size",
+        "unit_ids": "a list of unit ids",
+        "session_ids": "a list of session ids",
+        "normalization": "a mapping session -> task -> mean, std",
+        "targets": "a mapping session -> task",
+        "splits": "a mapping session -> split -> intervals",
+        "train": "a mapping of training settings",
+        "adaptations": "a list of records",
+        "extra": "a mapping",
+        "step": "a whole number >= 0 or null",
+    }
     for name, ok in checks.items():
         if not ok:
             wrong.append(f"{name} is {type(getattr(meta, name)).__name__}, not {expected[name]}")
@@ -150,5 +166,7 @@ def check_meta(meta: ModelFileMeta, tensors: dict[str, torch.Tensor], source: st
         wrong = _settings(meta) + _vocabularies(meta, tensors) + _normalization(meta) + _splits(meta)
     if wrong:
         more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
-        raise ModelFileError(f"{source}: its metadata is damaged: {'; '.join(wrong[:3])}{more}; train the model again "
-                             "or ask for a fresh copy")
+        raise ModelFileError(
+            f"{source}: its metadata is damaged: {'; '.join(wrong[:3])}{more}; train the model again "
+            "or ask for a fresh copy"
+        )

@@ -83,8 +83,9 @@ def prior_stats(model: POYO, task: str) -> tuple[np.ndarray, np.ndarray] | None:
     return mean, np.sqrt((stds**2 + (means - mean) ** 2).mean(0))
 
 
-def adaptation_stats(model: POYO, session: StoredSession, target: str,
-                     prior_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+def adaptation_stats(
+    model: POYO, session: StoredSession, target: str, prior_seconds: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Statistics (D,) for a new session from its adaptation data (`splits["train"]`), shrunk to the model's.
 
     A few trials give poor estimates (one reach has a large mean velocity in one direction), so the
@@ -134,7 +135,14 @@ def unnormalise(pred: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 def _stat_tables(model: POYO, d: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(n_sessions, n_tasks, d) mean and std tables and the (n_tasks, d) mask of real dims; cached on the model."""
     cache = getattr(model, "_stat_cache", None)
-    key = (len(model.session_emb), tuple(model.task_names), d, str(device), model.normalizer.version, id(model.normalizer))
+    key = (
+        len(model.session_emb),
+        tuple(model.task_names),
+        d,
+        str(device),
+        model.normalizer.version,
+        id(model.normalizer),
+    )
     if cache is not None and cache[0] == key:
         return cache[1]
     tasks = model.task_names

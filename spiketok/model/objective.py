@@ -7,8 +7,11 @@ import math
 import torch
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, dim_mask: torch.Tensor) -> torch.Tensor:
-    """Squared error of pred, target (B, Q, D): mean over real output dims (dim_mask), then weighted mean over queries (weights (B, Q))."""
+def weighted_mse(
+    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, dim_mask: torch.Tensor
+) -> torch.Tensor:
+    """Squared error of pred, target (B, Q, D): mean over real output dims (dim_mask), then weighted mean over
+    queries (weights (B, Q))."""
     err = ((pred.float() - target) ** 2 * dim_mask).sum(-1) / dim_mask.sum(-1).clamp(min=1)
     return (err * weights).sum() / weights.sum().clamp(min=1e-8)
 

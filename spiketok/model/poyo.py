@@ -91,8 +91,9 @@ class POYO(nn.Module):
     def tokenizer(self, window: float | None = None) -> SpikeTokenizer:
         """The tokenizer of this model's latent grid; `window` (s) defaults to the model's context window."""
         c = self.config
-        return SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window if window is None else window,
-                              c.latent_grid)
+        return SpikeTokenizer(
+            c.num_latents_per_step, c.latent_step, c.window if window is None else window, c.latent_grid
+        )
 
     def target_for(self, session_id: str, available: Sequence[str] | None, requested: str | None = None) -> str:
         """The behaviour this model decodes for a session: as trained, else `requested`, else its only task
@@ -140,8 +141,12 @@ class POYO(nn.Module):
         Each distinct (unit, type) pair is embedded and projected once (tokens outnumber them ~10x); in
         inference the table of every pair in the vocabulary is kept between calls (see inference_cache)."""
         if caching_allowed() and self.token_kv_table_floats() <= MAX_CACHED_KV_FLOATS:
-            table = self._cache.get("token_kv", (self.unit_emb, self.token_type_emb, self.encoder.norm_ctx,
-                                                 self.encoder.attn.to_kv), (), self.token_kv_table)
+            table = self._cache.get(
+                "token_kv",
+                (self.unit_emb, self.token_type_emb, self.encoder.norm_ctx, self.encoder.attn.to_kv),
+                (),
+                self.token_kv_table,
+            )
             return F.embedding(units * N_TOKEN_TYPES + types, table)  # a fresh gather: safe to rotate in place
         pairs, row = self._distinct_pairs(units, types)  # (K,), (B, n_tokens)
         return F.embedding(row, self._pair_kv(pairs))  # a row gather, 3x faster than table[row]
@@ -157,8 +162,12 @@ class POYO(nn.Module):
         queries and the processor's rotations: the same for every window of a latent layout (kept in inference)."""
         if not caching_allowed():
             return self._latent_queries(latent_ids, latent_times)
-        return self._cache.get("latents", (self.latent_emb, self.encoder.norm_q, self.encoder.attn.to_q),
-                               (latent_ids, latent_times), lambda: self._latent_queries(latent_ids, latent_times))
+        return self._cache.get(
+            "latents",
+            (self.latent_emb, self.encoder.norm_q, self.encoder.attn.to_q),
+            (latent_ids, latent_times),
+            lambda: self._latent_queries(latent_ids, latent_times),
+        )
 
     def _output_queries(self, sessions: torch.Tensor, times: torch.Tensor) -> OutputQueries:
         queries = self.session_emb(sessions)  # (B, n_queries, dim)
@@ -170,8 +179,12 @@ class POYO(nn.Module):
         rotated queries: the same for every window with the same query times (kept in inference)."""
         if not caching_allowed():
             return self._output_queries(sessions, times)
-        return self._cache.get("outputs", (self.session_emb, self.decoder.norm_q, self.decoder.attn.to_q),
-                               (sessions, times), lambda: self._output_queries(sessions, times))
+        return self._cache.get(
+            "outputs",
+            (self.session_emb, self.decoder.norm_q, self.decoder.attn.to_q),
+            (sessions, times),
+            lambda: self._output_queries(sessions, times),
+        )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Normalised predictions (B, n_queries, max_task_dim) for a padded batch of windows."""

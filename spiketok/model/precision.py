@@ -60,8 +60,9 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
     if precision == "float32":
         return model.eval()
     if next(model.parameters()).device.type != "cpu":
-        raise ValueError(f"precision={precision!r} is a CPU inference path; the model is on "
-                         f"{next(model.parameters()).device}")
+        raise ValueError(
+            f"precision={precision!r} is a CPU inference path; the model is on {next(model.parameters()).device}"
+        )
     out = copy.deepcopy(model).eval()
     if precision == "int8":
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao

@@ -29,7 +29,7 @@ def is_pretrained_name(path: str | Path) -> bool:
 
 def pretrained_path(name: str) -> Path:
     """The model file of pretrained model `name` (with or without the `pretrained:` prefix)."""
-    name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    name = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     name = ALIASES.get(name, name)
     path = FOLDER / f"{name}.safetensors"
     if not path.is_file():

@@ -7,5 +7,12 @@
 from .decoder import LateSpikeError, StreamingDecoder, StreamOrderError
 from .replay import ReplayResult, behavior_at, plot_replay, replay
 
-__all__ = ["StreamingDecoder", "StreamOrderError", "LateSpikeError", "ReplayResult", "replay", "behavior_at",
-           "plot_replay"]
+__all__ = [
+    "StreamingDecoder",
+    "StreamOrderError",
+    "LateSpikeError",
+    "ReplayResult",
+    "replay",
+    "behavior_at",
+    "plot_replay",
+]

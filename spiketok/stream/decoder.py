@@ -61,7 +61,7 @@ class PacketRules:
     def _build_id_table(self) -> None:
         """Sorted string ids (full ids and bare unit names) -> local index, for vectorised lookups."""
         prefix = f"{self.session_id}/"
-        keys = self.unit_ids + [u[len(prefix):] for u in self.unit_ids if u.startswith(prefix)]
+        keys = self.unit_ids + [u[len(prefix) :] for u in self.unit_ids if u.startswith(prefix)]
         local = list(range(self.n_units)) + [i for i, u in enumerate(self.unit_ids) if u.startswith(prefix)]
         if len(set(keys)) < len(keys):  # a bare name equal to another unit's full id: keep full ids only
             keys, local = self.unit_ids, list(range(self.n_units))
@@ -78,12 +78,15 @@ class PacketRules:
         pos = np.clip(np.searchsorted(self._id_keys, ids), 0, len(self._id_keys) - 1)
         bad = self._id_keys[pos] != ids
         if bad.any():
-            raise KeyError(f"{int(bad.sum())} spike(s) from units unknown to this decoder (first: {ids[bad][0]!r}); "
-                           f"session {self.session_id!r} has {self.n_units} units")
+            raise KeyError(
+                f"{int(bad.sum())} spike(s) from units unknown to this decoder (first: {ids[bad][0]!r}); "
+                f"session {self.session_id!r} has {self.n_units} units"
+            )
         return self._id_local[pos]
 
-    def _checked_packet(self, unit_ids: Sequence | np.ndarray,
-                        times: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _checked_packet(
+        self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Local unit indices (n,) and times (n,) of a packet, sorted by time, late spikes dropped (late="drop")
         or refused; None when nothing is left to add."""
         times = np.asarray(times, dtype=np.float64).reshape(-1)
@@ -95,7 +98,9 @@ class PacketRules:
         if ids.dtype.kind in "iu":
             units = ids.astype(np.int64)
             if units.min() < 0 or units.max() >= self.n_units:
-                raise IndexError(f"push: local unit index outside 0..{self.n_units - 1} (got {units.min()}..{units.max()})")
+                raise IndexError(
+                    f"push: local unit index outside 0..{self.n_units - 1} (got {units.min()}..{units.max()})"
+                )
         else:
             units = self.local_index(ids)
         if not np.isfinite(times).all():
@@ -109,7 +114,8 @@ class PacketRules:
                 raise LateSpikeError(
                     f"push: {n_late} spike(s) at t={times[0]:.6f} s and later arrived after a decode at "
                     f"t={self._last_decode:.6f} s already went out without them; push spikes before decoding "
-                    "(or use late='drop')")
+                    "(or use late='drop')"
+                )
             self.n_late += n_late
             times, units = times[n_late:], units[n_late:]
             if len(times) == 0:
@@ -117,7 +123,8 @@ class PacketRules:
         if times[0] < self._last_time:
             raise StreamOrderError(
                 f"push: packet starts at t={times[0]:.6f} s, before the newest spike already pushed "
-                f"(t={self._last_time:.6f} s); packets must arrive in time order")
+                f"(t={self._last_time:.6f} s); packets must arrive in time order"
+            )
         return units, times
 
 
@@ -174,11 +181,15 @@ class StreamingDecoder(PacketRules):
         if self.window <= 0:
             raise ValueError(f"window must be positive, got {self.window}")
         if abs(self.window - c.window) > 1e-9:
-            warnings.warn(f"streaming window {self.window} s differs from the model's {c.window} s window",
-                          stacklevel=2)
+            warnings.warn(
+                f"streaming window {self.window} s differs from the model's {c.window} s window", stacklevel=2
+            )
         if model.meta.train and not model.meta.causal:
-            warnings.warn("this model was trained with outputs throughout its windows (causal=false); streaming reads "
-                          "it out at the window end only: train with causal=true for real-time decoding", stacklevel=2)
+            warnings.warn(
+                "this model was trained with outputs throughout its windows (causal=false); streaming reads "
+                "it out at the window end only: train with causal=true for real-time decoding",
+                stacklevel=2,
+            )
         sess_row = int(model.session_emb.lookup([session_id])[0])  # UnknownIdError: adapt first
         if unit_ids is None:
             prefix = f"{session_id}/"
@@ -198,7 +209,8 @@ class StreamingDecoder(PacketRules):
             raise ValueError(
                 f"incremental=True needs a model with latent_grid='absolute' (this one has {c.latent_grid!r}): with "
                 "latents at window-relative times every latent moves with t, so its score with every spike changes "
-                "at each decode and no partial sum can be reused exactly; train with model.latent_grid=absolute")
+                "at each decode and no partial sum can be reused exactly; train with model.latent_grid=absolute"
+            )
         self.incremental = self._absolute if incremental is None else bool(incremental)
         if self._absolute:
             self._tok.latents(t0=0.0)  # a window that is not a whole number of latent steps: ValueError now
@@ -301,7 +313,7 @@ class StreamingDecoder(PacketRules):
             self._inc.add(times, k[0], v[0])
         else:
             p = self._p
-            self._k[:, p + lo:p + hi], self._v[:, p + lo:p + hi] = k, v
+            self._k[:, p + lo : p + hi], self._v[:, p + lo : p + hi] = k, v
         self._hi = hi
         self._last_time = float(times[-1])
         return n
@@ -326,8 +338,8 @@ class StreamingDecoder(PacketRules):
             shape = (1, p + cap, self._heads, self._head_dim)
             self._k = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self._v = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self._k[:, p:p + live] = k[:, p + lo:p + hi].clone()
-        self._v[:, p:p + live] = v[:, p + lo:p + hi].clone()
+        self._k[:, p : p + live] = k[:, p + lo : p + hi].clone()
+        self._v[:, p : p + live] = v[:, p + lo : p + hi].clone()
 
     @torch.inference_mode()
     def decode(self, t: float) -> np.ndarray:
@@ -339,10 +351,12 @@ class StreamingDecoder(PacketRules):
         """The model's raw (normalised) output (D,) at time t; `decode` maps it to original units."""
         t = float(t)
         if t < self._last_decode:
-            raise StreamOrderError(f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s; "
-                                   "decode times must not decrease (call reset() to start over)")
+            raise StreamOrderError(
+                f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s; "
+                "decode times must not decrease (call reset() to start over)"
+            )
         t0 = t - self.window
-        live = self._times[self._lo:self._hi]
+        live = self._times[self._lo : self._hi]
         a = self._lo + int(np.searchsorted(live, t0, side="left"))
         b = self._lo + int(np.searchsorted(live, t, side="left"))
         m, p, n_u = self.model, self._p, self.n_units
@@ -357,11 +371,11 @@ class StreamingDecoder(PacketRules):
             # START/END tokens go in the n_units*2 slots just before the window's first spike: spikes there are
             # older than t - window and, since decode times never decrease, never needed again.
             s = a  # buffer slot of spike a - 2 * n_units
-            self._k[:, s:s + n_u] = rotate(self._k_start, at_start)
-            self._v[:, s:s + n_u] = rotate(self._v_start, at_start)
-            self._k[:, s + n_u:s + p] = rotate(self._k_end, at_end)
-            self._v[:, s + n_u:s + p] = rotate(self._v_end, at_end)
-            k, v = self._k[:, s:p + b], self._v[:, s:p + b]  # (1, m, H, d) views, already rotated
+            self._k[:, s : s + n_u] = rotate(self._k_start, at_start)
+            self._v[:, s : s + n_u] = rotate(self._v_start, at_start)
+            self._k[:, s + n_u : s + p] = rotate(self._k_end, at_end)
+            self._v[:, s + n_u : s + p] = rotate(self._v_end, at_end)
+            k, v = self._k[:, s : p + b], self._v[:, s : p + b]  # (1, m, H, d) views, already rotated
             # encoder: latent queries rotated by their absolute times, over the window's keys
             lat_rot = m.rotary(self._absolute_latent_times(t0) if self._absolute else self._lat_times + t0)
             lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
@@ -386,6 +400,6 @@ class StreamingDecoder(PacketRules):
 
     def window_spikes(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Buffered spikes in [t - window, t): local unit indices and times relative to t - window (for checks)."""
-        live, units = self._times[self._lo:self._hi], self._units[self._lo:self._hi]
+        live, units = self._times[self._lo : self._hi], self._units[self._lo : self._hi]
         a, b = np.searchsorted(live, [t - self.window, t], side="left")
         return units[a:b].copy(), live[a:b] - (t - self.window)

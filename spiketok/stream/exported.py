@@ -36,7 +36,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise ExportFileError(f"{path}: no such exported model file")
     if not side.is_file():
-        raise ExportFileError(f"{path}: its sidecar {side.name} is missing (`spiketok export` writes both; keep them together)")
+        raise ExportFileError(
+            f"{path}: its sidecar {side.name} is missing (`spiketok export` writes both; keep them together)"
+        )
     try:
         meta = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -45,8 +47,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise ExportFileError(f"{side}: not a spiketok export sidecar (no format {SIDECAR_FORMAT!r})")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > SIDECAR_VERSION:
-        raise ExportFileError(f"{side}: sidecar format version {version!r}; this spiketok reads up to "
-                              f"{SIDECAR_VERSION}: upgrade spiketok")
+        raise ExportFileError(
+            f"{side}: sidecar format version {version!r}; this spiketok reads up to {SIDECAR_VERSION}: upgrade spiketok"
+        )
     return meta
 
 
@@ -59,7 +62,9 @@ class _Graph:
             try:
                 import onnxruntime as ort
             except ImportError:
-                raise ExportFileError("running an ONNX model needs onnxruntime: pip install 'spiketok[export]'") from None
+                raise ExportFileError(
+                    "running an ONNX model needs onnxruntime: pip install 'spiketok[export]'"
+                ) from None
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, int(threads))
             try:
@@ -109,28 +114,49 @@ class ExportedModel:
         if stream:  # exports from before the streaming graphs have none: decode whole windows then
             for key in ("keys", "window"):
                 if not (self.path.parent / stream[key]["file"]).is_file():
-                    raise ExportFileError(f"{self.path}: its streaming graph {stream[key]['file']} is missing "
-                                          "(`spiketok export` writes it beside the model; keep them together)")
+                    raise ExportFileError(
+                        f"{self.path}: its streaming graph {stream[key]['file']} is missing "
+                        "(`spiketok export` writes it beside the model; keep them together)"
+                    )
             self._keys, self._stream = (
-                _Graph(self.path.parent / stream[key]["file"], self.graph, [i["name"] for i in stream[key]["inputs"]],
-                       threads) for key in ("keys", "window"))
+                _Graph(
+                    self.path.parent / stream[key]["file"],
+                    self.graph,
+                    [i["name"] for i in stream[key]["inputs"]],
+                    threads,
+                )
+                for key in ("keys", "window")
+            )
 
     @property
     def has_stream(self) -> bool:
         """Whether the export holds the streaming graphs (keys once per spike, then one graph per decode)."""
         return self._stream is not None
 
-    def run(self, input_units: np.ndarray, input_times: np.ndarray, input_types: np.ndarray,
-            output_times: np.ndarray, session: int, window_start: float | None = None) -> np.ndarray:
+    def run(
+        self,
+        input_units: np.ndarray,
+        input_times: np.ndarray,
+        input_types: np.ndarray,
+        output_times: np.ndarray,
+        session: int,
+        window_start: float | None = None,
+    ) -> np.ndarray:
         """The graph on one window's tokens: behaviour (n_out, D) float32 in the recording's units.
         window_start (session time, s) is needed by graphs whose latents sit on the absolute grid, and only by them."""
-        feeds = [np.ascontiguousarray(input_units, np.int64), np.ascontiguousarray(input_times, np.float64),
-                 np.ascontiguousarray(input_types, np.int64), np.ascontiguousarray(output_times, np.float64),
-                 np.array([session], np.int64)]
+        feeds = [
+            np.ascontiguousarray(input_units, np.int64),
+            np.ascontiguousarray(input_times, np.float64),
+            np.ascontiguousarray(input_types, np.int64),
+            np.ascontiguousarray(output_times, np.float64),
+            np.array([session], np.int64),
+        ]
         if self.absolute:
             if window_start is None:
-                raise ValueError(f"{self.path.name}: this graph's latents sit on the absolute time grid; pass the "
-                                 "window's start in session time (window_start=)")
+                raise ValueError(
+                    f"{self.path.name}: this graph's latents sit on the absolute time grid; pass the "
+                    "window's start in session time (window_start=)"
+                )
             feeds.append(np.array([window_start], np.float64))
         return self._window.run(*feeds)
 
@@ -138,44 +164,59 @@ class ExportedModel:
         """Streaming graph 1: keys (n, keys_width) float32 of tokens at session-clock times (s)."""
         if self._keys is None:
             raise ExportFileError(f"{self.path}: this export has no streaming graphs; export the model again")
-        return self._keys.run(np.ascontiguousarray(units, np.int64), np.ascontiguousarray(types, np.int64),
-                              np.ascontiguousarray(times, np.float64))
+        return self._keys.run(
+            np.ascontiguousarray(units, np.int64),
+            np.ascontiguousarray(types, np.int64),
+            np.ascontiguousarray(times, np.float64),
+        )
 
     def run_keyed(self, keys: np.ndarray, output_times: np.ndarray, session: int, window_start: float) -> np.ndarray:
         """Streaming graph 2: behaviour (n_out, D) from the keys of every token of the window starting at
         window_start (session time, s): its spikes and its units' START/END tokens."""
         if self._stream is None:
             raise ExportFileError(f"{self.path}: this export has no streaming graphs; export the model again")
-        return self._stream.run(np.ascontiguousarray(keys, np.float32), np.ascontiguousarray(output_times, np.float64),
-                                np.array([session], np.int64), np.array([window_start], np.float64))
+        return self._stream.run(
+            np.ascontiguousarray(keys, np.float32),
+            np.ascontiguousarray(output_times, np.float64),
+            np.array([session], np.int64),
+            np.array([window_start], np.float64),
+        )
 
     def unit_rows(self, unit_ids: Sequence[str]) -> np.ndarray:
         """Vocabulary rows (n,) of full unit ids ("<session>/<unit>"); unknown ids raise UnknownIdError."""
         missing = [u for u in unit_ids if u not in self.units]
         if missing:
-            raise UnknownIdError(f"{len(missing)} unit id(s) unknown to this exported model (first: {missing[0]!r}); "
-                                 "adapt the model to that session and export it again")
+            raise UnknownIdError(
+                f"{len(missing)} unit id(s) unknown to this exported model (first: {missing[0]!r}); "
+                "adapt the model to that session and export it again"
+            )
         return np.array([self.units[u] for u in unit_ids], dtype=np.int64)
 
     def session_row(self, session_id: str) -> int:
         if session_id not in self.sessions:
-            raise UnknownIdError(f"session {session_id!r} is unknown to this exported model "
-                                 f"(it knows {len(self.sessions)}); adapt the model to it and export it again")
+            raise UnknownIdError(
+                f"session {session_id!r} is unknown to this exported model "
+                f"(it knows {len(self.sessions)}); adapt the model to it and export it again"
+            )
         if session_id not in self.meta["normalization"]:
-            raise ValueError(f"no normalisation statistics for session {session_id!r}, task {self.target!r} "
-                             "in this export: its outputs would not be in the recording's units")
+            raise ValueError(
+                f"no normalisation statistics for session {session_id!r}, task {self.target!r} "
+                "in this export: its outputs would not be in the recording's units"
+            )
         return self.sessions[session_id]
 
-    def tokenize(self, spike_rows: np.ndarray, spike_times: np.ndarray, unit_rows: np.ndarray,
-                 length: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tokenize(
+        self, spike_rows: np.ndarray, spike_times: np.ndarray, unit_rows: np.ndarray, length: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tokens of one window: spikes (rows, times from the window start), then START (t=0) and END (t=length)
         tokens for each of the session's units `unit_rows`; returns (input_units, input_times, input_types)."""
         length = self.window if length is None else length
         n_s, n_u = len(spike_rows), len(unit_rows)
         units = np.concatenate([spike_rows, unit_rows, unit_rows]).astype(np.int64)
         times = np.concatenate([spike_times, np.zeros(n_u), np.full(n_u, length)]).astype(np.float64)
-        types = np.concatenate([np.full(n_s, self.types["spike"]), np.full(n_u, self.types["start"]),
-                                np.full(n_u, self.types["end"])]).astype(np.int64)
+        types = np.concatenate(
+            [np.full(n_s, self.types["spike"]), np.full(n_u, self.types["start"]), np.full(n_u, self.types["end"])]
+        ).astype(np.int64)
         return units, times, types
 
 
@@ -190,15 +231,25 @@ class ExportedStreamingDecoder(PacketRules):
     per-token work follows the new spikes. Otherwise each decode tokenizes the window and runs the window graph.
     """
 
-    def __init__(self, exported: ExportedModel, session_id: str, unit_ids: Sequence[str] | None = None,
-                 target: str | None = None, late: str = "raise", keyed: bool | None = None, capacity: int = 16384):
+    def __init__(
+        self,
+        exported: ExportedModel,
+        session_id: str,
+        unit_ids: Sequence[str] | None = None,
+        target: str | None = None,
+        late: str = "raise",
+        keyed: bool | None = None,
+        capacity: int = 16384,
+    ):
         if late not in ("raise", "drop"):
             raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
         if target is not None and target != exported.target:
             raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
         if keyed and not exported.has_stream:
-            raise ValueError(f"keyed=True: {exported.path.name} has no streaming graphs (exported by an older "
-                             "spiketok); export the model again")
+            raise ValueError(
+                f"keyed=True: {exported.path.name} has no streaming graphs (exported by an older "
+                "spiketok); export the model again"
+            )
         self.exported, self.session_id, self.late = exported, session_id, late
         self.window, self.target = exported.window, exported.target
         self.keyed = exported.has_stream if keyed is None else bool(keyed)
@@ -206,7 +257,9 @@ class ExportedStreamingDecoder(PacketRules):
         if unit_ids is None:
             unit_ids = [u for u in exported.units if u.startswith(f"{session_id}/")]
             if not unit_ids:
-                raise ValueError(f"the exported model knows session {session_id!r} but none of its units; pass unit_ids")
+                raise ValueError(
+                    f"the exported model knows session {session_id!r} but none of its units; pass unit_ids"
+                )
         self.unit_ids = list(unit_ids)
         self.n_units = len(self.unit_ids)
         self._rows = exported.unit_rows(self.unit_ids)
@@ -248,10 +301,10 @@ class ExportedStreamingDecoder(PacketRules):
         if self._hi + n <= cap:
             return
         live, lo, hi, p = self._hi - self._lo, self._lo, self._hi, self._p
-        times, keys = self._times[lo:hi].copy(), self._keys[p + lo:p + hi].copy()
+        times, keys = self._times[lo:hi].copy(), self._keys[p + lo : p + hi].copy()
         if live + n > cap // 4:  # keep compactions rare: at most one per ~3/4 buffer of new spikes
             self._alloc(max(2 * cap, 4 * (live + n)))
-        self._times[:live], self._keys[p:p + live] = times, keys
+        self._times[:live], self._keys[p : p + live] = times, keys
         self._lo, self._hi = 0, live
 
     def push(self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray) -> int:
@@ -264,7 +317,7 @@ class ExportedStreamingDecoder(PacketRules):
         if self.keyed:
             self._make_room(n)
             lo, hi, p = self._hi, self._hi + n, self._p
-            self._keys[p + lo:p + hi] = self.exported.keys(self._rows[units], np.full(n, self._spike_type), times)
+            self._keys[p + lo : p + hi] = self.exported.keys(self._rows[units], np.full(n, self._spike_type), times)
             self._times[lo:hi] = times
             self._hi = hi
         else:
@@ -279,14 +332,14 @@ class ExportedStreamingDecoder(PacketRules):
             raise StreamOrderError(f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s")
         t0 = t - self.window
         if self.keyed:
-            live = self._times[self._lo:self._hi]
+            live = self._times[self._lo : self._hi]
             a, b = self._lo + np.searchsorted(live, [t0, t], side="left")
             # START/END keys go in the rows just before spike a's: spikes there are older than t0 and, since decode
             # times never decrease, never needed again
             n, p = self.n_units, self._p
             self._edge_times[:n], self._edge_times[n:] = t0, t
-            self._keys[a:a + p] = self.exported.keys(self._edge_units, self._edge_types, self._edge_times)
-            y = self.exported.run_keyed(self._keys[a:p + b], self._out, self._session, t0)[0]
+            self._keys[a : a + p] = self.exported.keys(self._edge_units, self._edge_types, self._edge_times)
+            y = self.exported.run_keyed(self._keys[a : p + b], self._out, self._session, t0)[0]
             self._lo = int(a)
         else:
             a, b = np.searchsorted(self._times, [t0, t], side="left")

@@ -36,7 +36,7 @@ def partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> 
 def merge(parts: list[Partial]) -> torch.Tensor:
     """The attention average (H, N, d) over all keys of stacked partials m, l (P, H, N), o (P, H, N, d), each
     entry of the list holding one or more (P) of them: merged as flash attention merges blocks."""
-    m, l, o = (torch.cat(x) if len(parts) > 1 else x[0] for x in zip(*parts))
+    m, l, o = (torch.cat(x) if len(parts) > 1 else x[0] for x in zip(*parts))  # noqa: E741 (l: the running sum)
     w = torch.exp(m - m.amax(0))  # (P, H, N)
     return (o * w.unsqueeze(-1)).sum(0) / (l * w).sum(0).unsqueeze(-1)
 
@@ -71,11 +71,17 @@ class IncrementalEncoder:
     point g at position g mod ring, so a decode gathers every inside block's partial for its latents at once.
     """
 
-    def __init__(self, q_lat: torch.Tensor, rotary: RotaryTimeEmbedding, step: float, window: float,
-                 block_span: float | None = None):
+    def __init__(
+        self,
+        q_lat: torch.Tensor,
+        rotary: RotaryTimeEmbedding,
+        step: float,
+        window: float,
+        block_span: float | None = None,
+    ):
         self.q_lat, self.rotary, self.step, self.window = q_lat, rotary, float(step), float(window)
         self.n_ids, self.heads, self.head_dim = q_lat.shape
-        self.scale = self.head_dim ** -0.5  # as F.scaled_dot_product_attention
+        self.scale = self.head_dim**-0.5  # as F.scaled_dot_product_attention
         self.n_steps = int(round(self.window / self.step))  # grid points per window
         self.block_span = self.step if block_span is None else float(block_span)
         self.ring = int(np.ceil(self.block_span / self.step)) + 2 * self.n_steps + 5
@@ -86,7 +92,7 @@ class IncrementalEncoder:
         """Partial storage for `slots` blocks; live blocks are copied over, in order, to slots 0, 1, ..."""
         N, like = self.ring * self.n_ids, self.q_lat
         m = like.new_empty(slots, self.heads, N)
-        l, o = torch.empty_like(m), like.new_empty(slots, self.heads, N, self.head_dim)
+        l, o = torch.empty_like(m), like.new_empty(slots, self.heads, N, self.head_dim)  # noqa: E741
         for i, b in enumerate(self.blocks):
             m[i], l[i], o[i] = self.m[b.slot], self.l[b.slot], self.o[b.slot]
             b.slot = i

@@ -56,18 +56,36 @@ class ReplayResult:
         """Numbers for reports and JSON: latencies (ms), R^2, counts."""
         lat = self.latency_ms
         out = {
-            "session": self.session, "target": self.target, "n_decodes": int(len(self.times)), "every_s": self.every,
-            "stream_s": float(len(self.times) * self.every), "wall_s": self.wall_s, "incremental": self.incremental,
-            "latency_ms": {"median": float(np.median(lat)), "p99": float(np.percentile(lat, 99)),
-                           "max": float(lat.max()), "mean": float(lat.mean())} if len(lat) else {},
+            "session": self.session,
+            "target": self.target,
+            "n_decodes": int(len(self.times)),
+            "every_s": self.every,
+            "stream_s": float(len(self.times) * self.every),
+            "wall_s": self.wall_s,
+            "incremental": self.incremental,
+            "latency_ms": {
+                "median": float(np.median(lat)),
+                "p99": float(np.percentile(lat, 99)),
+                "max": float(lat.max()),
+                "mean": float(lat.mean()),
+            }
+            if len(lat)
+            else {},
             "decode_ms": {"median": float(np.median(self.decode_ms)), "p99": float(np.percentile(self.decode_ms, 99))}
-            if len(lat) else {},
+            if len(lat)
+            else {},
             "over_budget": int((lat > 1000 * self.every).sum()),
         }
         if self.y_true is not None:
             r2 = self.r2()
-            out.update({"r2": float(np.nanmean(r2)), "r2_per_dim": [float(v) for v in r2], "dims": self.dims,
-                        "n_scored": int((self.weights > 0).sum())})
+            out.update(
+                {
+                    "r2": float(np.nanmean(r2)),
+                    "r2_per_dim": [float(v) for v in r2],
+                    "dims": self.dims,
+                    "n_scored": int((self.weights > 0).sum()),
+                }
+            )
         return out
 
 
@@ -115,8 +133,9 @@ def replay(
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
     if isinstance(model, POYO):
-        dec = StreamingDecoder(model, session.id, target=target, unit_ids=session.unit_ids, incremental=incremental,
-                               precision=precision)
+        dec = StreamingDecoder(
+            model, session.id, target=target, unit_ids=session.unit_ids, incremental=incremental, precision=precision
+        )
         n_dims = model.readouts[dec.target].out_features
     else:
         from .exported import ExportedStreamingDecoder
@@ -126,17 +145,27 @@ def replay(
     return replay_decoder(dec, n_dims, session, intervals, every, speed, limit, progress)
 
 
-def replay_decoder(dec, n_dims: int, session: SessionLike, intervals: Intervals | None, every: float,
-                   speed: float | None, limit: float | None, progress: bool) -> ReplayResult:
+def replay_decoder(
+    dec,
+    n_dims: int,
+    session: SessionLike,
+    intervals: Intervals | None,
+    every: float,
+    speed: float | None,
+    limit: float | None,
+    progress: bool,
+) -> ReplayResult:
     """`replay` with a ready decoder (anything with StreamingDecoder's reset/push/decode, window and target)."""
     if intervals is None:
         intervals = Intervals([session.start + dec.window], [session.end])
     truth = session.behavior(dec.target) if dec.target in session.behavior_names else None
-    grids = [s + every * np.arange(int(np.ceil((e - s) / every - 1e-9))) for s, e in zip(intervals.start, intervals.end)]
+    grids = [
+        s + every * np.arange(int(np.ceil((e - s) / every - 1e-9))) for s, e in zip(intervals.start, intervals.end)
+    ]
     if limit is not None:
         left, kept = int(round(limit / every)), []
         for g in grids:
-            kept.append(g[:max(left, 0)])
+            kept.append(g[: max(left, 0)])
             left -= len(kept[-1])
         grids = kept
     total = sum(len(g) for g in grids)
@@ -158,12 +187,33 @@ def replay_decoder(dec, n_dims: int, session: SessionLike, intervals: Intervals 
         dims = list(truth.dims)
     else:
         y_true, weights, dims = None, np.zeros(len(times_a), np.float32), [f"{dec.target}_{i}" for i in range(n_dims)]
-    return ReplayResult(session.id, dec.target, dims, times_a, y_pred, y_true, weights, np.array(push_ms),
-                        np.array(decode_ms), every, time.perf_counter() - tic_all, bool(getattr(dec, "incremental", False)))
+    return ReplayResult(
+        session.id,
+        dec.target,
+        dims,
+        times_a,
+        y_pred,
+        y_true,
+        weights,
+        np.array(push_ms),
+        np.array(decode_ms),
+        every,
+        time.perf_counter() - tic_all,
+        bool(getattr(dec, "incremental", False)),
+    )
 
 
-def stream_grids(dec: StreamingDecoder, session: SessionLike, grids: list[np.ndarray],
-                  speed: float | None, bar, times: list, preds: list, push_ms: list, decode_ms: list) -> None:
+def stream_grids(
+    dec: StreamingDecoder,
+    session: SessionLike,
+    grids: list[np.ndarray],
+    speed: float | None,
+    bar,
+    times: list,
+    preds: list,
+    push_ms: list,
+    decode_ms: list,
+) -> None:
     """The replay loop: per interval, warm up (untimed), then push a packet and decode at each grid time."""
     w = dec.window
     for grid in grids:
@@ -173,7 +223,7 @@ def stream_grids(dec: StreamingDecoder, session: SessionLike, grids: list[np.nda
         sp_t, sp_u = win.spike_times + win.t0, win.spike_units.astype(np.int64)
         cut = np.searchsorted(sp_t, grid, side="left")  # packet k: spikes in [grid[k-1], grid[k])
         dec.reset()
-        dec.push(sp_u[:cut[0]], sp_t[:cut[0]])
+        dec.push(sp_u[: cut[0]], sp_t[: cut[0]])
         wall0 = time.perf_counter()
         for k, t in enumerate(grid):
             if speed is not None:
@@ -207,7 +257,9 @@ def plot_replay(result: ReplayResult, path: Path, seconds: float = 30.0) -> Path
     for k in range(dims):
         a = axes[k, 0]
         if result.y_true is not None:
-            a.plot(x, np.where(result.weights[:n] > 0, result.y_true[:n, k], np.nan), color="0.3", lw=1, label="recorded")
+            a.plot(
+                x, np.where(result.weights[:n] > 0, result.y_true[:n, k], np.nan), color="0.3", lw=1, label="recorded"
+            )
         a.plot(x, result.y_pred[:n, k], color="tab:red", lw=1, label="streamed")
         a.set_ylabel(result.dims[k] if k < len(result.dims) else f"dim {k}", fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper right")
@@ -217,8 +269,14 @@ def plot_replay(result: ReplayResult, path: Path, seconds: float = 30.0) -> Path
     top = min(float(lat.max()), 3 * float(np.percentile(lat, 99)))  # a rare hiccup must not squash the histogram
     a.hist(np.minimum(lat, top), bins=60, range=(0, top), color="tab:blue")
     if (lat > top).any():
-        a.text(0.99, 0.5, f"{int((lat > top).sum())} above {top:.1f} ms (max {lat.max():.1f} ms), in the last bin",
-               transform=a.transAxes, ha="right", fontsize=7)
+        a.text(
+            0.99,
+            0.5,
+            f"{int((lat > top).sum())} above {top:.1f} ms (max {lat.max():.1f} ms), in the last bin",
+            transform=a.transAxes,
+            ha="right",
+            fontsize=7,
+        )
     for q, style in ((50, "-"), (99, "--")):
         a.axvline(np.percentile(lat, q), color="k", ls=style, lw=1, label=f"p{q} {np.percentile(lat, q):.2f} ms")
     a.set_xlabel("latency per decode (ms)", fontsize=8)
@@ -233,4 +291,3 @@ def plot_replay(result: ReplayResult, path: Path, seconds: float = 30.0) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-

@@ -74,20 +74,29 @@ class Batch:
         """Number of windows."""
         return self.input_units.shape[0]
 
-    def _map(self, fn) -> "Batch":
+    def _map(self, fn) -> Batch:
         return Batch(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """The batch on `device` (Lightning calls this to move batches, as it does for tensors)."""
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Page-locked copies, for a DataLoader with pin_memory=True."""
         return self._map(lambda t: t.pin_memory())
 
 
-_PADDED = ("input_units", "input_times", "input_types", "latent_ids", "latent_times",
-           "output_times", "output_weights", "output_sessions", "output_tasks")
+_PADDED = (
+    "input_units",
+    "input_times",
+    "input_types",
+    "latent_ids",
+    "latent_times",
+    "output_times",
+    "output_weights",
+    "output_sessions",
+    "output_tasks",
+)
 
 
 def _pad(arrays: list[np.ndarray]) -> torch.Tensor:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..data.windows import WindowSpec
 from ..data.session import Behavior, Window
 from ..data.storage import SessionDataset, StoredSession
+from ..data.windows import WindowSpec
 from .batch import WindowTokens
 from .tokenizer import SpikeTokenizer
 
@@ -38,7 +38,7 @@ class WindowDataset(Dataset):
     seed: int = 0
 
     @classmethod
-    def for_model(cls, model: "POYO", data: SessionDataset, targets: dict[str, str], **kw) -> "WindowDataset":
+    def for_model(cls, model: POYO, data: SessionDataset, targets: dict[str, str], **kw) -> WindowDataset:
         tasks = model.task_names
         return cls(
             data=data,
@@ -66,8 +66,14 @@ class WindowDataset(Dataset):
             n = s.n_units
             k = int(rng.integers(min(self.min_units, n), n + 1))
             keep = np.sort(rng.choice(n, size=k, replace=False))
-        sample = self.tokenizer(w, self.model_units[spec.session], self.session_index[spec.session],
-                                self.task_index[spec.session], target, keep_units=keep)
+        sample = self.tokenizer(
+            w,
+            self.model_units[spec.session],
+            self.session_index[spec.session],
+            self.task_index[spec.session],
+            target,
+            keep_units=keep,
+        )
         return sample
 
 

@@ -10,7 +10,6 @@ from ..data.session import Window
 from .batch import WindowTokens
 from .token_types import TOKEN_END, TOKEN_SPIKE, TOKEN_START
 
-
 LATENT_GRIDS = ("window", "absolute")
 
 
@@ -58,8 +57,10 @@ class SpikeTokenizer:
             if t0 is None:
                 raise ValueError("an absolute latent grid needs the window's start t0 (session time, s)")
             if not is_multiple(length, self.latent_step):
-                raise ValueError(f"an absolute latent grid needs a window ({length} s) that is a whole number of "
-                                 f"latent steps ({self.latent_step} s)")
+                raise ValueError(
+                    f"an absolute latent grid needs a window ({length} s) that is a whole number of "
+                    f"latent steps ({self.latent_step} s)"
+                )
             n_steps = int(round(length / self.latent_step))
             times = grid_times(grid_start(t0, self.latent_step), n_steps, self.latent_step) - t0
         else:
@@ -69,7 +70,11 @@ class SpikeTokenizer:
         return ids.astype(np.int64), np.repeat(times, L).astype(np.float64)
 
     def inputs(
-        self, spike_times: np.ndarray, spike_units: np.ndarray, unit_index: np.ndarray, length: float,
+        self,
+        spike_times: np.ndarray,
+        spike_units: np.ndarray,
+        unit_index: np.ndarray,
+        length: float,
         keep_units: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Input tokens (units, times, types), each (n_tokens,): one per spike plus a START (t=0) and END
@@ -89,7 +94,9 @@ class SpikeTokenizer:
         return (
             unit_index[local].astype(np.int64),
             np.concatenate([spike_times, np.zeros(n_u), np.full(n_u, length)]).astype(np.float64),
-            np.concatenate([np.full(n_s, TOKEN_SPIKE), np.full(n_u, TOKEN_START), np.full(n_u, TOKEN_END)]).astype(np.int64),
+            np.concatenate([np.full(n_s, TOKEN_SPIKE), np.full(n_u, TOKEN_START), np.full(n_u, TOKEN_END)]).astype(
+                np.int64
+            ),
         )
 
     def __call__(
@@ -103,7 +110,9 @@ class SpikeTokenizer:
         output_times: np.ndarray | None = None,
     ) -> WindowTokens:
         """All arrays of one window; outputs at the target's samples (or at `output_times`)."""
-        units, times_in, types = self.inputs(window.spike_times, window.spike_units, unit_index, window.length, keep_units)
+        units, times_in, types = self.inputs(
+            window.spike_times, window.spike_units, unit_index, window.length, keep_units
+        )
         lat_ids, lat_times = self.latents(t0=window.t0)
         if target is not None:
             b = window.behavior[target]
@@ -117,9 +126,14 @@ class SpikeTokenizer:
             values = np.zeros((len(times), 1), np.float32)
             weights = np.zeros(len(times), np.float32)
         return WindowTokens(
-            input_units=units, input_times=times_in, input_types=types,
-            latent_ids=lat_ids, latent_times=lat_times,
-            output_times=times.astype(np.float64), output_values=values, output_weights=weights,
+            input_units=units,
+            input_times=times_in,
+            input_types=types,
+            latent_ids=lat_ids,
+            latent_times=lat_times,
+            output_times=times.astype(np.float64),
+            output_values=values,
+            output_weights=weights,
             output_sessions=np.full(len(times), session_index, dtype=np.int64),
             output_tasks=np.full(len(times), task_index, dtype=np.int64),
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 import signal
 import time
 from pathlib import Path
@@ -135,5 +134,7 @@ class DebugRecord(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items() if torch.is_tensor(v)}
-        torch.save({"global_step": int(trainer.global_step), "world_size": int(trainer.world_size), "state_dict": state},
-                   self.folder / f"final_weights_rank{trainer.global_rank}.pt")
+        torch.save(
+            {"global_step": int(trainer.global_step), "world_size": int(trainer.world_size), "state_dict": state},
+            self.folder / f"final_weights_rank{trainer.global_rank}.pt",
+        )

@@ -64,20 +64,29 @@ def read_pickled_checkpoint(path: str | Path, trusted: bool = False) -> dict:
     except pickle.UnpicklingError as e:
         if not trusted:
             found = _unsafe_globals(path)
-            what = (f"holds objects other than tensors and plain data{found}; spiketok's own checkpoints never do, "
-                    "so it was not written by spiketok or was altered" if found else
-                    f"not a checkpoint of tensors and plain data ({' '.join(str(e).split())[:120]}); the file is "
-                    "damaged, of another kind, or holds other objects")
-            raise ModelFileError(f"{path}: {what}. It was not loaded, since unpickling it could run code; if you "
-                                 "trust it, `spiketok convert --trust` it") from None
+            what = (
+                f"holds objects other than tensors and plain data{found}; spiketok's own checkpoints never do, "
+                "so it was not written by spiketok or was altered"
+                if found
+                else f"not a checkpoint of tensors and plain data ({' '.join(str(e).split())[:120]}); the file is "
+                "damaged, of another kind, or holds other objects"
+            )
+            raise ModelFileError(
+                f"{path}: {what}. It was not loaded, since unpickling it could run code; if you "
+                "trust it, `spiketok convert --trust` it"
+            ) from None
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e2:  # noqa: BLE001 - a damaged file of any kind
-            raise ModelFileError(f"{path}: cannot read it as a torch checkpoint ({type(e2).__name__}: {e2}); "
-                                 "the file is damaged or of another kind") from None
+            raise ModelFileError(
+                f"{path}: cannot read it as a torch checkpoint ({type(e2).__name__}: {e2}); "
+                "the file is damaged or of another kind"
+            ) from None
     except Exception as e:  # truncated zip, foreign bytes, a safetensors file...
-        raise ModelFileError(f"{path}: cannot read it as a torch checkpoint ({type(e).__name__}: {e}); "
-                             "the file is damaged or of another kind") from None
+        raise ModelFileError(
+            f"{path}: cannot read it as a torch checkpoint ({type(e).__name__}: {e}); "
+            "the file is damaged or of another kind"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in (ckpt.get("hyper_parameters") or {}):
         raise ModelFileError(f"{path}: a torch file, but not a spiketok checkpoint (no model settings)")
     return ckpt

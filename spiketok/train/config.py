@@ -39,8 +39,9 @@ def load_config(source: str | Path | None = "tiny", overrides: list[str] | None 
             raise FileNotFoundError(f"config {source!r}: not a file and not a preset ({', '.join(PRESETS)})")
         user = _read_yaml(path.read_text(), f"config {source}") or {}
         if not isinstance(user, dict):
-            raise ConfigError(f"config {source}: a config is a mapping of settings (key: value), not "
-                              f"{type(user).__name__}")
+            raise ConfigError(
+                f"config {source}: a config is a mapping of settings (key: value), not {type(user).__name__}"
+            )
         base = user.pop("base", "tiny")
         if str(base) not in PRESETS:
             raise ConfigError(f"config {source}: base={base} is not allowed: base takes one of {', '.join(PRESETS)}")

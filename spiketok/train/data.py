@@ -26,9 +26,11 @@ def register_sessions(model: POYO, data: SessionDataset, target: str | None, cau
     targets = {}
     for s in data:
         if s.end - s.start < model.config.window:
-            raise DataError(f"{s.path}: the recording spans {s.end - s.start:.3g} s, shorter than one "
-                            f"{model.config.window:g} s context window, so there is no window to learn from; use a "
-                            "longer recording, or a shorter window (e.g. model.window=0.5 model.t_max=1)")
+            raise DataError(
+                f"{s.path}: the recording spans {s.end - s.start:.3g} s, shorter than one "
+                f"{model.config.window:g} s context window, so there is no window to learn from; use a "
+                "longer recording, or a shorter window (e.g. model.window=0.5 model.t_max=1)"
+            )
         t = choose_target(s, target)
         targets[s.id] = t
         model.unit_emb.extend(s.unit_ids)
@@ -50,7 +52,9 @@ def unscored_validation(data: SessionDataset, targets: dict[str, str]) -> list[s
     return empty
 
 
-def eval_windows(data: SessionDataset, split: str, window: float, stride: float, causal: bool = False) -> list[WindowSpec]:
+def eval_windows(
+    data: SessionDataset, split: str, window: float, stride: float, causal: bool = False
+) -> list[WindowSpec]:
     """Sliding (or causal) windows over a split of every session."""
     make = causal_windows if causal else sliding_windows
     specs: list[WindowSpec] = []
@@ -62,15 +66,21 @@ def eval_windows(data: SessionDataset, split: str, window: float, stride: float,
 
 
 def _batches(specs: list[WindowSpec], batch_size: int) -> list[list[WindowSpec]]:
-    return [specs[i:i + batch_size] for i in range(0, len(specs), batch_size)]
+    return [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
 
 
 def train_sampler(data: SessionDataset, window: float, cfg: dict) -> RandomWindowBatchSampler:
     """The sampler of training windows a run with config `cfg` uses (train split of every session)."""
     rates = {s.id: s.n_spikes / max(s.duration, 1e-9) + 2 * s.n_units for s in data}
     intervals = {s.id: s.splits["train"] for s in data}
-    return RandomWindowBatchSampler(intervals, window, int(cfg["batch_size"]), int(cfg["steps_per_epoch"]),
-                                    seed=int(cfg["seed"]), tokens_per_second=rates)
+    return RandomWindowBatchSampler(
+        intervals,
+        window,
+        int(cfg["batch_size"]),
+        int(cfg["steps_per_epoch"]),
+        seed=int(cfg["seed"]),
+        tokens_per_second=rates,
+    )
 
 
 class ResumableLoader(DataLoader):
@@ -130,5 +140,5 @@ class WindowDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
         if world > 1 and len(batches) >= world:  # each rank scores its share; metrics are synced
-            batches = batches[trainer.global_rank::world]
+            batches = batches[trainer.global_rank :: world]
         return DataLoader(self.val_set, batch_sampler=batches, **self._workers())

@@ -19,7 +19,9 @@ def member_dir(out: Path, seed: int) -> Path:
     return Path(out) / "ensemble" / f"seed-{seed}"
 
 
-def train_members(data: SessionDataset, cfg: dict, first: TrainResult, n_models: int, **trainer_kw) -> list[TrainResult]:
+def train_members(
+    data: SessionDataset, cfg: dict, first: TrainResult, n_models: int, **trainer_kw
+) -> list[TrainResult]:
     """Train members 2..n_models after `first`: cfg with every setting first's recipe chose (no pilots again) and
     seed = cfg's seed + 1, + 2, ...; each in member_dir(first.run_dir, seed). Returns their results, in order.
     resume=True continues the members that have a last checkpoint and starts the others."""
@@ -35,6 +37,7 @@ def train_members(data: SessionDataset, cfg: dict, first: TrainResult, n_models:
         member["seed"] = int(cfg.get("seed", 0)) + i
         folder = member_dir(first.run_dir, member["seed"])
         # resuming an ensemble: members that started continue, the others start
-        results.append(train(data, member, folder, resume=resume and (folder / "checkpoints" / "last.ckpt").exists(),
-                             **trainer_kw))
+        results.append(
+            train(data, member, folder, resume=resume and (folder / "checkpoints" / "last.ckpt").exists(), **trainer_kw)
+        )
     return results

@@ -17,8 +17,14 @@ class POYOModule(L.LightningModule):
     def __init__(self, model: POYO, train_config: dict, extra: dict | None = None):
         super().__init__()
         self.model = model
-        self.save_hyperparameters({"model": model.config.to_dict(), "tasks": {t: model.readouts[t].out_features for t in model.task_names},
-                                   "train": train_config, **(extra or {})})
+        self.save_hyperparameters(
+            {
+                "model": model.config.to_dict(),
+                "tasks": {t: model.readouts[t].out_features for t in model.task_names},
+                "train": train_config,
+                **(extra or {}),
+            }
+        )
         self.cfg = train_config
         self._val_sums: torch.Tensor | None = None  # (4, n_sessions, D) sums of the running validation epoch
 
@@ -43,7 +49,7 @@ class POYOModule(L.LightningModule):
         sessions = batch.output_sessions[scored]
         y, err = target[scored], (pred.float() - target)[scored]
         dim_mask = normalised_targets(self.model, batch)[1][scored].float()
-        stats = torch.stack([dim_mask, y * dim_mask, y ** 2 * dim_mask, err ** 2 * dim_mask])  # (4, n, D)
+        stats = torch.stack([dim_mask, y * dim_mask, y**2 * dim_mask, err**2 * dim_mask])  # (4, n, D)
         if self._val_sums is None:
             self._val_sums = stats.new_zeros(4, len(self.model.session_emb), stats.shape[-1])
         self._val_sums.index_add_(1, sessions, stats)
@@ -57,7 +63,7 @@ class POYOModule(L.LightningModule):
             self.log("val_r2", float("nan"))
             return
         n, sy, syy, sse = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        sst = syy - sy ** 2 / n.clamp(min=1)
+        sst = syy - sy**2 / n.clamp(min=1)
         ok = (n > 1) & (sst > 1e-8)
         # every rank holds the same reduced sums, so each logs the same value (early stopping reads it on all);
         # NaN when nothing in the valid split is scored (the checkpoint callback takes NaN as the worst score)
@@ -74,8 +80,12 @@ class POYOModule(L.LightningModule):
                 continue
             (no_decay if p.ndim < 2 or "emb" in name or "norm" in name else decay).append(p)
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": float(self.cfg["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=float(self.cfg["lr"]), betas=(0.9, 0.98),
+            [
+                {"params": decay, "weight_decay": float(self.cfg["weight_decay"])},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=float(self.cfg["lr"]),
+            betas=(0.9, 0.98),
         )
         total, warmup = self.cfg["max_steps"], self.cfg["warmup_steps"]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total))

@@ -53,7 +53,7 @@ class RecipeChoice:
         path.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "RecipeChoice":
+    def load(cls, path: Path) -> RecipeChoice:
         return cls(**json.loads(path.read_text()))
 
     def summary(self) -> list[str]:
@@ -83,8 +83,10 @@ def choose_window(pilots: dict[str, PilotScore]) -> tuple[float, str]:
     warm-up (its best validation R² above 0, better than predicting the mean) and the best beats the default
     window by more than either one's spread; otherwise DEFAULT_WINDOW stands."""
     default = f"{DEFAULT_WINDOW:g}"
-    listing = ", ".join(f"{w} s {'-' if p.best is None else f'{p.best:.3f}'}"
-                        + ("" if p.spread is None else f" (±{p.spread:.3f})") for w, p in pilots.items())
+    listing = ", ".join(
+        f"{w} s {'-' if p.best is None else f'{p.best:.3f}'}" + ("" if p.spread is None else f" (±{p.spread:.3f})")
+        for w, p in pilots.items()
+    )
     if default not in pilots:
         raise ValueError(f"the pilots must include the default {default} s window, got {list(pilots)}")
     scored = {w: p for w, p in pilots.items() if p.best is not None}
@@ -95,15 +97,22 @@ def choose_window(pilots: dict[str, PilotScore]) -> tuple[float, str]:
         return DEFAULT_WINDOW, f"the default, also the pilots' best validation R²: {listing}"
     warming = [w for w in (best, default) if scored[w].best <= 0]
     if warming:
-        return DEFAULT_WINDOW, (f"the default: the {' and '.join(warming)} s pilot{'s are' if len(warming) > 1 else ' is'}"
-                                f" still in warm-up (validation R² at most 0), so the pilots cannot tell ({listing})")
+        return DEFAULT_WINDOW, (
+            f"the default: the {' and '.join(warming)} s pilot{'s are' if len(warming) > 1 else ' is'}"
+            f" still in warm-up (validation R² at most 0), so the pilots cannot tell ({listing})"
+        )
     gain = scored[best].best - scored[default].best
     spread = max(scored[best].spread or 0.0, scored[default].spread or 0.0)
     if gain <= spread:
-        return DEFAULT_WINDOW, (f"the default: the best pilot ({best} s) beats it by {gain:.3f}, within the pilots' "
-                                f"spread of {spread:.3f} at their last check ({listing})")
-    return float(best), f"best validation R² of the pilots by {gain:.3f} over the {default} s default, more than " \
-                        f"their spread of {spread:.3f}: {listing}"
+        return DEFAULT_WINDOW, (
+            f"the default: the best pilot ({best} s) beats it by {gain:.3f}, within the pilots' "
+            f"spread of {spread:.3f} at their last check ({listing})"
+        )
+    return (
+        float(best),
+        f"best validation R² of the pilots by {gain:.3f} over the {default} s default, more than "
+        f"their spread of {spread:.3f}: {listing}",
+    )
 
 
 def is_auto(value) -> bool:
@@ -149,25 +158,44 @@ def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], c
     if is_auto(cfg["batch_size"]):
         tokens = tokens_per_window(data, effective)
         batch = int(np.clip(round(TOKENS_PER_BATCH / tokens), MIN_BATCH, MAX_BATCH))
-        choice.set(cfg, "batch_size", batch, f"about {TOKENS_PER_BATCH:,} input tokens per batch ({tokens:,.0f} per "
-                   f"{effective:.2g} s window), within {MIN_BATCH}-{MAX_BATCH}")
+        choice.set(
+            cfg,
+            "batch_size",
+            batch,
+            f"about {TOKENS_PER_BATCH:,} input tokens per batch ({tokens:,.0f} per "
+            f"{effective:.2g} s window), within {MIN_BATCH}-{MAX_BATCH}",
+        )
     batch = int(cfg["batch_size"])
     if is_auto(cfg["max_steps"]):
         steps = int(np.clip(round(PASSES * seconds / (batch * effective), -2), MIN_STEPS, MAX_STEPS))
-        choice.set(cfg, "max_steps", steps, f"about {PASSES} passes over the {seconds:.0f} s train split "
-                   f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner")
+        choice.set(
+            cfg,
+            "max_steps",
+            steps,
+            f"about {PASSES} passes over the {seconds:.0f} s train split "
+            f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner",
+        )
     steps = int(cfg["max_steps"])
     if is_auto(cfg["steps_per_epoch"]):
         per = int(np.clip(round(CHECK_PASSES * seconds / (batch * effective)), MIN_CHECK_STEPS, MAX_CHECK_STEPS))
-        choice.set(cfg, "steps_per_epoch", per, f"a validation check and checkpoint every {per} steps: at most "
-                   f"{CHECK_PASSES} passes over the train split apart (so early stopping can catch a small data set's "
-                   f"best point), every {MIN_CHECK_STEPS}-{MAX_CHECK_STEPS} steps")
+        choice.set(
+            cfg,
+            "steps_per_epoch",
+            per,
+            f"a validation check and checkpoint every {per} steps: at most "
+            f"{CHECK_PASSES} passes over the train split apart (so early stopping can catch a small data set's "
+            f"best point), every {MIN_CHECK_STEPS}-{MAX_CHECK_STEPS} steps",
+        )
     if is_auto(cfg["warmup_steps"]):
         choice.set(cfg, "warmup_steps", max(10, steps // 20), "5% of the steps")
     if is_auto(cfg.get("patience")):
         epochs = steps / int(cfg["steps_per_epoch"])
-        choice.set(cfg, "patience", int(max(5, round(0.25 * epochs))),
-                   "validation checks without a better validation R² before stopping: a quarter of the run, at least 5")
+        choice.set(
+            cfg,
+            "patience",
+            int(max(5, round(0.25 * epochs))),
+            "validation checks without a better validation R² before stopping: a quarter of the run, at least 5",
+        )
 
 
 def window_candidates(data: SessionDataset) -> list[float]:

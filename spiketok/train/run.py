@@ -23,14 +23,29 @@ from ..data.session import DataError
 from ..data.storage import SessionDataset
 from ..model.config import model_config
 from ..model.poyo import POYO
-from .callbacks import (DebugRecord, EMAWeights, FinalLast, SaveOnInterrupt, SetSamplerEpoch, StopAfterMinutes,
-                        ValidationCurve)
+from .callbacks import (
+    DebugRecord,
+    EMAWeights,
+    FinalLast,
+    SaveOnInterrupt,
+    SetSamplerEpoch,
+    StopAfterMinutes,
+    ValidationCurve,
+)
 from .checkpoint import AtomicCheckpointIO, convert_checkpoint, read_pickled_checkpoint
 from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
 from .module import POYOModule
-from .recipe import (PILOT_FRACTION, PilotScore, RecipeChoice, choose_window, is_auto, longest_train_interval,
-                     resolve_schedule, window_candidates, window_settings)
-
+from .recipe import (
+    PILOT_FRACTION,
+    PilotScore,
+    RecipeChoice,
+    choose_window,
+    is_auto,
+    longest_train_interval,
+    resolve_schedule,
+    window_candidates,
+    window_settings,
+)
 
 DEBUG_ENV = "SPIKETOK_DEBUG_DIR"  # folder: windows each rank draws, each rank's final weights (for tests)
 
@@ -80,9 +95,11 @@ def _check_resume(ckpt_path: Path, ckpt: dict, targets: dict[str, str]) -> int:
     hp = ckpt.get("hyper_parameters", {})
     before = hp.get("targets")
     if before is not None and dict(before) != targets:
-        raise DataError(f"--resume: {ckpt_path} was trained on sessions {sorted(before)} with targets "
-                        f"{sorted(set(before.values()))}; the data given now are {sorted(targets)} with targets "
-                        f"{sorted(set(targets.values()))}. Resume with the same --data and target, or start a new run folder.")
+        raise DataError(
+            f"--resume: {ckpt_path} was trained on sessions {sorted(before)} with targets "
+            f"{sorted(set(before.values()))}; the data given now are {sorted(targets)} with targets "
+            f"{sorted(set(targets.values()))}. Resume with the same --data and target, or start a new run folder."
+        )
     return int(ckpt.get("global_step", 0))
 
 
@@ -124,8 +141,10 @@ def _merge_csv_log(run_dir: Path) -> None:
 
 
 def _split_spec(data: SessionDataset) -> dict:
-    return {s.id: {name: [[float(a), float(b)] for a, b in zip(iv.start, iv.end)] for name, iv in s.splits.items()}
-            for s in data}
+    return {
+        s.id: {name: [[float(a), float(b)] for a, b in zip(iv.start, iv.end)] for name, iv in s.splits.items()}
+        for s in data
+    }
 
 
 def _last_checkpoint(run_dir: Path) -> Path | None:
@@ -139,8 +158,15 @@ START_CHECKPOINT = "start.ckpt"  # a run from a given model (--init): that model
 def _score_start(module: POYOModule, dm: WindowDataModule, run_dir: Path, accelerator: str) -> None:
     """Validate the starting model as training validates, and keep it (checkpoints/start.ckpt, its val_r2 in
     start.json) so that model.ckpt is never worse on validation than where training began."""
-    scorer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=run_dir)
+    scorer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
     metrics = scorer.validate(module, datamodule=dm, verbose=False)[0]
     score = float(metrics.get("val_r2", float("nan")))
     if rank_zero_only.rank == 0:
@@ -185,11 +211,14 @@ def train(
     if resume and ckpt_path is None:
         raise FileNotFoundError(f"--resume: no {run_dir}/checkpoints/last.ckpt to resume from")
     if not resume and rank_zero_only.rank == 0 and list((run_dir / "checkpoints").glob("*.ckpt")):
-        raise FileExistsError(f"{run_dir} already holds a run (checkpoints/); continue it with --resume "
-                              "or train into a new folder")
+        raise FileExistsError(
+            f"{run_dir} already holds a run (checkpoints/); continue it with --resume or train into a new folder"
+        )
     # read before anything is written: tensors and plain data only (weights_only), damaged or crafted: ModelFileError
     resume_state = read_pickled_checkpoint(ckpt_path) if ckpt_path is not None else None
-    trainer_kw = dict(devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress, strategy=strategy)
+    trainer_kw = dict(
+        devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress, strategy=strategy
+    )
     cfg, recipe = resolve_recipe(data, cfg, run_dir, trainer_kw)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     model, targets = build_model(cfg, data, init)
@@ -200,30 +229,53 @@ def train(
             for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # from a process killed while saving
                 partial.unlink(missing_ok=True)
     module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data), "recipe": recipe.to_dict()})
-    train_set = WindowDataset.for_model(model, data, targets, unit_dropout=bool(cfg["unit_dropout"]),
-                                        min_units=int(cfg["min_units"]), causal=bool(cfg["causal"]), seed=cfg["seed"])
+    train_set = WindowDataset.for_model(
+        model,
+        data,
+        targets,
+        unit_dropout=bool(cfg["unit_dropout"]),
+        min_units=int(cfg["min_units"]),
+        causal=bool(cfg["causal"]),
+        seed=cfg["seed"],
+    )
     val_set = WindowDataset.for_model(model, data, targets, causal=bool(cfg["causal"]))
     dm = WindowDataModule(train_set, val_set, cfg)
     window = model.config.window
     spikes_per_window = sum(s.n_spikes for s in data) / max(sum(s.duration for s in data), 1e-9) * window
     if spikes_per_window < 30 and "model.window" not in recipe.settings:  # a window the user set
-        rank_zero_warn(f"only {spikes_per_window:.0f} spikes per {window:g} s window on average: too few to decode "
-                       "from; a longer context often helps (leave model.window at auto to let short pilot runs "
-                       "choose it on validation R²)")
+        rank_zero_warn(
+            f"only {spikes_per_window:.0f} spikes per {window:g} s window on average: too few to decode "
+            "from; a longer context often helps (leave model.window at auto to let short pilot runs "
+            "choose it on validation R²)"
+        )
     for sid in unscored_validation(data, targets):
-        rank_zero_warn(f"session {sid}: its valid split holds no {targets[sid]!r} sample with weight > 0 (all left "
-                       "out, e.g. by prepare --keep-moving), so it adds nothing to val_loss and cannot guide the "
-                       "choice of the best checkpoint; prepare it again with another --split-seed")
+        rank_zero_warn(
+            f"session {sid}: its valid split holds no {targets[sid]!r} sample with weight > 0 (all left "
+            "out, e.g. by prepare --keep-moving), so it adds nothing to val_loss and cannot guide the "
+            "choice of the best checkpoint; prepare it again with another --split-seed"
+        )
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = cfg.get("precision", "auto")
     if precision == "auto":
         precision = "bf16-mixed" if gpu else "32-true"
     # best by validation R² (becomes model.ckpt), and last.ckpt rewritten every epoch (for --resume)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}",
-                                 auto_insert_metric_name=False, save_top_k=1, monitor="val_r2", mode="max",
-                                 every_n_epochs=1)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                           every_n_epochs=1, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-epoch{epoch:03d}-step{step}",
+        auto_insert_metric_name=False,
+        save_top_k=1,
+        monitor="val_r2",
+        mode="max",
+        every_n_epochs=1,
+    )
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     interrupt = SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
     callbacks = [checkpoint, last, interrupt, FinalLast(interrupt.path), SetSamplerEpoch(), *(callbacks or [])]
     if os.environ.get(DEBUG_ENV):
@@ -233,24 +285,44 @@ def train(
         callbacks.append(StopAfterMinutes(float(cfg["max_minutes"])))
     n_processes = max(_n_processes(devices, num_nodes, accelerator), int(os.environ.get("WORLD_SIZE", "1")))
     if cfg.get("ema") and n_processes > 1:  # measured: ranks' weights drifted apart by 1e-4 (2-process gloo test)
-        rank_zero_warn("ema: weight averaging is not used with several training processes (DDP); set ema=null to "
-                       "silence this")
+        rank_zero_warn(
+            "ema: weight averaging is not used with several training processes (DDP); set ema=null to silence this"
+        )
     elif cfg.get("ema"):
         callbacks.append(EMAWeights(float(cfg["ema"]), int(cfg["warmup_steps"])))
     if cfg.get("patience"):  # stop when validation R² has not improved for `patience` checks
-        callbacks.append(EarlyStopping(monitor="val_r2", mode="max", patience=int(cfg["patience"]), check_finite=False,
-                                       strict=False, check_on_train_epoch_end=False))
+        callbacks.append(
+            EarlyStopping(
+                monitor="val_r2",
+                mode="max",
+                patience=int(cfg["patience"]),
+                check_finite=False,
+                strict=False,
+                check_on_train_epoch_end=False,
+            )
+        )
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     strategy = _strategy(strategy, len(model.task_names), n_processes)
     trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision, strategy=strategy,
-        max_steps=cfg["max_steps"], gradient_clip_val=cfg["grad_clip"], callbacks=callbacks,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,
+        strategy=strategy,
+        max_steps=cfg["max_steps"],
+        gradient_clip_val=cfg["grad_clip"],
+        callbacks=callbacks,
         logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
-        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_progress_bar=progress,
-        enable_model_summary=False, log_every_n_steps=max(1, min(10, int(cfg["steps_per_epoch"]))),
-        check_val_every_n_epoch=1, num_sanity_val_steps=0,
-        deterministic=False, default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, int(cfg["steps_per_epoch"]))),
+        check_val_every_n_epoch=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        default_root_dir=run_dir,
     )
     t0 = time.monotonic()
     single = _n_processes(devices, num_nodes, accelerator) == 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
@@ -268,15 +340,18 @@ def train(
     best_score = float(score) if score is not None and torch.isfinite(score) else None
     start = _start_score(run_dir)
     if start is not None and (best_score is None or start > best_score):  # training never beat its start
-        rank_zero_info(f"validation R² {start:.3f} of the starting model is better than any training step's "
-                       f"({'n/a' if best_score is None else f'{best_score:.3f}'}): model.ckpt is the starting model")
+        rank_zero_info(
+            f"validation R² {start:.3f} of the starting model is better than any training step's "
+            f"({'n/a' if best_score is None else f'{best_score:.3f}'}): model.ckpt is the starting model"
+        )
         best, best_score = run_dir / "checkpoints" / START_CHECKPOINT, start
     final = run_dir / "model.ckpt"
     if trainer.is_global_zero:
         _merge_csv_log(run_dir)
         convert_checkpoint(best, final)  # the shareable product: a data-only model file (spiketok.model.file)
-    return TrainResult(final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank),
-                       best_score, recipe)
+    return TrainResult(
+        final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank), best_score, recipe
+    )
 
 
 def resolve_recipe(data: SessionDataset, cfg: dict, run_dir: Path, trainer_kw: dict) -> tuple[dict, RecipeChoice]:
@@ -296,9 +371,15 @@ def resolve_recipe(data: SessionDataset, cfg: dict, run_dir: Path, trainer_kw: d
     candidates = window_candidates(data)
     if is_auto(cfg["model"].get("window")) and len(candidates) == 1:  # nothing to compare: no pilot
         for key, value in window_settings(candidates[0]).items():
-            choice.set(cfg, key, value, f"the only candidate: every training interval is at most "
-                       f"{longest_train_interval(data):.3g} s long, so a longer window adds nothing" if key == "model.window"
-                       else f"follows the {candidates[0]:g} s window")
+            choice.set(
+                cfg,
+                key,
+                value,
+                f"the only candidate: every training interval is at most "
+                f"{longest_train_interval(data):.3g} s long, so a longer window adds nothing"
+                if key == "model.window"
+                else f"follows the {candidates[0]:g} s window",
+            )
     elif is_auto(cfg["model"].get("window")):
         pilots = pilot_windows(data, cfg, run_dir / "pilots", trainer_kw)
         choice.pilots = {w: p.best for w, p in pilots.items()}
@@ -328,13 +409,19 @@ def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dic
             RecipeChoice().set(pilot, key, value, "")
         resolve_schedule(pilot, data, {s.id: choose_target(s, cfg.get("target")) for s in data}, RecipeChoice())
         steps = max(1, int(int(pilot["max_steps"]) * PILOT_FRACTION))
-        pilot.update(max_steps=steps, warmup_steps=min(int(pilot["warmup_steps"]), max(1, steps // 10)),
-                     steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)), patience=None,
-                     ema=None)  # a moving average lags too far behind in a run this short
+        pilot.update(
+            max_steps=steps,
+            warmup_steps=min(int(pilot["warmup_steps"]), max(1, steps // 10)),
+            steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)),
+            patience=None,
+            ema=None,
+        )  # a moving average lags too far behind in a run this short
         rank_zero_info(f"pilot: {window:g} s window, {steps} steps")
         curve = ValidationCurve()
         result = train(data, pilot, run, callbacks=[curve], **trainer_kw)
         scores[f"{window:g}"] = score = PilotScore(tuple(curve.curve))
         if rank_zero_only.rank == 0:
-            done.write_text(json.dumps({"val_r2": score.best, "val_r2_curve": list(score.curve), "steps": result.steps}))
+            done.write_text(
+                json.dumps({"val_r2": score.best, "val_r2_curve": list(score.curve), "steps": result.steps})
+            )
     return scores

@@ -21,17 +21,26 @@ from .config import load_config
 from .run import train
 
 
-def train_scratch(model: POYO, view: StoredSession, target: str, cfg: AdaptConfig, seed: int,
-                  progress: bool) -> tuple[POYO, StageResult]:
+def train_scratch(
+    model: POYO, view: StoredSession, target: str, cfg: AdaptConfig, seed: int, progress: bool
+) -> tuple[POYO, StageResult]:
     """A fresh model of `model`'s size trained on the adaptation data as `spiketok train` would: the
     recipe's batch size and steps, early stopping on the held-out part (none held out: the last step).
 
     This is the fair comparison for unit identification: scratch gets enough steps to converge.
     """
     train_cfg = copy.deepcopy(pretrained_setting(model, "__all__", None) or load_config("tiny"))
-    train_cfg.update(model=model.config.to_dict(), target=target, seed=seed, max_minutes=None, init=None,
-                     batch_size="auto", max_steps=cfg.scratch_max_steps or "auto", warmup_steps="auto",
-                     patience="auto")
+    train_cfg.update(
+        model=model.config.to_dict(),
+        target=target,
+        seed=seed,
+        max_minutes=None,
+        init=None,
+        batch_size="auto",
+        max_steps=cfg.scratch_max_steps or "auto",
+        warmup_steps="auto",
+        patience="auto",
+    )
     if cfg.lr_scratch is not None:
         train_cfg["lr"] = float(cfg.lr_scratch)
     if cfg.weight_decay is not None:
@@ -39,9 +48,15 @@ def train_scratch(model: POYO, view: StoredSession, target: str, cfg: AdaptConfi
     if cfg.unit_dropout is not None:
         train_cfg["unit_dropout"] = bool(cfg.unit_dropout)
     with tempfile.TemporaryDirectory(prefix="spiketok-scratch-") as tmp:
-        result = train(single_session_dataset(view), train_cfg, Path(tmp) / "run", progress=progress,
-                       accelerator="cpu" if next(model.parameters()).device.type == "cpu" else "auto")
+        result = train(
+            single_session_dataset(view),
+            train_cfg,
+            Path(tmp) / "run",
+            progress=progress,
+            accelerator="cpu" if next(model.parameters()).device.type == "cpu" else "auto",
+        )
         new = load_model_file(result.checkpoint)
-    stage = StageResult("scratch", result.steps, result.steps, None, result.steps < int(new.meta.train["max_steps"]),
-                        result.seconds)
+    stage = StageResult(
+        "scratch", result.steps, result.steps, None, result.steps < int(new.meta.train["max_steps"]), result.seconds
+    )
     return new, stage

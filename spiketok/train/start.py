@@ -46,8 +46,15 @@ def why_not_shipped(cfg: dict, ensemble: int = 1) -> str | None:
     return None
 
 
-def train_with_start(data: SessionDataset, cfg: dict, run_dir: str | Path, init: str | Path | None = None,
-                     resume: bool = False, ensemble: int = 1, **trainer_kw) -> TrainResult:
+def train_with_start(
+    data: SessionDataset,
+    cfg: dict,
+    run_dir: str | Path,
+    init: str | Path | None = None,
+    resume: bool = False,
+    ensemble: int = 1,
+    **trainer_kw,
+) -> TrainResult:
     """Train on `data` from the start that `init` (a model file or pretrained:NAME) or cfg's `init` names."""
     run_dir, cfg = Path(run_dir), copy.deepcopy(cfg)
     start = str(init) if init is not None else cfg.get("init", None)
@@ -72,22 +79,47 @@ def _arm(run_dir: Path, arm: str, resume: bool, fit) -> TrainResult:
     score = sub / "score.json"
     if resume and score.exists():
         done = json.loads(score.read_text())
-        return TrainResult(Path(done["checkpoint"]), Path(done["run_dir"]), int(done["steps"]), 0.0, 0,
-                           done["val_r2"], RecipeChoice(**done["recipe"]))
+        return TrainResult(
+            Path(done["checkpoint"]),
+            Path(done["run_dir"]),
+            int(done["steps"]),
+            0.0,
+            0,
+            done["val_r2"],
+            RecipeChoice(**done["recipe"]),
+        )
     result = fit(sub, resume)
     if rank_zero_only.rank == 0:
-        score.write_text(json.dumps({"checkpoint": str(result.checkpoint), "run_dir": str(result.run_dir),
-                                     "steps": result.steps, "val_r2": result.best_score,
-                                     "recipe": (result.recipe or RecipeChoice()).to_dict()}))
+        score.write_text(
+            json.dumps(
+                {
+                    "checkpoint": str(result.checkpoint),
+                    "run_dir": str(result.run_dir),
+                    "steps": result.steps,
+                    "val_r2": result.best_score,
+                    "recipe": (result.recipe or RecipeChoice()).to_dict(),
+                }
+            )
+        )
     return result
 
 
 def _both_starts(data: SessionDataset, cfg: dict, run_dir: Path, resume: bool, trainer_kw: dict) -> TrainResult:
     shipped = PREFIX + DEFAULT
-    scratch = _arm(run_dir, "scratch", resume, lambda sub, r: train(
-        data, cfg, sub, resume=r and (sub / "checkpoints" / "last.ckpt").exists(), **trainer_kw))
-    pretrained = _arm(run_dir, "pretrained", resume, lambda sub, r: train_from_pretrained(
-        load_model_file(shipped), data, {**cfg, "init": shipped}, sub, resume=r, **trainer_kw))
+    scratch = _arm(
+        run_dir,
+        "scratch",
+        resume,
+        lambda sub, r: train(data, cfg, sub, resume=r and (sub / "checkpoints" / "last.ckpt").exists(), **trainer_kw),
+    )
+    pretrained = _arm(
+        run_dir,
+        "pretrained",
+        resume,
+        lambda sub, r: train_from_pretrained(
+            load_model_file(shipped), data, {**cfg, "init": shipped}, sub, resume=r, **trainer_kw
+        ),
+    )
     scores = {"scratch": scratch.best_score, "pretrained": pretrained.best_score}
     ranked = {arm: float("-inf") if s is None else s for arm, s in scores.items()}
     kept = "pretrained" if ranked["pretrained"] > ranked["scratch"] else "scratch"
@@ -96,9 +128,11 @@ def _both_starts(data: SessionDataset, cfg: dict, run_dir: Path, resume: bool, t
     margin = ranked["pretrained"] - ranked["scratch"]
     recipe = copy.deepcopy(best.recipe or RecipeChoice())
     recipe.settings["init"] = shipped if kept == "pretrained" else "none"
-    recipe.reasons["init"] = (f"validation R² {shown['pretrained']} starting from {shipped}, {shown['scratch']} from "
-                              f"scratch ({margin:+.3f}): kept {'the shipped start' if kept == 'pretrained' else 'scratch'}"
-                              f" (RUN/{kept}/; init=none or init=PATH to choose yourself)")
+    recipe.reasons["init"] = (
+        f"validation R² {shown['pretrained']} starting from {shipped}, {shown['scratch']} from "
+        f"scratch ({margin:+.3f}): kept {'the shipped start' if kept == 'pretrained' else 'scratch'}"
+        f" (RUN/{kept}/; init=none or init=PATH to choose yourself)"
+    )
     final = run_dir / "model.ckpt"
     if rank_zero_only.rank == 0:
         tensors, meta = read_model_file(best.checkpoint)
@@ -107,5 +141,12 @@ def _both_starts(data: SessionDataset, cfg: dict, run_dir: Path, resume: bool, t
         save_model_file(build_model(tensors, meta, str(best.checkpoint)), final, meta)
         recipe.save(run_dir / "recipe.json")
         (run_dir / CHOICE_FILE).write_text(json.dumps({"kept": kept, "val_r2": scores, "start": shipped}, indent=2))
-    return TrainResult(final, best.run_dir, scratch.steps + pretrained.steps, scratch.seconds + pretrained.seconds,
-                       best.rank, best.best_score, recipe)
+    return TrainResult(
+        final,
+        best.run_dir,
+        scratch.steps + pretrained.steps,
+        scratch.seconds + pretrained.seconds,
+        best.rank,
+        best.best_score,
+        recipe,
+    )

@@ -67,20 +67,30 @@ def _val_loss(model: POYO) -> float:
     return float("inf") if loss is None else float(loss)
 
 
-def identify_units(pretrained: POYO, session, target: str | None, restarts: int, config: AdaptConfig,
-                   progress: bool) -> tuple[POYO, dict]:
+def identify_units(
+    pretrained: POYO, session, target: str | None, restarts: int, config: AdaptConfig, progress: bool
+) -> tuple[POYO, dict]:
     """Unit identification of one new session from `restarts` random starts (adapt seeds 0..restarts-1);
     the model with the lowest validation loss, and a record {"val_loss": [...], "kept": seed}."""
-    runs = [adapt(pretrained, session, mode="unit-id", target=target, seed=seed, config=config, progress=progress)
-            for seed in range(restarts)]
+    runs = [
+        adapt(pretrained, session, mode="unit-id", target=target, seed=seed, config=config, progress=progress)
+        for seed in range(restarts)
+    ]
     losses = [_val_loss(m) for m in runs]
     kept = min(range(restarts), key=lambda i: (losses[i], i))
     return runs[kept], {"val_loss": [None if v == float("inf") else v for v in losses], "kept": kept}
 
 
-def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run_dir: str | Path,
-                          unit_id: AdaptConfig | None = None, progress: bool = True, resume: bool = False,
-                          **trainer_kw) -> TrainResult:
+def train_from_pretrained(
+    pretrained: POYO,
+    data: SessionDataset,
+    cfg: dict,
+    run_dir: str | Path,
+    unit_id: AdaptConfig | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    **trainer_kw,
+) -> TrainResult:
     """Unit identification of every new session of `data`, then full training from the result.
 
     The model's size and context window are the pretrained model's (any `model.*` setting in cfg is
@@ -98,8 +108,9 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
         model, identified = copy.deepcopy(pretrained), {}  # the caller's model is left as it was
     new = [s for s in data if s.id not in model.session_emb.index]
     for session in new:
-        model, identified[session.id] = identify_units(model, session, cfg.get("target"), restarts,
-                                                       unit_id or AdaptConfig(), progress)
+        model, identified[session.id] = identify_units(
+            model, session, cfg.get("target"), restarts, unit_id or AdaptConfig(), progress
+        )
     if new and rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_model(model, saved)
@@ -120,14 +131,22 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
         done = resume and (sub / "model.ckpt").exists() and (sub / "score.json").exists()
         if done:  # finished before the interruption: read back, do not repeat
             score = json.loads((sub / "score.json").read_text())
-            results[factor] = TrainResult(sub / "model.ckpt", sub, int(score["steps"]), 0.0, 0, score["val_r2"],
-                                          RecipeChoice.load(sub / "recipe.json"))
+            results[factor] = TrainResult(
+                sub / "model.ckpt",
+                sub,
+                int(score["steps"]),
+                0.0,
+                0,
+                score["val_r2"],
+                RecipeChoice.load(sub / "recipe.json"),
+            )
             continue
         sub_resume = resume and (sub / "checkpoints" / "last.ckpt").exists()
         results[factor] = train(data, run_cfg, sub, init=start, progress=progress, resume=sub_resume, **trainer_kw)
         if rank_zero_only.rank == 0:
-            (sub / "score.json").write_text(json.dumps({"val_r2": results[factor].best_score,
-                                                        "steps": results[factor].steps}))
+            (sub / "score.json").write_text(
+                json.dumps({"val_r2": results[factor].best_score, "steps": results[factor].steps})
+            )
     scored = {f: r.best_score for f, r in results.items()}
     chosen = max(factors, key=lambda f: (-float("inf") if scored[f] is None else scored[f], -f))
     best = results[chosen]
@@ -135,11 +154,15 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
     if len(factors) > 1:  # chosen from the data, not given: the summary lists it with the recipe's choices
         recipe.settings["init_lr_factor"] = chosen
         recipe.reasons["init_lr_factor"] = "best validation R² of fine-tuning at " + ", ".join(
-            f"{f:g} x lr {'-' if scored[f] is None else f'{scored[f]:.3f}'}" for f in factors)
+            f"{f:g} x lr {'-' if scored[f] is None else f'{scored[f]:.3f}'}" for f in factors
+        )
     if restarts > 1 and identified:
         recipe.settings["init_unit_id_restarts"] = restarts
-        recipe.reasons["init_unit_id_restarts"] = "unit identification kept, per new session, the start with the " \
-            "lowest validation loss: " + "; ".join(f"{sid} start {r['kept']} of {restarts}" for sid, r in identified.items())
+        recipe.reasons["init_unit_id_restarts"] = (
+            "unit identification kept, per new session, the start with the "
+            "lowest validation loss: "
+            + "; ".join(f"{sid} start {r['kept']} of {restarts}" for sid, r in identified.items())
+        )
     final = run_dir / "model.ckpt"
     if rank_zero_only.rank == 0:
         tensors, meta = read_model_file(best.checkpoint)  # the kept run's model, with the choice in its metadata
@@ -147,8 +170,23 @@ def train_from_pretrained(pretrained: POYO, data: SessionDataset, cfg: dict, run
         meta.train["init_lr_factor"] = chosen
         save_model_file(build_model(tensors, meta, str(best.checkpoint)), final, meta)
         recipe.save(run_dir / "recipe.json")
-        (run_dir / CHOICE_FILE).write_text(json.dumps({
-            "chosen": run_name(chosen), "lr": base_lr * chosen,
-            "val_r2": {run_name(f): scored[f] for f in factors}, "unit_id": identified}, indent=2))
-    return TrainResult(final, best.run_dir, sum(r.steps for r in results.values()),
-                       sum(r.seconds for r in results.values()), best.rank, best.best_score, recipe)
+        (run_dir / CHOICE_FILE).write_text(
+            json.dumps(
+                {
+                    "chosen": run_name(chosen),
+                    "lr": base_lr * chosen,
+                    "val_r2": {run_name(f): scored[f] for f in factors},
+                    "unit_id": identified,
+                },
+                indent=2,
+            )
+        )
+    return TrainResult(
+        final,
+        best.run_dir,
+        sum(r.steps for r in results.values()),
+        sum(r.seconds for r in results.values()),
+        best.rank,
+        best.best_score,
+        recipe,
+    )

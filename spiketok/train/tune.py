@@ -33,8 +33,17 @@ from .tune_space import METRIC, base_params, current_values, suggest, with_value
 
 STUDY = "spiketok-tune"
 DEFAULT_SHARES = 10  # without --trials, each trial gets 1/10 of the budget (more trials run if they end early)
-__all__ = ["STUDY", "TuneError", "TuneResult", "TrialRow", "base_params", "format_values", "open_study", "tune",
-           "with_values"]
+__all__ = [
+    "STUDY",
+    "TuneError",
+    "TuneResult",
+    "TrialRow",
+    "base_params",
+    "format_values",
+    "open_study",
+    "tune",
+    "with_values",
+]
 
 
 class TuneError(RuntimeError):
@@ -63,6 +72,7 @@ class ReportValR2(Callback):
 
 
 # --- the search -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class TuneResult:
@@ -118,14 +128,16 @@ def open_study(run_dir: Path, data: SessionDataset, base: dict, startup_trials: 
         before = probe.user_attrs.get("spec")
         if before is not None and before != spec:
             what = "sessions" if before["sessions"] != spec["sessions"] else "base config (--config and key=value)"
-            raise TuneError(f"{run_dir} holds a study of other {what}; resume with the same --data, --config and "
-                            "overrides, or tune into a new folder")
+            raise TuneError(
+                f"{run_dir} holds a study of other {what}; resume with the same --data, --config and "
+                "overrides, or tune into a new folder"
+            )
     n_before = len(probe.trials) if probe is not None else 0
-    sampler = optuna.samplers.TPESampler(seed=int(base["seed"]) + n_before, multivariate=True,
-                                         n_startup_trials=5)
+    sampler = optuna.samplers.TPESampler(seed=int(base["seed"]) + n_before, multivariate=True, n_startup_trials=5)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_steps)
-    study = optuna.create_study(storage=storage, study_name=STUDY, direction="maximize", sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=STUDY, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+    )
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)  # one tune process per folder: these were killed
     if probe is None:
@@ -163,9 +175,9 @@ def tune(
     Each trial gets budget/trials minutes (budget/10 without `trials`) as its max_minutes and the base
     config's max_steps; no trial starts once the budget is spent, and at most `trials` run. The median
     pruner stops a trial whose val_r2 falls below the median of earlier trials at the same step (after
-    `startup_trials` finished trials, from the second validation and a fifth of max_steps on). `enqueue`: Optuna parameters to try first
-    (names of `search_space`). Writes optuna.db, best.yaml, search.png, trials.csv and trials.json into
-    run_dir; trials/NNNN/ hold each trial's logs (and the best trial's model).
+    `startup_trials` finished trials, from the second validation and a fifth of max_steps on). `enqueue`:
+    Optuna parameters to try first (names of `search_space`). Writes optuna.db, best.yaml, search.png,
+    trials.csv and trials.json into run_dir; trials/NNNN/ hold each trial's logs (and the best trial's model).
     """
     if budget_minutes <= 0:
         raise TuneError(f"--budget-minutes must be > 0, got {budget_minutes}")
@@ -197,8 +209,9 @@ def tune(
             shutil.rmtree(trial_dir, ignore_errors=True)  # a trial number is never reused; leftovers are stale
             reporter = ReportValR2(trial)
             try:
-                result = train(data, cfg, trial_dir, devices=1, accelerator=accelerator, progress=False,
-                               callbacks=[reporter])
+                result = train(
+                    data, cfg, trial_dir, devices=1, accelerator=accelerator, progress=False, callbacks=[reporter]
+                )
             except TrainingInterrupted:  # Ctrl-C or SIGTERM: the trial fails, the search stops
                 raise KeyboardInterrupt from None
             except RuntimeError as e:
@@ -244,11 +257,23 @@ def tune(
     best = _best(rows)
     if best is None:
         detail = "; ".join(failures[-3:]) or "every trial was pruned or ran out of time before a validation"
-        raise TuneError(f"no trial finished with a val_r2 ({detail}); raise --budget-minutes or lower "
-                        "steps_per_epoch so a trial reaches a validation")
+        raise TuneError(
+            f"no trial finished with a val_r2 ({detail}); raise --budget-minutes or lower "
+            "steps_per_epoch so a trial reaches a validation"
+        )
     csv_path, json_path, plot, best_yaml = _write_outputs(run_dir, rows, best, base, preset)
-    return TuneResult(run_dir, run_dir / "optuna.db", best_yaml, plot, (csv_path, json_path), best, current_values(base),
-                      rows, new, time.monotonic() - t0)
+    return TuneResult(
+        run_dir,
+        run_dir / "optuna.db",
+        best_yaml,
+        plot,
+        (csv_path, json_path),
+        best,
+        current_values(base),
+        rows,
+        new,
+        time.monotonic() - t0,
+    )
 
 
 def _keep_best_model(study: optuna.Study, best: TrialRow | None) -> None:
@@ -259,15 +284,20 @@ def _keep_best_model(study: optuna.Study, best: TrialRow | None) -> None:
             Path(model).unlink(missing_ok=True)
 
 
-def _write_outputs(run_dir: Path, rows: list[TrialRow], best: TrialRow | None, base: dict,
-                   preset: str) -> tuple[Path, Path, Path, Path | None]:
+def _write_outputs(
+    run_dir: Path, rows: list[TrialRow], best: TrialRow | None, base: dict, preset: str
+) -> tuple[Path, Path, Path, Path | None]:
     csv_path, json_path = write_summary(rows, best, run_dir)
     plot = plot_search(rows, run_dir / "search.png")
     best_yaml = None
     if best is not None:
         best_yaml = run_dir / "best.yaml"
         n = sum(r.state in ("complete", "pruned") for r in rows)
-        write_best_yaml(best_yaml, with_values(base, best.values), preset,
-                        f"spiketok tune: trial {best.number}, val R² {best.val_r2:.4f} (valid split), best of {n} trials\n"
-                        f"train with: spiketok train --config {best_yaml} --data ... --out ...")
+        write_best_yaml(
+            best_yaml,
+            with_values(base, best.values),
+            preset,
+            f"spiketok tune: trial {best.number}, val R² {best.val_r2:.4f} (valid split), best of {n} trials\n"
+            f"train with: spiketok train --config {best_yaml} --data ... --out ...",
+        )
     return csv_path, json_path, plot, best_yaml

@@ -15,8 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from .config import PRESETS, load_config
 from .tune_space import METRIC, SEARCHED
 
-
 # --- summaries and the plot ---------------------------------------------------------------------------
+
 
 @dataclass
 class TrialRow:
@@ -33,19 +33,31 @@ class TrialRow:
     error: str | None = None
 
     @classmethod
-    def of(cls, t: FrozenTrial) -> "TrialRow":
+    def of(cls, t: FrozenTrial) -> TrialRow:
         inter = {int(k): float(v) for k, v in sorted(t.intermediate_values.items())}
         finite = [v for v in inter.values() if math.isfinite(v)]
         best = t.value if t.state == TrialState.COMPLETE else (max(finite) if finite else None)
         best = None if t.state == TrialState.FAIL else best
-        return cls(t.number, t.state.name.lower(), best, t.user_attrs.get("steps"), max(inter) if inter else None,
-                   t.user_attrs.get("seconds"), dict(t.user_attrs.get("values", {})), inter, t.user_attrs.get("error"))
+        return cls(
+            t.number,
+            t.state.name.lower(),
+            best,
+            t.user_attrs.get("steps"),
+            max(inter) if inter else None,
+            t.user_attrs.get("seconds"),
+            dict(t.user_attrs.get("values", {})),
+            inter,
+            t.user_attrs.get("error"),
+        )
 
-    def line(self, best: "TrialRow | None") -> str:
+    def line(self, best: TrialRow | None) -> str:
         """A one-line progress report: outcome, val R², time, settings, best so far."""
         r2 = f"val R² {self.val_r2:.3f}" if self.val_r2 is not None else "no val R²"
-        what = {"pruned": f"pruned at step {self.last_step}", "complete": f"{self.steps} steps",
-                "fail": f"failed ({self.error or 'interrupted'})"}.get(self.state, self.state)
+        what = {
+            "pruned": f"pruned at step {self.last_step}",
+            "complete": f"{self.steps} steps",
+            "fail": f"failed ({self.error or 'interrupted'})",
+        }.get(self.state, self.state)
         secs = f", {self.seconds:.0f} s" if self.seconds is not None else ""
         top = f" | best {best.val_r2:.3f} (trial {best.number})" if best is not None and best.val_r2 is not None else ""
         return f"trial {self.number}: {what}, {r2}{secs} | {format_values(self.values)}{top}"
@@ -55,9 +67,11 @@ def format_values(v: dict[str, Any]) -> str:
     """The searched settings in one short line."""
     if not v:
         return ""
-    return (f"lr={v['lr']:.2g} weight_decay={v['weight_decay']:.2g} dropout={v['model.dropout']:.2f} "
-            f"window={v['model.window']:g}s latent_step={v['model.latent_step']:g} dim={v['model.dim']} "
-            f"depth={v['model.depth']}")
+    return (
+        f"lr={v['lr']:.2g} weight_decay={v['weight_decay']:.2g} dropout={v['model.dropout']:.2f} "
+        f"window={v['model.window']:g}s latent_step={v['model.latent_step']:g} dim={v['model.dim']} "
+        f"depth={v['model.depth']}"
+    )
 
 
 def write_summary(rows: list[TrialRow], best: TrialRow | None, run_dir: Path) -> tuple[Path, Path]:
@@ -68,15 +82,36 @@ def write_summary(rows: list[TrialRow], best: TrialRow | None, run_dir: Path) ->
         w = csv.writer(f)
         w.writerow(["trial", "state", "val_r2", "steps", "last_step", "seconds", *keys])
         for r in rows:
-            w.writerow([r.number, r.state, "" if r.val_r2 is None else f"{r.val_r2:.6f}", r.steps or "",
-                        "" if r.last_step is None else r.last_step, "" if r.seconds is None else f"{r.seconds:.1f}",
-                        *[r.values.get(k, "") for k in keys]])
+            w.writerow(
+                [
+                    r.number,
+                    r.state,
+                    "" if r.val_r2 is None else f"{r.val_r2:.6f}",
+                    r.steps or "",
+                    "" if r.last_step is None else r.last_step,
+                    "" if r.seconds is None else f"{r.seconds:.1f}",
+                    *[r.values.get(k, "") for k in keys],
+                ]
+            )
     csv_path.with_suffix(".csv.tmp").replace(csv_path)
-    doc = {"metric": f"{METRIC} (R² of the valid split; the test split is not used)",
-           "best": None if best is None else {"trial": best.number, "val_r2": best.val_r2, "values": best.values},
-           "trials": [{"trial": r.number, "state": r.state, "val_r2": r.val_r2, "steps": r.steps,
-                       "last_step": r.last_step, "seconds": r.seconds, "values": r.values, "error": r.error,
-                       "val_r2_per_step": {str(k): v for k, v in r.intermediate.items()}} for r in rows]}
+    doc = {
+        "metric": f"{METRIC} (R² of the valid split; the test split is not used)",
+        "best": None if best is None else {"trial": best.number, "val_r2": best.val_r2, "values": best.values},
+        "trials": [
+            {
+                "trial": r.number,
+                "state": r.state,
+                "val_r2": r.val_r2,
+                "steps": r.steps,
+                "last_step": r.last_step,
+                "seconds": r.seconds,
+                "values": r.values,
+                "error": r.error,
+                "val_r2_per_step": {str(k): v for k, v in r.intermediate.items()},
+            }
+            for r in rows
+        ],
+    }
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(json_path)
@@ -93,6 +128,7 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+
     def y(r: TrialRow) -> float:  # no finite value (diverged): drawn at the floor
         return max(r.val_r2, floor) if r.val_r2 is not None and math.isfinite(r.val_r2) else floor
 
@@ -101,8 +137,10 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
         sel = [r for r in rows if r.state == state]
         if sel:
             ax.scatter([r.number for r in sel], [y(r) for r in sel], marker=marker, color=colour, label=label, zorder=3)
-    done = sorted((r for r in rows if r.state == "complete" and r.val_r2 is not None and math.isfinite(r.val_r2)),
-                  key=lambda r: r.number)
+    done = sorted(
+        (r for r in rows if r.state == "complete" and r.val_r2 is not None and math.isfinite(r.val_r2)),
+        key=lambda r: r.number,
+    )
     if done:
         xs, best, ys = [], -math.inf, []
         for r in done:
@@ -128,7 +166,9 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
         steps, vals = zip(*sorted(r.intermediate.items()))
         vals = [max(v, floor) if math.isfinite(v) else floor for v in vals]
         if r is top:
-            ax2.plot(steps, vals, color="tab:green", lw=2.5, marker="o", ms=3, label=f"best (trial {r.number})", zorder=3)
+            ax2.plot(
+                steps, vals, color="tab:green", lw=2.5, marker="o", ms=3, label=f"best (trial {r.number})", zorder=3
+            )
         elif r.state == "pruned":
             ax2.plot(steps, vals, color="tab:orange", ls="--", lw=1, marker="x", ms=4)
         else:
@@ -147,6 +187,7 @@ def plot_search(rows: list[TrialRow], path: Path, floor: float = -1.0) -> Path:
 
 
 # --- best.yaml ----------------------------------------------------------------------------------------
+
 
 def root_preset(source: str | Path) -> str:
     """The preset a config source rests on: itself, or the `base:` chain of a YAML file (default tiny)."""

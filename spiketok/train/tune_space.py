@@ -11,8 +11,16 @@ from ..model.config import model_config
 from .recipe import is_auto, window_settings
 
 METRIC = "val_r2"  # what a trial is scored on: R² of the valid split, as POYOModule logs it
-SEARCHED = ("lr", "weight_decay", "model.dropout", "model.window", "model.latent_step", "model.t_max",
-            "model.dim", "model.depth")
+SEARCHED = (
+    "lr",
+    "weight_decay",
+    "model.dropout",
+    "model.window",
+    "model.latent_step",
+    "model.t_max",
+    "model.dim",
+    "model.depth",
+)
 
 
 def _choices(values: list[float | int], base: float | int) -> list:
@@ -48,17 +56,30 @@ def search_space(base: dict) -> dict[str, Any]:
 def base_params(base: dict) -> dict[str, Any]:
     """The Optuna parameters that reproduce the base config (tried first in a new study)."""
     m = base_model(base)
-    return {"lr": float(base["lr"]), "weight_decay": max(float(base["weight_decay"]), 1e-5),
-            "dropout": float(m.dropout), "window": float(m.window),
-            "latent_steps": max(1, round(m.window / m.latent_step)), "dim": m.dim, "depth": m.depth}
+    return {
+        "lr": float(base["lr"]),
+        "weight_decay": max(float(base["weight_decay"]), 1e-5),
+        "dropout": float(m.dropout),
+        "window": float(m.window),
+        "latent_steps": max(1, round(m.window / m.latent_step)),
+        "dim": m.dim,
+        "depth": m.depth,
+    }
 
 
 def current_values(cfg: dict) -> dict[str, Any]:
     """The searched settings as a config has them (dotted keys)."""
     m = model_config(cfg["model"])
-    return {"lr": float(cfg["lr"]), "weight_decay": float(cfg["weight_decay"]), "model.dropout": m.dropout,
-            "model.window": m.window, "model.latent_step": m.latent_step, "model.t_max": m.t_max,
-            "model.dim": m.dim, "model.depth": m.depth}
+    return {
+        "lr": float(cfg["lr"]),
+        "weight_decay": float(cfg["weight_decay"]),
+        "model.dropout": m.dropout,
+        "model.window": m.window,
+        "model.latent_step": m.latent_step,
+        "model.t_max": m.t_max,
+        "model.dim": m.dim,
+        "model.depth": m.depth,
+    }
 
 
 def values_of(params: dict[str, Any], base: dict) -> dict[str, Any]:
@@ -66,10 +87,16 @@ def values_of(params: dict[str, Any], base: dict) -> dict[str, Any]:
     latent_step = window / latent_steps, so the latent count stays latent_steps x num_latents_per_step."""
     m = model_config(base["model"])
     window = float(params["window"])
-    return {"lr": float(params["lr"]), "weight_decay": float(params["weight_decay"]),
-            "model.dropout": float(params["dropout"]), "model.window": window,
-            "model.latent_step": window / int(params["latent_steps"]), "model.t_max": max(float(m.t_max), 2 * window),
-            "model.dim": int(params["dim"]), "model.depth": int(params["depth"])}
+    return {
+        "lr": float(params["lr"]),
+        "weight_decay": float(params["weight_decay"]),
+        "model.dropout": float(params["dropout"]),
+        "model.window": window,
+        "model.latent_step": window / int(params["latent_steps"]),
+        "model.t_max": max(float(m.t_max), 2 * window),
+        "model.dim": int(params["dim"]),
+        "model.depth": int(params["depth"]),
+    }
 
 
 def suggest(trial: optuna.Trial, base: dict) -> dict[str, Any]:

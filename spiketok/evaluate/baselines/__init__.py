@@ -13,12 +13,46 @@ better. Scored like `spiketok evaluate`: `r2_per_dim` on the split's behaviour s
 in the same JSON layout; each session's `fit` says what was chosen. A 1-D behaviour is a (N, 1) signal.
 """
 
-from .features import (DEFAULT_HISTORY, DEFAULT_LR, HISTORY_CHOICES, LAGS, MIN_VALID_SAMPLES, MODELS, BaselineConfig,
-                       Layout, SessionFit, SplitBins, Standardizer, bin_intervals, bin_split, window_features)
+from .features import (
+    DEFAULT_HISTORY,
+    DEFAULT_LR,
+    HISTORY_CHOICES,
+    LAGS,
+    MIN_VALID_SAMPLES,
+    MODELS,
+    BaselineConfig,
+    Layout,
+    SessionFit,
+    SplitBins,
+    Standardizer,
+    bin_intervals,
+    bin_split,
+    window_features,
+)
 from .neural import Chunks, GRUDecoder, MLPDecoder
 from .ridge import MAX_GRAM_FEATURES, MAX_SVD_VALUES
 from .run import fit_session, run_baseline
 
-__all__ = ["BaselineConfig", "Chunks", "GRUDecoder", "Layout", "MLPDecoder", "SessionFit", "SplitBins", "Standardizer",
-           "bin_intervals", "bin_split", "fit_session", "run_baseline", "window_features", "MODELS", "LAGS",
-           "MIN_VALID_SAMPLES", "HISTORY_CHOICES", "DEFAULT_HISTORY", "DEFAULT_LR", "MAX_GRAM_FEATURES", "MAX_SVD_VALUES"]
+__all__ = [
+    "BaselineConfig",
+    "Chunks",
+    "GRUDecoder",
+    "Layout",
+    "MLPDecoder",
+    "SessionFit",
+    "SplitBins",
+    "Standardizer",
+    "bin_intervals",
+    "bin_split",
+    "fit_session",
+    "run_baseline",
+    "window_features",
+    "MODELS",
+    "LAGS",
+    "MIN_VALID_SAMPLES",
+    "HISTORY_CHOICES",
+    "DEFAULT_HISTORY",
+    "DEFAULT_LR",
+    "MAX_GRAM_FEATURES",
+    "MAX_SVD_VALUES",
+]

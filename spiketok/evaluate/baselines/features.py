@@ -71,7 +71,7 @@ class BaselineConfig:
         if self.batch_size is None:
             self.batch_size = 32 if self.model == "gru" else 256
 
-    def layouts(self) -> list["Layout"]:
+    def layouts(self) -> list[Layout]:
         """The input windows a ridge tries: every history length (one, or the choices) in every layout asked."""
         histories = [self.history] if self.history is not None else list(self.history_choices)
         lags = ["causal", "centred"] if self.lags == "auto" else [self.lags]
@@ -94,7 +94,7 @@ class Layout:
     la: int
 
     @classmethod
-    def make(cls, lags: str, history: float, bin: float, lookahead: float = 0.0) -> "Layout":
+    def make(cls, lags: str, history: float, bin: float, lookahead: float = 0.0) -> Layout:
         n = max(1, int(round(history / bin)))
         if lags == "centred":
             la = (n - 1) // 2
@@ -107,8 +107,7 @@ class Layout:
         return self.h + self.la
 
     def describe(self) -> dict:
-        return {"lags": self.lags, "history": round(self.history, 6), "bins_before": self.h - 1,
-                "bins_after": self.la}
+        return {"lags": self.lags, "history": round(self.history, 6), "bins_before": self.h - 1, "bins_after": self.la}
 
 
 @dataclass
@@ -139,16 +138,18 @@ class SplitBins:
         return self.first + (self.pad_h - layout.h)
 
 
-def bin_split(session: StoredSession, target: str, split: str, cfg: BaselineConfig,
-              layouts: list[Layout] | None = None) -> SplitBins:
+def bin_split(
+    session: StoredSession, target: str, split: str, cfg: BaselineConfig, layouts: list[Layout] | None = None
+) -> SplitBins:
     """Count spikes in `cfg.bin` bins inside each interval of `split`, padded for the widest of `layouts`."""
     if split not in session.splits:
         raise DataError(f"{session.path}: has no {split!r} split (it has {list(session.splits)})")
     return bin_intervals(session, target, session.splits[split], cfg, layouts)
 
 
-def bin_intervals(session: StoredSession, target: str, iv: Intervals, cfg: BaselineConfig,
-                  layouts: list[Layout] | None = None) -> SplitBins:
+def bin_intervals(
+    session: StoredSession, target: str, iv: Intervals, cfg: BaselineConfig, layouts: list[Layout] | None = None
+) -> SplitBins:
     """Binned spikes and behaviour samples of the intervals `iv` (see SplitBins); layouts: cfg.layouts()."""
     layouts = layouts or cfg.layouts()
     h, la = max(c.h for c in layouts), max(c.la for c in layouts)
@@ -166,7 +167,7 @@ def bin_intervals(session: StoredSession, target: str, iv: Intervals, cfg: Basel
         b = np.minimum((w.spike_times / cfg.bin).astype(np.int64), n_bins - 1)
         np.add.at(counts, (h - 1 + b, w.spike_units), 1.0)
         mask = np.zeros(len(counts), bool)
-        mask[h - 1: h - 1 + n_bins] = True
+        mask[h - 1 : h - 1 + n_bins] = True
         beh = w.behavior[target]
         sb = np.minimum((beh.timestamps / cfg.bin).astype(np.int64), n_bins - 1)
         blocks.append(counts)
@@ -186,9 +187,19 @@ def bin_intervals(session: StoredSession, target: str, iv: Intervals, cfg: Basel
     finite = np.isfinite(values_all).all(1)
     weights_all[~finite] = 0.0
     values_all[~finite] = 0.0
-    return SplitBins(np.concatenate(blocks), np.concatenate(real), spans, np.concatenate(first),
-                     np.concatenate(s_iv), np.concatenate(s_bin), np.concatenate(times), values_all, weights_all,
-                     h, la)
+    return SplitBins(
+        np.concatenate(blocks),
+        np.concatenate(real),
+        spans,
+        np.concatenate(first),
+        np.concatenate(s_iv),
+        np.concatenate(s_bin),
+        np.concatenate(times),
+        values_all,
+        weights_all,
+        h,
+        la,
+    )
 
 
 @dataclass
@@ -201,7 +212,7 @@ class Standardizer:
     y_std: np.ndarray
 
     @classmethod
-    def fit(cls, train: SplitBins) -> "Standardizer":
+    def fit(cls, train: SplitBins) -> Standardizer:
         x = np.sqrt(train.rows[train.real])
         keep = train.weights > 0
         if keep.sum() < 2:
@@ -256,5 +267,3 @@ def _mse(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
     """
     err = ((y - np.asarray(pred).reshape(y.shape)) ** 2).mean(1)  # never broadcast a (S,) against (S, 1)
     return float((err * w).sum() / max(float(w.sum()), 1e-12))
-
-

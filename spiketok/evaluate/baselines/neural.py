@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .features import BaselineConfig, Layout, SplitBins, _mse, _r2_mean
 
+
 class MLPDecoder(nn.Module):
     """Flattened history window (B, rows * U) -> hidden layers with ReLU and dropout -> (B, D)."""
 
@@ -55,7 +56,7 @@ class Chunks:
     sample_pos: np.ndarray  # (S,) position of its output inside the chunk
 
     @classmethod
-    def build(cls, x: np.ndarray, bins: SplitBins, layout: Layout) -> "Chunks":
+    def build(cls, x: np.ndarray, bins: SplitBins, layout: Layout) -> Chunks:
         h, la = layout.rows, layout.la
         length = 2 * h
         seqs, chunk_base = [], []
@@ -64,7 +65,7 @@ class Chunks:
             n_chunks = 1 + max(0, math.ceil((n_out - length) / h))
             chunk_base.append(len(seqs))
             for j in range(n_chunks):
-                seg = x[start + j * h: start + min(j * h + length, n_out)]
+                seg = x[start + j * h : start + min(j * h + length, n_out)]
                 pad = np.zeros((length - len(seg), x.shape[1]), np.float32)  # never scored: the GRU is causal
                 seqs.append(np.concatenate([seg, pad]) if len(pad) else seg)
         out = bins.sample_bin + la
@@ -73,8 +74,15 @@ class Chunks:
         return cls(torch.from_numpy(np.stack(seqs)), base + j, out - j * h)
 
 
-def _torch_fit(cfg: BaselineConfig, layout: Layout, xs: dict[str, np.ndarray], bins: dict[str, SplitBins],
-               zy: dict[str, np.ndarray], split: str, progress: bool) -> tuple[np.ndarray, dict]:
+def _torch_fit(
+    cfg: BaselineConfig,
+    layout: Layout,
+    xs: dict[str, np.ndarray],
+    bins: dict[str, SplitBins],
+    zy: dict[str, np.ndarray],
+    split: str,
+    progress: bool,
+) -> tuple[np.ndarray, dict]:
     """Train a GRU or MLP on `layout`'s windows with early stopping on the valid error; predict `split`.
 
     The valid error is measured every `eval_every` steps; training stops after `patience` measurements
@@ -135,7 +143,7 @@ def _torch_fit(cfg: BaselineConfig, layout: Layout, xs: dict[str, np.ndarray], b
     for step in bar:
         if cfg.model == "gru":
             picked = rng.choice(usable, size=min(cfg.batch_size, len(usable)), replace=False)
-            idx = np.concatenate([by_chunk[starts[c]:starts[c + 1]] for c in picked])
+            idx = np.concatenate([by_chunk[starts[c] : starts[c + 1]] for c in picked])
         else:
             idx = rng.choice(train_idx, size=min(cfg.batch_size, len(train_idx)), replace=False)
         pred = predict_samples("train", idx)
@@ -159,24 +167,35 @@ def _torch_fit(cfg: BaselineConfig, layout: Layout, xs: dict[str, np.ndarray], b
             if stale >= cfg.patience:
                 break
     model.load_state_dict(best[2])
-    return predict_all(split), {**layout.describe(), "valid_mse": float(best[0]), "valid_r2": best[3],
-                                "best_step": best[1], "steps": step + 1,
-                                "parameters": int(sum(p.numel() for p in model.parameters())),
-                                "curve": [[int(k), float(v)] for k, v in curve]}
+    return predict_all(split), {
+        **layout.describe(),
+        "valid_mse": float(best[0]),
+        "valid_r2": best[3],
+        "best_step": best[1],
+        "steps": step + 1,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "curve": [[int(k), float(v)] for k, v in curve],
+    }
 
 
-def _fit_neural(cfg: BaselineConfig, layouts: list[Layout], xs: dict[str, np.ndarray], bins: dict[str, SplitBins],
-                zy: dict[str, np.ndarray], split: str, progress: bool) -> tuple[np.ndarray, dict]:
+def _fit_neural(
+    cfg: BaselineConfig,
+    layouts: list[Layout],
+    xs: dict[str, np.ndarray],
+    bins: dict[str, SplitBins],
+    zy: dict[str, np.ndarray],
+    split: str,
+    progress: bool,
+) -> tuple[np.ndarray, dict]:
     """One GRU/MLP per layout (same seed); the one with the lowest valid error is kept."""
     best: tuple[np.ndarray, dict] | None = None
     tried = []
     for lay in layouts:
         pred, info = _torch_fit(cfg, lay, xs, bins, zy, split, progress)
-        tried.append({k: info[k] for k in ("lags", "history", "bins_before", "bins_after", "valid_mse", "best_step",
-                                           "steps")})
+        tried.append(
+            {k: info[k] for k in ("lags", "history", "bins_before", "bins_after", "valid_mse", "best_step", "steps")}
+        )
         if best is None or info["valid_mse"] < best[1]["valid_mse"]:
             best = (pred, info)
     pred, info = best
     return pred, {**info, "grid": tried}
-
-

@@ -8,6 +8,7 @@ import numpy as np
 
 from .features import BaselineConfig, Layout, SplitBins, _mse, _r2_mean, window_features
 
+
 @dataclass
 class _Spectrum:
     """Eigen-decomposition of a layout's centred, weighted Gram matrix G = V diag(lam) V^T and Q = V^T X^T W y.
@@ -37,28 +38,35 @@ def _spectrum_from_samples(x_c: np.ndarray, w: np.ndarray, y_c: np.ndarray) -> _
     """Same spectrum from an SVD of the centred samples (cheaper with fewer samples than features)."""
     ws = np.sqrt(w)[:, None]
     u, sv, vt = np.linalg.svd(x_c * ws, full_matrices=False)
-    return _Spectrum(sv ** 2, vt.T, sv[:, None] * (u.T @ (y_c * ws)))
+    return _Spectrum(sv**2, vt.T, sv[:, None] * (u.T @ (y_c * ws)))
 
 
-def _gram(x: np.ndarray, first: np.ndarray, n_rows: int, w: np.ndarray, y_c: np.ndarray,
-          cols: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gram(
+    x: np.ndarray, first: np.ndarray, n_rows: int, w: np.ndarray, y_c: np.ndarray, cols: slice
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted feature means, centred Gram matrix and X^T W y of columns `cols`, chunk by chunk."""
     sw, chunk = w.sum(), 4096
     sx = gram = xty = None
     for i in range(0, len(first), chunk):
-        f = window_features(x, first[i:i + chunk], n_rows)[:, cols].astype(np.float64)
-        wi = w[i:i + chunk, None]
+        f = window_features(x, first[i : i + chunk], n_rows)[:, cols].astype(np.float64)
+        wi = w[i : i + chunk, None]
         if sx is None:
             sx, gram, xty = np.zeros(f.shape[1]), np.zeros((f.shape[1],) * 2), np.zeros((f.shape[1], y_c.shape[1]))
         sx += (wi * f).sum(0)
         gram += f.T @ (wi * f)
-        xty += f.T @ (wi * y_c[i:i + chunk])
+        xty += f.T @ (wi * y_c[i : i + chunk])
     mean = sx / sw
     return mean, gram - sw * np.outer(mean, mean), xty - np.outer(mean, (w[:, None] * y_c).sum(0))
 
 
-def _fit_ridge(cfg: BaselineConfig, layouts: list[Layout], xs: dict[str, np.ndarray], bins: dict[str, SplitBins],
-               zy: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, dict, Layout]:
+def _fit_ridge(
+    cfg: BaselineConfig,
+    layouts: list[Layout],
+    xs: dict[str, np.ndarray],
+    bins: dict[str, SplitBins],
+    zy: dict[str, np.ndarray],
+    split: str,
+) -> tuple[np.ndarray, dict, Layout]:
     """Weighted ridge with an intercept; window length, layout and penalty chosen by the valid split's error.
 
     Every layout's window is a contiguous run of the widest window's lags, so its features are a column
@@ -93,8 +101,7 @@ def _fit_ridge(cfg: BaselineConfig, layouts: list[Layout], xs: dict[str, np.ndar
             mean, gram, xty = _gram(xs["train"], tr.first[keep], n_rows, w, y_c, cols)
             spec = _spectrum_from_gram(gram, xty)
         proj = (x_va[:, cols].astype(np.float64) - mean) @ spec.v  # (S_valid, r)
-        scores = [_mse(zy["valid"], proj @ (spec.q / (spec.lam + a)[:, None]) + y_mean, va.weights)
-                  for a in cfg.alphas]
+        scores = [_mse(zy["valid"], proj @ (spec.q / (spec.lam + a)[:, None]) + y_mean, va.weights) for a in cfg.alphas]
         k = int(np.argmin(scores))
         grid.append({**lay.describe(), "alpha": float(cfg.alphas[k]), "valid_mse": float(scores[k])})
         if best is None or scores[k] < best[0]:
@@ -104,13 +111,18 @@ def _fit_ridge(cfg: BaselineConfig, layouts: list[Layout], xs: dict[str, np.ndar
     def predict(name: str) -> np.ndarray:
         b, out = bins[name], []
         for i in range(0, len(b.first), 4096):
-            f = window_features(xs[name], b.window_start(lay)[i:i + 4096], lay.rows).astype(np.float64)
+            f = window_features(xs[name], b.window_start(lay)[i : i + 4096], lay.rows).astype(np.float64)
             out.append((f - mean) @ coef + y_mean)
         return np.concatenate(out) if out else np.zeros((0, y.shape[1]))
 
     valid_r2 = _r2_mean(zy["valid"], predict("valid"), va.weights)
-    info = {**lay.describe(), "alpha": alpha, "valid_mse": score, "valid_r2": valid_r2,
-            "n_train_samples": int(len(keep)), "n_features": int(lay.rows * n_units), "grid": grid}
+    info = {
+        **lay.describe(),
+        "alpha": alpha,
+        "valid_mse": score,
+        "valid_r2": valid_r2,
+        "n_train_samples": int(len(keep)),
+        "n_features": int(lay.rows * n_units),
+        "grid": grid,
+    }
     return predict(split), info, lay
-
-

@@ -12,13 +12,23 @@ from tqdm.auto import tqdm
 from ...data.session import Intervals
 from ...data.storage import SessionDataset, StoredSession
 from ...data.targets import resolve_target
-from .features import (DEFAULT_HISTORY, MIN_VALID_SAMPLES, BaselineConfig, Layout, SessionFit, Standardizer,
-                       bin_intervals, bin_split)
-from .neural import _fit_neural
 from . import ridge
+from .features import (
+    DEFAULT_HISTORY,
+    MIN_VALID_SAMPLES,
+    BaselineConfig,
+    Layout,
+    SessionFit,
+    Standardizer,
+    bin_intervals,
+    bin_split,
+)
+from .neural import _fit_neural
 
-def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split: str = "test",
-                progress: bool = False) -> SessionFit:
+
+def fit_session(
+    session: StoredSession, target: str, cfg: BaselineConfig, split: str = "test", progress: bool = False
+) -> SessionFit:
     """Train a baseline on a session's train split (valid for model choice) and predict `split`.
 
     When the valid split has fewer than MIN_VALID_SAMPLES samples with weight > 0, the model is chosen on
@@ -52,8 +62,9 @@ def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split:
                 first = Layout.make("causal" if cfg.lags == "auto" else cfg.lags, DEFAULT_HISTORY[cfg.model], cfg.bin)
                 tried = [first] + ([probed] if (probed.h, probed.la) != (first.h, first.la) else [])
                 pred, info = _fit_neural(cfg, tried, xs, bins, zy, split, progress)
-                info["ridge_probe"] = {k: probe[k] for k in ("lags", "history", "bins_before", "bins_after", "alpha",
-                                                             "valid_mse")}
+                info["ridge_probe"] = {
+                    k: probe[k] for k in ("lags", "history", "bins_before", "bins_after", "alpha", "valid_mse")
+                }
     finally:
         torch.set_num_threads(threads)
     info["validation"] = validation
@@ -62,8 +73,9 @@ def fit_session(session: StoredSession, target: str, cfg: BaselineConfig, split:
     return SessionFit(session.id, target, dims, out.times, out.values, std.untarget(pred), out.weights, info)
 
 
-def run_baseline(data: SessionDataset, cfg: BaselineConfig, target: str | None = None, split: str = "test",
-                 progress: bool = True) -> tuple[dict, dict[str, SessionFit]]:
+def run_baseline(
+    data: SessionDataset, cfg: BaselineConfig, target: str | None = None, split: str = "test", progress: bool = True
+) -> tuple[dict, dict[str, SessionFit]]:
     """Fit and score a baseline on every session; results in the JSON layout of `spiketok evaluate`."""
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
@@ -75,8 +87,13 @@ def run_baseline(data: SessionDataset, cfg: BaselineConfig, target: str | None =
         r2 = fit.r2()
         fits[s.id] = fit
         results["sessions"][s.id] = {
-            "target": t, "r2": float(np.nanmean(r2)), "r2_per_dim": [float(v) for v in r2], "dims": fit.dims,
-            "n_samples": int((fit.weights > 0).sum()), "n_left_out": int((fit.weights <= 0).sum()), "fit": fit.info,
+            "target": t,
+            "r2": float(np.nanmean(r2)),
+            "r2_per_dim": [float(v) for v in r2],
+            "dims": fit.dims,
+            "n_samples": int((fit.weights > 0).sum()),
+            "n_left_out": int((fit.weights <= 0).sum()),
+            "fit": fit.info,
         }
     results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
     return results, fits
