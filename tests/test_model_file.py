@@ -17,7 +17,8 @@ from spiketok.cli import _register, app
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
 from spiketok.evaluate.decode import decode_split
-from spiketok.model.file import FORMAT_VERSION, ModelFileError, ModelFileMeta, read_model_file
+from spiketok.model.file import ModelFileError, ModelFileMeta, read_model_file
+from spiketok.model.meta import FORMAT_VERSION
 from spiketok.train.checkpoint import save_model
 from spiketok.train.config import load_config
 from spiketok.train.run import train

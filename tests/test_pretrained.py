@@ -10,7 +10,8 @@ import pytest
 from conftest import cli
 
 import spiketok
-from spiketok.model.file import FORMAT_VERSION, ModelFileError, read_model_file
+from spiketok.model.file import ModelFileError, read_model_file
+from spiketok.model.meta import FORMAT_VERSION
 from spiketok.model.pretrained import FOLDER, available, model_card, pretrained_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

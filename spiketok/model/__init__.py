@@ -2,7 +2,8 @@
 
 from .config import SIZES, ModelConfig, model_config
 from .embeddings import UnknownIdError, VocabEmbedding
-from .file import FORMAT_VERSION, ModelFileError, ModelFileMeta, load_model_file, save_model, save_model_file
+from .file import ModelFileError, ModelFileMeta, load_model_file, save_model, save_model_file
+from .meta import FORMAT_VERSION
 from .normalize import TargetNormalizer
 from .poyo import POYO
 from .rotary import RotaryTimeEmbedding
