@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rotary import rotate, rotate_
+from .rotary import Rotation, for_heads, rotate, rotate_
 
 
 class RotaryAttention(nn.Module):
@@ -36,13 +36,8 @@ class RotaryAttention(nn.Module):
         """Queries (B, n, H, d) of x (B, n, dim), not yet rotated."""
         return self._heads(self.to_q(x))
 
-    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (..., m, H, d) of context (..., m, ctx_dim), not yet rotated."""
-        k, v = self.to_kv(context).chunk(2, dim=-1)
-        return k.unflatten(-1, (self.heads, self.head_dim)), v.unflatten(-1, (self.heads, self.head_dim))
-
     def attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: torch.Tensor, mask: torch.Tensor | None = None
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: Rotation, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Output (B, n, dim) of rotated queries q (B, n, H, d) over rotated keys and values k, v (B, m, H, d).
 
@@ -52,7 +47,7 @@ class RotaryAttention(nn.Module):
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return self.finish(out.transpose(1, 2), x_rot)
 
-    def finish(self, out: torch.Tensor, x_rot: torch.Tensor) -> torch.Tensor:
+    def finish(self, out: torch.Tensor, x_rot: Rotation) -> torch.Tensor:
         """Output (B, n, dim) of the per-head attention averages out (B, n, H, d) (softmax-weighted rotated
         values): rotated back by the query rotations x_rot with `rotate_value`, heads joined, projected."""
         if self.rotate_value:
@@ -63,9 +58,9 @@ class RotaryAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        x_rot: torch.Tensor,
+        x_rot: Rotation,
         context: torch.Tensor,
-        ctx_rot: torch.Tensor,
+        ctx_rot: Rotation,
         ctx_mask: torch.Tensor | None = None,
         ctx_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -76,30 +71,54 @@ class RotaryAttention(nn.Module):
             kv = F.embedding(ctx_index, kv)  # (B, m, 2 * inner): a row gather, 3x faster than kv[ctx_index]
         return self.attend_kv(rotate(self.project_q(x), x_rot), kv, x_rot, ctx_rot, ctx_mask)
 
+    def rotate_kv(self, kv: torch.Tensor, ctx_rot: Rotation) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, m, H, d) of the context's projected kv (B, m, 2 * inner), rotated by its rotations
+        ctx_rot (B, m, 1, d/2) (values too with `rotate_value`). In inference kv is rotated in place: pass a fresh
+        tensor (on a window's tokens one buffer less stops ~500 page faults per call, a tenth of it)."""
+        b, m = kv.shape[:2]
+        if self.rotate_value:  # keys and values rotated by the same angles: one multiply for both
+            kv = kv.view(b, m, 2 * self.heads, self.head_dim)
+            kv = rotate(kv, ctx_rot) if torch.is_grad_enabled() else rotate_(kv, ctx_rot)
+            k, v = kv.split(self.heads, dim=2)
+            return k, v
+        k, v = (self._heads(t) for t in kv.chunk(2, dim=-1))
+        return rotate(k, ctx_rot), v
+
     def attend_kv(
         self,
         q: torch.Tensor,
         kv: torch.Tensor,
-        x_rot: torch.Tensor,
-        ctx_rot: torch.Tensor,
+        x_rot: Rotation,
+        ctx_rot: Rotation,
         ctx_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Output (B, n, dim) of rotated queries q (B, n, H, d) over the context's projected keys and values
-        kv (B, m, 2 * inner), not yet rotated (rotated here by ctx_rot (B, m, 1, d/2)); mask (B, m), True = attend."""
-        b, m = kv.shape[:2]
-        if self.rotate_value:  # keys and values rotated by the same angles: one multiply for both
-            kv = kv.view(b, m, 2 * self.heads, self.head_dim)
-            if not torch.is_grad_enabled():  # in place on the fresh projection: on a window's tokens one
-                kv = rotate_(kv, ctx_rot)  # buffer less stops ~500 page faults per call (a tenth of it)
-            else:
-                kv = rotate(kv, ctx_rot)
-            k, v = kv.split(self.heads, dim=2)
-        else:
-            k, v = (self._heads(t) for t in kv.chunk(2, dim=-1))
-            k = rotate(k, ctx_rot)
+        kv (B, m, 2 * inner), not yet rotated (see `rotate_kv`); ctx_mask (B, m), True = attend."""
+        k, v = self.rotate_kv(kv, ctx_rot)
         # (B, 1, 1, m), True = attend; none when nothing is padded (a single window): a faster kernel path
         mask = None if ctx_mask is None or bool(ctx_mask.all()) else ctx_mask[:, None, None, :]
         return self.attend(q, k, v, x_rot, mask)
+
+
+Partial = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # m (..., H, N), l (..., H, N), o (..., H, N, d)
+
+
+def softmax_partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Partial:
+    """Softmax partial sums of queries q (H, N, d) over keys and values k, v (H, n, d), n >= 1: the max score
+    m (H, N), l = sum exp(score - m) (H, N) and o = sum exp(score - m) v (H, N, d); score = q . k / sqrt(d), as
+    F.scaled_dot_product_attention scores. Partials over disjoint keys merge into the attention (`merge_partials`)."""
+    s = torch.matmul(q, k.transpose(1, 2)) * q.shape[-1] ** -0.5  # (H, N, n)
+    m = s.amax(-1)
+    e = torch.exp(s - m.unsqueeze(-1))
+    return m, e.sum(-1), torch.matmul(e, v)
+
+
+def merge_partials(parts: list[Partial]) -> torch.Tensor:
+    """The attention average (H, N, d) over all keys of stacked partials m, l (P, H, N), o (P, H, N, d), each
+    entry of the list holding one or more (P) of them: merged as flash attention merges blocks."""
+    m, l, o = (torch.cat(x) if len(parts) > 1 else x[0] for x in zip(*parts))  # noqa: E741 (l: the running sum)
+    w = torch.exp(m - m.amax(0))  # (P, H, N)
+    return (o * w.unsqueeze(-1)).sum(0) / (l * w).sum(0).unsqueeze(-1)
 
 
 class FeedForward(nn.Module):
@@ -127,20 +146,15 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, x, x_rot, context, ctx_rot, ctx_mask=None, ctx_index=None) -> torch.Tensor:
         """`ctx_index`: context is a table of distinct rows, normalised once (see RotaryAttention)."""
-        x = x + self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask, ctx_index)
-        return x + self.ff(self.norm_ff(x))
+        return self.finish(x, self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask, ctx_index))
 
-    # The same block in parts, for callers that keep queries, keys or values between calls (POYO in inference,
-    # spiketok.stream): forward(x, x_rot, context, ctx_rot) == attend(x, rotate(query(x), x_rot), rotated
-    # context_kv(context), x_rot) == attend_kv(x, rotate(query(x), x_rot), kv(context), x_rot, ctx_rot).
+    # The same block in parts, for callers that keep queries, keys or values between calls (spiketok.model.stages):
+    # forward(x, x_rot, context, ctx_rot) == attend_kv(x, rotate(query(x), x_rot), kv(context), x_rot, ctx_rot)
+    # == attend(x, rotate(query(x), x_rot), *attn.rotate_kv(kv(context), ctx_rot), x_rot).
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """Queries (B, n, H, d) of x (B, n, dim): normed and projected, not yet rotated."""
         return self.attn.project_q(self.norm_q(x))
-
-    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (..., m, H, d) of context (..., m, dim): normed and projected, not yet rotated."""
-        return self.attn.project_kv(self.norm_ctx(context))
 
     def kv(self, context: torch.Tensor) -> torch.Tensor:
         """Keys and values side by side (..., m, 2 * inner) of context (..., m, dim): normed, projected, not rotated."""
@@ -151,8 +165,8 @@ class CrossAttentionBlock(nn.Module):
         x: torch.Tensor,
         q: torch.Tensor,
         kv: torch.Tensor,
-        x_rot: torch.Tensor,
-        ctx_rot: torch.Tensor,
+        x_rot: Rotation,
+        ctx_rot: Rotation,
         ctx_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, n, dim) plus attention of its rotated queries q over kv (B, m, 2 * inner) from `kv`, then the
@@ -160,7 +174,7 @@ class CrossAttentionBlock(nn.Module):
         return self.finish(x, self.attn.attend_kv(q, kv, x_rot, ctx_rot, ctx_mask))
 
     def attend(
-        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: torch.Tensor
+        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: Rotation
     ) -> torch.Tensor:
         """x (B, n, dim) plus attention of its rotated queries q over rotated k, v (B, m, H, d), then the
         feed-forward."""
@@ -177,8 +191,8 @@ class LatentRotations(NamedTuple):
     """The latents' rotations laid out for the self-attention heads: built once per forward (or once per
     streaming decoder) and shared by every block. Contiguous per head: a broadcast over heads is ~2x slower."""
 
-    qkv: torch.Tensor  # (B, n, 3H, d/2): queries, keys and values rotated in one multiply
-    inverse: torch.Tensor  # (B, n, H, d/2): the conjugate, to rotate the attention output back
+    qkv: Rotation  # (B, n, 3H, d/2): queries, keys and values rotated in one multiply
+    inverse: Rotation  # (B, n, H, d/2): the conjugate, to rotate the attention output back
 
 
 class RotarySelfAttention(nn.Module):
@@ -200,13 +214,9 @@ class RotarySelfAttention(nn.Module):
         if q in state_dict and kv in state_dict:
             state_dict[prefix + "to_qkv.weight"] = torch.cat([state_dict.pop(q), state_dict.pop(kv)])
 
-    def rotations(self, rot: torch.Tensor) -> LatentRotations:
+    def rotations(self, rot: Rotation) -> LatentRotations:
         """rot (B, n, 1, d/2) -> the same rotations laid out for this layer's heads."""
-        b, n, _, half = rot.shape
-        return LatentRotations(
-            rot.expand(b, n, 3 * self.heads, half).contiguous(),
-            rot.conj().expand(b, n, self.heads, half).resolve_conj().contiguous(),
-        )
+        return LatentRotations(for_heads(rot, 3 * self.heads), for_heads(rot, self.heads, inverse=True))
 
     def forward(self, x: torch.Tensor, rot: LatentRotations) -> torch.Tensor:
         b, n, _ = x.shape
@@ -214,7 +224,7 @@ class RotarySelfAttention(nn.Module):
         qkv = rotate_(qkv, rot.qkv) if not torch.is_grad_enabled() else rotate(qkv, rot.qkv)  # in place: a fresh buffer
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.heads, dim=2))  # (B, H, n, d)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, n, H, d)
-        out = rotate(out, rot.inverse)  # the values' rotation undone at the query's time
+        out = rotate(out, rot.inverse)  # (B, n, H, d): the values' rotation undone at the query's time
         return self.to_out(out.reshape(b, n, self.heads * self.head_dim))
 
 
@@ -227,11 +237,11 @@ class SelfAttentionBlock(nn.Module):
         self.attn = RotarySelfAttention(dim, heads, head_dim)
         self.ff = FeedForward(dim, ffn_mult, dropout)
 
-    def rotations(self, rot: torch.Tensor) -> LatentRotations:
+    def rotations(self, rot: Rotation) -> LatentRotations:
         """rot (B, n, 1, d/2) laid out for this block's heads; pass the result to every block of the same heads."""
         return self.attn.rotations(rot)
 
-    def forward(self, x: torch.Tensor, rot: torch.Tensor | LatentRotations) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rot: Rotation | LatentRotations) -> torch.Tensor:
         """x (B, n, dim); rot: the latents' rotations (B, n, 1, d/2), or `rotations(rot)` built once for all blocks."""
         if not isinstance(rot, LatentRotations):
             rot = self.rotations(rot)

@@ -1,17 +1,16 @@
-"""An export-friendly graph of a trained POYO: one window of spike tokens in, behaviour in recording units out.
+"""Export-friendly graphs of a trained POYO, and the writer of their ONNX or TorchScript files with the sidecar.
 
-`WindowGraph` runs the model's own submodules and weights (embeddings, layer norms, projections, feed-forward
-blocks, read-out) on a batch of one window, written with operations that ONNX and TorchScript carry:
-rotations as real cos/sin arithmetic (ONNX has no complex tensors; the model multiplies complex numbers,
-the same products), each token's key and value a row of a constant table over the vocabulary's (unit, type)
-pairs (computed per token instead when that table would pass MAX_TABLE_FLOATS), no masks (nothing is
-padded). `sidecar` describes how to tokenize for it.
+`WindowGraph` (one window of spike tokens in, behaviour in recording units out), `SpikeKeysGraph` and `StreamGraph`
+(the two halves of a streaming decode) are compositions of the model's own stages (spiketok.model.stages) over its
+own blocks and weights, on a batch of one window, with the rotations as real cos and sin (ONNX has no complex
+tensors; spiketok.model.rotary.RealRotation): each token's keys and values a row of a constant table over the
+vocabulary's (unit, type) pairs (computed per token instead when that table would pass MAX_TABLE_FLOATS), no masks
+(nothing is padded). `sidecar` (spiketok.model.export_sidecar) describes how to tokenize for them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,192 +21,57 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.atomic import atomic_write
-from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
-from .attention import RotaryAttention, RotarySelfAttention
+from ..tokenize.tokenizer import SpikeTokenizer
+from .export_sidecar import (
+    KEYS_INPUTS,
+    KEYS_NAME,
+    OUTPUT_NAME,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    STREAM_INPUTS,
+    graph_inputs,
+    sidecar,
+    sidecar_path,
+    stream_entry,
+    stream_paths,
+)
 from .poyo import N_TOKEN_TYPES, POYO
+from .rotary import RealRotation
+from .stages import PoyoStages, RotatedKV, TokenKV
 
-MAX_TABLE_FLOATS = (
-    16_000_000  # the graph holds the token key/value table up to 64 MB; larger vocabularies project per token
-)
-
-SIDECAR_FORMAT = "spiketok-export"
-SIDECAR_VERSION = 2  # bump when the sidecar changes in a way older readers cannot follow (2: absolute latent grid)
-
-INPUTS: list[dict[str, Any]] = [
-    {
-        "name": "input_units",
-        "dtype": "int64",
-        "shape": ["n_tokens"],
-        "doc": "row of each token's unit in the unit vocabulary (`units`)",
-    },
-    {
-        "name": "input_times",
-        "dtype": "float64",
-        "shape": ["n_tokens"],
-        "doc": "each token's time in seconds from the window start, in [0, window]",
-    },
-    {"name": "input_types", "dtype": "int64", "shape": ["n_tokens"], "doc": "token type code (`token_types`)"},
-    {
-        "name": "output_times",
-        "dtype": "float64",
-        "shape": ["n_out"],
-        "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming",
-    },
-    {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
+__all__ = [
+    "FORMATS",
+    "SIDECAR_FORMAT",
+    "SIDECAR_VERSION",
+    "ExportError",
+    "SpikeKeysGraph",
+    "StreamGraph",
+    "WindowGraph",
+    "export_model",
+    "sidecar",
+    "sidecar_path",
+    "stream_paths",
 ]
-WINDOW_START = {
-    "name": "window_start",
-    "dtype": "float64",
-    "shape": [1],
-    "doc": "the window's start in session time (s); only graphs whose latents sit on the absolute grid "
-    "(`latents.grid`) take it: the latents' times follow `latents.rule`",
-}
-OUTPUT_NAME = "behavior"
-KEYS_NAME = "keys"
-KEYS_INPUTS: list[dict[str, Any]] = [
-    {
-        "name": "input_units",
-        "dtype": "int64",
-        "shape": ["n_tokens"],
-        "doc": "row of each token's unit in the unit vocabulary (`units`)",
-    },
-    {"name": "input_types", "dtype": "int64", "shape": ["n_tokens"], "doc": "token type code (`token_types`)"},
-    {
-        "name": "input_times",
-        "dtype": "float64",
-        "shape": ["n_tokens"],
-        "doc": "each token's time in seconds of the SESSION clock (not from a window start)",
-    },
-]
-STREAM_INPUTS: list[dict[str, Any]] = [
-    {
-        "name": KEYS_NAME,
-        "dtype": "float32",
-        "shape": ["n_tokens", "keys_width"],
-        "doc": "the keys graph's output for every token of the window: its spikes, and a START token at window_start "
-        "and an END token at window_start + window per unit of the session (any order)",
-    },
-    {
-        "name": "output_times",
-        "dtype": "float64",
-        "shape": ["n_out"],
-        "doc": "times (s from the window start) to read the behaviour at; the window end (= window) for streaming",
-    },
-    {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
-    {"name": "window_start", "dtype": "float64", "shape": [1], "doc": "the window's start in session time (s)"},
-]
-STREAM_DOC = (
-    "Streaming in two graphs, so that a decode keys only the spikes that arrived since the last one: key "
-    "each packet of spikes once with the keys graph (type spike, session-clock times) and keep the keys of "
-    "the last window's spikes; at each decode at time t, key the session's START tokens at t - window and "
-    "END tokens at t with the keys graph, and run the stream graph on the keys of the START/END tokens "
-    "and of the spikes in [t - window, t), with window_start = t - window. Same outputs as the window "
-    "graph on that window (rotary attention depends on time differences only)."
-)
-ABSOLUTE_RULE = (
-    "latent times (s from the window start) = (k0 + j + 0.5) * step - window_start for j = 0 .. "
-    "window/step - 1, each repeated per_step times (ids 0 .. per_step - 1), with "
-    "k0 = ceil(window_start / step - 0.5)"
-)
+
+MAX_TABLE_FLOATS = 16_000_000  # the graph holds the token key/value table up to 64 MB; larger ones project per token
 
 
-def graph_inputs(model: POYO) -> list[dict[str, Any]]:
-    """The exported graph's inputs, in order: window_start only for latents on the absolute grid."""
-    return INPUTS + [WINDOW_START] if model.config.latent_grid == "absolute" else list(INPUTS)
-
-
-class _Rotation(nn.Module):
-    """cos and sin (n, 1, head_dim/2) of a RotaryTimeEmbedding's angles for times t (n,) float64.
-
-    The same float64 angles, wrapped to [0, 2*pi), then float32, as spiketok.model.rotary computes them."""
-
-    def __init__(self, omega: torch.Tensor):
-        super().__init__()
-        self.register_buffer("omega", omega.detach().clone().to(torch.float64), persistent=False)
-
-    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = t.to(torch.float64).unsqueeze(-1) * self.omega
-        a = (a - (2 * math.pi) * torch.floor(a / (2 * math.pi))).to(torch.float32)
-        return a.cos().unsqueeze(-2), a.sin().unsqueeze(-2)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """x (n, H, d) with consecutive feature pairs rotated by (cos, sin) (n, 1, d/2): spiketok.model.rotary.rotate
-    in real arithmetic ((a + ib)(c + is) = (ac - bs) + i(as + bc))."""
-    n, h, d = x.shape
-    pairs = x.reshape(n, h, d // 2, 2)
-    a, b = pairs[..., 0], pairs[..., 1]
-    if inverse:
-        sin = -sin
-    cos, sin = cos.expand(n, h, d // 2), sin.expand(n, h, d // 2)  # same shapes: onnxruntime's fast element-wise path
-    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, h, d)
-
-
-def _rotate_context(att: RotaryAttention, kv: torch.Tensor, ctx_rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Keys and values kv (m, 2 * inner) (normed and projected) rotated by the context's angles -> (m, 2 * H, d):
-    keys in heads 0 .. H-1, values in H .. 2H-1 (rotated too where the attention rotates its values)."""
-    h, d = att.heads, att.head_dim
-    if att.rotate_value:  # keys and values rotated by the same angles: one rotation for both
-        return _rotate(kv.reshape(-1, 2 * h, d), *ctx_rot)
-    k, v = kv.reshape(-1, 2 * h, d).chunk(2, dim=1)
-    return torch.cat([_rotate(k, *ctx_rot), v], dim=1)
-
-
-def _attend_rotated(
-    att: RotaryAttention, x: torch.Tensor, x_rot: tuple[torch.Tensor, torch.Tensor], kv_rot: torch.Tensor
-) -> torch.Tensor:
-    """RotaryAttention.forward for one window: normed queries x (n, dim) over rotated keys and values
-    kv_rot (m, 2 * H, d) (`_rotate_context`) -> (n, dim)."""
-    h, d = att.heads, att.head_dim
-    q = _rotate(att.to_q(x).reshape(-1, h, d), *x_rot)
-    k, v = kv_rot.chunk(2, dim=1)
-    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
-    out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
-    if att.rotate_value:
-        out = _rotate(out, *x_rot, inverse=True)
-    return att.to_out(out.reshape(-1, h * d))
-
-
-def _attend(
-    att: RotaryAttention,
-    x: torch.Tensor,
-    x_rot: tuple[torch.Tensor, torch.Tensor],
-    kv: torch.Tensor,
-    ctx_rot: tuple[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """RotaryAttention.forward for one window: normed queries x (n, dim) over the context's keys and values
-    kv (m, 2 * inner) (normed and projected, not rotated) -> (n, dim)."""
-    return _attend_rotated(att, x, x_rot, _rotate_context(att, kv, ctx_rot))
-
-
-def _self_attend(att: RotarySelfAttention, x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """RotarySelfAttention.forward for one window: x (n, dim) -> (n, dim)."""
-    h, d = att.heads, att.head_dim
-    q, k, v = (_rotate(t.reshape(-1, h, d), *rot) for t in att.to_qkv(x).chunk(3, dim=-1))
-    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, n, d): the model's 4-D layout
-    out = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1)
-    return att.to_out(_rotate(out, *rot, inverse=True).reshape(-1, h * d))
-
-
-class _GraphParts(nn.Module):
-    """The pieces every exported graph is made of: the model's own submodules and weights (shared, not copied), the
-    token key/value table, the latent layout and the normalisation of one task; subclasses' `forward` assemble them.
+class _GraphParts(PoyoStages, nn.Module):
+    """The model's stages over its own submodules and weights (shared, not copied), plus the token key/value table,
+    the latent layout and the normalisation of one task; subclasses' `forward` compose them for one window.
 
     Not the model itself: its vocabularies and statistics are extra state (dicts), which the tracers behind ONNX and
     TorchScript export cannot carry."""
 
-    def __init__(self, model: POYO, target: str):
+    def __init__(self, model: POYO, target: str | None):
         super().__init__()
-        if target not in model.task_names:
-            raise ValueError(f"target {target!r} is not a task of this model (it has {model.task_names})")
         c = model.config
         model.eval()
-        self.target = target
+        self.target = target = model.readout_target(target)
         self.unit_weight, self.session_weight = model.unit_emb.weight, model.session_emb.weight
-        self.token_type_emb, self.latent_emb = model.token_type_emb, model.latent_emb
+        self.token_type_emb, self.latent_emb, self.rotary = model.token_type_emb, model.latent_emb, model.rotary
         self.encoder, self.processor, self.decoder = model.encoder, model.processor, model.decoder
-        self.norm_out, self.readout = model.norm_out, model.readouts[target]
-        self.rotation = _Rotation(model.rotary.omega)
+        self.norm_out, self.readouts = model.norm_out, nn.ModuleDict({target: model.readouts[target]})
         # the encoder's keys and values of every (unit, type) pair, as a constant of the graph (the model keeps
         # the same table in inference): a token's then cost a row gather, not a LayerNorm and a projection
         if model.token_kv_table_floats() <= MAX_TABLE_FLOATS:
@@ -233,12 +97,15 @@ class _GraphParts(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
+    def rotation(self, t: torch.Tensor) -> RealRotation:
+        """Rotations (1, n, 1, head_dim/2) as cos and sin of times t (n,) float64 (s)."""
+        return self.rotary(t[None], real=True)
+
     def tokens_kv(self, input_units: torch.Tensor, input_types: torch.Tensor) -> torch.Tensor:
-        """The encoder's keys and values (n_tokens, 2 * inner) of tokens (normed and projected, not rotated)."""
+        """The encoder's keys and values (1, n_tokens, 2 * inner) of tokens (n_tokens,): normed and projected."""
         if self.token_kv is not None:  # each (unit, type) pair's keys and values, from the table
-            return F.embedding(input_units * N_TOKEN_TYPES + input_types, self.token_kv)
-        x = F.embedding(input_units, self.unit_weight) + self.token_type_emb(input_types)  # (n_tokens, dim)
-        return self.encoder.kv(x)
+            return F.embedding(input_units * N_TOKEN_TYPES + input_types, self.token_kv)[None]
+        return self.pair_kv(F.embedding(input_units, self.unit_weight), input_types)[None]
 
     def grid_times(self, window_start: torch.Tensor) -> torch.Tensor:
         """Session times (n_latents,) float64 of the absolute-grid latents of the window starting at window_start:
@@ -247,22 +114,14 @@ class _GraphParts(nn.Module):
         return (k0 + self.latent_times) * self.latent_step
 
     def finish(
-        self,
-        lat: torch.Tensor,
-        lat_rot: tuple[torch.Tensor, torch.Tensor],
-        output_times: torch.Tensor,
-        session: torch.Tensor,
+        self, latents: torch.Tensor, rot: RealRotation, output_times: torch.Tensor, session: torch.Tensor
     ) -> torch.Tensor:
-        """Encoded latents (n_latents, dim) with their rotations from the window start -> behaviour (n_out, D):
-        the latent blocks, the output queries' cross-attention, the read-out and the session's statistics."""
-        for block in self.processor:
-            lat = lat + _self_attend(block.attn, block.norm_attn(lat), lat_rot)
-            lat = lat + block.ff(block.norm_ff(lat))
-        q = F.embedding(session.expand(output_times.shape[0]), self.session_weight)  # (n_out, dim)
-        dec = self.decoder
-        q = q + _attend(dec.attn, dec.norm_q(q), self.rotation(output_times), dec.kv(lat), lat_rot)
-        q = q + dec.ff(dec.norm_ff(q))
-        pred = self.readout(self.norm_out(q))  # (n_out, D), normalised
+        """Encoded latents (1, n_latents, dim) with their rotations from the window start rot -> behaviour (n_out, D):
+        processor, decoder, readout, the session's statistics."""
+        latents = self.process(latents, self.processor_rotations(rot))  # (1, n_latents, dim)
+        queries = F.embedding(session.expand(output_times.shape[0]), self.session_weight)[None]  # (1, n_out, dim)
+        out = self.decode(self.output_queries(queries, self.rotation(output_times)), latents, rot)
+        pred = self.readout(out)[0]  # (n_out, D), normalised
         return pred * self.std[session] + self.mean[session]
 
 
@@ -285,17 +144,11 @@ class WindowGraph(_GraphParts):
         session: torch.Tensor,
         window_start: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kv = self.tokens_kv(input_units, input_types)  # (n_tokens, 2 * inner)
-        x_rot = self.rotation(input_times)
-        lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
-        if self.absolute:
-            lat_rot = self.rotation(self.grid_times(window_start) - window_start)
-        else:
-            lat_rot = self.rotation(self.latent_times)
-        enc = self.encoder
-        lat = lat + _attend(enc.attn, enc.norm_q(lat), lat_rot, kv, x_rot)
-        lat = lat + enc.ff(enc.norm_ff(lat))
-        return self.finish(lat, lat_rot, output_times, session)
+        tokens = TokenKV(self.tokens_kv(input_units, input_types), self.rotation(input_times))  # (1, n_tokens, ...)
+        times = self.grid_times(window_start) - window_start if self.absolute else self.latent_times
+        rot = self.rotation(times)  # the latents' times from the window start
+        latents = self.encode(self.latent_emb(self.latent_ids)[None], rot, tokens)  # (1, n_latents, dim)
+        return self.finish(latents, rot, output_times, session)
 
 
 class SpikeKeysGraph(_GraphParts):
@@ -307,8 +160,8 @@ class SpikeKeysGraph(_GraphParts):
     only), so a streaming caller keys each spike once, when it arrives, and START/END tokens at each decode."""
 
     def forward(self, input_units: torch.Tensor, input_types: torch.Tensor, input_times: torch.Tensor) -> torch.Tensor:
-        kv = _rotate_context(self.encoder.attn, self.tokens_kv(input_units, input_types), self.rotation(input_times))
-        return kv.reshape(kv.shape[0], -1)
+        k, v = self.encoder.attn.rotate_kv(self.tokens_kv(input_units, input_types), self.rotation(input_times))
+        return torch.cat([k, v], dim=2)[0].flatten(1)  # (n, 2 * heads * head_dim)
 
 
 class StreamGraph(_GraphParts):
@@ -328,101 +181,11 @@ class StreamGraph(_GraphParts):
         else:
             relative = self.latent_times
             session_times = relative + window_start
-        enc = self.encoder
-        kv_rot = keys.reshape(keys.shape[0], 2 * enc.attn.heads, enc.attn.head_dim)
-        lat = self.latent_emb(self.latent_ids)  # (n_latents, dim)
-        lat = lat + _attend_rotated(enc.attn, enc.norm_q(lat), self.rotation(session_times), kv_rot)
-        lat = lat + enc.ff(enc.norm_ff(lat))
-        return self.finish(lat, self.rotation(relative), output_times, session)
-
-
-def sidecar(
-    model: POYO, target: str, graph_format: str, precision: str = "float32", stream: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """What a caller outside Python needs to tokenize a window for the exported graph (the `FILE.json` beside it);
-    `stream`: the streaming graphs' entry (`stream_entry`), when they were written."""
-    from .. import __version__
-
-    c = model.config
-    lat_ids, lat_times = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).latents()
-    hp = getattr(model, "hparams", None) or {}
-    dims = model.readouts[target].out_features
-    return {
-        "format": SIDECAR_FORMAT,
-        "format_version": SIDECAR_VERSION,
-        "spiketok_version": __version__,
-        "graph": graph_format,
-        "precision": precision,
-        "target": target,
-        "dims": dims,
-        "window": float(c.window),
-        "causal": bool(hp.get("train", {}).get("causal", False)),
-        "token_types": {"spike": TOKEN_SPIKE, "start": TOKEN_START, "end": TOKEN_END},
-        "latents": {
-            "grid": c.latent_grid,
-            "step": float(c.latent_step),
-            "per_step": int(c.num_latents_per_step),
-            "ids": [int(i) for i in lat_ids],
-            **({"rule": ABSOLUTE_RULE} if c.latent_grid == "absolute" else {"times": [float(t) for t in lat_times]}),
-        },
-        "units": {u: k for k, u in enumerate(model.unit_emb.ids)},
-        "sessions": {s: k for k, s in enumerate(model.session_emb.ids)},
-        "normalization": {
-            sid: per_task[target]
-            for sid, per_task in model.normalizer.stats.items()
-            if target in per_task and sid in model.session_emb.index
-        },
-        "targets": dict(hp.get("targets") or {}),
-        "splits": dict(hp.get("splits") or {}),
-        "inputs": graph_inputs(model),
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "dtype": "float32",
-                "shape": ["n_out", dims],
-                "doc": f"{target} in the recording's units (denormalised with the session's statistics)",
-            }
-        ],
-        **({"stream": stream} if stream else {}),
-    }
-
-
-def stream_entry(model: POYO, target: str, keys_file: str, stream_file: str) -> dict[str, Any]:
-    """The sidecar's description of the two streaming graphs (file names relative to the sidecar's folder)."""
-    width = 2 * model.encoder.attn.heads * model.encoder.attn.head_dim
-    return {
-        "doc": STREAM_DOC,
-        "keys": {
-            "file": keys_file,
-            "inputs": KEYS_INPUTS,
-            "outputs": [
-                {
-                    "name": KEYS_NAME,
-                    "dtype": "float32",
-                    "shape": ["n_tokens", width],
-                    "doc": "each token's encoder keys then values, rotated by its session time",
-                }
-            ],
-        },
-        "window": {
-            "file": stream_file,
-            "inputs": STREAM_INPUTS,
-            "outputs": [
-                {
-                    "name": OUTPUT_NAME,
-                    "dtype": "float32",
-                    "shape": ["n_out", model.readouts[target].out_features],
-                    "doc": "as the window graph's output",
-                }
-            ],
-        },
-    }
-
-
-def stream_paths(out: str | Path) -> tuple[Path, Path]:
-    """Where the streaming graphs of an export at `out` go: OUT's stem + .keys / .stream, same suffix."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.keys{out.suffix}"), out.with_name(f"{out.stem}.stream{out.suffix}")
+        heads, head_dim = self.encoder.attn.heads, self.encoder.attn.head_dim
+        k, v = keys.reshape(1, keys.shape[0], 2 * heads, head_dim).split(heads, dim=2)  # (1, n_tokens, H, d) each
+        latents = self.latent_emb(self.latent_ids)[None]  # (1, n_latents, dim)
+        latents = self.encode(latents, self.rotation(session_times), RotatedKV(k, v))  # the keys' clock
+        return self.finish(latents, self.rotation(relative), output_times, session)
 
 
 FORMATS = ("onnx", "torchscript")
@@ -431,21 +194,6 @@ ONNX_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 
 class ExportError(ValueError):
     """The model cannot be exported as asked (unknown format or target, export packages missing)."""
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """Where the sidecar of an exported graph lives: FILE.json beside FILE."""
-    return Path(str(path) + ".json")
-
-
-def default_target(model: POYO) -> str:
-    """The task to export: the model's only task, or the one every session was trained on."""
-    if len(model.task_names) == 1:
-        return model.task_names[0]
-    trained = set(((getattr(model, "hparams", None) or {}).get("targets") or {}).values())
-    if len(trained) == 1:
-        return trained.pop()
-    raise ExportError(f"this model has several tasks {model.task_names}: choose one with --target")
 
 
 def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -514,9 +262,10 @@ def export_model(
         raise ExportError("int8 export is for ONNX graphs (onnxruntime's quantization); use --format onnx")
     if not len(model.unit_emb) or not len(model.session_emb):
         raise ExportError("this model has no units or no sessions in its vocabulary: train it first")
-    target = default_target(model) if target is None else target
-    if target not in model.task_names:
-        raise ExportError(f"target {target!r} is not a task of this model (it has {model.task_names})")
+    try:
+        target = model.readout_target(target)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     if fmt == "onnx":
         try:
             import onnx  # noqa: F401  (torch.onnx.export needs it)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -12,36 +11,20 @@ from torch import nn
 from ..data.targets import resolve_target
 from ..tokenize import SpikeTokenizer, TokenType
 from ..tokenize.batch import Batch
-from .attention import CrossAttentionBlock, LatentRotations, SelfAttentionBlock
+from .attention import CrossAttentionBlock, SelfAttentionBlock
 from .config import ModelConfig
 from .embeddings import VocabEmbedding
 from .inference_cache import WeightCache, caching_allowed
 from .meta import ModelFileMeta
 from .normalize import TargetNormalizer
-from .rotary import RotaryTimeEmbedding, rotate
+from .rotary import RotaryTimeEmbedding
+from .stages import LatentQueries, OutputQueries, PoyoStages, TokenKV
 
 N_TOKEN_TYPES = len(TokenType)  # spike, unit start, unit end
 MAX_CACHED_KV_FLOATS = 8_000_000  # the vocabulary's key/value table is kept in inference up to 32 MB
 
 
-class LatentQueries(NamedTuple):
-    """What the latents bring to a window, before its tokens: constant for a latent layout."""
-
-    latents: torch.Tensor  # (B, n_latents, dim) latent embeddings
-    rot: torch.Tensor  # (B, n_latents, 1, head_dim / 2) rotations at the latents' times
-    q: torch.Tensor  # (B, n_latents, cross_heads, head_dim) the encoder's queries, rotated
-    proc_rot: LatentRotations | None  # the rotations laid out for the self-attention blocks (None without any)
-
-
-class OutputQueries(NamedTuple):
-    """The output queries of a window: constant for given sessions and query times."""
-
-    queries: torch.Tensor  # (B, n_queries, dim) session embeddings
-    rot: torch.Tensor  # (B, n_queries, 1, head_dim / 2) rotations at the query times
-    q: torch.Tensor  # (B, n_queries, cross_heads, head_dim) the decoder's queries, rotated
-
-
-class POYO(nn.Module):
+class POYO(PoyoStages, nn.Module):
     """The POYO PerceiverIO over spike tokens with rotary time.
 
     `forward` takes a `spiketok.tokenize.Batch` (see its docstring for every field's shape): tokens ->
@@ -100,6 +83,22 @@ class POYO(nn.Module):
         the session has (`available`: the session's behaviours, None when unknown). See resolve_target."""
         return resolve_target(session_id, available, requested, self.meta.targets, self.task_names)
 
+    def readout_target(self, requested: str | None = None, session_id: str | None = None) -> str:
+        """The task whose readout a decoder of this model uses (the streaming decoders, the export graphs):
+        `requested`, which must be one of its tasks; else what it decodes for `session_id` (`target_for`); else,
+        for any session, its only task or the one every session was trained on. ValueError when none is clear."""
+        names = self.task_names
+        if requested is not None:
+            if requested not in names:
+                raise ValueError(f"target {requested!r} is not a task of this model (it has {names})")
+            return requested
+        if session_id is not None:
+            return self.target_for(session_id, None)
+        trained = set(self.meta.targets.values())
+        if len(names) == 1 or len(trained) == 1:
+            return names[0] if len(names) == 1 else trained.pop()
+        raise ValueError(f"this model has several tasks {names}: choose one with --target")
+
     @property
     def task_names(self) -> list[str]:
         return list(self.readouts.keys())
@@ -125,7 +124,7 @@ class POYO(nn.Module):
 
     def _pair_kv(self, pairs: torch.Tensor) -> torch.Tensor:
         """Encoder keys and values (K, 2 * inner) of (unit, type) keys (K,): a token's depend on nothing else."""
-        return self.encoder.kv(self.unit_emb(pairs // N_TOKEN_TYPES) + self.token_type_emb(pairs % N_TOKEN_TYPES))
+        return self.pair_kv(self.unit_emb(pairs // N_TOKEN_TYPES), pairs % N_TOKEN_TYPES)
 
     def token_kv_table_floats(self) -> int:
         """Size (number of floats) of `token_kv_table`: it grows with the vocabulary."""
@@ -151,30 +150,23 @@ class POYO(nn.Module):
         pairs, row = self._distinct_pairs(units, types)  # (K,), (B, n_tokens)
         return F.embedding(row, self._pair_kv(pairs))  # a row gather, 3x faster than table[row]
 
-    def _latent_queries(self, latent_ids: torch.Tensor, latent_times: torch.Tensor) -> LatentQueries:
-        latents = self.latent_emb(latent_ids)  # (B, n_latents, dim)
-        ang = self.rotary(latent_times)  # (B, n_latents, 1, head_dim / 2)
-        proc_rot = self.processor[0].rotations(ang) if len(self.processor) else None
-        return LatentQueries(latents, ang, rotate(self.encoder.query(latents), ang), proc_rot)
-
-    def latent_queries(self, latent_ids: torch.Tensor, latent_times: torch.Tensor) -> LatentQueries:
-        """The latents (B, n_latents, dim) before they read the tokens, their rotations, the encoder's rotated
-        queries and the processor's rotations: the same for every window of a latent layout (kept in inference)."""
+    def latents_at(self, latent_ids: torch.Tensor, latent_times: torch.Tensor) -> LatentQueries:
+        """The latents (B, n_latents, dim) of ids at times (B, n_latents) before they read the tokens, their
+        rotations, the encoder's rotated queries and the processor's rotations (`latent_queries`): the same for
+        every window of a latent layout (kept in inference)."""
         if not caching_allowed():
-            return self._latent_queries(latent_ids, latent_times)
+            return self.latent_queries(latent_ids, self.rotary(latent_times))
         return self._cache.get(
             "latents",
             (self.latent_emb, self.encoder.norm_q, self.encoder.attn.to_q),
             (latent_ids, latent_times),
-            lambda: self._latent_queries(latent_ids, latent_times),
+            lambda: self.latent_queries(latent_ids, self.rotary(latent_times)),
         )
 
     def _output_queries(self, sessions: torch.Tensor, times: torch.Tensor) -> OutputQueries:
-        queries = self.session_emb(sessions)  # (B, n_queries, dim)
-        ang = self.rotary(times)  # (B, n_queries, 1, head_dim / 2)
-        return OutputQueries(queries, ang, rotate(self.decoder.query(queries), ang))
+        return self.output_queries(self.session_emb(sessions), self.rotary(times))  # (B, n_queries, ...)
 
-    def output_queries(self, sessions: torch.Tensor, times: torch.Tensor) -> OutputQueries:
+    def outputs_at(self, sessions: torch.Tensor, times: torch.Tensor) -> OutputQueries:
         """The output queries (B, n_queries, dim) (each its session's embedding), their rotations and the decoder's
         rotated queries: the same for every window with the same query times (kept in inference)."""
         if not caching_allowed():
@@ -190,35 +182,22 @@ class POYO(nn.Module):
         """Normalised predictions (B, n_queries, max_task_dim) for a padded batch of windows."""
         # 1. tokens: a token's keys and values depend only on its (unit, type), rotated by its time
         token_kv = self.token_kv(batch.input_units, batch.input_types)  # (B, n_tokens, 2 * inner)
-        token_ang = self.rotary(batch.input_times)  # (B, n_tokens, 1, head_dim / 2) complex rotations
+        token_rot = self.rotary(batch.input_times)  # (B, n_tokens, 1, head_dim / 2) complex rotations
 
         # 2. latents: learned ids on a time grid read the window's tokens (cross-attention, padding masked)
-        lat = self.latent_queries(batch.latent_ids, batch.latent_times)
-        latents = self.encoder.attend_kv(lat.latents, lat.q, token_kv, lat.rot, token_ang, batch.input_mask)
+        lat = self.latents_at(batch.latent_ids, batch.latent_times)
+        latents = self.encode(
+            lat.latents, lat.rot, TokenKV(token_kv, token_rot, batch.input_mask), lat.q
+        )  # (B, n_latents, dim)
 
         # 3. processed latents: self-attention among the latents (rotations laid out per head once, for all blocks)
-        for block in self.processor:
-            latents = block(latents, lat.proc_rot)  # (B, n_latents, dim)
+        latents = self.process(latents, lat.proc_rot)  # (B, n_latents, dim)
 
         # 4. output queries: the session embedding at each query's time reads the latents
-        out_q = self.output_queries(batch.output_sessions, batch.output_times)
-        out = self.decoder.attend_kv(out_q.queries, out_q.q, self.decoder.kv(latents), out_q.rot, lat.rot)
-        out = self.norm_out(out)  # (B, n_queries, dim)
+        out = self.decode(self.outputs_at(batch.output_sessions, batch.output_times), latents, lat.rot)
 
         # 5. readout: each query through its task's linear head
         return self.readout(out, batch.output_tasks)  # (B, n_queries, max_task_dim)
-
-    def readout(self, features: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        """Normalised predictions (B, n_queries, max_task_dim); each query uses its task's readout."""
-        if len(self.readouts) == 1:  # every query uses the one head: no per-task selection (a tenth of tiny's latency)
-            return next(iter(self.readouts.values()))(features).to(features.dtype)
-        max_dim = max(r.out_features for r in self.readouts.values())
-        pred = features.new_zeros(*features.shape[:-1], max_dim)
-        for k, head in enumerate(self.readouts.values()):
-            sel = tasks == k
-            if sel.any():
-                pred[sel, : head.out_features] = head(features[sel]).to(pred.dtype)
-        return pred
 
     def n_parameters(self, with_vocab: bool = False) -> int:
         """Parameter count; by default without the unit and session tables, which grow with data."""

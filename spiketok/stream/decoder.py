@@ -33,6 +33,7 @@ from ..model.normalize import unnormalise
 from ..model.poyo import POYO
 from ..model.precision import with_precision
 from ..model.rotary import rotate
+from ..model.stages import AttentionAverages, RotatedKV
 from ..tokenize import TokenType
 from ..tokenize.tokenizer import grid_start, grid_times
 from .incremental import IncrementalEncoder
@@ -198,7 +199,7 @@ class StreamingDecoder(PacketRules):
                 raise ValueError(f"the model knows session {session_id!r} but none of its units; pass unit_ids")
         self.unit_ids = list(unit_ids)
         rows = model.unit_emb.lookup(self.unit_ids)  # UnknownIdError for units the model has never seen
-        self.target = self._target(target)
+        self.target = model.readout_target(target, session_id)
         self.n_units = len(self.unit_ids)
         self._build_id_table()
         self.device = next(model.parameters()).device
@@ -221,34 +222,22 @@ class StreamingDecoder(PacketRules):
 
     # ------------------------------------------------------------------ set-up
 
-    def _target(self, target: str | None) -> str:
-        names = self.model.task_names
-        if target is not None:
-            if target not in names:
-                raise ValueError(f"target {target!r} is not a task of this model (it has {names})")
-            return target
-        return self.model.target_for(self.session_id, None)
-
-    def _kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder keys and values (1, n, H, d) of input embeddings x (n, dim), not yet rotated."""
-        return tuple(t[None].contiguous() for t in self.model.encoder.context_kv(x))
-
     def _precompute(self, rows: torch.Tensor, sess_row: int) -> None:
         m = self.model
         unit = m.unit_emb.weight[rows]  # (n_units, dim)
-        types = m.token_type_emb.weight
-        self._k_spike, self._v_spike = (t[0] for t in self._kv(unit + types[TokenType.SPIKE]))  # (n_units, H, d)
-        self._k_start, self._v_start = self._kv(unit + types[TokenType.START])  # (1, n_units, H, d)
-        self._k_end, self._v_end = self._kv(unit + types[TokenType.END])
+        kv = {kind: m.pair_kv(unit, torch.full_like(rows, int(kind))) for kind in TokenType}  # (n_units, 2 * inner)
+        self._kv_spike, self._kv_start, self._kv_end = kv[TokenType.SPIKE], kv[TokenType.START], kv[TokenType.END]
         lat_ids, lat_times = self._tok.latents(t0=0.0)
         self._lat_times = torch.from_numpy(lat_times)[None].to(self.device)  # (1, n_lat) float64, from window start
         self._lat = m.latent_emb(torch.from_numpy(lat_ids).to(self.device))[None]  # (1, n_lat, dim)
         enc = m.encoder
         self._q_lat = enc.query(self._lat).contiguous()  # (1, n_lat, H, d), not yet rotated
         self._lat_rot = m.rotary(self._lat_times)  # relative to the window start: constant
-        self._proc_rot = m.processor[0].rotations(self._lat_rot) if len(m.processor) else None
-        self._out_rot = m.rotary(torch.tensor([[self.window]], dtype=torch.float64, device=self.device))
-        self._query = m.session_emb.weight[sess_row].reshape(1, 1, -1)
+        self._proc_rot = m.processor_rotations(self._lat_rot)
+        query = m.session_emb.weight[sess_row].reshape(1, 1, -1)  # (1, 1, dim) the output query, at the window end
+        self._out_q = m.output_queries(
+            query, m.rotary(torch.tensor([[self.window]], dtype=torch.float64, device=self.device))
+        )
         mean, std = m.normalizer.get(self.session_id, self.target)
         self._mean, self._std = mean.to(self.device), std.to(self.device)
         self._readout = m.readouts[self.target]
@@ -256,6 +245,10 @@ class StreamingDecoder(PacketRules):
         if self.incremental:  # latent queries per id (L, H, d)
             q_ids = enc.query(m.latent_emb.weight[None])[0].contiguous()
             self._inc = IncrementalEncoder(q_ids, m.rotary, m.config.latent_step, self.window)
+
+    def _edge_kv(self, kv: torch.Tensor, rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (1, n_units, H, d) of the START or END tokens kv (n_units, 2 * inner) at rotation rot."""
+        return self.model.encoder.attn.rotate_kv(kv[None].clone(), rot)  # a copy: rotated in place
 
     def _alloc(self, capacity: int) -> None:
         """Empty buffers: 2 * n_units slots for START/END tokens, then `capacity` spike slots (keys and values
@@ -308,7 +301,7 @@ class StreamingDecoder(PacketRules):
         self._times[lo:hi], self._units[lo:hi] = times, units
         rot = self.model.rotary(torch.from_numpy(times)[None].to(self.device))  # absolute times
         u = torch.from_numpy(units).to(self.device)
-        k, v = rotate(self._k_spike[u][None], rot), rotate(self._v_spike[u][None], rot)  # (1, n, H, d)
+        k, v = self.model.encoder.attn.rotate_kv(self._kv_spike[u][None], rot)  # (1, n, H, d) each
         if self.incremental:
             self._inc.add(times, k[0], v[0])
         else:
@@ -361,32 +354,28 @@ class StreamingDecoder(PacketRules):
         b = self._lo + int(np.searchsorted(live, t, side="left"))
         m, p, n_u = self.model, self._p, self.n_units
         edge = m.rotary(torch.tensor([[t0, t]], dtype=torch.float64, device=self.device))  # absolute times
-        at_start, at_end = edge[:, :1], edge[:, 1:]
+        k_start, v_start = self._edge_kv(self._kv_start, edge[:, :1])  # (1, n_units, H, d), absolute times
+        k_end, v_end = self._edge_kv(self._kv_end, edge[:, 1:])
         if self.incremental:  # START/END tokens fresh, spikes from the blocks' partials
-            k_edge = torch.cat([rotate(self._k_start, at_start), rotate(self._k_end, at_end)], 1)[0]
-            v_edge = torch.cat([rotate(self._v_start, at_start), rotate(self._v_end, at_end)], 1)[0]
+            k_edge, v_edge = torch.cat([k_start, k_end], 1)[0], torch.cat([v_start, v_end], 1)[0]
             avg, lat_rot = self._inc.attend(t, k_edge, v_edge)  # (1, n_lat, H, d), rotations at absolute times
-            lat = m.encoder.finish(self._lat, m.encoder.attn.finish(avg, lat_rot))
+            lat = m.encode(self._lat, lat_rot, AttentionAverages(avg))  # (1, n_lat, dim)
         else:
             # START/END tokens go in the n_units*2 slots just before the window's first spike: spikes there are
             # older than t - window and, since decode times never decrease, never needed again.
             s = a  # buffer slot of spike a - 2 * n_units
-            self._k[:, s : s + n_u] = rotate(self._k_start, at_start)
-            self._v[:, s : s + n_u] = rotate(self._v_start, at_start)
-            self._k[:, s + n_u : s + p] = rotate(self._k_end, at_end)
-            self._v[:, s + n_u : s + p] = rotate(self._v_end, at_end)
+            self._k[:, s : s + n_u], self._v[:, s : s + n_u] = k_start, v_start
+            self._k[:, s + n_u : s + p], self._v[:, s + n_u : s + p] = k_end, v_end
             k, v = self._k[:, s : p + b], self._v[:, s : p + b]  # (1, m, H, d) views, already rotated
             # encoder: latent queries rotated by their absolute times, over the window's keys
             lat_rot = m.rotary(self._absolute_latent_times(t0) if self._absolute else self._lat_times + t0)
-            lat = m.encoder.attend(self._lat, rotate(self._q_lat, lat_rot), k, v, lat_rot)  # (1, n_lat, dim)
+            lat = m.encode(self._lat, lat_rot, RotatedKV(k, v), rotate(self._q_lat, lat_rot))  # (1, n_lat, dim)
         # processor and read-out: latent times from the window start, as the tokenizer gives them offline
         rel_rot, proc_rot = self._lat_rot, self._proc_rot
         if self._absolute:  # they move with the window's phase on the grid
             rel_rot = m.rotary(torch.from_numpy(self._tok.latents(t0=t0)[1])[None].to(self.device))
-            proc_rot = m.processor[0].rotations(rel_rot) if len(m.processor) else None
-        for block in m.processor:
-            lat = block(lat, proc_rot)
-        out = m.norm_out(m.decoder(self._query, self._out_rot, lat, rel_rot))
+            proc_rot = m.processor_rotations(rel_rot)
+        out = m.decode(self._out_q, m.process(lat, proc_rot), rel_rot)  # (1, 1, dim)
         self._lo = a  # spikes before t - window are dead from now on
         self._last_decode = t
         return self._readout(out[0])[0].float()  # (1, dim) -> (D,): quantized layers need 2-D inputs

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..model.embeddings import UnknownIdError
-from ..model.export import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
+from ..model.export_sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 from .decoder import PacketRules, StreamOrderError
 from .replay import replay
 

@@ -8,6 +8,8 @@ A decode merges the partials of the blocks inside its window (M = max m; L = sum
 average = O / L) with those of the START/END tokens (fresh: they sit at the window's edges). Expiring a block
 is dropping its partial (nothing is subtracted); only a block straddling an edge of the window is recomputed,
 over its spikes inside. A decode costs the new spikes times the latents they meet, plus merging the blocks.
+The partials and their merge are spiketok.model.attention's (softmax_partial, merge_partials); the decoder hands
+the merged averages to the model's encoder stage (spiketok.model.stages.AttentionAverages).
 """
 
 from __future__ import annotations
@@ -18,27 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..model.attention import merge_partials, softmax_partial
 from ..model.rotary import RotaryTimeEmbedding, rotate
 from ..tokenize.tokenizer import grid_start, grid_times
-
-Partial = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # m (H, N), l (H, N), o (H, N, d)
-
-
-def partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> Partial:
-    """Softmax partial sums of queries q (H, N, d) over keys and values k, v (H, n, d), n >= 1: the max score
-    m (H, N), l = sum exp(score - m) (H, N) and o = sum exp(score - m) v (H, N, d); score = q . k * scale."""
-    s = torch.matmul(q, k.transpose(1, 2)) * scale  # (H, N, n)
-    m = s.amax(-1)
-    e = torch.exp(s - m.unsqueeze(-1))
-    return m, e.sum(-1), torch.matmul(e, v)
-
-
-def merge(parts: list[Partial]) -> torch.Tensor:
-    """The attention average (H, N, d) over all keys of stacked partials m, l (P, H, N), o (P, H, N, d), each
-    entry of the list holding one or more (P) of them: merged as flash attention merges blocks."""
-    m, l, o = (torch.cat(x) if len(parts) > 1 else x[0] for x in zip(*parts))  # noqa: E741 (l: the running sum)
-    w = torch.exp(m - m.amax(0))  # (P, H, N)
-    return (o * w.unsqueeze(-1)).sum(0) / (l * w).sum(0).unsqueeze(-1)
 
 
 @dataclass
@@ -81,7 +65,6 @@ class IncrementalEncoder:
     ):
         self.q_lat, self.rotary, self.step, self.window = q_lat, rotary, float(step), float(window)
         self.n_ids, self.heads, self.head_dim = q_lat.shape
-        self.scale = self.head_dim**-0.5  # as F.scaled_dot_product_attention
         self.n_steps = int(round(self.window / self.step))  # grid points per window
         self.block_span = self.step if block_span is None else float(block_span)
         self.ring = int(np.ceil(self.block_span / self.step)) + 2 * self.n_steps + 5
@@ -129,7 +112,7 @@ class IncrementalEncoder:
             n = grid_start(float(t[-1]) + self.window, self.step) + 1 - g0
             assert n <= self.ring, "a block meets more grid points than its storage holds"
             kb, vb = k[start:end].transpose(0, 1).contiguous(), v[start:end].transpose(0, 1).contiguous()
-            part = partial(self.queries(self.grid_rotation(g0, n)), kb, vb, self.scale)
+            part = softmax_partial(self.queries(self.grid_rotation(g0, n)), kb, vb)
             if len(self.blocks) == len(self.m):
                 self._alloc(2 * len(self.m))
             slot = (self.blocks[-1].slot + 1) % len(self.m) if self.blocks else 0
@@ -149,7 +132,7 @@ class IncrementalEncoder:
         g0, n, L = grid_start(t0, self.step), self.n_steps, self.n_ids
         rot = self.grid_rotation(g0, n)
         q = self.queries(rot)  # (H, n * L, d)
-        parts = [tuple(p.unsqueeze(0) for p in partial(q, k_edge.transpose(0, 1), v_edge.transpose(0, 1), self.scale))]
+        parts = [tuple(p.unsqueeze(0) for p in softmax_partial(q, k_edge.transpose(0, 1), v_edge.transpose(0, 1)))]
         inside: list[int] = []
         for b in self.blocks:
             if b.t_min >= t:
@@ -160,10 +143,10 @@ class IncrementalEncoder:
             else:  # straddles an edge: only its spikes inside, computed for this window
                 a, c = np.searchsorted(b.times, [t0, t], side="left")
                 if c > a:
-                    parts.append(tuple(p.unsqueeze(0) for p in partial(q, b.k[:, a:c], b.v[:, a:c], self.scale)))
+                    parts.append(tuple(p.unsqueeze(0) for p in softmax_partial(q, b.k[:, a:c], b.v[:, a:c])))
         if inside:
             slots = torch.tensor(inside, device=q.device)
             pos = self._positions(g0, n)
             parts.append(tuple(store.index_select(0, slots).index_select(2, pos) for store in (self.m, self.l, self.o)))
-        out = merge(parts).transpose(0, 1).unsqueeze(0)  # (1, n * L, H, d)
+        out = merge_partials(parts).transpose(0, 1).unsqueeze(0)  # (1, n * L, H, d)
         return out, rot.repeat_interleave(L, 0).reshape(1, n * L, 1, -1)
