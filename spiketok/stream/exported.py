@@ -20,7 +20,7 @@ import numpy as np
 
 from ..model.embeddings import UnknownIdError
 from ..model.export_sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
-from .decoder import PacketRules, StreamOrderError
+from .packets import PacketRules, StreamOrderError
 from .replay import replay
 
 __all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar", "replay_exported"]
