@@ -1,4 +1,9 @@
-"""Rotary cross- and self-attention blocks built on scaled_dot_product_attention."""
+"""Rotary cross- and self-attention blocks built on scaled_dot_product_attention: the model's attention math, once.
+
+Every path runs these blocks (spiketok.model.stages composes them): POYO.forward, the export graphs (with real
+rotations, spiketok.model.rotary.RealRotation) and the streaming decoders, which call the blocks in parts with the
+values they keep (rotated queries, rotated keys, or softmax partials merged by `merge_partials`).
+"""
 
 from __future__ import annotations
 
@@ -62,14 +67,9 @@ class RotaryAttention(nn.Module):
         context: torch.Tensor,
         ctx_rot: Rotation,
         ctx_mask: torch.Tensor | None = None,
-        ctx_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """With `ctx_index` (B, m), `context` is a table (K, ctx_dim) of distinct context features and
-        context token j of window b is row ctx_index[b, j]: keys and values are projected once per row."""
-        kv = self.to_kv(context)
-        if ctx_index is not None:
-            kv = F.embedding(ctx_index, kv)  # (B, m, 2 * inner): a row gather, 3x faster than kv[ctx_index]
-        return self.attend_kv(rotate(self.project_q(x), x_rot), kv, x_rot, ctx_rot, ctx_mask)
+        """Output (B, n, dim) of x (B, n, dim) at rotations x_rot over context (B, m, ctx_dim) at ctx_rot."""
+        return self.attend_kv(rotate(self.project_q(x), x_rot), self.to_kv(context), x_rot, ctx_rot, ctx_mask)
 
     def rotate_kv(self, kv: torch.Tensor, ctx_rot: Rotation) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, m, H, d) of the context's projected kv (B, m, 2 * inner), rotated by its rotations
@@ -144,9 +144,16 @@ class CrossAttentionBlock(nn.Module):
         self.attn = RotaryAttention(dim, dim, heads, head_dim, rotate_value)
         self.ff = FeedForward(dim, ffn_mult, dropout)
 
-    def forward(self, x, x_rot, context, ctx_rot, ctx_mask=None, ctx_index=None) -> torch.Tensor:
-        """`ctx_index`: context is a table of distinct rows, normalised once (see RotaryAttention)."""
-        return self.finish(x, self.attn(self.norm_q(x), x_rot, self.norm_ctx(context), ctx_rot, ctx_mask, ctx_index))
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_rot: Rotation,
+        context: torch.Tensor,
+        ctx_rot: Rotation,
+        ctx_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, n, dim) at rotations x_rot after reading context (B, m, dim) at ctx_rot; ctx_mask (B, m)."""
+        return self.attend_kv(x, rotate(self.query(x), x_rot), self.kv(context), x_rot, ctx_rot, ctx_mask)
 
     # The same block in parts, for callers that keep queries, keys or values between calls (spiketok.model.stages):
     # forward(x, x_rot, context, ctx_rot) == attend_kv(x, rotate(query(x), x_rot), kv(context), x_rot, ctx_rot)
