@@ -23,6 +23,7 @@ class RotaryAttention(nn.Module):
     the key times and the output rotated back by the query times, so the values too carry only
     relative time (as in POYO's encoder and latent layers). Rotations come from
     RotaryTimeEmbedding. No dropout on attention weights: on CPU it costs a quarter of a step.
+    Called in parts (project_q, rotate_kv, attend, finish) by CrossAttentionBlock, which has the forward.
     """
 
     def __init__(self, dim: int, ctx_dim: int, heads: int, head_dim: int, rotate_value: bool):
@@ -59,17 +60,6 @@ class RotaryAttention(nn.Module):
             out = rotate(out, x_rot, inverse=True)
         b, n = out.shape[:2]
         return self.to_out(out.reshape(b, n, self.heads * self.head_dim))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        x_rot: Rotation,
-        context: torch.Tensor,
-        ctx_rot: Rotation,
-        ctx_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Output (B, n, dim) of x (B, n, dim) at rotations x_rot over context (B, m, ctx_dim) at ctx_rot."""
-        return self.attend_kv(rotate(self.project_q(x), x_rot), self.to_kv(context), x_rot, ctx_rot, ctx_mask)
 
     def rotate_kv(self, kv: torch.Tensor, ctx_rot: Rotation) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, m, H, d) of the context's projected kv (B, m, 2 * inner), rotated by its rotations
