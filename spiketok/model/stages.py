@@ -83,14 +83,12 @@ class PoyoStages:
 
     # 2. latents -> encoder (cross-attention over the tokens)
 
-    def latent_queries(
-        self, latent_ids: torch.Tensor, rot: Rotation, proc_rot: Rotation | None = None
-    ) -> LatentQueries:
-        """The latents (B, n_latents, dim) of ids (B, n_latents), the encoder's queries rotated by rot
-        (B, n_latents, 1, d/2), and the processor's rotations laid out from proc_rot (default: rot)."""
+    def latent_queries(self, latent_ids: torch.Tensor, rot: Rotation) -> LatentQueries:
+        """The latents (B, n_latents, dim) of ids (B, n_latents) at rotations rot (B, n_latents, 1, d/2), the
+        encoder's rotated queries and the processor's rotations: what `encode` and `process` take, kept."""
         latents = self.latent_emb(latent_ids)  # (B, n_latents, dim)
         q = rotate(self.encoder.query(latents), rot)  # (B, n_latents, cross_heads, head_dim)
-        return LatentQueries(latents, rot, q, self.processor_rotations(rot if proc_rot is None else proc_rot))
+        return LatentQueries(latents, rot, q, self.processor_rotations(rot))
 
     def encode(
         self, latents: torch.Tensor, rot: Rotation, context: EncoderContext, q: torch.Tensor | None = None
