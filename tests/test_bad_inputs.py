@@ -349,7 +349,7 @@ def test_every_setting_has_a_rule() -> None:
     assert set(ADAPT_RULES) == {f.name for f in fields(AdaptConfig)}
     for preset in PRESETS:
         cfg = load_config(preset)
-        assert set(cfg) == set(TRAIN_RULES) and check_config(cfg) == cfg
+        assert set(cfg.to_dict()) == set(TRAIN_RULES) and check_config(cfg.to_dict()) == cfg.to_dict()
 
 
 def test_predict_killed_while_writing_leaves_the_previous_output_whole(work, tmp_path) -> None:
@@ -495,6 +495,6 @@ def test_random_settings_are_refused_or_typed(work, tmp_path_factory, key, value
         return
     assert "missing" in line  # the setting passed; the data did not
     rule = rule_for(key)
-    typed = _get(cfg, key.split("."))
+    typed = cfg.get(key)
     assert isinstance(rule, Rule)
     assert typed is None or typed == "auto" or type(typed) is rule.kind
