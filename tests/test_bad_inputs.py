@@ -352,6 +352,25 @@ def test_every_setting_has_a_rule() -> None:
         assert set(cfg.to_dict()) == set(TRAIN_RULES) and check_config(cfg.to_dict()) == cfg.to_dict()
 
 
+def test_a_train_config_refuses_a_bad_value_however_it_is_changed() -> None:
+    """A TrainConfig checks its fields when made: by load_config, by `set` and by dataclasses.replace."""
+    from dataclasses import replace
+
+    from spiketok.schema import ConfigError, TrainConfig
+    from spiketok.train.config import load_config
+
+    cfg = load_config("tiny")
+    assert cfg.set("model.window", "2").model.window == 2.0 and replace(cfg, max_steps=5.0).max_steps == 5
+    assert cfg.set("model", "poyo-1.3M").model.to_dict() == {"size": "poyo-1.3M"}
+    with pytest.raises(ConfigError, match=r"setting max_steps=0 is not allowed"):
+        replace(cfg, max_steps=0)
+    with pytest.raises(ConfigError, match=r"setting model.window=-1 is not allowed"):
+        cfg.set("model.window", -1)
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.foo'"):
+        cfg.set("model.foo", 1)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # one way to plain data and back
+
+
 def test_predict_killed_while_writing_leaves_the_previous_output_whole(work, tmp_path) -> None:
     """kill -9 while `predict --overwrite` writes its NWB file: the previous file stays byte for byte (the new
     one goes to a temporary file beside it, renamed only when complete), or the new one is whole."""

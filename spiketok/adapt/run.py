@@ -92,17 +92,17 @@ def adapt(
         with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
             stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
     record = Adaptation(
-        session.id,
-        str(session.path),
-        "unit-id" if mode == "finetune" else mode,
-        target,
-        n_trials,
-        seconds,
-        pick,
-        seed,
-        data.description,
-        stages,
-        replace(cfg),
+        session=session.id,
+        file=str(session.path),
+        mode="unit-id" if mode == "finetune" else mode,
+        target=target,
+        n_trials=n_trials,
+        seconds=seconds,
+        pick=pick,
+        seed=seed,
+        data=data.description,
+        stages=stages,
+        config=replace(cfg),
     )
     new.meta = _adapted_meta(model.meta, session, data, record)
     new.eval()
@@ -180,13 +180,13 @@ def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, 
 
 def _adapted_meta(meta: ModelMeta, session: StoredSession, data: AdaptationData, record: Adaptation) -> ModelMeta:
     """The source model's records plus the new session's target, splits and the adaptation's record."""
-    new = meta.copy()
+    new = copy.deepcopy(meta)
     splits = {
         "train": _spans(data.train),
         "valid": _spans(data.valid) if data.valid is not None else [],
         "test": _spans(session.splits["test"]) if "test" in session.splits else [],
     }
-    if record.mode == "scratch":  # a model of its own: only the new session (its training record is its own)
+    if record.mode == "scratch":  # a model of its own: only the new session (the source's settings kept)
         new = ModelMeta(train=meta.train, extra=new.extra)
     new.targets[session.id] = record.target
     new.splits[session.id] = splits

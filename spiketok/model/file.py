@@ -101,7 +101,7 @@ def build_model(tensors: dict[str, torch.Tensor], meta: ModelFileMeta, source: s
         model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{source}: weights and metadata do not fit together ({e}); the file is damaged") from None
-    model.meta = meta.record()
+    model.meta = meta.model_meta()
     return model.eval()
 
 

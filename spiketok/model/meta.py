@@ -98,8 +98,8 @@ class ModelMeta:
         """Trained with one output at each window's end (train config `causal`): a real-time decoder."""
         return self.train is not None and self.train.causal
 
-    def records(self) -> dict[str, Any]:
-        """The records as plain data (JSON), as a model file and a training checkpoint spell them."""
+    def to_dict(self) -> dict[str, Any]:
+        """The records as plain data (JSON), as a model file spells them."""
         return {
             "train": self.train.to_dict() if self.train is not None else {},
             "targets": copy.deepcopy(self.targets),
@@ -111,13 +111,13 @@ class ModelMeta:
     @classmethod
     def from_hparams(cls, hp: dict[str, Any]) -> ModelMeta:
         """From a training checkpoint's hyper-parameters (the records, the model's settings and other keys)."""
-        return cls.from_records(
+        return ModelMeta.from_dict(
             {**hp, "extra": {k: v for k, v in hp.items() if k not in (*cls.RECORDS, "model", "tasks")}}
         )
 
     @classmethod
-    def from_records(cls, d: dict[str, Any]) -> ModelMeta:
-        """From plain data (`records()`, a model file's JSON); ValueError, KeyError or TypeError if damaged."""
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
+        """From plain data (`to_dict()`, a model file's JSON); ValueError, KeyError or TypeError if damaged."""
         from ..schema import TrainConfig
 
         return cls(
@@ -128,8 +128,10 @@ class ModelMeta:
             extra=dict(d.get("extra") or {}),
         )
 
-    def copy(self) -> ModelMeta:
-        return copy.deepcopy(self)
+
+def _records(meta: ModelMeta) -> dict[str, Any]:
+    """The fields of ModelMeta of `meta` (a ModelFileMeta too), by name."""
+    return {f.name: getattr(meta, f.name) for f in fields(ModelMeta)}
 
 
 @dataclass(kw_only=True)
@@ -153,7 +155,6 @@ class ModelFileMeta(ModelMeta):
     @classmethod
     def from_model(cls, model: POYO, step: int | None = None) -> ModelFileMeta:
         """The metadata of `model`: its modules' settings and vocabularies, and a copy of `model.meta`."""
-        record = model.meta.copy()
         return cls(
             model=model.config.to_dict(),
             tasks={t: model.readouts[t].out_features for t in model.task_names},
@@ -161,26 +162,34 @@ class ModelFileMeta(ModelMeta):
             session_ids=list(model.session_emb.ids),
             normalization=json.loads(json.dumps(model.normalizer.stats)),
             step=step,
-            **{f.name: getattr(record, f.name) for f in fields(ModelMeta)},
+            **_records(copy.deepcopy(model.meta)),
         )
 
-    def record(self) -> ModelMeta:
+    def model_meta(self) -> ModelMeta:
         """The records a model built from this file holds as `model.meta` (a copy)."""
-        return ModelMeta(**{f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(ModelMeta)})
+        return ModelMeta(**copy.deepcopy(_records(self)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model file's JSON as plain data: the modules' settings, the records, the versions."""
+        structure = {k: getattr(self, k) for k in ("model", "tasks", "unit_ids", "session_ids", "normalization")}
+        records = super().to_dict()
+        return {
+            **structure,
+            **{k: records[k] for k in self.RECORDS},
+            "step": self.step,
+            "extra": records["extra"],
+            "format_version": self.format_version,
+            "spiketok_version": self.spiketok_version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelFileMeta:
+        """From `to_dict()`'s plain data (checked by `from_json`); ValueError, KeyError or TypeError if damaged."""
+        known = {f.name for f in fields(cls)} - {f.name for f in fields(ModelMeta)}
+        return cls(**{k: v for k, v in d.items() if k in known}, **_records(ModelMeta.from_dict(d)))
 
     def to_json(self) -> str:
-        structure = {k: getattr(self, k) for k in ("model", "tasks", "unit_ids", "session_ids", "normalization")}
-        records = self.records()
-        return json.dumps(
-            {
-                **structure,
-                **{k: records[k] for k in self.RECORDS},
-                "step": self.step,
-                "extra": records["extra"],
-                "format_version": self.format_version,
-                "spiketok_version": self.spiketok_version,
-            }
-        )
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str, source: str = "model file") -> ModelFileMeta:
@@ -204,10 +213,6 @@ class ModelFileMeta(ModelMeta):
             raise ModelFileError(f"{source}: its metadata lacks {missing}; not a complete spiketok model file")
         check_fields(d, source)
         try:
-            record = ModelMeta.from_records(d)
+            return cls.from_dict(d)
         except (KeyError, TypeError, ValueError) as e:
             raise damaged(source, [f"its records do not read ({type(e).__name__}: {e})"]) from None
-        known = {f.name for f in fields(cls)} - {f.name for f in fields(ModelMeta)}
-        return cls(
-            **{k: v for k, v in d.items() if k in known}, **{f.name: getattr(record, f.name) for f in fields(ModelMeta)}
-        )
