@@ -109,7 +109,7 @@ def preset_regularisation() -> str:
     from spiketok.train import load_config
 
     cfg = load_config("tiny", [])
-    return f"model.dropout={cfg['model']['dropout']} weight_decay={cfg['weight_decay']}"
+    return f"model.dropout={cfg.model.dropout} weight_decay={cfg.weight_decay}"
 
 
 def regularisation(run_dir: Path) -> str:

@@ -221,7 +221,7 @@ def sessions_part(size: str, counts: list[int], steps: int, work: Path) -> list[
         data = SessionDataset(files[:n])
         torch.manual_seed(0)
         model, targets = build_model(cfg, data)
-        train_set = WindowDataset.for_model(model, data, targets, unit_dropout=True, min_units=int(cfg["min_units"]))
+        train_set = WindowDataset.for_model(model, data, targets, unit_dropout=True, min_units=cfg.min_units)
         sampler = train_sampler(data, model.config.window, cfg)
         setup = time.perf_counter() - t
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

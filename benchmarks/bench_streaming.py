@@ -103,12 +103,14 @@ def random_model(size: str, session, grid: str = "window"):
     """An untrained causal model of `size` with latents on `grid`, registered with the session (for latency only)."""
     from spiketok.data.storage import SessionDataset
     from spiketok.model import POYO, model_config
+    from spiketok.model.meta import ModelMeta
+    from spiketok.train.config import load_config
     from spiketok.train.data import register_sessions
 
     torch.manual_seed(0)
     model = POYO(model_config({"size": size, "dropout": 0.0, "latent_grid": grid}))
     targets = register_sessions(model, SessionDataset([session.path]), "hand_velocity")
-    model.hparams = {"train": {"causal": True}, "targets": targets}
+    model.meta = ModelMeta(train=load_config(size, ["causal=true"]), targets=targets)
     return model.eval()
 
 

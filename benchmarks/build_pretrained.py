@@ -162,8 +162,8 @@ def card(files: list[Path], run_dir: Path, scores: dict[str, dict], minutes: flo
             "## Settings",
             "",
             f"Trained with `spiketok train {data_args} --config {config} {' '.join(SETTINGS)}"
-            f"{'' if not meta.train.get('max_minutes') else ' max_minutes=' + format(meta.train['max_minutes'], 'g')}`"
-            f"{took} (max_steps {meta.train.get('max_steps')}), {stopped(run_dir, meta.train.get('max_steps'))}best "
+            f"{'' if not meta.train.max_minutes else ' max_minutes=' + format(meta.train.max_minutes, 'g')}`"
+            f"{took} (max_steps {meta.train.max_steps}), {stopped(run_dir, meta.train.max_steps)}best "
             f"checkpoint by validation R² at step {meta.step}; the recipe chose:",
             "",
             settings,
@@ -298,7 +298,7 @@ def main() -> None:
         scores[split] = json.loads(path.read_text())["sessions"]
     shutil.copyfile(run_dir / "model.ckpt", args.work / "model.safetensors")
     (args.work / "card.md").write_text(card(files, run_dir, scores, minutes, args.config))
-    steps = read_model_file_meta(run_dir / "model.ckpt").train["max_steps"]
+    steps = read_model_file_meta(run_dir / "model.ckpt").train.max_steps
     (args.work / "candidate.json").write_text(
         json.dumps({"config": args.config, "steps": steps, "minutes": minutes or 0.0})
     )

@@ -1,16 +1,17 @@
-"""The typed schema of a training config: every key, at every depth, with its type and range.
+"""The typed schema of the settings: training (`TrainConfig`, its `model:` block `ModelSettings`) and adaptation
+(`AdaptConfig`), as dataclasses whose every field carries the Rule that checks it (type and range).
 
-`check_config` runs on every config `load_config` returns (presets, user YAML files and `key=value`
-overrides), before anything trains: an unknown key (`foo.bar=1`, `model.foo=1`), a value of the wrong
-type (`max_steps=abc`) or out of range (`max_steps=0`, `model.window=-1`) raises ConfigError, whose
-one-line message names the key, the value and what is allowed.
+`load_config` returns a TrainConfig built from presets, user YAML files and `key=value` overrides, and a
+TrainConfig checks its fields when made (also by `set` and `dataclasses.replace`): an unknown key (`foo.bar=1`,
+`model.foo=1`), a value of the wrong type (`max_steps=abc`) or out of range (`max_steps=0`, `model.window=-1`)
+raises ConfigError, whose one-line message names the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Literal
 
 from .model.config import SIZES, ModelConfig
 from .tokenize.tokenizer import LATENT_GRIDS
@@ -117,69 +118,212 @@ class Rule:
 POSITIVE_INT = Rule(int, low=1)
 POSITIVE = Rule(float, low=0, low_open=True)
 
-MODEL_RULES: dict[str, Rule] = {
-    "size": Rule(str, choices=tuple(SIZES)),
-    "dim": POSITIVE_INT,
-    "depth": POSITIVE_INT,
-    "num_latents_per_step": POSITIVE_INT,
-    "latent_step": POSITIVE,
-    "cross_heads": POSITIVE_INT,
-    "self_heads": POSITIVE_INT,
-    "head_dim": POSITIVE_INT,
-    "ffn_mult": POSITIVE_INT,
-    "dropout": Rule(float, low=0, high=1, high_open=True),
-    "t_min": POSITIVE,
-    "t_max": POSITIVE,
-    "window": Rule(float, low=0, low_open=True, auto=True),
-    "latent_grid": Rule(str, choices=LATENT_GRIDS),
-}
-assert set(MODEL_RULES) == {f.name for f in fields(ModelConfig)} | {"size"}, "MODEL_RULES must follow ModelConfig"
 
-TRAIN_RULES: dict[str, Rule | dict[str, Rule]] = {
-    "model": MODEL_RULES,
-    "target": Rule(str, null=True),
-    "batch_size": Rule(int, low=1, auto=True),
-    "max_steps": Rule(int, low=1, auto=True),
-    "max_minutes": Rule(float, low=0, low_open=True, null=True),
-    "steps_per_epoch": Rule(int, low=1, auto=True),
-    "lr": Rule(float, low=0),  # 0 holds the weights still (a test of early stopping)
-    "weight_decay": Rule(float, low=0),
-    "warmup_steps": Rule(int, low=0, auto=True),
-    "patience": Rule(int, low=1, auto=True, null=True),
-    "ema": Rule(float, low=0, high=1, low_open=True, high_open=True, null=True),
-    "init": Rule(str, auto=True, null=True),  # auto: scratch and the shipped model compared; none; a model file
-    "init_lr_factor": Rule(float, low=0, low_open=True, auto=True),
-    "init_unit_id_restarts": POSITIVE_INT,
-    "grad_clip": Rule(float, low=0, null=True),
-    "unit_dropout": Rule(bool),
-    "min_units": POSITIVE_INT,
-    "causal": Rule(bool),
-    "eval_stride": POSITIVE,
-    "seed": Rule(int, low=0, high=2**32 - 1),
-    "num_workers": Rule(int, low=0),
-    "precision": Rule(str, choices=(AUTO, *LIGHTNING_PRECISIONS)),
-}
+def setting(rule: Rule, default: Any = MISSING) -> Any:
+    """A dataclass field whose values `rule` checks (and converts to its type)."""
+    return field(metadata={"rule": rule}) if default is MISSING else field(default=default, metadata={"rule": rule})
 
-# `spiketok adapt` / `fewshot` key=value settings (spiketok.adapt.run.AdaptConfig; a test checks they match)
-ADAPT_RULES: dict[str, Rule] = {
-    "max_steps": POSITIVE_INT,
-    "fixed_steps": POSITIVE_INT,
-    "batch_size": POSITIVE_INT,
-    "eval_every": POSITIVE_INT,
-    "patience": POSITIVE_INT,
-    "lr_unit_id": Rule(float, low=0),
-    "lr_finetune": Rule(float, low=0, null=True),
-    "lr_finetune_vocab": Rule(float, low=0),
-    "lr_scratch": Rule(float, low=0, null=True),
-    "weight_decay": Rule(float, low=0, null=True),
-    "valid_fraction": Rule(float, low=0, high=1, low_open=True, high_open=True),
-    "min_valid_trials": Rule(int, low=0),
-    "min_valid_seconds": Rule(float, low=0),
-    "unit_dropout": Rule(bool, null=True),
-    "scratch_max_steps": Rule(int, low=1, null=True),
-    "unit_init": Rule(str, choices=("mean", "random")),
-    "norm_prior_seconds": Rule(float, low=0),
-}
+
+def rules_of(cls: type) -> dict[str, Rule]:
+    """The rule of every field of a settings dataclass, in field order."""
+    return {f.name: f.metadata["rule"] for f in fields(cls) if "rule" in f.metadata}
+
+
+def _check_fields(obj: Any, prefix: str = "", unset: bool = False) -> None:
+    """Each field of a frozen settings dataclass checked by its rule and converted (unset=True: None skipped)."""
+    for name, rule in rules_of(type(obj)).items():
+        value = getattr(obj, name)
+        if not (unset and value is None):
+            object.__setattr__(obj, name, rule.check(prefix + name, value))
+
+
+@dataclass(frozen=True, repr=False)
+class ModelSettings:
+    """The `model:` settings: a named size and the ModelConfig fields set over it (None: the size's value)."""
+
+    size: str | None = setting(Rule(str, choices=tuple(SIZES)), None)
+    dim: int | None = setting(POSITIVE_INT, None)
+    depth: int | None = setting(POSITIVE_INT, None)
+    num_latents_per_step: int | None = setting(POSITIVE_INT, None)
+    latent_step: float | None = setting(POSITIVE, None)
+    cross_heads: int | None = setting(POSITIVE_INT, None)
+    self_heads: int | None = setting(POSITIVE_INT, None)
+    head_dim: int | None = setting(POSITIVE_INT, None)
+    ffn_mult: int | None = setting(POSITIVE_INT, None)
+    dropout: float | None = setting(Rule(float, low=0, high=1, high_open=True), None)
+    t_min: float | None = setting(POSITIVE, None)
+    t_max: float | None = setting(POSITIVE, None)
+    window: float | Literal["auto"] | None = setting(Rule(float, low=0, low_open=True, auto=True), None)
+    latent_grid: str | None = setting(Rule(str, choices=LATENT_GRIDS), None)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "model.", unset=True)
+
+    def __repr__(self) -> str:
+        return f"ModelSettings({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that are set, as the YAML `model:` block holds them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelSettings:
+        """From a `model:` block (or a size name); an unknown key raises ConfigError naming it."""
+        return cls(**check_setting("model", d))
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> ModelSettings:
+        """Every field of a built ModelConfig (no size: the fields say it all)."""
+        return cls(**config.to_dict())
+
+    def config(self) -> ModelConfig:
+        """The ModelConfig these settings describe (an "auto" window must be chosen first)."""
+        from .model.config import model_config
+
+        return model_config(self.to_dict())
+
+
+MODEL_RULES: dict[str, Rule] = rules_of(ModelSettings)
+assert set(MODEL_RULES) == {f.name for f in fields(ModelConfig)} | {"size"}, "ModelSettings must follow ModelConfig"
+
+Auto = Literal["auto"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training config (preset, YAML file and key=value overrides), every field checked by its rule.
+
+    Frozen: change a setting with `cfg.set("model.window", 2.0)` or `dataclasses.replace`, both checked.
+    """
+
+    model: ModelSettings
+    target: str | None = setting(Rule(str, null=True))
+    batch_size: int | Auto = setting(Rule(int, low=1, auto=True))
+    max_steps: int | Auto = setting(Rule(int, low=1, auto=True))
+    max_minutes: float | None = setting(Rule(float, low=0, low_open=True, null=True))
+    steps_per_epoch: int | Auto = setting(Rule(int, low=1, auto=True))
+    lr: float = setting(Rule(float, low=0))  # 0 holds the weights still (a test of early stopping)
+    weight_decay: float = setting(Rule(float, low=0))
+    warmup_steps: int | Auto = setting(Rule(int, low=0, auto=True))
+    patience: int | Auto | None = setting(Rule(int, low=1, auto=True, null=True))
+    ema: float | None = setting(Rule(float, low=0, high=1, low_open=True, high_open=True, null=True))
+    init: str | None = setting(Rule(str, auto=True, null=True))  # auto: scratch and the shipped model; a model file
+    init_lr_factor: float | Auto = setting(Rule(float, low=0, low_open=True, auto=True))
+    init_unit_id_restarts: int = setting(POSITIVE_INT)
+    grad_clip: float | None = setting(Rule(float, low=0, null=True))
+    unit_dropout: bool = setting(Rule(bool))
+    min_units: int = setting(POSITIVE_INT)
+    causal: bool = setting(Rule(bool))
+    eval_stride: float = setting(POSITIVE)
+    seed: int = setting(Rule(int, low=0, high=2**32 - 1))
+    num_workers: int = setting(Rule(int, low=0))
+    precision: str = setting(Rule(str, choices=(AUTO, *LIGHTNING_PRECISIONS)))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelSettings):
+            raise ConfigError(f"model holds settings (ModelSettings), not {type(self.model).__name__}")
+        _check_fields(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (YAML / JSON), as a config file spells it: what recipe.json, checkpoints and model files hold."""
+        return {"model": self.model.to_dict(), **{k: getattr(self, k) for k in rules_of(TrainConfig)}}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "config") -> TrainConfig:
+        """Every key checked (unknown or missing ones refused with ConfigError naming them)."""
+        checked = check_config(d, source)
+        return cls(model=ModelSettings(**checked.pop("model")), **checked)
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> TrainConfig | None:
+        """The training record of a model file (None when it has none): settings newer than the file take the
+        value their absence meant (RECORD_DEFAULTS); keys this spiketok does not know are left out."""
+        if not d:
+            return None
+        return cls.from_dict({**RECORD_DEFAULTS, **{k: v for k, v in d.items() if k in TRAIN_RULES}}, "train record")
+
+    def set(self, dotted: str, value: Any) -> TrainConfig:
+        """A copy with one setting (`lr`, `model.window`, `model` as a block or size name) changed and checked."""
+        rule_for(dotted, value)
+        top, _, key = dotted.partition(".")
+        if key:
+            return replace(self, model=replace(self.model, **{key: value}))
+        if top == "model":
+            return replace(self, model=value if isinstance(value, ModelSettings) else ModelSettings.from_dict(value))
+        return replace(self, **{top: value})
+
+    def get(self, dotted: str) -> Any:
+        """The value of one setting (`lr`, `model.window`)."""
+        top, _, key = dotted.partition(".")
+        return getattr(getattr(self, top), key) if key else getattr(self, top)
+
+
+TRAIN_RULES: dict[str, Rule | dict[str, Rule]] = {"model": MODEL_RULES, **rules_of(TrainConfig)}
+# settings newer than some model files' training records: what a record without them meant
+RECORD_DEFAULTS = {"init": None, "init_lr_factor": AUTO, "init_unit_id_restarts": 3, "ema": None, "patience": None}
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of an adaptation run; None means "as in the pretraining run" (model.meta.train)."""
+
+    max_steps: int = setting(POSITIVE_INT, 300)  # per stage, with early stopping on the held-out part
+    fixed_steps: int = setting(POSITIVE_INT, 100)  # per stage, when too little data to hold any out
+    batch_size: int = setting(POSITIVE_INT, 16)
+    eval_every: int = setting(POSITIVE_INT, 10)  # steps between validation checks
+    patience: int = setting(POSITIVE_INT, 5)  # checks without improvement before stopping
+    lr_unit_id: float = setting(Rule(float, low=0), 1e-2)  # new unit/session embeddings (and a new readout)
+    # every weight in the finetune stage; None: a tenth of the pretraining lr
+    lr_finetune: float | None = setting(Rule(float, low=0, null=True), None)
+    lr_finetune_vocab: float = setting(Rule(float, low=0), 1e-3)  # the new embeddings in the finetune stage
+    lr_scratch: float | None = setting(Rule(float, low=0, null=True), None)  # None: the pretraining lr
+    # on weight matrices (finetune, scratch); None: the pretraining value
+    weight_decay: float | None = setting(Rule(float, low=0, null=True), None)
+    # of the adaptation trials (or seconds) held out for early stopping
+    valid_fraction: float = setting(Rule(float, low=0, high=1, low_open=True, high_open=True), 0.2)
+    # With fewer trials (seconds) nothing is held out and each stage runs `fixed_steps` steps on all of
+    # them: on Mihi with 10 trials, early stopping on 2 held-out trials gave unit-id R² 0.60, fixed steps 0.73.
+    min_valid_trials: int = setting(Rule(int, low=0), 20)
+    min_valid_seconds: float = setting(Rule(float, low=0), 10.0)
+    # Unit dropout (pretraining's augmentation) hurts few-shot adaptation: Mihi, 10 trials, unit-id R² 0.55
+    # with it, 0.73 without. None: as in pretraining.
+    unit_dropout: bool | None = setting(Rule(bool, null=True), False)
+    # scratch: None = the recipe's steps (as `spiketok train`), early stopped
+    scratch_max_steps: int | None = setting(Rule(int, low=1, null=True), None)
+    # new unit rows start at the mean known row ("mean") or random ("random")
+    unit_init: str = setting(Rule(str, choices=("mean", "random")), "mean")
+    # weight of the model's pooled target statistics; 0: the new data's alone
+    norm_prior_seconds: float = setting(Rule(float, low=0), 30.0)
+
+    @classmethod
+    def from_overrides(cls, overrides: list[str]) -> AdaptConfig:
+        """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"], each checked against
+        its rule (type and range; ConfigError names the key, the value and what is allowed)."""
+        import yaml
+
+        values = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or key not in ADAPT_RULES:
+                raise ValueError(
+                    f"adaptation setting {item!r}: expected key=value with key one of {sorted(ADAPT_RULES)}"
+                )
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"adaptation setting {item!r}: not a YAML value") from None
+            values[key] = check_adapt_setting(key, parsed)
+        return cls(**values)
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> AdaptConfig:
+        """The settings an adaptation record holds (keys this spiketok does not know left out)."""
+        return cls(**{k: v for k, v in d.items() if k in ADAPT_RULES})
+
+
+# `spiketok adapt` / `fewshot` key=value settings
+ADAPT_RULES: dict[str, Rule] = rules_of(AdaptConfig)
 
 
 def check_adapt_setting(key: str, value: Any) -> Any:

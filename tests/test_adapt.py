@@ -138,10 +138,10 @@ def test_unit_id_changes_nothing_but_the_new_rows(pretrained):
     assert {k: v for k, v in adapted.normalizer.stats.items() if k != HELD_OUT} == model.normalizer.stats
     assert not torch.allclose(after["unit_emb.weight"][n_units:], torch.zeros(new.n_units, 64))
     assert all(p.requires_grad for p in adapted.parameters())  # frozen only while adapting
-    assert adapted.hparams["targets"][HELD_OUT] == "hand_velocity"
-    assert set(adapted.hparams["targets"]) == set(model.hparams["targets"]) | {HELD_OUT}
-    stage = adapted.hparams["adaptations"][-1]["stages"][0]
-    assert stage["steps"] == 15 and stage["best_val_loss"] is not None
+    assert adapted.meta.targets[HELD_OUT] == "hand_velocity"
+    assert set(adapted.meta.targets) == set(model.meta.targets) | {HELD_OUT}
+    stage = adapted.meta.adaptations[-1].stages[0]
+    assert stage.steps == 15 and stage.best_val_loss is not None
 
 
 @pytest.mark.slow
@@ -185,8 +185,8 @@ def test_adapt_finetune_cli_then_evaluate_and_predict(pretrained, tmp_path):
     assert res.exit_code == 0, res.output
     assert "unit-id:" in res.output and "finetune:" in res.output and "R² on sim_a1_s1's test split" in res.output
     model, source = spiketok.load(out), spiketok.load(pretrained.checkpoint)
-    assert model.hparams["adaptations"][-1]["mode"] == "finetune"
-    assert [s["name"] for s in model.hparams["adaptations"][-1]["stages"]] == ["unit-id", "finetune"]
+    assert model.meta.adaptations[-1].mode == "finetune"
+    assert [s.name for s in model.meta.adaptations[-1].stages] == ["unit-id", "finetune"]
     after, before = model.state_dict(), source.state_dict()
     shared = [k for k, v in before.items() if isinstance(v, torch.Tensor) and not k.endswith("emb.weight")]
     moved = [k for k in shared if not torch.equal(after[k], before[k])]
@@ -351,9 +351,9 @@ def test_train_init_starts_from_the_pretrained_model_and_matches_a_full_scratch_
     assert all(
         torch.equal(v, kept.state_dict()[k]) for k, v in init.state_dict().items() if isinstance(v, torch.Tensor)
     )
-    assert init.hparams["recipe"]["settings"]["init_lr_factor"] == init.hparams["train"]["init_lr_factor"]
-    assert init.hparams["train"]["lr"] == pytest.approx(0.003 * (0.1 if choice["chosen"] == "lr-x0.1" else 1.0))
-    assert init.hparams["train"]["init"] == str(pretrained.checkpoint)
+    assert init.meta.extra["recipe"]["settings"]["init_lr_factor"] == init.meta.train.init_lr_factor
+    assert init.meta.train.lr == pytest.approx(0.003 * (0.1 if choice["chosen"] == "lr-x0.1" else 1.0))
+    assert init.meta.train.init == str(pretrained.checkpoint)
     recipe = json.loads((tmp_path / "init" / "recipe.json").read_text())
     assert (
         recipe["settings"]["init_lr_factor"] in (0.1, 1.0)
@@ -500,7 +500,7 @@ def test_identify_units_keeps_the_start_with_the_lowest_validation_loss(pretrain
     alone = [
         adapt(source, new, mode="unit-id", target="hand_velocity", seed=k, config=cfg, progress=False) for k in range(2)
     ]
-    losses = [m.hparams["adaptations"][-1]["stages"][-1]["best_val_loss"] for m in alone]
+    losses = [m.meta.adaptations[-1].stages[-1].best_val_loss for m in alone]
     assert record["val_loss"] == pytest.approx(losses) and losses[0] != losses[1], (record, losses)
     assert record["kept"] == int(np.argmin(losses))
     assert torch.equal(kept.unit_emb.weight, alone[record["kept"]].unit_emb.weight)

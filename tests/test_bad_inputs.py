@@ -349,7 +349,26 @@ def test_every_setting_has_a_rule() -> None:
     assert set(ADAPT_RULES) == {f.name for f in fields(AdaptConfig)}
     for preset in PRESETS:
         cfg = load_config(preset)
-        assert set(cfg) == set(TRAIN_RULES) and check_config(cfg) == cfg
+        assert set(cfg.to_dict()) == set(TRAIN_RULES) and check_config(cfg.to_dict()) == cfg.to_dict()
+
+
+def test_a_train_config_refuses_a_bad_value_however_it_is_changed() -> None:
+    """A TrainConfig checks its fields when made: by load_config, by `set` and by dataclasses.replace."""
+    from dataclasses import replace
+
+    from spiketok.schema import ConfigError, TrainConfig
+    from spiketok.train.config import load_config
+
+    cfg = load_config("tiny")
+    assert cfg.set("model.window", "2").model.window == 2.0 and replace(cfg, max_steps=5.0).max_steps == 5
+    assert cfg.set("model", "poyo-1.3M").model.to_dict() == {"size": "poyo-1.3M"}
+    with pytest.raises(ConfigError, match=r"setting max_steps=0 is not allowed"):
+        replace(cfg, max_steps=0)
+    with pytest.raises(ConfigError, match=r"setting model.window=-1 is not allowed"):
+        cfg.set("model.window", -1)
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.foo'"):
+        cfg.set("model.foo", 1)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # one way to plain data and back
 
 
 def test_predict_killed_while_writing_leaves_the_previous_output_whole(work, tmp_path) -> None:
@@ -495,6 +514,6 @@ def test_random_settings_are_refused_or_typed(work, tmp_path_factory, key, value
         return
     assert "missing" in line  # the setting passed; the data did not
     rule = rule_for(key)
-    typed = _get(cfg, key.split("."))
+    typed = cfg.get(key)
     assert isinstance(rule, Rule)
     assert typed is None or typed == "auto" or type(typed) is rule.kind

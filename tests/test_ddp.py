@@ -90,7 +90,7 @@ def test_two_process_ddp_draws_disjoint_windows_and_ends_with_identical_weights(
 
     # only rank 0 wrote files: one model.ckpt, logs with synced validation metrics
     model = spiketok.load(run / "model.ckpt")
-    assert set(model.hparams["targets"]) == {s.id for s in SessionDataset(data)}
+    assert set(model.meta.targets) == {s.id for s in SessionDataset(data)}
     metrics = (run / "logs" / "metrics.csv").read_text()
     assert "val_loss" in metrics.splitlines()[0]
     assert not list(run.glob("**/*.tmp"))

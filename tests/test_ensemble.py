@@ -50,8 +50,8 @@ def test_members_train_with_the_recipes_choices_and_their_own_seeds(ensemble: di
     first, second = (load(c) for c in ensemble["ckpts"])
     chosen = json.loads((ensemble["root"] / "run" / "recipe.json").read_text())["settings"]
     assert "warmup_steps" in chosen  # left at auto, chosen from the data
-    assert first.hparams["train"]["seed"] == 0 and second.hparams["train"]["seed"] == 1
-    assert second.hparams["train"]["warmup_steps"] == first.hparams["train"]["warmup_steps"] == chosen["warmup_steps"]
+    assert first.meta.train.seed == 0 and second.meta.train.seed == 1
+    assert second.meta.train.warmup_steps == first.meta.train.warmup_steps == chosen["warmup_steps"]
     assert not (ensemble["root"] / "run" / "ensemble" / "seed-1" / "pilots").exists()
     assert "ensemble member" in ensemble["text"] and str(ensemble["ckpts"][1]) in ensemble["text"].replace("\n", "")
 

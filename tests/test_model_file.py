@@ -109,7 +109,7 @@ def test_round_trip_train_load_save_load_gives_identical_predictions(run: dict, 
     save_model(loaded, tmp_path / "again.ckpt")
     again = spiketok.load(tmp_path / "again.ckpt")
     np.testing.assert_array_equal(_predictions(again, run["data"]), expected)
-    assert again.hparams == loaded.hparams
+    assert again.meta == loaded.meta
 
 
 def test_a_newer_format_version_gets_a_clear_message(run: dict, tmp_path: Path) -> None:
@@ -145,9 +145,30 @@ def test_convert_turns_a_pickled_checkpoint_into_a_model_file(run: dict, tmp_pat
 def test_meta_is_one_typed_dataclass() -> None:
     meta = ModelFileMeta(model={"dim": 8}, tasks={"a": 1}, unit_ids=["s/u"], session_ids=["s"])
     back = ModelFileMeta.from_json(meta.to_json())
-    assert back == meta and back.hparams()["tasks"] == {"a": 1}
+    assert back == meta and back.tasks == {"a": 1} and back.model_meta().train is None
     with pytest.raises(ModelFileError, match="lacks"):
         ModelFileMeta.from_json(json.dumps({"format_version": 1, "model": {}}))
+
+
+def test_the_records_are_typed_and_read_back_as_they_were_written() -> None:
+    """The training config and the adaptation records round-trip through the JSON as dataclasses; a training
+    record without a setting newer than the file reads it as its absence meant; a damaged record is refused."""
+    from spiketok.model.meta import Adaptation, StageResult
+    from spiketok.schema import AdaptConfig, TrainConfig
+
+    stage = StageResult("unit-id", 10, 8, 0.25, True, 1.5)
+    record = Adaptation("s", "s.h5", "unit-id", "a", 3, None, "first", 0, "3 trials", [stage], AdaptConfig())
+    meta = ModelFileMeta(model={"dim": 8}, tasks={"a": 1}, unit_ids=["s/u"], session_ids=["s"])
+    meta.train, meta.adaptations = load_config("tiny", ["lr=0.01"]), [record]
+    back = ModelFileMeta.from_json(meta.to_json())
+    assert back == meta and isinstance(back.train, TrainConfig) and back.train.lr == 0.01
+    assert back.adaptations[0].stages[0].best_val_loss == 0.25 and back.adaptations[0].config == AdaptConfig()
+    old = meta.to_dict()
+    del old["train"]["init"]  # written before the setting existed (as the shipped model's record)
+    assert ModelFileMeta.from_json(json.dumps(old)).train.init is None
+    old["adaptations"][0]["stages"] = [{"name": "unit-id"}]
+    with pytest.raises(ModelFileError, match="metadata is damaged"):
+        ModelFileMeta.from_json(json.dumps(old))
 
 
 def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle() -> None:

@@ -199,7 +199,7 @@ def test_sidecar_describes_the_graph(run: dict) -> None:
     assert meta["units"] == {u: k for k, u in enumerate(model.unit_emb.ids)}
     assert meta["sessions"] == {session.id: 0}
     assert meta["normalization"][session.id] == model.normalizer.stats[session.id]["hand_velocity"]
-    assert meta["splits"][session.id]["test"] == model.hparams["splits"][session.id]["test"]
+    assert meta["splits"][session.id]["test"] == model.meta.splits[session.id]["test"]
     c = model.config
     assert len(meta["latents"]["times"]) == c.num_latents_per_step * round(c.window / c.latent_step)
     graph_inputs = ort.InferenceSession(str(run["onnx"]), providers=["CPUExecutionProvider"]).get_inputs()

@@ -12,6 +12,7 @@ import pytest
 import spiketok
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
+from spiketok.schema import TrainConfig
 from spiketok.train.config import load_config
 from spiketok.train.recipe import PilotScore, RecipeChoice, choose_window, resolve_schedule, window_candidates
 from spiketok.train.run import train
@@ -62,10 +63,10 @@ def regular_session(
     return SessionDataset(path)
 
 
-def schedule(data: SessionDataset, *settings: str) -> tuple[dict, RecipeChoice]:
+def schedule(data: SessionDataset, *settings: str) -> tuple[TrainConfig, RecipeChoice]:
     cfg = load_config("tiny", ["target=hand_velocity", "model.window=1", *settings])
     choice = RecipeChoice()
-    resolve_schedule(cfg, data, {"regular": "hand_velocity"}, choice)
+    cfg = resolve_schedule(cfg, data, {"regular": "hand_velocity"}, choice)
     return cfg, choice
 
 
@@ -76,7 +77,7 @@ def test_steps_follow_the_amount_of_training_data_by_known_answers(tmp_path):
     steps, capped at 100; warm-up 2,400 / 20 = 120; patience a quarter of 24 checks = 6."""
     cfg, choice = schedule(regular_session(tmp_path / "big", 60, 10.0))
     assert all(k in choice.settings for k in ("batch_size", "max_steps", "steps_per_epoch", "warmup_steps", "patience"))
-    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == (
+    assert (cfg.batch_size, cfg.max_steps, cfg.steps_per_epoch, cfg.warmup_steps, cfg.patience) == (
         49,
         2400,
         100,
@@ -88,7 +89,7 @@ def test_steps_follow_the_amount_of_training_data_by_known_answers(tmp_path):
     # -> batch 64 (the ceiling); 200 x 21 / (64 x 0.5) = 131 -> 100 -> 1,000 steps (the floor); a check every
     # 40 x 21 / 32 = 26 steps; warm-up 50; patience a quarter of 1,000 / 26 = 38.5 checks = 10
     cfg, choice = schedule(regular_session(tmp_path / "short", 42, 0.5))
-    assert (cfg["batch_size"], cfg["max_steps"], cfg["steps_per_epoch"], cfg["warmup_steps"], cfg["patience"]) == (
+    assert (cfg.batch_size, cfg.max_steps, cfg.steps_per_epoch, cfg.warmup_steps, cfg.patience) == (
         64,
         1000,
         26,
@@ -101,20 +102,20 @@ def test_steps_follow_the_amount_of_training_data_by_known_answers(tmp_path):
 def test_user_settings_win_over_the_recipe(sim):
     given = load_config("tiny", ["target=hand_velocity", "model.window=1", "max_steps=77", "batch_size=5"])
     kept = RecipeChoice()
-    resolve_schedule(given, sim, {s.id: "hand_velocity" for s in sim}, kept)
-    assert given["max_steps"] == 77 and given["batch_size"] == 5 and "max_steps" not in kept.settings
+    given = resolve_schedule(given, sim, {s.id: "hand_velocity" for s in sim}, kept)
+    assert given.max_steps == 77 and given.batch_size == 5 and "max_steps" not in kept.settings
     assert "batch_size" not in kept.settings
-    assert given["warmup_steps"] == 10  # 5% of 77, at least 10
+    assert given.warmup_steps == 10  # 5% of 77, at least 10
     small = load_config("tiny", ["target=hand_velocity", "model.window=1", "batch_size=2"])
-    resolve_schedule(small, sim, {s.id: "hand_velocity" for s in sim}, RecipeChoice())
-    assert small["steps_per_epoch"] == 100  # 2 windows a step: 40 passes take more than 100 steps, the ceiling
+    small = resolve_schedule(small, sim, {s.id: "hand_velocity" for s in sim}, RecipeChoice())
+    assert small.steps_per_epoch == 100  # 2 windows a step: 40 passes take more than 100 steps, the ceiling
 
 
 def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):
     cfg = load_config(
         "tiny", ["target=hand_velocity", "max_steps=20", "steps_per_epoch=10", "batch_size=8", "eval_stride=1.0"]
     )
-    assert cfg["model"]["window"] == "auto"
+    assert cfg.model.window == "auto"
     result = train(sim, cfg, tmp_path / "run", accelerator="cpu", progress=False)
     recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
     candidates = [f"{w:g}" for w in window_candidates(sim)]
@@ -128,8 +129,8 @@ def test_window_is_chosen_by_pilots_on_validation_and_recorded(sim, tmp_path):
     best = f"{choose_window(curves)[0]:g}"  # the rule itself is tested on known curves in test_window_choice.py
     model = spiketok.load(result.checkpoint)
     assert model.config.window == float(best) == recipe["settings"]["model.window"]
-    assert model.hparams["recipe"]["settings"]["model.window"] == float(best)
-    assert model.hparams["train"]["model"]["window"] == float(best) and model.hparams["train"]["max_steps"] == 20
+    assert model.meta.extra["recipe"]["settings"]["model.window"] == float(best)
+    assert model.meta.train.model.window == float(best) and model.meta.train.max_steps == 20
     assert result.recipe.summary()[0].startswith(f"model.window = {float(best)}")
 
 

@@ -161,6 +161,6 @@ def test_kill_sigterm_and_resume_lose_and_repeat_nothing(tmp_path: Path) -> None
     assert last in files and (run / "model.ckpt").exists()
     for path in files:
         model, _ = model_from_checkpoint(read_pickled_checkpoint(path))
-        assert set(model.hparams["targets"].values()) == {"hand_velocity"}
-    assert set(spiketok.load(run / "model.ckpt").hparams["targets"].values()) == {"hand_velocity"}
+        assert set(model.meta.targets.values()) == {"hand_velocity"}
+    assert set(spiketok.load(run / "model.ckpt").meta.targets.values()) == {"hand_velocity"}
     assert not list(run.glob("**/*.tmp"))

@@ -31,7 +31,7 @@ def test_the_shipped_start_is_tried_only_where_it_keeps_the_users_settings():
     assert "model settings" in why_not_shipped(load_config("poyo-1.3M", ["init=auto"]))
     assert "causal" in why_not_shipped(load_config("tiny", ["causal=true"]))
     assert "--ensemble" in why_not_shipped(load_config("tiny"), ensemble=3)
-    assert load_config("poyo-1.3M")["init"] is None and load_config("tiny")["init"] == "auto"
+    assert load_config("poyo-1.3M").init is None and load_config("tiny").init == "auto"
 
 
 @pytest.mark.slow

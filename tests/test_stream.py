@@ -88,7 +88,7 @@ def spikes(session: StoredSession, t0: float, t1: float) -> tuple[np.ndarray, np
 
 def test_streaming_equals_offline_windows(causal_run: dict) -> None:
     model, session = causal_run["model"], causal_run["session"]
-    assert model.hparams["train"]["causal"] is True
+    assert model.meta.train.causal is True
     std = np.array(model.normalizer.stats[session.id]["hand_velocity"]["std"])
     dec = StreamingDecoder(model, session.id)
     assert dec.target == "hand_velocity" and dec.window == model.config.window
@@ -232,7 +232,7 @@ def test_replay_cli_streams_a_prepared_file(causal_run: dict, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "latency median / p99 / max" in result.output and "R² (hand_velocity)" in result.output
     s = json.loads(out_json.read_text())
-    test = np.asarray(model.hparams["splits"][session.id]["test"])
+    test = np.asarray(model.meta.splits[session.id]["test"])
     expected = sum(int(np.ceil((e - a) / 0.02 - 1e-9)) for a, e in test)
     assert s["n_decodes"] == expected and s["split"] == "test"
     assert 0 < s["latency_ms"]["median"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
@@ -261,7 +261,7 @@ def test_replay_in_lower_precision_stays_close(causal_run: dict, tmp_path: Path)
     model, session = causal_run["model"], causal_run["session"]
     from spiketok.data.session import Intervals
 
-    test = np.asarray(model.hparams["splits"][session.id]["test"])
+    test = np.asarray(model.meta.splits[session.id]["test"])
     iv = Intervals(test[:1, 0], test[:1, 1])
     ref = replay(model, session, iv, every=0.05, progress=False)
     std = np.array(model.normalizer.stats[session.id]["hand_velocity"]["std"])

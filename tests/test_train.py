@@ -15,6 +15,7 @@ import spiketok
 from spiketok.cli import _register, app
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset
+from spiketok.model.meta import ModelFileMeta
 from spiketok.train.config import load_config
 from spiketok.train.data import train_sampler
 from spiketok.train.run import DEBUG_ENV, _n_processes, _strategy, train
@@ -71,14 +72,14 @@ def test_each_epoch_draws_new_windows_and_model_ckpt_is_the_best_epoch(tmp_path:
     assert best_file.name.endswith(f"step{best_step}.ckpt")
     model = spiketok.load(result.checkpoint)
     assert not model.training
-    hp = model.hparams
-    assert hp["train"] == cfg
-    assert hp["targets"] == {s.id: "hand_velocity" for s in data}
+    hp = model.meta
+    assert hp.train == cfg
+    assert hp.targets == {s.id: "hand_velocity" for s in data}
     for s in data:
-        assert hp["splits"][s.id]["test"] == [
+        assert hp.splits[s.id]["test"] == [
             [float(a), float(b)] for a, b in zip(s.splits["test"].start, s.splits["test"].end)
         ]
-    assert model.hparams["tasks"] == {"hand_velocity": 2}
+    assert ModelFileMeta.from_model(model).tasks == {"hand_velocity": 2}
 
 
 def test_ddp_with_several_readouts_lets_batches_leave_a_readout_unused() -> None:
@@ -101,7 +102,7 @@ def _demo(out: Path, *args: str) -> float:
     assert results["mean_r2"] == pytest.approx(float(match.group(1)), abs=1e-3)
     assert len(results["sessions"]) == len(list((out / "data").glob("*.h5")))
     assert (out / "plots" / "r2_per_session.png").stat().st_size > 10_000
-    assert spiketok.load(out / "run" / "model.ckpt").hparams["targets"].keys() == results["sessions"].keys()
+    assert spiketok.load(out / "run" / "model.ckpt").meta.targets.keys() == results["sessions"].keys()
     return float(match.group(1))
 
 

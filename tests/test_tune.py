@@ -137,9 +137,9 @@ def test_best_yaml_trains_with_the_chosen_values(tuned: dict, sim: Path) -> None
         chosen["model.depth"],
     )
     assert c.dropout == pytest.approx(chosen["model.dropout"])
-    hp = model.hparams["train"]
-    assert hp["lr"] == pytest.approx(chosen["lr"]) and hp["weight_decay"] == pytest.approx(chosen["weight_decay"])
-    assert hp["max_steps"] == 4 and hp["target"] == "hand_velocity"
+    hp = model.meta.train
+    assert hp.lr == pytest.approx(chosen["lr"]) and hp.weight_decay == pytest.approx(chosen["weight_decay"])
+    assert hp.max_steps == 4 and hp.target == "hand_velocity"
     assert not hp.get("max_minutes")  # the trials' time shares do not leak into the config
 
 

@@ -37,16 +37,16 @@ def r2_on_test_split(model: POYO, session: StoredSession, target: str) -> np.nda
 
 def _run(model: POYO, session: StoredSession, mode: str, n: int, seed: int) -> FewShotRun:
     rec = model.meta.adaptations[-1]
-    r2 = r2_on_test_split(model, session, rec["target"])
-    stages = rec["stages"]
+    r2 = r2_on_test_split(model, session, rec.target)
+    stages = rec.stages
     return FewShotRun(
         mode,
         n,
         seed,
         float(np.nanmean(r2)),
         [float(v) for v in r2],
-        sum(s["steps"] for s in stages),
-        sum(s["seconds"] for s in stages),
+        sum(s.steps for s in stages),
+        sum(s.seconds for s in stages),
     )
 
 

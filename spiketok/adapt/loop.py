@@ -7,7 +7,6 @@ the best weights kept in memory, rather than a Lightning run with checkpoint fil
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -16,27 +15,13 @@ from ..data.samplers import RandomWindowBatchSampler
 from ..data.storage import StoredSession
 from ..data.windows import causal_windows, sliding_windows
 from ..evaluate.decode import default_stride
+from ..model.meta import StageResult
 from ..model.normalize import normalised_targets
 from ..model.objective import warmup_cosine, weighted_mse
 from ..model.poyo import POYO
 from ..tokenize import Batch, collate
 from ..tokenize.dataset import WindowDataset
 from .data import single_session_dataset
-
-
-@dataclass
-class StageResult:
-    """What one training stage did; `best_val_loss` is None when nothing was held out."""
-
-    name: str
-    steps: int
-    best_step: int
-    best_val_loss: float | None
-    stopped_early: bool
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def batch_loss(model: POYO, batch: Batch) -> torch.Tensor:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..data.storage import StoredSession
+from ..model.meta import Adaptation, ModelMeta
 from ..model.poyo import POYO
+from ..schema import AdaptConfig, TrainConfig
 from .data import AdaptationData, adaptation_data, as_session, restricted_session
 from .finetune import finetune_param_groups
 from .loop import StageResult, fit
@@ -26,53 +27,6 @@ from .unit_identification import (
 )
 
 MODES = ("unit-id", "finetune", "scratch")
-
-
-@dataclass
-class AdaptConfig:
-    """Settings of an adaptation run; None means "as in the pretraining run" (model.hparams["train"])."""
-
-    max_steps: int = 300  # per stage, with early stopping on the held-out part
-    fixed_steps: int = 100  # per stage, when too little data to hold any out
-    batch_size: int = 16
-    eval_every: int = 10  # steps between validation checks
-    patience: int = 5  # checks without improvement before stopping
-    lr_unit_id: float = 1e-2  # new unit/session embeddings (and a new readout)
-    lr_finetune: float | None = None  # every weight in the finetune stage; None: a tenth of the pretraining lr
-    lr_finetune_vocab: float = 1e-3  # the new embeddings in the finetune stage
-    lr_scratch: float | None = None  # None: the pretraining lr
-    weight_decay: float | None = None  # on weight matrices (finetune, scratch); None: the pretraining value
-    valid_fraction: float = 0.2  # of the adaptation trials (or seconds) held out for early stopping
-    # With fewer trials (seconds) nothing is held out and each stage runs `fixed_steps` steps on all of
-    # them: on Mihi with 10 trials, early stopping on 2 held-out trials gave unit-id R² 0.60, fixed steps 0.73.
-    min_valid_trials: int = 20
-    min_valid_seconds: float = 10.0
-    # Unit dropout (pretraining's augmentation) hurts few-shot adaptation: Mihi, 10 trials, unit-id R² 0.55
-    # with it, 0.73 without. None: as in pretraining.
-    unit_dropout: bool | None = False
-    scratch_max_steps: int | None = None  # scratch: None = the recipe's steps (as `spiketok train`), early stopped
-    unit_init: str = "mean"  # new unit rows start at the mean known row ("mean") or random ("random")
-    norm_prior_seconds: float = 30.0  # weight of the model's pooled target statistics; 0: the new data's alone
-
-    @classmethod
-    def from_overrides(cls, overrides: list[str]) -> AdaptConfig:
-        """Settings from key=value strings (values parsed as YAML), e.g. ["max_steps=100"], each checked against
-        spiketok.schema.ADAPT_RULES (type and range; ConfigError names the key, the value and what is allowed)."""
-        from ..schema import ConfigError, check_adapt_setting
-
-        known = {f.name for f in fields(cls)}
-        values = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            key = key.strip()
-            if not sep or key not in known:
-                raise ValueError(f"adaptation setting {item!r}: expected key=value with key one of {sorted(known)}")
-            try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError:
-                raise ConfigError(f"adaptation setting {item!r}: not a YAML value") from None
-            values[key] = check_adapt_setting(key, parsed)
-        return cls(**values)
 
 
 # The scratch arm: (source model, adaptation view of the session, target, config, seed, progress) -> a fresh
@@ -137,10 +91,20 @@ def adapt(
         groups = unit_id_param_groups(new, rows, cfg.lr_unit_id)
         with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
             stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
-    choice = dict(n_trials=n_trials, seconds=seconds, pick=pick, seed=seed)
-    new.hparams = _adapted_hparams(
-        model, session, target, data, "unit-id" if mode == "finetune" else mode, stages, cfg, choice
+    record = Adaptation(
+        session=session.id,
+        file=str(session.path),
+        mode="unit-id" if mode == "finetune" else mode,
+        target=target,
+        n_trials=n_trials,
+        seconds=seconds,
+        pick=pick,
+        seed=seed,
+        data=data.description,
+        stages=stages,
+        config=replace(cfg),
     )
+    new.meta = _adapted_meta(model.meta, session, data, record)
     new.eval()
     return finetune_adapted(new, session, cfg, progress) if mode == "finetune" else new
 
@@ -156,15 +120,15 @@ def finetune_adapted(
     cfg = config or AdaptConfig()
     session = as_session(session)
     records = model.meta.adaptations
-    if not records or records[-1]["session"] != session.id or records[-1]["mode"] != "unit-id":
+    if not records or records[-1].session != session.id or records[-1].mode != "unit-id":
         raise ValueError(f"the model's last adaptation is not unit-id on {session.id!r}; use adapt(mode='finetune')")
     rec = records[-1]
     data = adaptation_data(
         session,
-        rec["n_trials"],
-        rec["seconds"],
-        rec["pick"],
-        rec["seed"],
+        rec.n_trials,
+        rec.seconds,
+        rec.pick,
+        rec.seed,
         cfg.valid_fraction,
         cfg.min_valid_trials,
         cfg.min_valid_seconds,
@@ -174,26 +138,25 @@ def finetune_adapted(
     rows = NewRows(new.unit_emb.lookup(session.unit_ids), new.session_emb.lookup([session.id]), [])
     lr = float(cfg.lr_finetune or float(pretrained_setting(model, "lr", 2e-3)) / 10)
     groups = finetune_param_groups(new, lr, cfg.lr_finetune_vocab, _weight_decay(model, cfg))
-    torch.manual_seed(rec["seed"] + 1)
+    torch.manual_seed(rec.seed + 1)
     with only_new_rows_learn(new, rows):
         stage = fit(
             new,
             view,
-            rec["target"],
+            rec.target,
             groups,
             "finetune",
             start_competes=True,
-            **_fit_kwargs(model, cfg, data, rec["seed"] + 1, progress),
+            **_fit_kwargs(model, cfg, data, rec.seed + 1, progress),
         )
-    new.hparams = copy.deepcopy(model.hparams)
-    new.hparams["adaptations"][-1].update(mode="finetune", stages=[*rec["stages"], stage.to_dict()], config=asdict(cfg))
+    new.meta.adaptations[-1] = replace(rec, mode="finetune", stages=[*rec.stages, stage], config=replace(cfg))
     return new.eval()
 
 
 def pretrained_setting(model: POYO, key: str, default):
-    """A setting of the pretraining run (model.meta.train; key "__all__": all of them)."""
-    settings = model.meta.train
-    return (settings or default) if key == "__all__" else settings.get(key, default)
+    """A setting of the pretraining run (model.meta.train), `default` for a model that `train` did not make."""
+    train: TrainConfig | None = model.meta.train
+    return default if train is None else getattr(train, key)
 
 
 def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:
@@ -215,36 +178,17 @@ def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, 
     )
 
 
-def _adapted_hparams(
-    model: POYO,
-    session: StoredSession,
-    target: str,
-    data: AdaptationData,
-    mode: str,
-    stages: list,
-    cfg: AdaptConfig,
-    choice: dict,
-) -> dict:
-    """The source model's hparams plus the new session's target, splits and a record of the adaptation."""
-    hp = copy.deepcopy(dict(getattr(model, "hparams", None) or {}))
+def _adapted_meta(meta: ModelMeta, session: StoredSession, data: AdaptationData, record: Adaptation) -> ModelMeta:
+    """The source model's records plus the new session's target, splits and the adaptation's record."""
+    new = copy.deepcopy(meta)
     splits = {
         "train": _spans(data.train),
         "valid": _spans(data.valid) if data.valid is not None else [],
         "test": _spans(session.splits["test"]) if "test" in session.splits else [],
     }
-    if mode == "scratch":  # a model of its own: only the new session
-        hp["targets"], hp["splits"], hp["adaptations"] = {}, {}, []
-    hp["targets"] = {**hp.get("targets", {}), session.id: target}
-    hp["splits"] = {**hp.get("splits", {}), session.id: splits}
-    record = {
-        "session": session.id,
-        "file": str(session.path),
-        "mode": mode,
-        "target": target,
-        **choice,
-        "data": data.description,
-        "stages": [s.to_dict() for s in stages],
-        "config": asdict(cfg),
-    }
-    hp["adaptations"] = [*hp.get("adaptations", []), record]
-    return hp
+    if record.mode == "scratch":  # a model of its own: only the new session (the source's settings kept)
+        new = ModelMeta(train=meta.train, extra=new.extra)
+    new.targets[session.id] = record.target
+    new.splits[session.id] = splits
+    new.adaptations.append(record)
+    return new

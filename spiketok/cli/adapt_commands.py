@@ -103,19 +103,19 @@ def adapt(
         fail(str(e))
     save_model(adapted, out)
     rec = adapted.meta.adaptations[-1]
-    console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
-    console.print(f"  data: {rec['data']}")
-    for st in rec["stages"]:
-        if st["name"] == "scratch":
+    console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec.target}), mode {mode}")
+    console.print(f"  data: {rec.data}")
+    for st in rec.stages:
+        if st.name == "scratch":
             val = "trained as `spiketok train` would (the recipe's steps; best validation R² when data is held out)"
-        elif st["best_val_loss"] is None:
+        elif st.best_val_loss is None:
             val = "no held-out part: a fixed number of steps"
         else:
-            val = f"best validation loss {st['best_val_loss']:.4f} at step {st['best_step']}"
-        console.print(f"  {st['name']}: {st['steps']} steps in {st['seconds']:.0f} s; {val}")
+            val = f"best validation loss {st.best_val_loss:.4f} at step {st.best_step}"
+        console.print(f"  {st.name}: {st.steps} steps in {st.seconds:.0f} s; {val}")
     console.print(f"  checkpoint: {out}")
     if evaluate and "test" in s.splits:
-        r2 = decode_split(adapted, s, rec["target"], "test").r2()
+        r2 = decode_split(adapted, s, rec.target, "test").r2()
         console.print(
             f"  R² on {s.id}'s test split: [bold]{float(r2.mean()):.3f}[/bold] "
             f"({', '.join(f'{v:.3f}' for v in r2)} per dimension)"

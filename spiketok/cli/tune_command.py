@@ -69,7 +69,7 @@ def tune(
         f"tuning on {len(ds)} session(s), config {config}: {budget_minutes:g} min budget, "
         + (f"up to {trials} trials" if trials else "trials")
         + f" of at most {share:.2g} min and "
-        f"{base['max_steps']} steps each, scored by val R² (valid split)"
+        f"{base.max_steps} steps each, scored by val R² (valid split)"
     )
     count = {"n": 0}
 
@@ -103,10 +103,10 @@ def tune(
         f"{len(states)} ({states.count('complete')} complete, {states.count('pruned')} pruned, "
         f"{states.count('fail')} failed)"
     )
-    short = [r for r in result.rows if r.state == "complete" and r.steps is not None and r.steps < base["max_steps"]]
+    short = [r for r in result.rows if r.state == "complete" and r.steps is not None and r.steps < base.max_steps]
     if short:
         console.print(
-            f"[yellow]{len(short)} trial(s) stopped before max_steps={base['max_steps']} (their time share or "
+            f"[yellow]{len(short)} trial(s) stopped before max_steps={base.max_steps} (their time share or "
             "early stopping); the learning-rate schedule assumes max_steps, so lower max_steps or raise "
             "--budget-minutes if most trials are cut by time[/yellow]"
         )

@@ -54,7 +54,7 @@ def average_decoded(runs: list[Decoded]) -> Decoded:
 
 def default_stride(model: POYO) -> float:
     """Seconds between offline decoding windows: the training config's `eval_stride`, at most half a window."""
-    return eval_stride(model.config.window, model.meta.train.get("eval_stride"))
+    return eval_stride(model.config.window, model.meta.train.eval_stride if model.meta.train else None)
 
 
 @torch.no_grad()

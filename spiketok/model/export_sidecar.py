@@ -105,7 +105,6 @@ def sidecar(
 
     c = model.config
     lat_ids, lat_times = SpikeTokenizer(c.num_latents_per_step, c.latent_step, c.window).latents()
-    hp = getattr(model, "hparams", None) or {}
     dims = model.readouts[target].out_features
     return {
         "format": SIDECAR_FORMAT,
@@ -116,7 +115,7 @@ def sidecar(
         "target": target,
         "dims": dims,
         "window": float(c.window),
-        "causal": bool(hp.get("train", {}).get("causal", False)),
+        "causal": model.meta.causal,
         "token_types": {"spike": TOKEN_SPIKE, "start": TOKEN_START, "end": TOKEN_END},
         "latents": {
             "grid": c.latent_grid,
@@ -132,8 +131,8 @@ def sidecar(
             for sid, per_task in model.normalizer.stats.items()
             if target in per_task and sid in model.session_emb.index
         },
-        "targets": dict(hp.get("targets") or {}),
-        "splits": dict(hp.get("splits") or {}),
+        "targets": dict(model.meta.targets),
+        "splits": dict(model.meta.splits),
         "inputs": graph_inputs(model),
         "outputs": [
             {

@@ -80,13 +80,13 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
         ) from None
     if info.get("format") != FORMAT or _META_KEY not in info:
         raise ModelFileError(f"{path}: a safetensors file, but not a spiketok model (no spiketok metadata)")
-    meta = ModelFileMeta.from_json(info[_META_KEY], str(path))
-    check_meta(meta, tensors, str(path))  # every field against its type and the weights: ModelFileError
+    meta = ModelFileMeta.from_json(info[_META_KEY], str(path))  # every field against its type: ModelFileError
+    check_meta(meta, tensors, str(path))  # ... and against the weights
     return tensors, meta
 
 
 def build_model(tensors: dict[str, torch.Tensor], meta: ModelFileMeta, source: str = "model file") -> POYO:
-    """A POYO model (eval mode) from tensors and metadata; `model.hparams` is meta.hparams()."""
+    """A POYO model (eval mode) from tensors and metadata; `model.meta` is a copy of meta's records."""
     try:
         model = POYO(
             ModelConfig.from_dict(meta.model),
@@ -101,7 +101,7 @@ def build_model(tensors: dict[str, torch.Tensor], meta: ModelFileMeta, source: s
         model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{source}: weights and metadata do not fit together ({e}); the file is damaged") from None
-    model.hparams = meta.hparams()
+    model.meta = meta.model_meta()
     return model.eval()
 
 
@@ -111,8 +111,6 @@ def load_model_file(path: str | Path) -> POYO:
     return build_model(tensors, meta, str(path))
 
 
-def save_model(model: POYO, path: str | Path, extra: dict | None = None) -> Path:
-    """Write a bare model (e.g. after adaptation) as a shareable model file that `load_model_file` reads;
-    `extra` adds to the metadata what model.hparams does not hold."""
-    hp = {**(getattr(model, "hparams", None) or {}), **(extra or {})}
-    return save_model_file(model, path, ModelFileMeta.from_model(model, hp))
+def save_model(model: POYO, path: str | Path) -> Path:
+    """Write a bare model (e.g. after adaptation) as a shareable model file that `load_model_file` reads."""
+    return save_model_file(model, path, ModelFileMeta.from_model(model))

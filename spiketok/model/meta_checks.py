@@ -2,12 +2,14 @@
 
 A file that fails is refused with what is wrong (ModelFileError, one `error:` line in the CLI), instead of
 decoding in normalised units (`normalization` of `{}`), failing with a traceback (`tasks` as a list) or
-scoring nan. `check_meta` is called by spiketok.model.file.read_model_file on every load.
+scoring nan. `check_fields` runs on the JSON before it is read into ModelFileMeta (spiketok.model.meta),
+`check_meta` on the result, against the weights (spiketok.model.file.read_model_file, on every load).
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from .meta import ModelFileError
@@ -34,7 +36,7 @@ def _str_dict(values: Any, of: type) -> bool:
     )
 
 
-def _types(meta: ModelFileMeta) -> list[str]:
+def _types(meta: SimpleNamespace) -> list[str]:
     """What is of the wrong type (each field of ModelFileMeta has one)."""
     wrong = []
     checks = {
@@ -70,7 +72,7 @@ def _types(meta: ModelFileMeta) -> list[str]:
     return wrong
 
 
-def _settings(meta: ModelFileMeta) -> list[str]:
+def _settings(meta: SimpleNamespace) -> list[str]:
     """The model settings and the known training settings, against the training config's schema."""
     from ..schema import TRAIN_RULES, ConfigError, check_setting
 
@@ -159,14 +161,31 @@ def _splits(meta: ModelFileMeta) -> list[str]:
     return wrong
 
 
-def check_meta(meta: ModelFileMeta, tensors: dict[str, torch.Tensor], source: str = "model file") -> None:
-    """Raise ModelFileError naming what is wrong when the metadata is damaged or does not fit the weights."""
-    wrong = _types(meta)
+def damaged(source: str, wrong: list[str]) -> ModelFileError:
+    """The error of a model file whose metadata is damaged: the first three problems, and how many more."""
+    more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+    return ModelFileError(
+        f"{source}: its metadata is damaged: {'; '.join(wrong[:3])}{more}; train the model again "
+        "or ask for a fresh copy"
+    )
+
+
+RAW_DEFAULTS = {"normalization": {}, "targets": {}, "splits": {}, "train": {}, "adaptations": [], "extra": {}}
+
+
+def check_fields(d: dict[str, Any], source: str = "model file") -> None:
+    """Raise ModelFileError naming what is wrong when a field of the metadata's JSON is of the wrong type, or a
+    model or training setting breaks its rule (before the JSON is read into typed records)."""
+    raw = SimpleNamespace(**{**RAW_DEFAULTS, **d, "step": d.get("step")})
+    wrong = _types(raw)
     if not wrong:
-        wrong = _settings(meta) + _vocabularies(meta, tensors) + _normalization(meta) + _splits(meta)
+        wrong = _settings(raw)
     if wrong:
-        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
-        raise ModelFileError(
-            f"{source}: its metadata is damaged: {'; '.join(wrong[:3])}{more}; train the model again "
-            "or ask for a fresh copy"
-        )
+        raise damaged(source, wrong)
+
+
+def check_meta(meta: ModelFileMeta, tensors: dict[str, torch.Tensor], source: str = "model file") -> None:
+    """Raise ModelFileError naming what is wrong when the metadata does not fit the weights."""
+    wrong = _vocabularies(meta, tensors) + _normalization(meta) + _splits(meta)
+    if wrong:
+        raise damaged(source, wrong)

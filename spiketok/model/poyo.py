@@ -15,7 +15,7 @@ from .attention import CrossAttentionBlock, SelfAttentionBlock
 from .config import ModelConfig
 from .embeddings import VocabEmbedding
 from .inference_cache import WeightCache, caching_allowed
-from .meta import ModelFileMeta
+from .meta import ModelMeta
 from .normalize import TargetNormalizer
 from .rotary import RotaryTimeEmbedding
 from .stages import LatentQueries, OutputQueries, PoyoStages, TokenKV
@@ -30,7 +30,7 @@ class POYO(PoyoStages, nn.Module):
     `forward` takes a `spiketok.tokenize.Batch` (see its docstring for every field's shape): tokens ->
     latents (cross-attention) -> processed latents (self-attention) -> output queries -> readout.
     The model owns its tokenizer (`tokenizer()`), its target statistics (`normalizer`, see
-    spiketok.model.normalize) and what it was trained with (`hparams`; typed: `meta`).
+    spiketok.model.normalize) and what it was trained and adapted with (`meta`, typed).
     """
 
     def __init__(
@@ -59,17 +59,12 @@ class POYO(PoyoStages, nn.Module):
             self.add_task(name, dim)
         nn.init.normal_(self.token_type_emb.weight, std=0.02)
         nn.init.normal_(self.latent_emb.weight, std=0.02)
-        self.hparams: dict = {}  # what it was trained and adapted with (the model file's metadata, as a dict)
+        self.meta = ModelMeta()  # what it was trained and adapted with (saved in the model file)
         self._cache = WeightCache()  # inference only: what a forward computes from the weights alone
 
     def _apply(self, fn, recurse=True):
         self._cache.clear()  # .to(), .double(), ... swap weights' data in place, which their versions do not see
         return super()._apply(fn, recurse)
-
-    @property
-    def meta(self) -> ModelFileMeta:
-        """The model's metadata, typed (a snapshot: change the model through `hparams` or its modules)."""
-        return ModelFileMeta.from_model(self)
 
     def tokenizer(self, window: float | None = None) -> SpikeTokenizer:
         """The tokenizer of this model's latent grid; `window` (s) defaults to the model's context window."""

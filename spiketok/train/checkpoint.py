@@ -18,6 +18,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ..data.atomic import atomic_write
 from ..model.config import ModelConfig
 from ..model.file import ModelFileError, ModelFileMeta, load_model_file, save_model, save_model_file  # noqa: F401
+from ..model.meta import ModelMeta
 from ..model.poyo import POYO
 
 
@@ -37,7 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def load(path: str | Path) -> POYO:
     """A ready model (eval mode) from a spiketok model file; never unpickles (see spiketok.model.file).
 
-    `model.hparams` holds what it was trained with; a pickled checkpoint raises ModelFileError
+    `model.meta` holds what it was trained with; a pickled checkpoint raises ModelFileError
     saying to run `spiketok convert`.
     """
     return load_model_file(path)
@@ -93,7 +94,7 @@ def read_pickled_checkpoint(path: str | Path, trusted: bool = False) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[POYO, int | None]:
-    """The model a checkpoint dict holds (its `hparams` set) and the training step, if recorded."""
+    """The model a checkpoint dict holds (`model.meta` read from its hyper-parameters) and the training step."""
     hp = ckpt["hyper_parameters"]
     try:
         model = POYO(ModelConfig.from_dict(hp["model"]), tasks=hp["tasks"])
@@ -101,7 +102,10 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[POYO,
         model.load_state_dict(state)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ModelFileError(f"{source}: its weights do not fit its settings ({e})") from None
-    model.hparams = dict(hp)
+    try:
+        model.meta = ModelMeta.from_hparams(hp)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{source}: its training records do not read ({type(e).__name__}: {e})") from None
     step = ckpt.get("global_step")
     return model.eval(), (int(step) if step is not None else None)
 

@@ -1,4 +1,4 @@
-"""Training configs: shipped YAML presets, user YAML files, and key=value overrides.
+"""Training configs: shipped YAML presets, user YAML files, and key=value overrides, read into a TrainConfig.
 
 Every config returned is checked against the typed schema of spiketok.schema (known keys at every
 depth, types, ranges): a wrong setting raises ConfigError before anything runs.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..schema import ConfigError, check_config, check_setting, rule_for
+from ..schema import ConfigError, TrainConfig, check_setting
 
 PRESETS = ("tiny", "poyo-1.3M", "poyo-11.8M")
 
@@ -27,12 +27,12 @@ def _read_yaml(text: str, source: str):
         raise ConfigError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from None
 
 
-def load_config(source: str | Path | None = "tiny", overrides: list[str] | None = None) -> dict:
+def load_config(source: str | Path | None = "tiny", overrides: list[str] | None = None) -> TrainConfig:
     """Read a preset name or a YAML file (a user file may name a preset under `base:`), then apply overrides;
     the result is checked against the schema (ConfigError names the key, the value and what is allowed)."""
     source = "tiny" if source is None else source
     if str(source) in PRESETS:
-        cfg = yaml.safe_load(preset_path(str(source)).read_text())
+        cfg = TrainConfig.from_dict(yaml.safe_load(preset_path(str(source)).read_text()), f"config {source}")
     else:
         path = Path(source)
         if not path.is_file():
@@ -45,18 +45,18 @@ def load_config(source: str | Path | None = "tiny", overrides: list[str] | None 
         base = user.pop("base", "tiny")
         if str(base) not in PRESETS:
             raise ConfigError(f"config {source}: base={base} is not allowed: base takes one of {', '.join(PRESETS)}")
-        cfg = load_config(str(base))
+        merged = load_config(str(base)).to_dict()
         for key, value in user.items():
             check_setting(str(key), value)  # an unknown key is named as the file spells it
-        _merge(cfg, user)
-        cfg = check_config(cfg, f"config {source}")
+        _merge(merged, user)
+        cfg = TrainConfig.from_dict(merged, f"config {source}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. max_steps=500)")
         key = key.strip()
-        _set(cfg, key, check_setting(key, _read_yaml(value, f"override {item!r}")))
-    return check_config(cfg, f"config {source}")
+        cfg = cfg.set(key, check_setting(key, _read_yaml(value, f"override {item!r}")))
+    return cfg
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -65,13 +65,3 @@ def _merge(base: dict, new: dict) -> None:
             _merge(base[k], v)
         else:
             base[k] = v
-
-
-def _set(cfg: dict, dotted: str, value) -> None:
-    """Set a dotted key the schema knows (rule_for refuses any other); a model setting may be new to cfg."""
-    rule_for(dotted, value)
-    keys = dotted.split(".")
-    node = cfg
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value

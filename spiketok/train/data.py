@@ -12,6 +12,7 @@ from ..data.targets import resolve_target
 from ..data.windows import WindowSpec, causal_windows, sliding_windows
 from ..model.normalize import target_stats  # noqa: F401  (also imported from here)
 from ..model.poyo import POYO
+from ..schema import TrainConfig
 from ..tokenize import collate
 from ..tokenize.dataset import WindowDataset, causal_window  # noqa: F401  (also imported from here)
 
@@ -69,16 +70,16 @@ def _batches(specs: list[WindowSpec], batch_size: int) -> list[list[WindowSpec]]
     return [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
 
 
-def train_sampler(data: SessionDataset, window: float, cfg: dict) -> RandomWindowBatchSampler:
+def train_sampler(data: SessionDataset, window: float, cfg: TrainConfig) -> RandomWindowBatchSampler:
     """The sampler of training windows a run with config `cfg` uses (train split of every session)."""
     rates = {s.id: s.n_spikes / max(s.duration, 1e-9) + 2 * s.n_units for s in data}
     intervals = {s.id: s.splits["train"] for s in data}
     return RandomWindowBatchSampler(
         intervals,
         window,
-        int(cfg["batch_size"]),
-        int(cfg["steps_per_epoch"]),
-        seed=int(cfg["seed"]),
+        int(cfg.batch_size),
+        int(cfg.steps_per_epoch),
+        seed=cfg.seed,
         tokens_per_second=rates,
     )
 
@@ -117,17 +118,17 @@ class ResumableLoader(DataLoader):
 class WindowDataModule(L.LightningDataModule):
     """Training batches of random windows; validation batches of sliding windows on the valid split."""
 
-    def __init__(self, train_set: WindowDataset, val_set: WindowDataset, cfg: dict):
+    def __init__(self, train_set: WindowDataset, val_set: WindowDataset, cfg: TrainConfig):
         super().__init__()
         self.train_set, self.val_set, self.cfg = train_set, val_set, cfg
         window = train_set.tokenizer.window
         self.train_sampler = train_sampler(train_set.data, window, cfg)
-        val_specs = eval_windows(val_set.data, "valid", window, cfg["eval_stride"], causal=bool(cfg.get("causal")))
-        self.val_batches = _batches(val_specs, cfg["batch_size"])
+        val_specs = eval_windows(val_set.data, "valid", window, cfg.eval_stride, causal=cfg.causal)
+        self.val_batches = _batches(val_specs, int(cfg.batch_size))
         self._train_loader: ResumableLoader | None = None
 
     def _workers(self) -> dict:
-        workers = int(self.cfg.get("num_workers", 0))
+        workers = self.cfg.num_workers
         return {"collate_fn": collate, "num_workers": workers, "persistent_workers": workers > 0}
 
     def train_dataloader(self) -> DataLoader:

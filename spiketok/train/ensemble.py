@@ -6,11 +6,11 @@ benchmarks/bench_ensemble.py measures what averaging 3 seeds adds on the five sh
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from pathlib import Path
 
 from ..data.storage import SessionDataset
-from .recipe import RecipeChoice
+from ..schema import TrainConfig
 from .run import TrainResult, train
 
 
@@ -20,22 +20,19 @@ def member_dir(out: Path, seed: int) -> Path:
 
 
 def train_members(
-    data: SessionDataset, cfg: dict, first: TrainResult, n_models: int, **trainer_kw
+    data: SessionDataset, cfg: TrainConfig, first: TrainResult, n_models: int, **trainer_kw
 ) -> list[TrainResult]:
     """Train members 2..n_models after `first`: cfg with every setting first's recipe chose (no pilots again) and
     seed = cfg's seed + 1, + 2, ...; each in member_dir(first.run_dir, seed). Returns their results, in order.
     resume=True continues the members that have a last checkpoint and starts the others."""
     if n_models < 1:
         raise ValueError(f"an ensemble needs at least 1 model, got {n_models}")
-    chosen = copy.deepcopy(cfg)
-    for key, value in (first.recipe.settings if first.recipe else {}).items():
-        RecipeChoice().set(chosen, key, value, "")
+    chosen = first.recipe.apply(cfg) if first.recipe else cfg
     resume = bool(trainer_kw.pop("resume", False))
     results = []
     for i in range(1, n_models):
-        member = copy.deepcopy(chosen)
-        member["seed"] = int(cfg.get("seed", 0)) + i
-        folder = member_dir(first.run_dir, member["seed"])
+        member = replace(chosen, seed=cfg.seed + i)
+        folder = member_dir(first.run_dir, member.seed)
         # resuming an ensemble: members that started continue, the others start
         results.append(
             train(data, member, folder, resume=resume and (folder / "checkpoints" / "last.ckpt").exists(), **trainer_kw)

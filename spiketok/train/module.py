@@ -8,20 +8,22 @@ import torch
 from ..model.normalize import denormalise, normalised_targets  # noqa: F401  (denormalise: imported from here by older code)
 from ..model.objective import warmup_cosine, weighted_mse
 from ..model.poyo import POYO
+from ..schema import TrainConfig
 from ..tokenize import Batch
 
 
 class POYOModule(L.LightningModule):
-    """Trains a POYO model; `hparams` hold everything needed to rebuild it (see checkpoint.load)."""
+    """Trains a POYO model; `hparams` (plain data, in every checkpoint) hold everything needed to rebuild it
+    (see checkpoint.model_from_checkpoint)."""
 
-    def __init__(self, model: POYO, train_config: dict, extra: dict | None = None):
+    def __init__(self, model: POYO, train_config: TrainConfig, extra: dict | None = None):
         super().__init__()
         self.model = model
         self.save_hyperparameters(
             {
                 "model": model.config.to_dict(),
                 "tasks": {t: model.readouts[t].out_features for t in model.task_names},
-                "train": train_config,
+                "train": train_config.to_dict(),
                 **(extra or {}),
             }
         )
@@ -81,12 +83,12 @@ class POYOModule(L.LightningModule):
             (no_decay if p.ndim < 2 or "emb" in name or "norm" in name else decay).append(p)
         opt = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": float(self.cfg["weight_decay"])},
+                {"params": decay, "weight_decay": float(self.cfg.weight_decay)},
                 {"params": no_decay, "weight_decay": 0.0},
             ],
-            lr=float(self.cfg["lr"]),
+            lr=float(self.cfg.lr),
             betas=(0.9, 0.98),
         )
-        total, warmup = self.cfg["max_steps"], self.cfg["warmup_steps"]
+        total, warmup = int(self.cfg.max_steps), int(self.cfg.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.storage import SessionDataset
+from ..schema import TrainConfig
 
 AUTO = "auto"
 WINDOWS = (0.5, 1.0, 2.0, 4.0)  # context windows the pilots compare (seconds)
@@ -36,15 +37,17 @@ class RecipeChoice:
     pilots: dict[str, float | None] = field(default_factory=dict)  # window (s) -> best validation R²
     pilot_spreads: dict[str, float | None] = field(default_factory=dict)  # window (s) -> change over its last check
 
-    def set(self, cfg: dict, key: str, value, reason: str) -> None:
-        """Write `value` at dotted `key` of cfg and remember why."""
-        node = cfg
-        *path, last = key.split(".")
-        for k in path:
-            node = node[k]
-        node[last] = value
+    def set(self, cfg: TrainConfig, key: str, value, reason: str) -> TrainConfig:
+        """cfg with `value` at dotted `key` (a copy), and why remembered."""
         self.settings[key] = value
         self.reasons[key] = reason
+        return cfg.set(key, value)
+
+    def apply(self, cfg: TrainConfig) -> TrainConfig:
+        """cfg with every setting chosen here."""
+        for key, value in self.settings.items():
+            cfg = cfg.set(key, value)
+        return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,36 +152,38 @@ def window_settings(window: float) -> dict[str, float]:
     return {"model.window": window, "model.latent_step": max(0.125, window / 16), "model.t_max": max(4.0, 2 * window)}
 
 
-def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], choice: RecipeChoice) -> None:
-    """Fill auto batch size, steps, validation interval, warm-up and patience from the amount of training data
-    (cfg, in place)."""
-    window = float(cfg["model"]["window"])
+def resolve_schedule(
+    cfg: TrainConfig, data: SessionDataset, targets: dict[str, str], choice: RecipeChoice
+) -> TrainConfig:
+    """cfg with auto batch size, steps, validation interval, warm-up and patience filled from the amount of
+    training data (each choice and its reason recorded in `choice`)."""
+    window = float(cfg.model.window)
     seconds = sum(float((s.splits["train"].end - s.splits["train"].start).sum()) for s in data)
     effective = min(window, typical_train_interval(data))  # a window never reaches past its interval
-    if is_auto(cfg["batch_size"]):
+    if is_auto(cfg.batch_size):
         tokens = tokens_per_window(data, effective)
         batch = int(np.clip(round(TOKENS_PER_BATCH / tokens), MIN_BATCH, MAX_BATCH))
-        choice.set(
+        cfg = choice.set(
             cfg,
             "batch_size",
             batch,
             f"about {TOKENS_PER_BATCH:,} input tokens per batch ({tokens:,.0f} per "
             f"{effective:.2g} s window), within {MIN_BATCH}-{MAX_BATCH}",
         )
-    batch = int(cfg["batch_size"])
-    if is_auto(cfg["max_steps"]):
+    batch = int(cfg.batch_size)
+    if is_auto(cfg.max_steps):
         steps = int(np.clip(round(PASSES * seconds / (batch * effective), -2), MIN_STEPS, MAX_STEPS))
-        choice.set(
+        cfg = choice.set(
             cfg,
             "max_steps",
             steps,
             f"about {PASSES} passes over the {seconds:.0f} s train split "
             f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner",
         )
-    steps = int(cfg["max_steps"])
-    if is_auto(cfg["steps_per_epoch"]):
+    steps = int(cfg.max_steps)
+    if is_auto(cfg.steps_per_epoch):
         per = int(np.clip(round(CHECK_PASSES * seconds / (batch * effective)), MIN_CHECK_STEPS, MAX_CHECK_STEPS))
-        choice.set(
+        cfg = choice.set(
             cfg,
             "steps_per_epoch",
             per,
@@ -186,16 +191,17 @@ def resolve_schedule(cfg: dict, data: SessionDataset, targets: dict[str, str], c
             f"{CHECK_PASSES} passes over the train split apart (so early stopping can catch a small data set's "
             f"best point), every {MIN_CHECK_STEPS}-{MAX_CHECK_STEPS} steps",
         )
-    if is_auto(cfg["warmup_steps"]):
-        choice.set(cfg, "warmup_steps", max(10, steps // 20), "5% of the steps")
-    if is_auto(cfg.get("patience")):
-        epochs = steps / int(cfg["steps_per_epoch"])
-        choice.set(
+    if is_auto(cfg.warmup_steps):
+        cfg = choice.set(cfg, "warmup_steps", max(10, steps // 20), "5% of the steps")
+    if is_auto(cfg.patience):
+        epochs = steps / int(cfg.steps_per_epoch)
+        cfg = choice.set(
             cfg,
             "patience",
             int(max(5, round(0.25 * epochs))),
             "validation checks without a better validation R² before stopping: a quarter of the run, at least 5",
         )
+    return cfg
 
 
 def window_candidates(data: SessionDataset) -> list[float]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-import csv
 import json
 import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -21,8 +19,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data.session import DataError
 from ..data.storage import SessionDataset
-from ..model.config import model_config
 from ..model.poyo import POYO
+from ..schema import TrainConfig
 from .callbacks import (
     DebugRecord,
     EMAWeights,
@@ -33,6 +31,7 @@ from .callbacks import (
     ValidationCurve,
 )
 from .checkpoint import AtomicCheckpointIO, convert_checkpoint, read_pickled_checkpoint
+from .csvlog import merge_csv_log, stash_csv_log
 from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
 from .module import POYOModule
 from .recipe import (
@@ -103,43 +102,6 @@ def _check_resume(ckpt_path: Path, ckpt: dict, targets: dict[str, str]) -> int:
     return int(ckpt.get("global_step", 0))
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    keys = sorted({k for r in rows for k in r})
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def _stash_csv_log(run_dir: Path, step: int) -> None:
-    """Before resuming from `step`: keep the CSV rows logged before it (Lightning's CSV logger empties
-    logs/metrics.csv when it starts) in logs/metrics-earlier.csv; rows after it are logged again."""
-    logs = run_dir / "logs"
-    earlier, current = logs / "metrics-earlier.csv", logs / "metrics.csv"
-    rows = [r for r in _read_rows(earlier) + _read_rows(current) if r.get("step") and int(r["step"]) < step]
-    if rows:
-        _write_rows(earlier, rows)
-    current.unlink(missing_ok=True)
-
-
-def _merge_csv_log(run_dir: Path) -> None:
-    """After a resumed run: one logs/metrics.csv with the rows of every part, in step order."""
-    logs = run_dir / "logs"
-    earlier, current = logs / "metrics-earlier.csv", logs / "metrics.csv"
-    if earlier.exists():
-        _write_rows(current, _read_rows(earlier) + _read_rows(current))
-        earlier.unlink()
-
-
 def _split_spec(data: SessionDataset) -> dict:
     return {
         s.id: {name: [[float(a), float(b)] for a, b in zip(iv.start, iv.end)] for name, iv in s.splits.items()}
@@ -179,16 +141,16 @@ def _start_score(run_dir: Path) -> float | None:
     return json.loads(path.read_text())["val_r2"] if path.exists() else None
 
 
-def build_model(cfg: dict, data: SessionDataset, init: POYO | None = None) -> tuple[POYO, dict[str, str]]:
+def build_model(cfg: TrainConfig, data: SessionDataset, init: POYO | None = None) -> tuple[POYO, dict[str, str]]:
     """A fresh model for the config (or `init`), registered with every session of `data`."""
-    model = init if init is not None else POYO(model_config(cfg["model"]))
-    targets = register_sessions(model, data, cfg.get("target"))
+    model = init if init is not None else POYO(cfg.model.config())
+    targets = register_sessions(model, data, cfg.target)
     return model, targets
 
 
 def train(
     data: SessionDataset,
-    cfg: dict,
+    cfg: TrainConfig,
     run_dir: str | Path,
     resume: bool = False,
     devices: int | str = "auto",
@@ -220,12 +182,12 @@ def train(
         devices=devices, num_nodes=num_nodes, accelerator=accelerator, progress=progress, strategy=strategy
     )
     cfg, recipe = resolve_recipe(data, cfg, run_dir, trainer_kw)
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, targets = build_model(cfg, data, init)
     if ckpt_path is not None and resume_state is not None:
         step = _check_resume(ckpt_path, resume_state, targets)
         if rank_zero_only.rank == 0:
-            _stash_csv_log(run_dir, step)
+            stash_csv_log(run_dir, step)
             for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # from a process killed while saving
                 partial.unlink(missing_ok=True)
     module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data), "recipe": recipe.to_dict()})
@@ -233,12 +195,12 @@ def train(
         model,
         data,
         targets,
-        unit_dropout=bool(cfg["unit_dropout"]),
-        min_units=int(cfg["min_units"]),
-        causal=bool(cfg["causal"]),
-        seed=cfg["seed"],
+        unit_dropout=cfg.unit_dropout,
+        min_units=cfg.min_units,
+        causal=cfg.causal,
+        seed=cfg.seed,
     )
-    val_set = WindowDataset.for_model(model, data, targets, causal=bool(cfg["causal"]))
+    val_set = WindowDataset.for_model(model, data, targets, causal=cfg.causal)
     dm = WindowDataModule(train_set, val_set, cfg)
     window = model.config.window
     spikes_per_window = sum(s.n_spikes for s in data) / max(sum(s.duration for s in data), 1e-9) * window
@@ -255,9 +217,7 @@ def train(
             "choice of the best checkpoint; prepare it again with another --split-seed"
         )
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    precision = cfg.get("precision", "auto")
-    if precision == "auto":
-        precision = "bf16-mixed" if gpu else "32-true"
+    precision = cfg.precision if cfg.precision != "auto" else "bf16-mixed" if gpu else "32-true"
     # best by validation R² (becomes model.ckpt), and last.ckpt rewritten every epoch (for --resume)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -281,21 +241,21 @@ def train(
     if os.environ.get(DEBUG_ENV):
         Path(os.environ[DEBUG_ENV]).mkdir(parents=True, exist_ok=True)
         callbacks.append(DebugRecord(Path(os.environ[DEBUG_ENV])))
-    if cfg.get("max_minutes"):
-        callbacks.append(StopAfterMinutes(float(cfg["max_minutes"])))
+    if cfg.max_minutes:
+        callbacks.append(StopAfterMinutes(cfg.max_minutes))
     n_processes = max(_n_processes(devices, num_nodes, accelerator), int(os.environ.get("WORLD_SIZE", "1")))
-    if cfg.get("ema") and n_processes > 1:  # measured: ranks' weights drifted apart by 1e-4 (2-process gloo test)
+    if cfg.ema and n_processes > 1:  # measured: ranks' weights drifted apart by 1e-4 (2-process gloo test)
         rank_zero_warn(
             "ema: weight averaging is not used with several training processes (DDP); set ema=null to silence this"
         )
-    elif cfg.get("ema"):
-        callbacks.append(EMAWeights(float(cfg["ema"]), int(cfg["warmup_steps"])))
-    if cfg.get("patience"):  # stop when validation R² has not improved for `patience` checks
+    elif cfg.ema:
+        callbacks.append(EMAWeights(cfg.ema, int(cfg.warmup_steps)))
+    if cfg.patience:  # stop when validation R² has not improved for `patience` checks
         callbacks.append(
             EarlyStopping(
                 monitor="val_r2",
                 mode="max",
-                patience=int(cfg["patience"]),
+                patience=int(cfg.patience),
                 check_finite=False,
                 strict=False,
                 check_on_train_epoch_end=False,
@@ -310,15 +270,15 @@ def train(
         num_nodes=num_nodes,
         precision=precision,
         strategy=strategy,
-        max_steps=cfg["max_steps"],
-        gradient_clip_val=cfg["grad_clip"],
+        max_steps=int(cfg.max_steps),
+        gradient_clip_val=cfg.grad_clip,
         callbacks=callbacks,
         logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        log_every_n_steps=max(1, min(10, int(cfg["steps_per_epoch"]))),
+        log_every_n_steps=max(1, min(10, int(cfg.steps_per_epoch))),
         check_val_every_n_epoch=1,
         num_sanity_val_steps=0,
         deterministic=False,
@@ -347,53 +307,52 @@ def train(
         best, best_score = run_dir / "checkpoints" / START_CHECKPOINT, start
     final = run_dir / "model.ckpt"
     if trainer.is_global_zero:
-        _merge_csv_log(run_dir)
+        merge_csv_log(run_dir)
         convert_checkpoint(best, final)  # the shareable product: a data-only model file (spiketok.model.file)
     return TrainResult(
         final, run_dir, int(trainer.global_step), time.monotonic() - t0, int(trainer.global_rank), best_score, recipe
     )
 
 
-def resolve_recipe(data: SessionDataset, cfg: dict, run_dir: Path, trainer_kw: dict) -> tuple[dict, RecipeChoice]:
-    """A copy of cfg with every "auto" setting chosen from the data (see recipe.py), and what was chosen.
+def resolve_recipe(
+    data: SessionDataset, cfg: TrainConfig, run_dir: Path, trainer_kw: dict
+) -> tuple[TrainConfig, RecipeChoice]:
+    """cfg with every "auto" setting chosen from the data (see recipe.py), and what was chosen.
 
     A resumed run reads its choices back from run_dir/recipe.json, so it continues with the same settings.
     """
-    cfg = copy.deepcopy(cfg)
     saved = run_dir / "recipe.json"
     if saved.exists() and _last_checkpoint(run_dir) is not None:
         choice = RecipeChoice.load(saved)
-        for key, value in choice.settings.items():
-            choice.set(cfg, key, value, choice.reasons[key])
-        return cfg, choice
+        return choice.apply(cfg), choice
     choice = RecipeChoice()
-    targets = {s.id: choose_target(s, cfg.get("target")) for s in data}
     candidates = window_candidates(data)
-    if is_auto(cfg["model"].get("window")) and len(candidates) == 1:  # nothing to compare: no pilot
+    if is_auto(cfg.model.window) and len(candidates) == 1:  # nothing to compare: no pilot
+        only = (
+            f"the only candidate: every training interval is at most {longest_train_interval(data):.3g} s long, "
+            "so a longer window adds nothing"
+        )
         for key, value in window_settings(candidates[0]).items():
-            choice.set(
-                cfg,
-                key,
-                value,
-                f"the only candidate: every training interval is at most "
-                f"{longest_train_interval(data):.3g} s long, so a longer window adds nothing"
-                if key == "model.window"
-                else f"follows the {candidates[0]:g} s window",
-            )
-    elif is_auto(cfg["model"].get("window")):
+            why = only if key == "model.window" else f"follows the {candidates[0]:g} s window"
+            cfg = choice.set(cfg, key, value, why)
+    elif is_auto(cfg.model.window):
         pilots = pilot_windows(data, cfg, run_dir / "pilots", trainer_kw)
         choice.pilots = {w: p.best for w, p in pilots.items()}
         choice.pilot_spreads = {w: p.spread for w, p in pilots.items()}
         window, why = choose_window(pilots)
         for key, value in window_settings(window).items():
-            choice.set(cfg, key, value, why if key == "model.window" else f"follows the {window:g} s window")
-    resolve_schedule(cfg, data, targets, choice)
+            cfg = choice.set(cfg, key, value, why if key == "model.window" else f"follows the {window:g} s window")
+    cfg = resolve_schedule(cfg, data, _targets(data, cfg), choice)
     if rank_zero_only.rank == 0:
         choice.save(saved)
     return cfg, choice
 
 
-def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dict) -> dict[str, PilotScore]:
+def _targets(data: SessionDataset, cfg: TrainConfig) -> dict[str, str]:
+    return {s.id: choose_target(s, cfg.target) for s in data}
+
+
+def pilot_windows(data: SessionDataset, cfg: TrainConfig, folder: Path, trainer_kw: dict) -> dict[str, PilotScore]:
     """Validation R² curve of a short run (PILOT_FRACTION of the steps) per candidate window; finished
     pilots are read back from folder/<window>/score.json (a re-run after a crash does not repeat them)."""
     scores: dict[str, PilotScore] = {}
@@ -404,15 +363,14 @@ def pilot_windows(data: SessionDataset, cfg: dict, folder: Path, trainer_kw: dic
             scores[f"{window:g}"] = PilotScore(tuple(json.loads(done.read_text()).get("val_r2_curve", [])))
             continue
         shutil.rmtree(run, ignore_errors=True)
-        pilot = copy.deepcopy(cfg)
-        for key, value in window_settings(window).items():
-            RecipeChoice().set(pilot, key, value, "")
-        resolve_schedule(pilot, data, {s.id: choose_target(s, cfg.get("target")) for s in data}, RecipeChoice())
-        steps = max(1, int(int(pilot["max_steps"]) * PILOT_FRACTION))
-        pilot.update(
+        pilot = RecipeChoice(settings=window_settings(window)).apply(cfg)
+        pilot = resolve_schedule(pilot, data, _targets(data, cfg), RecipeChoice())
+        steps = max(1, int(int(pilot.max_steps) * PILOT_FRACTION))
+        pilot = replace(
+            pilot,
             max_steps=steps,
-            warmup_steps=min(int(pilot["warmup_steps"]), max(1, steps // 10)),
-            steps_per_epoch=min(int(pilot["steps_per_epoch"]), max(1, steps // 4)),
+            warmup_steps=min(int(pilot.warmup_steps), max(1, steps // 10)),
+            steps_per_epoch=min(int(pilot.steps_per_epoch), max(1, steps // 4)),
             patience=None,
             ema=None,
         )  # a moving average lags too far behind in a run this short

@@ -7,16 +7,17 @@ It trains through `train` (Lightning), so it lives here, and callers hand it to 
 
 from __future__ import annotations
 
-import copy
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from ..adapt.data import single_session_dataset
 from ..adapt.loop import StageResult
-from ..adapt.run import AdaptConfig, pretrained_setting
+from ..adapt.run import AdaptConfig
 from ..data.storage import StoredSession
 from ..model.file import load_model_file
 from ..model.poyo import POYO
+from ..schema import ModelSettings
 from .config import load_config
 from .run import train
 
@@ -29,9 +30,10 @@ def train_scratch(
 
     This is the fair comparison for unit identification: scratch gets enough steps to converge.
     """
-    train_cfg = copy.deepcopy(pretrained_setting(model, "__all__", None) or load_config("tiny"))
-    train_cfg.update(
-        model=model.config.to_dict(),
+    base = model.meta.train or load_config("tiny")
+    train_cfg = replace(
+        base,
+        model=ModelSettings.of(model.config),
         target=target,
         seed=seed,
         max_minutes=None,
@@ -40,13 +42,10 @@ def train_scratch(
         max_steps=cfg.scratch_max_steps or "auto",
         warmup_steps="auto",
         patience="auto",
+        lr=base.lr if cfg.lr_scratch is None else cfg.lr_scratch,
+        weight_decay=base.weight_decay if cfg.weight_decay is None else cfg.weight_decay,
+        unit_dropout=base.unit_dropout if cfg.unit_dropout is None else cfg.unit_dropout,
     )
-    if cfg.lr_scratch is not None:
-        train_cfg["lr"] = float(cfg.lr_scratch)
-    if cfg.weight_decay is not None:
-        train_cfg["weight_decay"] = float(cfg.weight_decay)
-    if cfg.unit_dropout is not None:
-        train_cfg["unit_dropout"] = bool(cfg.unit_dropout)
     with tempfile.TemporaryDirectory(prefix="spiketok-scratch-") as tmp:
         result = train(
             single_session_dataset(view),
@@ -57,6 +56,6 @@ def train_scratch(
         )
         new = load_model_file(result.checkpoint)
     stage = StageResult(
-        "scratch", result.steps, result.steps, None, result.steps < int(new.meta.train["max_steps"]), result.seconds
+        "scratch", result.steps, result.steps, None, result.steps < int(new.meta.train.max_steps), result.seconds
     )
     return new, stage

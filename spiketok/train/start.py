@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -20,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from ..data.storage import SessionDataset
 from ..model.file import build_model, load_model_file, read_model_file, save_model_file
 from ..model.pretrained import DEFAULT, PREFIX, available
+from ..schema import TrainConfig
 from .config import load_config
 from .recipe import RecipeChoice, is_auto
 from .run import TrainResult, train
@@ -33,22 +35,22 @@ def _is_none(value) -> bool:
     return value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
 
 
-def why_not_shipped(cfg: dict, ensemble: int = 1) -> str | None:
+def why_not_shipped(cfg: TrainConfig, ensemble: int = 1) -> str | None:
     """Why init: auto trains from scratch alone for this config (None: it tries the shipped model too)."""
     if ensemble > 1:
         return "--ensemble trains its members from scratch"
     if DEFAULT not in available():
         return "no pretrained model ships with this installation"
-    if cfg["model"] != load_config("tiny")["model"]:
+    if cfg.model != load_config("tiny").model:
         return "the config's model settings are not the tiny preset's, and the shipped model would replace them"
-    if cfg.get("causal"):
+    if cfg.causal:
         return "causal=true: the shipped model reads windows from both sides"
     return None
 
 
 def train_with_start(
     data: SessionDataset,
-    cfg: dict,
+    cfg: TrainConfig,
     run_dir: str | Path,
     init: str | Path | None = None,
     resume: bool = False,
@@ -56,8 +58,8 @@ def train_with_start(
     **trainer_kw,
 ) -> TrainResult:
     """Train on `data` from the start that `init` (a model file or pretrained:NAME) or cfg's `init` names."""
-    run_dir, cfg = Path(run_dir), copy.deepcopy(cfg)
-    start = str(init) if init is not None else cfg.get("init", None)
+    run_dir = Path(run_dir)
+    start = str(init) if init is not None else cfg.init
     reason = why_not_shipped(cfg, ensemble) if is_auto(start) else None
     if _is_none(start) or reason:
         result = train(data, cfg, run_dir, resume=resume, **trainer_kw)
@@ -66,8 +68,9 @@ def train_with_start(
             result.recipe.reasons["init"] = f"from scratch: {reason}"
         return result
     if not is_auto(start):
-        cfg["init"] = start
-        return train_from_pretrained(load_model_file(start), data, cfg, run_dir, resume=resume, **trainer_kw)
+        return train_from_pretrained(
+            load_model_file(start), data, replace(cfg, init=start), run_dir, resume=resume, **trainer_kw
+        )
     if resume and not any((run_dir / arm).is_dir() for arm in ARMS):
         raise FileNotFoundError(f"--resume: no {run_dir}/scratch or {run_dir}/pretrained to resume from")
     return _both_starts(data, cfg, run_dir, resume, trainer_kw)
@@ -104,7 +107,7 @@ def _arm(run_dir: Path, arm: str, resume: bool, fit) -> TrainResult:
     return result
 
 
-def _both_starts(data: SessionDataset, cfg: dict, run_dir: Path, resume: bool, trainer_kw: dict) -> TrainResult:
+def _both_starts(data: SessionDataset, cfg: TrainConfig, run_dir: Path, resume: bool, trainer_kw: dict) -> TrainResult:
     shipped = PREFIX + DEFAULT
     scratch = _arm(
         run_dir,
@@ -117,7 +120,7 @@ def _both_starts(data: SessionDataset, cfg: dict, run_dir: Path, resume: bool, t
         "pretrained",
         resume,
         lambda sub, r: train_from_pretrained(
-            load_model_file(shipped), data, {**cfg, "init": shipped}, sub, resume=r, **trainer_kw
+            load_model_file(shipped), data, replace(cfg, init=shipped), sub, resume=r, **trainer_kw
         ),
     )
     scores = {"scratch": scratch.best_score, "pretrained": pretrained.best_score}
@@ -137,7 +140,7 @@ def _both_starts(data: SessionDataset, cfg: dict, run_dir: Path, resume: bool, t
     if rank_zero_only.rank == 0:
         tensors, meta = read_model_file(best.checkpoint)
         meta.extra["recipe"] = recipe.to_dict()
-        meta.train["init"] = recipe.settings["init"]
+        meta.train = replace(meta.train, init=recipe.settings["init"])
         save_model_file(build_model(tensors, meta, str(best.checkpoint)), final, meta)
         recipe.save(run_dir / "recipe.json")
         (run_dir / CHOICE_FILE).write_text(json.dumps({"kept": kept, "val_r2": scores, "start": shipped}, indent=2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -28,6 +29,7 @@ from ..data.atomic import atomic_write
 from ..data.storage import SessionDataset
 from ..model.file import build_model, load_model_file, read_model_file, save_model, save_model_file
 from ..model.poyo import POYO
+from ..schema import ModelSettings, TrainConfig
 from .recipe import RecipeChoice, is_auto
 from .run import TrainResult, train
 
@@ -43,27 +45,19 @@ def run_name(factor: float) -> str:
     return f"lr-x{factor:g}"
 
 
-def lr_factors(cfg: dict) -> tuple[float, ...]:
+def lr_factors(cfg: TrainConfig) -> tuple[float, ...]:
     """The factors to run: cfg's init_lr_factor when set (a positive number), else LR_FACTORS."""
-    value = cfg.get("init_lr_factor", "auto")
-    if value is None or is_auto(value):
-        return LR_FACTORS
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"init_lr_factor must be a positive number or 'auto', got {value!r}")
-    return (float(value),)
+    return LR_FACTORS if is_auto(cfg.init_lr_factor) else (float(cfg.init_lr_factor),)
 
 
-def unit_id_restarts(cfg: dict) -> int:
+def unit_id_restarts(cfg: TrainConfig) -> int:
     """How many unit-identification starts to compare: cfg's init_unit_id_restarts (a positive integer)."""
-    value = cfg.get("init_unit_id_restarts", UNIT_ID_RESTARTS)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"init_unit_id_restarts must be a positive integer, got {value!r}")
-    return value
+    return cfg.init_unit_id_restarts
 
 
 def _val_loss(model: POYO) -> float:
     """The best validation loss of a unit-id model's last stage (inf when nothing was held out)."""
-    loss = model.hparams["adaptations"][-1]["stages"][-1]["best_val_loss"]
+    loss = model.meta.adaptations[-1].stages[-1].best_val_loss
     return float("inf") if loss is None else float(loss)
 
 
@@ -84,7 +78,7 @@ def identify_units(
 def train_from_pretrained(
     pretrained: POYO,
     data: SessionDataset,
-    cfg: dict,
+    cfg: TrainConfig,
     run_dir: str | Path,
     unit_id: AdaptConfig | None = None,
     progress: bool = True,
@@ -109,16 +103,15 @@ def train_from_pretrained(
     new = [s for s in data if s.id not in model.session_emb.index]
     for session in new:
         model, identified[session.id] = identify_units(
-            model, session, cfg.get("target"), restarts, unit_id or AdaptConfig(), progress
+            model, session, cfg.target, restarts, unit_id or AdaptConfig(), progress
         )
     if new and rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_model(model, saved)
         with atomic_write(record) as tmp:  # written last: a resumed run needs both
             Path(tmp).write_text(json.dumps(identified, indent=2))
-    cfg = copy.deepcopy(cfg)
-    cfg["model"] = model.config.to_dict()
-    base_lr = float(cfg["lr"])
+    cfg = replace(cfg, model=ModelSettings.of(model.config))
+    base_lr = float(cfg.lr)
     results: dict[float, TrainResult] = {}
     for factor in factors:
         sub = run_dir / run_name(factor)
@@ -126,8 +119,7 @@ def train_from_pretrained(
             shutil.rmtree(sub)  # a folder left by a run that stopped before its first checkpoint
         start = copy.deepcopy(model)
         start.train()
-        run_cfg = copy.deepcopy(cfg)
-        run_cfg["lr"] = base_lr * factor
+        run_cfg = replace(cfg, lr=base_lr * factor)
         done = resume and (sub / "model.ckpt").exists() and (sub / "score.json").exists()
         if done:  # finished before the interruption: read back, do not repeat
             score = json.loads((sub / "score.json").read_text())
@@ -167,7 +159,7 @@ def train_from_pretrained(
     if rank_zero_only.rank == 0:
         tensors, meta = read_model_file(best.checkpoint)  # the kept run's model, with the choice in its metadata
         meta.extra["recipe"] = recipe.to_dict()
-        meta.train["init_lr_factor"] = chosen
+        meta.train = replace(meta.train, init_lr_factor=chosen)
         save_model_file(build_model(tensors, meta, str(best.checkpoint)), final, meta)
         recipe.save(run_dir / "recipe.json")
         (run_dir / CHOICE_FILE).write_text(

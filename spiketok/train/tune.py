@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..data.storage import SessionDataset
+from ..schema import TrainConfig
 from .config import load_config
 from .recipe import MAX_CHECK_STEPS, is_auto
 from .run import TrainingInterrupted, train
@@ -103,13 +104,15 @@ def _quiet():
             logging.getLogger(n).setLevel(level)
 
 
-def _spec(data: SessionDataset, base: dict) -> dict:
+def _spec(data: SessionDataset, base: TrainConfig) -> dict:
     """What a study is of: the sessions and the base config (max_minutes aside: each trial sets its own)."""
-    cfg = {k: v for k, v in base.items() if k != "max_minutes"}
+    cfg = {k: v for k, v in base.to_dict().items() if k != "max_minutes"}
     return {"sessions": sorted(data.ids), "base_config": json.loads(json.dumps(cfg))}
 
 
-def open_study(run_dir: Path, data: SessionDataset, base: dict, startup_trials: int, warmup_steps: int) -> optuna.Study:
+def open_study(
+    run_dir: Path, data: SessionDataset, base: TrainConfig, startup_trials: int, warmup_steps: int
+) -> optuna.Study:
     """The study in run_dir/optuna.db (created, or loaded when it exists for the same data and config).
 
     Trials left RUNNING by a killed run are marked failed. The sampler's seed moves on with the number of
@@ -133,7 +136,7 @@ def open_study(run_dir: Path, data: SessionDataset, base: dict, startup_trials: 
                 "overrides, or tune into a new folder"
             )
     n_before = len(probe.trials) if probe is not None else 0
-    sampler = optuna.samplers.TPESampler(seed=int(base["seed"]) + n_before, multivariate=True, n_startup_trials=5)
+    sampler = optuna.samplers.TPESampler(seed=base.seed + n_before, multivariate=True, n_startup_trials=5)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_steps)
     study = optuna.create_study(
         storage=storage, study_name=STUDY, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
@@ -192,9 +195,9 @@ def tune(
     deadline = t0 + budget_minutes * 60
     with _quiet():
         # never at the first validation ("auto": every 10-100 steps, chosen per trial by the recipe)
-        warmup = (MAX_CHECK_STEPS if is_auto(base["steps_per_epoch"]) else int(base["steps_per_epoch"])) + 1
-        if not is_auto(base["max_steps"]):  # nor before a fifth of the run ("auto": chosen per trial by the recipe)
-            warmup = max(warmup, int(base["max_steps"]) // 5)
+        warmup = (MAX_CHECK_STEPS if is_auto(base.steps_per_epoch) else int(base.steps_per_epoch)) + 1
+        if not is_auto(base.max_steps):  # nor before a fifth of the run ("auto": chosen per trial by the recipe)
+            warmup = max(warmup, int(base.max_steps) // 5)
         study = open_study(run_dir, data, base, startup_trials, warmup)
         for params in enqueue or []:
             study.enqueue_trial(params)
@@ -202,8 +205,7 @@ def tune(
 
         def objective(trial: optuna.Trial) -> float:
             values = suggest(trial, base)
-            cfg = with_values(base, values)
-            cfg["max_minutes"] = clock["limit"] / 60
+            cfg = replace(with_values(base, values), max_minutes=clock["limit"] / 60)
             trial.set_user_attr("values", values)
             trial_dir = run_dir / "trials" / f"{trial.number:04d}"
             shutil.rmtree(trial_dir, ignore_errors=True)  # a trial number is never reused; leftovers are stale
@@ -285,7 +287,7 @@ def _keep_best_model(study: optuna.Study, best: TrialRow | None) -> None:
 
 
 def _write_outputs(
-    run_dir: Path, rows: list[TrialRow], best: TrialRow | None, base: dict, preset: str
+    run_dir: Path, rows: list[TrialRow], best: TrialRow | None, base: TrainConfig, preset: str
 ) -> tuple[Path, Path, Path, Path | None]:
     csv_path, json_path = write_summary(rows, best, run_dir)
     plot = plot_search(rows, run_dir / "search.png")

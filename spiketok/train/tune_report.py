@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from ..schema import TrainConfig
 from .config import PRESETS, load_config
 from .tune_space import METRIC, SEARCHED
 
@@ -209,9 +210,9 @@ def _diff(cfg: dict, ref: dict) -> dict:
     return out
 
 
-def write_best_yaml(path: Path, cfg: dict, preset: str, comment: str) -> None:
+def write_best_yaml(path: Path, cfg: TrainConfig, preset: str, comment: str) -> None:
     """`base: PRESET` and every setting of `cfg` that differs from the preset (what `load_config` reads)."""
-    body = {"base": preset, **_diff(cfg, load_config(preset))}
+    body = {"base": preset, **_diff(cfg.to_dict(), load_config(preset).to_dict())}
     text = "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(body, sort_keys=False)
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(text)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import optuna
 
-from ..model.config import model_config
+from ..model.config import ModelConfig
+from ..schema import TrainConfig
 from .recipe import is_auto, window_settings
 
 METRIC = "val_r2"  # what a trial is scored on: R² of the valid split, as POYOModule logs it
@@ -27,20 +27,19 @@ def _choices(values: list[float | int], base: float | int) -> list:
     return sorted(set(values) | {base})
 
 
-def base_model(base: dict):
+def base_model(base: TrainConfig) -> ModelConfig:
     """The base config's model settings; an "auto" window (the recipe's) counts as 1 s, where the search starts."""
-    settings = dict(base["model"])
-    if is_auto(settings.get("window")):
-        settings.update({k.removeprefix("model."): v for k, v in window_settings(1.0).items()})
-    return model_config(settings)
+    if is_auto(base.model.window):
+        base = with_values(base, window_settings(1.0))
+    return base.model.config()
 
 
-def search_space(base: dict) -> dict[str, Any]:
+def search_space(base: TrainConfig) -> dict[str, Any]:
     """The ranges searched around the base config: log-uniform lr (base/10 .. 5 x base) and weight decay,
     dropout 0-0.4, window 0.5-4 s, 4/8/16 latent steps per window, width and depth from half to twice the
     base size's (width in multiples of 8)."""
     m = base_model(base)
-    lr, wd = float(base["lr"]), float(base["weight_decay"])
+    lr, wd = base.lr, base.weight_decay
     steps = max(1, round(m.window / m.latent_step))
     return {
         "lr": (min(lr / 10, 1e-4), lr * 5),
@@ -53,12 +52,12 @@ def search_space(base: dict) -> dict[str, Any]:
     }
 
 
-def base_params(base: dict) -> dict[str, Any]:
+def base_params(base: TrainConfig) -> dict[str, Any]:
     """The Optuna parameters that reproduce the base config (tried first in a new study)."""
     m = base_model(base)
     return {
-        "lr": float(base["lr"]),
-        "weight_decay": max(float(base["weight_decay"]), 1e-5),
+        "lr": base.lr,
+        "weight_decay": max(base.weight_decay, 1e-5),
         "dropout": float(m.dropout),
         "window": float(m.window),
         "latent_steps": max(1, round(m.window / m.latent_step)),
@@ -67,12 +66,12 @@ def base_params(base: dict) -> dict[str, Any]:
     }
 
 
-def current_values(cfg: dict) -> dict[str, Any]:
+def current_values(cfg: TrainConfig) -> dict[str, Any]:
     """The searched settings as a config has them (dotted keys)."""
-    m = model_config(cfg["model"])
+    m = cfg.model.config()
     return {
-        "lr": float(cfg["lr"]),
-        "weight_decay": float(cfg["weight_decay"]),
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
         "model.dropout": m.dropout,
         "model.window": m.window,
         "model.latent_step": m.latent_step,
@@ -82,10 +81,10 @@ def current_values(cfg: dict) -> dict[str, Any]:
     }
 
 
-def values_of(params: dict[str, Any], base: dict) -> dict[str, Any]:
+def values_of(params: dict[str, Any], base: TrainConfig) -> dict[str, Any]:
     """Optuna parameters -> config values (dotted keys). t_max >= 2 x window (rotary time range);
     latent_step = window / latent_steps, so the latent count stays latent_steps x num_latents_per_step."""
-    m = model_config(base["model"])
+    m = base.model.config()
     window = float(params["window"])
     return {
         "lr": float(params["lr"]),
@@ -99,7 +98,7 @@ def values_of(params: dict[str, Any], base: dict) -> dict[str, Any]:
     }
 
 
-def suggest(trial: optuna.Trial, base: dict) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, base: TrainConfig) -> dict[str, Any]:
     """The config values (dotted keys) of one trial."""
     space = search_space(base)
     params = {
@@ -114,13 +113,8 @@ def suggest(trial: optuna.Trial, base: dict) -> dict[str, Any]:
     return values_of(params, base)
 
 
-def with_values(cfg: dict, values: dict[str, Any]) -> dict:
-    """A copy of `cfg` with dotted keys set."""
-    out = copy.deepcopy(cfg)
+def with_values(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """cfg with dotted keys set (a copy)."""
     for key, value in values.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    return out
+        cfg = cfg.set(key, value)
+    return cfg
