@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .errors import SpiketokError
 from .model.config import SIZES, ModelConfig
 from .tokenize.tokenizer import LATENT_GRIDS
 
@@ -32,7 +33,7 @@ LIGHTNING_PRECISIONS = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(SpiketokError, ValueError):
     """A training setting that is unknown, of the wrong type or out of range; the message says what is allowed."""
 
 

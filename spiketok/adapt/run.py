@@ -66,7 +66,7 @@ class AdaptConfig:
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or key not in known:
-                raise ValueError(f"adaptation setting {item!r}: expected key=value with key one of {sorted(known)}")
+                raise ConfigError(f"adaptation setting {item!r}: expected key=value with key one of {sorted(known)}")
             try:
                 parsed = yaml.safe_load(value)
             except yaml.YAMLError:

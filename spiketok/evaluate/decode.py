@@ -129,7 +129,7 @@ def decode_split(
 ) -> Decoded:
     """Decode one split of a session at its behaviour samples; scores use weight > 0 samples only."""
     if split not in session.splits:
-        raise KeyError(f"session {session.id} has no {split!r} split (it has {list(session.splits)})")
+        raise DataError(f"session {session.id} has no {split!r} split (it has {list(session.splits)})")
     iv = session.splits[split]
     b = session.behavior(target)
     inside = iv.contains(b.timestamps)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.atomic import atomic_write
+from ..errors import SpiketokError
 from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeTokenizer
 from .attention import RotaryAttention, RotarySelfAttention
 from .poyo import N_TOKEN_TYPES, POYO
@@ -429,7 +430,7 @@ FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 
 
-class ExportError(ValueError):
+class ExportError(SpiketokError, ValueError):
     """The model cannot be exported as asked (unknown format or target, export packages missing)."""
 
 

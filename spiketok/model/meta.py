@@ -10,13 +10,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SpiketokError
+
 if TYPE_CHECKING:
     from .poyo import POYO
 
 FORMAT_VERSION = 1  # bump when the metadata changes in a way older readers cannot follow
 
 
-class ModelFileError(ValueError):
+class ModelFileError(SpiketokError, ValueError):
     """A model file that cannot be read (corrupt, pickled, foreign or too new), with what to do."""
 
 

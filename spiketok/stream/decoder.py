@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..errors import SpiketokError
 from ..model.normalize import unnormalise
 from ..model.poyo import POYO
 from ..model.precision import with_precision
@@ -38,7 +39,7 @@ from ..tokenize.tokenizer import grid_start, grid_times
 from .incremental import IncrementalEncoder
 
 
-class StreamOrderError(ValueError):
+class StreamOrderError(SpiketokError, ValueError):
     """A packet whose spikes are older than spikes already pushed (packets must arrive in time order)."""
 
 

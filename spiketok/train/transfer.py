@@ -28,6 +28,7 @@ from ..data.atomic import atomic_write
 from ..data.storage import SessionDataset
 from ..model.file import build_model, load_model_file, read_model_file, save_model, save_model_file
 from ..model.poyo import POYO
+from ..schema import ConfigError
 from .recipe import RecipeChoice, is_auto
 from .run import TrainResult, train
 
@@ -49,7 +50,7 @@ def lr_factors(cfg: dict) -> tuple[float, ...]:
     if value is None or is_auto(value):
         return LR_FACTORS
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"init_lr_factor must be a positive number or 'auto', got {value!r}")
+        raise ConfigError(f"init_lr_factor must be a positive number or 'auto', got {value!r}")
     return (float(value),)
 
 
@@ -57,7 +58,7 @@ def unit_id_restarts(cfg: dict) -> int:
     """How many unit-identification starts to compare: cfg's init_unit_id_restarts (a positive integer)."""
     value = cfg.get("init_unit_id_restarts", UNIT_ID_RESTARTS)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"init_unit_id_restarts must be a positive integer, got {value!r}")
+        raise ConfigError(f"init_unit_id_restarts must be a positive integer, got {value!r}")
     return value
 
 
