@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.session import DataError, Intervals, SessionLike
-from ..data.windows import ending_at, eval_stride, sliding
+from ..data.windows import default_stride, ending_at, sliding
 from ..model.normalize import denormalise
 from ..model.poyo import POYO
 from ..tokenize import collate
@@ -50,11 +50,6 @@ def average_decoded(runs: list[Decoded]) -> Decoded:
     return replace(
         first, y_pred=np.mean([r.y_pred for r in runs], axis=0), weights=np.min([r.weights for r in runs], axis=0)
     )
-
-
-def default_stride(model: POYO) -> float:
-    """Seconds between offline decoding windows: the training config's `eval_stride`, at most half a window."""
-    return eval_stride(model.config.window, model.meta.train.get("eval_stride"))
 
 
 @torch.no_grad()

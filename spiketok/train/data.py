@@ -13,7 +13,7 @@ from ..data.windows import WindowSpec, causal_windows, sliding_windows
 from ..model.normalize import target_stats  # noqa: F401  (also imported from here)
 from ..model.poyo import POYO
 from ..tokenize import collate
-from ..tokenize.dataset import WindowDataset, causal_window  # noqa: F401  (also imported from here)
+from ..tokenize.dataset import WindowDataset  # noqa: F401  (also imported from here)
 
 
 def choose_target(session: StoredSession, target: str | None) -> str:
