@@ -9,10 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data.session import DataError
 from . import app
 from .checks import check_output
-from .common import load_model, load_session
+from .common import load_model
 from .errors import fail
 
 console = Console()
@@ -24,17 +23,16 @@ MODE_HELP = (
 def _config(overrides: list[str] | None):
     from ..adapt.run import AdaptConfig
 
-    try:
-        return AdaptConfig.from_overrides(overrides or [])
-    except (ValueError, TypeError) as e:
-        fail(str(e))
+    return AdaptConfig.from_overrides(overrides or [])  # ConfigError: one `error:` line
 
 
 def _inputs(pick: str, overrides: list[str] | None, checkpoint: Path, session: Path):
     """The checked --pick, then the adaptation settings, the model and the new session."""
     if pick not in ("first", "random"):
         fail(f"--pick must be 'first' or 'random', not {pick!r}")
-    return _config(overrides), load_model(checkpoint), load_session(session)
+    from ..adapt.data import as_session
+
+    return _config(overrides), load_model(checkpoint), as_session(session)
 
 
 @app.command()
@@ -86,21 +84,18 @@ def adapt(
         fail("give --train-trials or --train-seconds, not both")
     check_output(out, overwrite, inputs=[checkpoint, session], model_ok=overwrite)
     cfg, model, s = _inputs(pick, overrides, checkpoint, session)
-    try:
-        adapted = run_adapt(
-            model,
-            s,
-            mode=mode,
-            n_trials=train_trials,
-            seconds=train_seconds,
-            target=target,
-            pick=pick,
-            seed=seed,
-            config=cfg,
-            scratch=train_scratch,
-        )
-    except (DataError, ValueError) as e:
-        fail(str(e))
+    adapted = run_adapt(
+        model,
+        s,
+        mode=mode,
+        n_trials=train_trials,
+        seconds=train_seconds,
+        target=target,
+        pick=pick,
+        seed=seed,
+        config=cfg,
+        scratch=train_scratch,
+    )
     save_model(adapted, out)
     rec = adapted.meta.adaptations[-1]
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec['target']}), mode {mode}")
@@ -184,12 +179,9 @@ def fewshot(
         done.append(run)
         write_csv(done, out)
 
-    try:
-        runs = few_shot_study(
-            model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress, scratch=train_scratch
-        )
-    except (DataError, ValueError) as e:
-        fail(str(e))
+    runs = few_shot_study(
+        model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress, scratch=train_scratch
+    )
     skipped = sorted(set(counts) - {r.n_trials for r in runs})
     if skipped:
         console.print(
@@ -212,9 +204,6 @@ def embeddings(
     from ..adapt.embeddings import plot_projection, project_unit_embeddings
 
     model = load_model(checkpoint)
-    try:
-        coords, sessions, used = project_unit_embeddings(model, method)
-        path = plot_projection(coords, sessions, used, out)
-    except ValueError as e:
-        fail(str(e))
+    coords, sessions, used = project_unit_embeddings(model, method)
+    path = plot_projection(coords, sessions, used, out)
     console.print(f"{len(sessions)} unit embeddings of {len(set(sessions))} session(s), {used.upper()}: {path}")

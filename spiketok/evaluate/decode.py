@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.session import DataError, Intervals, SessionLike
+from ..data.targets import TargetError
 from ..data.windows import default_stride, ending_at, sliding
 from ..model.normalize import denormalise
 from ..model.poyo import POYO
@@ -100,6 +101,29 @@ def decode_times(
         for j, (_, _, out) in enumerate(chunk):
             stitch.add(out, pred[j, : len(out), :dim])
     return stitch.result()
+
+
+def require_duration(session: SessionLike, seconds: float, what: str) -> None:
+    """Raise DataError for a recording shorter than `what` (one window): its R² would be nan, or from a few samples."""
+    span = float(session.end - session.start)
+    if span < seconds - 1e-9:
+        raise DataError(
+            f"session {session.id}: the recording is {span:.3g} s long, shorter than {what}; "
+            f"it needs at least {seconds:g} s of recording"
+        )
+
+
+def require_window(session: SessionLike, window: float) -> None:
+    """Raise DataError for a recording shorter than one `window` s context window of a model."""
+    require_duration(session, window, f"one {window:g} s context window of the model")
+
+
+def require_task(model: POYO, target: str, flag: str = "--target") -> None:
+    """Raise TargetError when `model` has no readout for `target` (a behaviour it was never trained to decode)."""
+    if target not in model.task_names:
+        raise TargetError(
+            f"{flag} {target}: not a behaviour this model decodes (it decodes {', '.join(model.task_names)})"
+        )
 
 
 def require_scored_samples(session: SessionLike, target: str, split: str) -> None:
