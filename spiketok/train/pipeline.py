@@ -62,7 +62,8 @@ def train_sessions(
     if ensemble > 1 and init is not None:
         raise UserError("--ensemble trains its models from scratch; it does not combine with --init")
     if init is not None:
-        lr_factors(cfg), unit_id_restarts(cfg)  # ConfigError now, not after the unit identification
+        lr_factors(cfg)  # a bad init_lr_factor or init_unit_id_restarts: ConfigError now, not after unit identification
+        unit_id_restarts(cfg)
         load_model_file(init)  # a missing or damaged model file: ModelFileError before anything trains
     out = Path(out)
     fresh = not out.exists()
