@@ -13,6 +13,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .errors import SpiketokError
 from .model.config import SIZES, ModelConfig
 from .tokenize.tokenizer import LATENT_GRIDS
 
@@ -33,7 +34,7 @@ LIGHTNING_PRECISIONS = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(SpiketokError, ValueError):
     """A training setting that is unknown, of the wrong type or out of range; the message says what is allowed."""
 
 
@@ -306,7 +307,7 @@ class AdaptConfig:
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or key not in ADAPT_RULES:
-                raise ValueError(
+                raise ConfigError(
                     f"adaptation setting {item!r}: expected key=value with key one of {sorted(ADAPT_RULES)}"
                 )
             try:

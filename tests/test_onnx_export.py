@@ -17,12 +17,12 @@ from spiketok.data.session import Session, Window
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession
 from spiketok.model.export import SIDECAR_VERSION, sidecar_path
+from spiketok.model.normalize import denormalise
 from spiketok.stream import replay
 from spiketok.stream.exported import ExportedModel, ExportedStreamingDecoder, replay_exported
 from spiketok.tokenize import SpikeTokenizer, collate
 from spiketok.train import load, load_config, train
 from spiketok.train.checkpoint import save_model
-from spiketok.train.module import denormalise
 
 pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxruntime) is not installed")
 

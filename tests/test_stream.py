@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 from spiketok.cli import _register, app
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession
+from spiketok.data.windows import causal_window
 from spiketok.evaluate import decode_times, evaluate
 from spiketok.model import UnknownIdError
+from spiketok.model.normalize import denormalise
 from spiketok.stream import LateSpikeError, StreamingDecoder, StreamOrderError, replay
 from spiketok.tokenize import SpikeTokenizer, collate
+from spiketok.tokenize.dataset import WindowDataset
 from spiketok.train import load, load_config, train
-from spiketok.train.data import WindowDataset, causal_window
-from spiketok.train.module import denormalise
 
 _register()
 runner = CliRunner()

@@ -36,7 +36,10 @@ def as_session(session: StoredSession | str | Path) -> StoredSession:
     path = Path(session)
     if not path.is_file():
         raise DataError(f"{path}: no such prepared session file (run `spiketok prepare` on the NWB file first)")
-    return StoredSession(path)
+    try:
+        return StoredSession(path)
+    except DataError as e:  # the reader's reason, and what to do
+        raise DataError(f"{path}: not a prepared session ({e}); run `spiketok prepare` on the NWB file first") from None
 
 
 def has_trials(session: StoredSession) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from ..model.poyo import POYO
 
 
@@ -20,12 +21,12 @@ def _umap_available() -> bool:
 def project_unit_embeddings(model: POYO, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, list[str], str]:
     """2-D coordinates (n_units, 2) of the unit embeddings, each unit's session id, and the method used."""
     if method not in ("auto", "pca", "umap"):
-        raise ValueError(f"projection method must be auto, pca or umap, got {method!r}")
+        raise UserError(f"projection method must be auto, pca or umap, got {method!r}")
     if method == "umap" and not _umap_available():
-        raise ValueError("UMAP is not installed (pip install umap-learn); use --method pca")
+        raise UserError("UMAP is not installed (pip install umap-learn); use --method pca")
     weights = model.unit_emb.weight.detach().float().cpu().numpy()
     if len(weights) < 3:
-        raise ValueError(f"the model has {len(weights)} unit embeddings; at least 3 are needed for a 2-D projection")
+        raise UserError(f"the model has {len(weights)} unit embeddings; at least 3 are needed for a 2-D projection")
     sessions = [u.split("/", 1)[0] for u in model.unit_emb.ids]
     if method == "umap" or (method == "auto" and _umap_available()):
         import umap

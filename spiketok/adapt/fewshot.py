@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..data.session import DataError
 from ..data.storage import StoredSession
 from ..evaluate.decode import decode_split
 from ..model.poyo import POYO
@@ -78,13 +79,11 @@ def few_shot_study(
     if "scratch" in modes and scratch is None:
         raise ValueError("the scratch mode trains fresh models: pass scratch=spiketok.train.scratch.train_scratch")
     if not has_trials(session):
-        raise ValueError(f"{session.path}: the few-shot study counts trials, and this session has no trials table")
+        raise DataError(f"{session.path}: the few-shot study counts trials, and this session has no trials table")
     available = len(session.splits["train"])
     counts = sorted({int(n) for n in trials if 1 <= int(n) <= available})
     if not counts:
-        raise ValueError(
-            f"none of the trial counts {list(trials)} fits the {available} training trials of {session.id}"
-        )
+        raise DataError(f"none of the trial counts {list(trials)} fits the {available} training trials of {session.id}")
     runs: list[FewShotRun] = []
     n_jobs = len(counts) * seeds * len(modes)
     bar = tqdm(total=n_jobs, desc=f"few-shot {session.id}", disable=not progress)

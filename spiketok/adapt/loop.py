@@ -13,8 +13,7 @@ from tqdm.auto import tqdm
 
 from ..data.samplers import RandomWindowBatchSampler
 from ..data.storage import StoredSession
-from ..data.windows import causal_windows, sliding_windows
-from ..evaluate.decode import default_stride
+from ..data.windows import causal_windows, default_stride, sliding_windows
 from ..model.meta import StageResult
 from ..model.normalize import normalised_targets
 from ..model.objective import warmup_cosine, weighted_mse

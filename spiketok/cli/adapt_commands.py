@@ -9,32 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data.session import DataError
 from . import app
 from .checks import check_output
-from .common import load_model, load_session
+from .common import load_model
 from .errors import fail
 
 console = Console()
 MODE_HELP = (
     "unit-id: only the new unit/session embeddings; finetune: unit-id, then every weight; scratch: a fresh model."
 )
-
-
-def _config(overrides: list[str] | None):
-    from ..adapt.run import AdaptConfig
-
-    try:
-        return AdaptConfig.from_overrides(overrides or [])
-    except (ValueError, TypeError) as e:
-        fail(str(e))
-
-
-def _inputs(pick: str, overrides: list[str] | None, checkpoint: Path, session: Path):
-    """The checked --pick, then the adaptation settings, the model and the new session."""
-    if pick not in ("first", "random"):
-        fail(f"--pick must be 'first' or 'random', not {pick!r}")
-    return _config(overrides), load_model(checkpoint), load_session(session)
 
 
 @app.command()
@@ -75,34 +58,27 @@ def adapt(
     number of steps on all of them. The new checkpoint loads, evaluates and predicts like any other.
     """
     from ..adapt.run import MODES
-    from ..adapt.run import adapt as run_adapt
-    from ..evaluate.decode import decode_split
-    from ..model.file import save_model
-    from ..train.scratch import train_scratch
+    from ..train.adaptation import adapt_file
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if train_trials is not None and train_seconds is not None:
         fail("give --train-trials or --train-seconds, not both")
     check_output(out, overwrite, inputs=[checkpoint, session], model_ok=overwrite)
-    cfg, model, s = _inputs(pick, overrides, checkpoint, session)
-    try:
-        adapted = run_adapt(
-            model,
-            s,
-            mode=mode,
-            n_trials=train_trials,
-            seconds=train_seconds,
-            target=target,
-            pick=pick,
-            seed=seed,
-            config=cfg,
-            scratch=train_scratch,
-        )
-    except (DataError, ValueError) as e:
-        fail(str(e))
-    save_model(adapted, out)
-    rec = adapted.meta.adaptations[-1]
+    res = adapt_file(
+        checkpoint,
+        session,
+        out,
+        overrides or [],
+        pick=pick,
+        evaluate=evaluate,
+        mode=mode,
+        n_trials=train_trials,
+        seconds=train_seconds,
+        target=target,
+        seed=seed,
+    )
+    s, rec = res.session, res.record
     console.print(f"adapted to [bold]{s.id}[/bold] ({s.n_units} units, target {rec.target}), mode {mode}")
     console.print(f"  data: {rec.data}")
     for st in rec.stages:
@@ -114,8 +90,8 @@ def adapt(
             val = f"best validation loss {st.best_val_loss:.4f} at step {st.best_step}"
         console.print(f"  {st.name}: {st.steps} steps in {st.seconds:.0f} s; {val}")
     console.print(f"  checkpoint: {out}")
-    if evaluate and "test" in s.splits:
-        r2 = decode_split(adapted, s, rec.target, "test").r2()
+    if res.test_r2 is not None:
+        r2 = res.test_r2
         console.print(
             f"  R² on {s.id}'s test split: [bold]{float(r2.mean()):.3f}[/bold] "
             f"({', '.join(f'{v:.3f}' for v in r2)} per dimension)"
@@ -166,9 +142,9 @@ def fewshot(
     ] = None,
 ) -> None:
     """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
-    from ..adapt.fewshot import few_shot_study, plot_study, summarise, write_csv
+    from ..adapt.fewshot import summarise
     from ..adapt.run import MODES
-    from ..train.scratch import train_scratch
+    from ..train.adaptation import fewshot_files
 
     counts = _parse_counts(trials)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -177,29 +153,16 @@ def fewshot(
         fail(f"--modes must be a comma-separated subset of {','.join(MODES)}; got {modes!r}")
     if seeds < 1:
         fail("--seeds must be at least 1")
-    cfg, model, s = _inputs(pick, overrides, checkpoint, session)
-    done = []
-
-    def save_progress(run) -> None:  # a study stopped half-way keeps what it measured
-        done.append(run)
-        write_csv(done, out)
-
-    try:
-        runs = few_shot_study(
-            model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress, scratch=train_scratch
-        )
-    except (DataError, ValueError) as e:
-        fail(str(e))
+    study = fewshot_files(checkpoint, session, out, counts, seeds, mode_list, target, pick, overrides or [])
+    runs, s = study.runs, study.session
     skipped = sorted(set(counts) - {r.n_trials for r in runs})
     if skipped:
         console.print(
             f"[yellow]left out N = {', '.join(map(str, skipped))}: more than the session's "
             f"{len(s.splits['train'])} training trials[/yellow]"
         )
-    csv_paths = write_csv(runs, out)
-    png = plot_study(runs, out / "fewshot.png", title=f"few-shot adaptation to {s.id} ({seeds} seed(s))")
     console.print(fewshot_table(summarise(runs), s.id))
-    console.print(f"table: {csv_paths[0]} (every run: {csv_paths[1]}); plot: {png}")
+    console.print(f"table: {study.tables[0]} (every run: {study.tables[1]}); plot: {study.plot}")
 
 
 @app.command()
@@ -212,9 +175,6 @@ def embeddings(
     from ..adapt.embeddings import plot_projection, project_unit_embeddings
 
     model = load_model(checkpoint)
-    try:
-        coords, sessions, used = project_unit_embeddings(model, method)
-        path = plot_projection(coords, sessions, used, out)
-    except ValueError as e:
-        fail(str(e))
+    coords, sessions, used = project_unit_embeddings(model, method)
+    path = plot_projection(coords, sessions, used, out)
     console.print(f"{len(sessions)} unit embeddings of {len(set(sessions))} session(s), {used.upper()}: {path}")

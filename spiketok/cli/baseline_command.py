@@ -9,10 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data.session import DataError
 from . import app
-from .checks import check_output, require_duration
-from .errors import fail
+from .checks import check_output
 
 console = Console()
 
@@ -90,27 +88,13 @@ def baseline(
     step are chosen on the valid split, never the test split; the table and the JSON (`fit` per session)
     say what was chosen.
     """
-    from ..data.storage import SessionDataset
-    from ..data.targets import resolve_target
-    from ..evaluate.baselines import BaselineConfig, run_baseline
-    from ..evaluate.decode import require_scored_samples
+    from ..evaluate.baselines import BaselineConfig, run_baseline_files
     from ..evaluate.report import write_json
 
-    try:
-        cfg = BaselineConfig(model=model, bin=bin, history=history, lags=lags, max_steps=max_steps, seed=seed)
-    except ValueError as e:
-        fail(str(e))
+    cfg = BaselineConfig(model=model, bin=bin, history=history, lags=lags, max_steps=max_steps, seed=seed)
     if json_path is not None:
         check_output(json_path, overwrite, data, flag="--json")
-    longest = cfg.history if cfg.history is not None else max(cfg.history_choices)  # the longest window it tries
-    try:
-        ds = SessionDataset(data)
-        for s in ds:  # an empty split would score R² nan: say so before fitting anything
-            require_duration(s, longest, f"the {longest:g} s input window of the {model} baseline")
-            require_scored_samples(s, resolve_target(s.id, list(s.behavior_info), target), split)
-        results, _ = run_baseline(ds, cfg, target=target, split=split)
-    except DataError as e:
-        fail(str(e))
+    results = run_baseline_files(data, cfg, target=target, split=split)
     console.print(results_table(results))
     if json_path:
         write_json(results, json_path)

@@ -140,25 +140,18 @@ def check_output(
 def staged_files(outs: Sequence[Path]) -> Iterator[Path]:
     """A temporary folder beside the first output: write every output there under its own name; on success
     each is renamed into place (the last one last, so a reader that waits for it finds the others), on any
-    error or interrupt the folder is removed, so nothing is left half-written."""
+    error or interrupt the folder is removed, so nothing is left half-written. A file system error (no space, no
+    permission) is the user's to fix: one `error:` line that names the output."""
     parent = Path(outs[0]).parent
-    parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{Path(outs[0]).name}.", suffix=".tmp", dir=parent))
+    stage = None
     try:
+        parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{Path(outs[0]).name}.", suffix=".tmp", dir=parent))
         yield stage
         for out in outs:
             os.replace(stage / Path(out).name, out)
+    except OSError as e:
+        fail(f"cannot write {outs[0]}: {e.strerror or e}")
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def require_duration(session: object, seconds: float, what: str) -> None:
-    """Refuse a recording shorter than one window (`what`): its R² would be nan, or a number from a few samples."""
-    from ..data.session import DataError
-
-    span = float(session.end - session.start)  # type: ignore[attr-defined]
-    if span < seconds - 1e-9:
-        raise DataError(
-            f"session {session.id}: the recording is {span:.3g} s long, shorter than {what}; "  # type: ignore[attr-defined]
-            f"it needs at least {seconds:g} s of recording"
-        )
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)

@@ -1,7 +1,9 @@
 """One error policy for the CLI: a user error ends in one `error: ...` line and exit status 2.
 
-`spiketok --debug ...` or SPIKETOK_DEBUG=1 shows the traceback instead. Any other exception is a bug
-and keeps its traceback.
+A user error is one of spiketok's own error types (spiketok.errors.SpiketokError and what derives from it:
+DataError, ConfigError, ModelFileError, ...). Any other exception, a ValueError from deep code included, is
+a bug and keeps its traceback. `spiketok --debug ...` or SPIKETOK_DEBUG=1 shows the traceback of a user
+error too. Nothing here imports torch, so `spiketok --help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,21 +14,13 @@ from typing import NoReturn
 import typer
 from typer.core import TyperGroup
 
-from ..data.session import DataError
-from ..model.embeddings import UnknownIdError
-from ..model.file import ModelFileError
-from ..schema import ConfigError
+from ..errors import SpiketokError, UserError
 
 EXIT_USER_ERROR = 2  # as click's own usage errors
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 DEBUG_ENV = "SPIKETOK_DEBUG"
 
-
-class UserError(Exception):
-    """Wrong input from the user; the message says what is wrong and what to do."""
-
-
-# library errors that describe the user's input (files, data, ids), not a bug
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, DataError, ModelFileError, UnknownIdError, ConfigError)
+__all__ = ["EXIT_USER_ERROR", "EXIT_INTERRUPTED", "DEBUG_ENV", "ErrorPolicyGroup", "UserError", "fail"]
 
 
 def fail(message: str) -> NoReturn:
@@ -42,17 +36,18 @@ def debug_enabled(ctx: typer.Context | None = None) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
+    """The error's message on one line (a KeyError's without the quotes str() adds)."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return " ".join(text.split()) or type(exc).__name__
 
 
 class ErrorPolicyGroup(TyperGroup):
-    """The `spiketok` command group: turns user errors raised by any subcommand into `error: ...`, exit 2."""
+    """The `spiketok` command group: turns spiketok's errors raised by any subcommand into `error: ...`, exit 2."""
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as e:
+        except SpiketokError as e:
             if debug_enabled(ctx):
                 raise
             typer.echo(f"error: {one_line(e)}", err=True)

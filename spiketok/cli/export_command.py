@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -48,7 +47,7 @@ def export(
     The sidecar OUT.json holds the unit and session vocabularies, normalisation, window, token layout and how to
     stream (docs/export.md).
     """
-    from ..model.export import FORMATS, ExportError, export_model, sidecar_path, stream_paths
+    from ..model.export import FORMATS, export_model, sidecar_path, stream_paths
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format")
@@ -58,40 +57,10 @@ def export(
     for path in outputs:
         check_output(path, overwrite, [checkpoint])
     model = load_model(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
-    try:
-        with staged_files(outputs) as stage:  # a failed export leaves no graph without its sidecar
-            export_model(model, stage / out.name, fmt, target, int8=int8)
-    except ExportError as e:
-        fail(str(e))
-    except OSError as e:
-        fail(f"cannot write {out}: {e.strerror or e}")
+    with staged_files(outputs) as stage:  # a failed export leaves no graph without its sidecar
+        export_model(model, stage / out.name, fmt, target, int8=int8)  # ExportError: one `error:` line
     graph, side = out, sidecar_path(out)
     keys, stream = stream_paths(graph)
     typer.echo(f"{fmt} graph: {graph}")
     typer.echo(f"streaming graphs: {keys} (keys each spike once), {stream} (one decode)")
     typer.echo(f"sidecar: {side}")
-
-
-class ExportedStandIn:
-    """What `replay` reads from a checkpoint (splits, the task to decode), taken from an exported model's sidecar."""
-
-    def __init__(self, exported) -> None:
-        self.target = exported.target
-        self.meta = SimpleNamespace(splits=exported.meta.get("splits", {}), targets=exported.meta.get("targets", {}))
-
-    def target_for(self, session_id: str, available=None, requested: str | None = None) -> str:
-        """An export decodes one task: the requested one must be it."""
-        if requested is not None and requested != self.target:
-            fail(f"the exported model decodes {self.target!r}, not {requested!r}")
-        return self.target
-
-
-def load_exported(path: Path, threads: int = 1):
-    """An exported model for `replay --onnx`, and a stand-in for the checkpoint (see ExportedStandIn)."""
-    from ..stream.exported import ExportedModel, ExportFileError
-
-    try:
-        exported = ExportedModel(path, threads=threads)
-    except ExportFileError as e:
-        fail(str(e))
-    return exported, ExportedStandIn(exported)

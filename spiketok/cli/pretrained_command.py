@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 
 from . import app
 
@@ -23,6 +22,8 @@ def pretrained(
 
     Use one wherever a model file is expected: `spiketok adapt pretrained:primate-reaching new.h5 --out a.ckpt`.
     """
+    from rich.markdown import Markdown
+
     from ..model.pretrained import ALIASES, PREFIX, available, model_card
 
     if name is None:

@@ -6,16 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data.atomic import atomic_write
-from ..data.readers import file_kind
 from . import app
-from .checks import check_output, require_duration
-from .common import load_model
+from .checks import check_output
 from .errors import fail
 
 console = Console()
@@ -33,24 +29,6 @@ def _speed(value: str) -> float | None:
             f"{value!r}: use 'max' or a positive factor of real time (1 = real time)", param_hint="--speed"
         )
     return speed
-
-
-def _intervals(model, session, split: str):
-    """The intervals to stream: a split as the checkpoint recorded it (else the file's), or 'all'."""
-    from ..data.session import Intervals
-
-    if split == "all":
-        return None
-    stored = model.meta.splits.get(session.id, {})
-    if split in stored:
-        pairs = np.asarray(stored[split], dtype=np.float64).reshape(-1, 2)
-        return Intervals(pairs[:, 0], pairs[:, 1])
-    if split in session.splits:
-        return session.splits[split]
-    fail(
-        f"session {session.id} has no {split!r} split (it has {sorted(set(stored) | set(session.splits))}); "
-        "use --split all to stream the whole recording"
-    )
 
 
 @app.command()
@@ -117,11 +95,9 @@ def replay(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
-    import torch
-
-    from ..evaluate.predict import open_recording
-    from ..stream import StreamOrderError, plot_replay
-    from ..stream import replay as run_replay
+    from ..data.readers import file_kind
+    from ..stream import plot_replay
+    from ..stream.replay_file import replay_file
 
     sp = _speed(speed)
     if json_path is not None:
@@ -130,46 +106,34 @@ def replay(
         raise typer.BadParameter(f"{every}: must be positive", param_hint="--every")
     if threads < 1:
         raise typer.BadParameter(f"{threads}: must be at least 1", param_hint="--threads")
-    torch.set_num_threads(threads)
     if onnx is not None:  # the exported model replaces the checkpoint: `replay --onnx MODEL FILE`
-        from .export_command import load_exported
-
         if file is not None:
             fail("with --onnx give only the session FILE: the exported model replaces the checkpoint")
         if incremental:
             fail("--incremental applies to checkpoints; an exported model decodes whole windows")
         if precision != "float32":
             fail("--precision applies to checkpoints; export with --int8 for an int8 graph")
-        file, exported, model = checkpoint, *load_exported(onnx, threads)
-    else:
-        model = (
-            load_model(checkpoint) if checkpoint is not None else None
-        )  # a damaged or pickled file: one `error:` line
+        checkpoint, file = None, checkpoint
     if file is None:
         raise typer.BadParameter("give a CHECKPOINT and a session FILE (or --onnx MODEL and a FILE)", param_hint="FILE")
     if keep_moving is not None and file_kind(file) == "prepared":
         typer.echo(
             "note: --keep-moving applies to NWB files; a prepared file keeps the weights it was prepared with", err=True
         )
-    try:
-        session, target = open_recording(file, model, target, keep_moving)
-        window = exported.window if onnx is not None else model.config.window
-        require_duration(session, window, f"one {window:g} s context window of the model")
-        intervals = _intervals(model, session, split)
-        decoder_model = exported if onnx is not None else model  # replay streams through either
-        result = run_replay(
-            decoder_model,
-            session,
-            intervals,
-            every=every,
-            speed=sp,
-            target=target,
-            limit=limit,
-            incremental=incremental,
-            precision=precision,
-        )
-    except (StreamOrderError, KeyError, ValueError) as e:  # ValueError: DataError included
-        fail(str(e))
+    result = replay_file(
+        file,
+        checkpoint,
+        onnx,
+        split=split,
+        target=target,
+        keep_moving=keep_moving,
+        threads=threads,
+        every=every,
+        speed=sp,
+        limit=limit,
+        incremental=incremental,
+        precision=precision,
+    )
     s = result.summary()
     if not s["n_decodes"]:
         fail("nothing was decoded: the chosen part of the recording is empty")
@@ -193,6 +157,8 @@ def replay(
         table.add_row("R²", f"- (no recorded {result.target!r} in the file)")
     console.print(table)
     if json_path:
+        from ..data.atomic import atomic_write
+
         with atomic_write(json_path) as tmp:
             Path(tmp).write_text(
                 json.dumps(
@@ -201,7 +167,7 @@ def replay(
                         "split": split,
                         "speed": speed,
                         "threads": threads,
-                        "checkpoint": str(checkpoint),
+                        "checkpoint": str(onnx or checkpoint),
                         "file": str(file),
                     },
                     indent=2,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,11 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data.session import DataError
 from . import app
-from .checks import check_output, parse_devices, require_duration
-from .common import load_dataset, load_model
-from .errors import fail
+from .checks import check_output, parse_devices
+from .common import load_model
+from .errors import EXIT_INTERRUPTED, fail
 
 console = Console()
 MAX_RATE = 10_000.0  # predict --rate (Hz): beyond it the output would be mostly copies of the same decode
@@ -85,52 +82,33 @@ def train(
     A checkpoint is written at the end of every epoch (steps_per_epoch steps) and on SIGTERM or
     Ctrl-C; `--resume` continues from the last one.
     """
-    from ..train.config import load_config
+    from ..train.pipeline import launched_as_rank_zero, train_sessions
     from ..train.run import TrainingInterrupted
-    from ..train.start import train_with_start
 
-    try:
-        cfg = load_config(config, overrides or [])
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        fail(str(e))
     dev = parse_devices(devices, accelerator)  # more than the machine has: refused, not 99 processes started
-    ds = load_dataset(data)
-    rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-    if rank0:
-        console.print(
-            f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}"
-            + (" (resuming)" if resume else "")
-        )
-    kw = dict(
-        resume=resume, devices=dev, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy, progress=progress
-    )
-    if ensemble > 1 and init is not None:
-        fail("--ensemble trains its models from scratch; it does not combine with --init")
-    if init is not None:
-        from ..train.transfer import lr_factors, unit_id_restarts
 
-        try:
-            lr_factors(cfg), unit_id_restarts(cfg)
-        except ValueError as e:
-            fail(str(e))
-    if init is not None:
-        load_model(init)  # a missing or damaged model file: one error line before anything trains
-    fresh = not out.exists()  # a run folder this call makes is removed again if the call fails on bad input
+    def announce(ds, cfg: dict) -> None:
+        resuming = " (resuming)" if resume else ""
+        console.print(f"training on {len(ds)} session(s), {len(ds.unit_ids())} units, config {config}{resuming}")
+
+    trainer_kw = dict(devices=dev, num_nodes=num_nodes, accelerator=accelerator, strategy=strategy, progress=progress)
     try:
-        result = train_with_start(ds, cfg, out, init=init, ensemble=ensemble, **kw)
-        members = []
-        if ensemble > 1:
-            from ..train.ensemble import train_members
-
-            members = train_members(ds, cfg, result, ensemble, **kw)
+        run = train_sessions(
+            data,
+            out,
+            config,
+            overrides or [],
+            init=init,
+            ensemble=ensemble,
+            resume=resume,
+            on_start=announce,
+            **trainer_kw,
+        )
     except TrainingInterrupted as e:
-        if rank0:
+        if launched_as_rank_zero():
             typer.echo(f"stopped: {e}", err=True)
-        raise typer.Exit(130) from None
-    except (DataError, FileNotFoundError, FileExistsError) as e:
-        if fresh and rank0:
-            shutil.rmtree(out, ignore_errors=True)
-        fail(str(e))
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    result, members = run.first, run.members
     if result.rank != 0:
         return
     console.print(f"[green]done[/green]: {result.steps} steps in {result.seconds / 60:.1f} min")
@@ -147,7 +125,7 @@ def train(
     for m in members:
         member_score = "n/a" if m.best_score is None else f"{m.best_score:.3f}"
         console.print(f"  ensemble member   : {m.checkpoint} (best validation R² {member_score})")
-    checkpoints = " ".join(str(r.checkpoint) for r in [result, *members])
+    checkpoints = " ".join(str(r.checkpoint) for r in run.models)
     console.print(f"  next              : spiketok evaluate {checkpoints} --data {' --data '.join(map(str, data))}")
 
 
@@ -177,24 +155,11 @@ def evaluate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
 ) -> None:
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
-    from ..evaluate.report import evaluate as run_eval
-    from ..evaluate.report import plot_results, write_json
+    from ..evaluate.report import evaluate_files, plot_results, write_json
 
     if json_path is not None:
         check_output(json_path, overwrite, [*checkpoints, *data], flag="--json")
-    if stride is not None and not stride > 0:
-        fail(f"--stride {stride:g}: give a positive number of seconds")
-    models = [load_model(c) for c in checkpoints]
-    if target is not None and any(target not in m.task_names for m in models):
-        fail(f"--target {target}: not a behaviour this model decodes (it decodes {', '.join(models[0].task_names)})")
-    ds = load_dataset(data)
-    window = max(m.config.window for m in models)
-    for s in ds:
-        require_duration(s, window, f"one {window:g} s context window of the model")
-    try:
-        results, decoded = run_eval(models if len(models) > 1 else models[0], ds, split, target, stride)
-    except (KeyError, ValueError) as e:  # a split the sessions lack, a target they lack
-        fail(str(e))
+    results, decoded = evaluate_files(checkpoints, data, split, target, stride)
     console.print(_results_table(results))
     if json_path:
         write_json(results, json_path)
@@ -231,7 +196,7 @@ def predict(
     ] = False,
 ) -> None:
     """Decode a whole recording and write the predicted behaviour with its timestamps."""
-    from ..evaluate.predict import OUTPUT_SUFFIXES, open_recording, predict_recording, write_prediction
+    from ..evaluate.predict import OUTPUT_SUFFIXES, predict_file
 
     if len(paths) < 2:
         fail("give a checkpoint and then the recording to decode: spiketok predict CHECKPOINT [CHECKPOINT ...] FILE")
@@ -243,21 +208,10 @@ def predict(
     if out.exists() and out.resolve() == file.resolve():
         fail(f"{out}: this is the input recording; write the predictions to a new file")
     check_output(out, overwrite, paths)
-    models = [load_model(c) for c in checkpoints]
-    session, target = open_recording(file, models[0])
-    window = max(m.config.window for m in models)
-    require_duration(session, window, f"one {window:g} s context window of the model")
-    for c, m in zip(checkpoints[1:], models[1:]):
-        if target not in m.task_names:
-            fail(
-                f"{c} does not decode {target!r} (it decodes {', '.join(m.task_names)}), which {checkpoints[0]} "
-                f"decodes for this recording; an ensemble's models must decode the same behaviour"
-            )
-    pred = predict_recording(models if len(models) > 1 else models[0], session, target, rate, progress=True)
-    write_prediction(pred, out, source=file, model_path=list(checkpoints), source_meta=session.meta)
-    what = f"the average of {len(models)} models" if len(models) > 1 else "predictions"
+    pred = predict_file(checkpoints, file, out, rate, progress=True)
+    what = f"the average of {len(checkpoints)} models" if len(checkpoints) > 1 else "predictions"
     console.print(
-        f"wrote {len(pred.times)} predictions of {target} ({what}; {pred.covered.mean():.0%} of samples "
+        f"wrote {len(pred.times)} predictions of {pred.target} ({what}; {pred.covered.mean():.0%} of samples "
         f"covered) to {out}"
     )
 
@@ -353,70 +307,30 @@ def demo(
     """
     if adapt:
         return _demo_adapt(out, trials, steps, seed, progress)
-    from ..data.simulate import simulate_to_folder
-    from ..data.storage import SessionDataset
-    from ..evaluate.report import evaluate as run_eval
-    from ..evaluate.report import plot_results, write_json
-    from ..train.config import load_config
-    from ..train.run import train as run_train
+    from ..train.demo import run_demo
 
-    t0 = time.monotonic()
-    console.rule("1/4 simulate")
-    paths = simulate_to_folder(
-        out / "data",
-        n_animals=2,
-        sessions_per_animal=sessions,
-        n_units=(80, 100),
-        duration=duration,
-        seed=seed,
-        task="mixed",
-    )
-    console.print(f"{len(paths)} simulated sessions in {out / 'data'}")
-    ds = SessionDataset(paths)
-    console.rule("2/4 train (tiny model)")
-    run_dir, k = out / "run", 1
-    while (run_dir / "checkpoints").exists():  # each demo run trains into a new folder
-        k += 1
-        run_dir = out / f"run-{k}"
-    # the simulator's tuning is known (1 s of context is plenty), so the demo skips the recipe's window pilots
-    cfg = load_config(
-        "tiny",
-        [
-            "target=hand_velocity",
-            "model.window=1",
-            f"max_steps={steps}",
-            f"warmup_steps={min(100, steps // 4)}",
-            f"max_minutes={minutes}",
-            f"seed={seed}",
-        ],
-    )
-    result = run_train(ds, cfg, run_dir, progress=progress)
-    if result.steps < steps:
+    res = run_demo(out, minutes, steps, sessions, duration, seed, progress, on_stage=console.rule)
+    console.print(f"{len(res.sessions)} simulated sessions in {out / 'data'}")
+    if res.training.steps < steps:
         console.print(
-            f"[yellow]the {minutes:g} min budget stopped training after {result.steps} of {steps} steps; "
+            f"[yellow]the {minutes:g} min budget stopped training after {res.training.steps} of {steps} steps; "
             "the R² below is lower than a full run's (raise --minutes)[/yellow]"
         )
-    console.rule("3/4 evaluate")
-    model = load_model(result.checkpoint)
-    results, decoded = run_eval(model, ds, "test", progress=progress)
-    write_json(results, out / "results.json")
-    console.print(_results_table(results))
-    console.rule("4/4 plot")
-    plot_results(results, decoded, out / "plots")
-    console.print(f"checkpoint {result.checkpoint}; results {out / 'results.json'}; plots {out / 'plots'}")
+    console.print(_results_table(res.results))
+    console.print(f"checkpoint {res.training.checkpoint}; results {res.results_json}; plots {res.plots}")
     console.print(
-        f"[bold]demo R² = {results['mean_r2']:.3f}[/bold] (test split, {len(ds)} sessions, "
-        f"{(time.monotonic() - t0) / 60:.1f} min in all)"
+        f"[bold]demo R² = {res.results['mean_r2']:.3f}[/bold] (test split, {len(res.sessions)} sessions, "
+        f"{res.seconds / 60:.1f} min in all)"
     )
 
 
 def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -> None:
-    from ..adapt.demo import DEMO_MODEL, adapt_demo
-    from ..train.scratch import train_scratch
+    from ..adapt.demo import DEMO_MODEL
+    from ..train.demo import run_adapt_demo
 
     t0 = time.monotonic()
     console.rule(f"adapt {DEMO_MODEL} to a new simulated session with {trials} trials")
-    res = adapt_demo(out, train_scratch, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
+    res = run_adapt_demo(out, trials, steps, seed, progress)
     score = {r.mode: r for r in res.runs}
     for mode, r in score.items():
         console.print(f"  {mode:8s}: R² {r.r2:.3f} on the test split ({r.steps} steps, {r.seconds:.0f} s)")

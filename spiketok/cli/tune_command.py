@@ -9,10 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data.session import DataError
 from . import app
 from .common import load_dataset
-from .errors import fail
+from .errors import EXIT_INTERRUPTED
 
 console = Console()
 
@@ -56,13 +55,10 @@ def tune(
     Train the winner with `spiketok train --config OUT/best.yaml`.
     """
     from ..train.config import load_config
-    from ..train.tune import TuneError, format_values
+    from ..train.tune import format_values
     from ..train.tune import tune as run_tune
 
-    try:
-        base = load_config(config, overrides or [])
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        fail(str(e))
+    base = load_config(config, overrides or [])  # ConfigError: one `error:` line before the data is read
     ds = load_dataset(data)
     share = budget_minutes / (trials or 10)
     console.print(
@@ -93,9 +89,7 @@ def tune(
         typer.echo(
             f"stopped: the trials so far are in {out / 'optuna.db'}; run the same command again to continue", err=True
         )
-        raise typer.Exit(130) from None
-    except (TuneError, DataError, FileNotFoundError) as e:
-        fail(str(e))
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     states = [r.state for r in result.rows]
     best = result.best
     console.print(

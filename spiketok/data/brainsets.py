@@ -32,15 +32,6 @@ _POSITION_FIELDS = ("pos", "position")
 _META_GROUPS = ("brainset", "session", "subject", "device")
 
 
-def is_temporaldata(path: str | Path) -> bool:
-    """True when `path` is an HDF5 file whose root group is a temporaldata `Data` object."""
-    try:
-        with h5py.File(path, "r") as f:
-            return _text(f.attrs.get("object")) == "Data"
-    except OSError:
-        return False
-
-
 def _text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 

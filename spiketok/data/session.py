@@ -7,8 +7,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import SpiketokError
 
-class DataError(ValueError):
+
+class DataError(SpiketokError, ValueError):
     """Bad input data, with a message that names the file, the field and what to do."""
 
 

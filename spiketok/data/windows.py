@@ -1,10 +1,10 @@
 """Window layout: where the context windows over a session's intervals start and end, for every use.
 
 - training: `random_windows`, a uniform start inside an interval (`data.samplers`);
-- evaluation, validation and adaptation: `sliding_windows`, a start every `stride` s (`eval_stride`),
-  the last window flush with the interval's end, so every sample is covered;
+- evaluation, validation and adaptation: `sliding_windows`, a start every `stride` s (`eval_stride`; a
+  trained model's `default_stride`), the last window flush with the interval's end, so every sample is covered;
 - causal models: `causal_windows` end every `stride` s (validation), `ending_at` one window per
-  sample (decoding, as a streaming decoder sees it).
+  sample (decoding, as a streaming decoder sees it), `causal_window` reads one, ending at a behaviour sample.
 
 Windows never leave the intervals they are laid in (a split's trials or time blocks), so they never
 cross into another split or into a gap with no data; an interval shorter than the window is taken
@@ -14,10 +14,14 @@ whole, as one shorter window. Times are seconds in the session's clock; a window
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .session import Intervals
+from .session import Behavior, Intervals, SessionLike, Window
+
+if TYPE_CHECKING:
+    from ..model.poyo import POYO
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class WindowSpec:
 def eval_stride(window: float, configured: float | None = None) -> float:
     """Seconds between sliding windows: the configured `eval_stride`, at most half a window."""
     return min(window / 2, float(configured if configured is not None else window / 2))
+
+
+def default_stride(model: POYO) -> float:
+    """Seconds between a model's offline decoding windows: its training config's `eval_stride`, at most half a
+    window (`eval_stride`)."""
+    return eval_stride(model.config.window, model.meta.train.eval_stride if model.meta.train else None)
 
 
 def random_windows(start: np.ndarray, end: np.ndarray, window: float, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,3 +84,23 @@ def causal_windows(intervals: Intervals, window: float, stride: float, session: 
 def ending_at(times: np.ndarray, window: float) -> list[tuple[float, float]]:
     """One full window (t - window, t) per time t: a causal model's output query sits at its end."""
     return [(t - window, t) for t in times]
+
+
+def causal_window(session: SessionLike, spec: WindowSpec, target: str, length: float) -> Window:
+    """The window of a causal model: `length` s of spikes ending exactly at a behaviour sample, which is
+    its only output (query at the window end, time `length`).
+
+    Takes the last `target` sample tau in [t0, t1) and returns the window [tau - length, tau). Always full
+    length, as a real-time decoder (and `decode_times` for causal models) always has a full window of past
+    spikes: when [t0, t1) is shorter (an interval shorter than the window, a validation window at an
+    interval's start) the window reaches back before t0, for spikes only; its label stays inside [t0, t1).
+    A [t0, t1) without samples comes back as it is, with no outputs.
+    """
+    w = session.slice(spec.t0, spec.t1, behavior=[target])
+    b = w.behavior[target]
+    if len(b.timestamps) == 0:
+        return w
+    end = spec.t0 + float(b.timestamps[-1])
+    w = session.slice(end - length, end, behavior=[])
+    w.behavior[target] = Behavior(target, np.array([w.length]), b.values[-1:], b.unit, b.dims, b.weights[-1:])
+    return w

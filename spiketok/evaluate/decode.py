@@ -9,7 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.session import DataError, Intervals, SessionLike
-from ..data.windows import ending_at, eval_stride, sliding
+from ..data.targets import TargetError
+from ..data.windows import default_stride, ending_at, sliding
 from ..model.normalize import denormalise
 from ..model.poyo import POYO
 from ..tokenize import collate
@@ -50,11 +51,6 @@ def average_decoded(runs: list[Decoded]) -> Decoded:
     return replace(
         first, y_pred=np.mean([r.y_pred for r in runs], axis=0), weights=np.min([r.weights for r in runs], axis=0)
     )
-
-
-def default_stride(model: POYO) -> float:
-    """Seconds between offline decoding windows: the training config's `eval_stride`, at most half a window."""
-    return eval_stride(model.config.window, model.meta.train.eval_stride if model.meta.train else None)
 
 
 @torch.no_grad()
@@ -107,6 +103,29 @@ def decode_times(
     return stitch.result()
 
 
+def require_duration(session: SessionLike, seconds: float, what: str) -> None:
+    """Raise DataError for a recording shorter than `what` (one window): its R² would be nan, or from a few samples."""
+    span = float(session.end - session.start)
+    if span < seconds - 1e-9:
+        raise DataError(
+            f"session {session.id}: the recording is {span:.3g} s long, shorter than {what}; "
+            f"it needs at least {seconds:g} s of recording"
+        )
+
+
+def require_window(session: SessionLike, window: float) -> None:
+    """Raise DataError for a recording shorter than one `window` s context window of a model."""
+    require_duration(session, window, f"one {window:g} s context window of the model")
+
+
+def require_task(model: POYO, target: str, flag: str = "--target") -> None:
+    """Raise TargetError when `model` has no readout for `target` (a behaviour it was never trained to decode)."""
+    if target not in model.task_names:
+        raise TargetError(
+            f"{flag} {target}: not a behaviour this model decodes (it decodes {', '.join(model.task_names)})"
+        )
+
+
 def require_scored_samples(session: SessionLike, target: str, split: str) -> None:
     """Raise DataError when a split holds no `target` sample with weight > 0: an R² there would be nan."""
     b = session.behavior(target)
@@ -129,7 +148,7 @@ def decode_split(
 ) -> Decoded:
     """Decode one split of a session at its behaviour samples; scores use weight > 0 samples only."""
     if split not in session.splits:
-        raise KeyError(f"session {session.id} has no {split!r} split (it has {list(session.splits)})")
+        raise DataError(f"session {session.id} has no {split!r} split (it has {list(session.splits)})")
     iv = session.splits[split]
     b = session.behavior(target)
     inside = iv.contains(b.timestamps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,26 +12,32 @@ from ..data.atomic import atomic_write
 from ..data.readers import file_kind, read_recording
 from ..data.session import DataError, Intervals, Session, SessionLike
 from ..data.storage import StoredSession
+from ..data.targets import TargetError
+from ..errors import UserError
+from ..model.file import load_model_file
 from ..model.poyo import POYO
-from .decode import decode_times
+from .decode import decode_times, require_task, require_window
 
 OUTPUT_SUFFIXES = (".nwb", ".npz", ".csv")
 
 
 def open_recording(
-    path: str | Path, model: POYO, target: str | None = None, keep_moving: float | None = None
+    path: str | Path, model: POYO | None, target: str | None = None, keep_moving: float | None = None
 ) -> tuple[Session | StoredSession, str]:
-    """A recording to decode with `model`, and the behaviour task to decode.
+    """A recording to decode, and the behaviour task to decode in it.
 
     A prepared session file opens lazily; an NWB or temporaldata file is read with that behaviour when
     it has it (to score against; keep_moving as `prepare --keep-moving`), else with spikes only.
-    target: default, what the model decodes for this session (see POYO.target_for).
+    target: a task of `model` (TargetError otherwise); default, what `model` decodes for this session
+    (POYO.target_for). Without a model (an exported graph decodes one task) give the target.
     """
-    if file_kind(path) == "prepared":
-        session = StoredSession(path)
-        return session, target or model.target_for(session.id, None)
-    session, _ = read_recording(path, behavior=[])
-    target = target or model.target_for(session.id, None)
+    if model is not None and target is not None:
+        require_task(model, target)
+    prepared = file_kind(path) == "prepared"
+    session = StoredSession(path) if prepared else read_recording(path, behavior=[])[0]
+    target = model.target_for(session.id, None) if target is None else target
+    if prepared:
+        return session, target
     try:
         session, _ = read_recording(path, behavior=[target], keep_moving=keep_moving)
     except DataError:
@@ -76,6 +83,25 @@ def predict_recording(
     return Prediction(session.id, target, times, values, covered, dims, list(known.dims), known.unit)
 
 
+def predict_file(
+    checkpoints: Sequence[str | Path], path: str | Path, out: str | Path, rate: float = 100.0, progress: bool = False
+) -> Prediction:
+    """Decode the recording in `path` with the models in `checkpoints` (several: an ensemble, which must decode the
+    behaviour the first one decodes for this recording) and write the predictions to `out` (write_prediction)."""
+    models = [load_model_file(c) for c in checkpoints]
+    session, target = open_recording(path, models[0])
+    require_window(session, max(m.config.window for m in models))
+    for c, m in zip(checkpoints[1:], models[1:]):
+        if target not in m.task_names:
+            raise TargetError(
+                f"{c} does not decode {target!r} (it decodes {', '.join(m.task_names)}), which {checkpoints[0]} "
+                f"decodes for this recording; an ensemble's models must decode the same behaviour"
+            )
+    pred = predict_recording(models if len(models) > 1 else models[0], session, target, rate, progress)
+    write_prediction(pred, out, source=path, model_path=list(checkpoints), source_meta=session.meta)
+    return pred
+
+
 def write_prediction(
     p: Prediction,
     out: str | Path,
@@ -86,7 +112,7 @@ def write_prediction(
     """Write predictions as .npz, .csv, or .nwb (a new NWB file: a TimeSeries in processing module 'spiketok')."""
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
-        raise ValueError(f"{out}: the output must end in .nwb, .npz or .csv")
+        raise UserError(f"{out}: the output must end in .nwb, .npz or .csv")
     if out.suffix == ".nwb":  # (written atomically: a temporary file renamed, so a kill leaves the old file whole)
         from .export import write_predictions_nwb
 

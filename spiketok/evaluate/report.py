@@ -10,8 +10,10 @@ import numpy as np
 
 from ..data.atomic import atomic_write
 from ..data.storage import SessionDataset
+from ..errors import UserError
+from ..model.file import load_model_file
 from ..model.poyo import POYO
-from .decode import Decoded, average_decoded, decode_split
+from .decode import Decoded, average_decoded, decode_split, require_task, require_window
 
 
 def evaluate(
@@ -44,6 +46,28 @@ def evaluate(
         }
     results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
     return results, decoded
+
+
+def evaluate_files(
+    checkpoints: Sequence[str | Path],
+    data: Sequence[str | Path],
+    split: str = "test",
+    target: str | None = None,
+    stride: float | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict[str, Decoded]]:
+    """`evaluate` of the models in `checkpoints` (several: an ensemble) on the prepared sessions in `data`, each
+    checked first: a target every model decodes, a positive stride, sessions at least one window long."""
+    if stride is not None and not stride > 0:
+        raise UserError(f"--stride {stride:g}: give a positive number of seconds")
+    models = [load_model_file(c) for c in checkpoints]
+    for m in models if target is not None else []:
+        require_task(m, target)
+    sessions = SessionDataset([Path(p) for p in data])
+    window = max(m.config.window for m in models)
+    for s in sessions:
+        require_window(s, window)
+    return evaluate(models if len(models) > 1 else models[0], sessions, split, target, stride, progress=progress)
 
 
 def write_json(results: dict, path: str | Path) -> None:

@@ -7,8 +7,10 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..errors import SpiketokError
 
-class UnknownIdError(KeyError):
+
+class UnknownIdError(SpiketokError, KeyError):
     """An id the model has never seen: adapt the model to that session first."""
 
     def __str__(self) -> str:

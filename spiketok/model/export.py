@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.atomic import atomic_write
+from ..errors import SpiketokError
 from ..tokenize.tokenizer import SpikeTokenizer
 from .export_sidecar import (
     KEYS_INPUTS,
@@ -192,7 +193,7 @@ FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 
 
-class ExportError(ValueError):
+class ExportError(SpiketokError, ValueError):
     """The model cannot be exported as asked (unknown format or target, export packages missing)."""
 
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SpiketokError
+
 if TYPE_CHECKING:  # spiketok.schema imports spiketok.model (sizes): imported where used
     from ..schema import AdaptConfig, TrainConfig
     from .poyo import POYO
@@ -21,7 +23,7 @@ if TYPE_CHECKING:  # spiketok.schema imports spiketok.model (sizes): imported wh
 FORMAT_VERSION = 1
 
 
-class ModelFileError(ValueError):
+class ModelFileError(SpiketokError, ValueError):
     """A model file that cannot be read (corrupt, pickled, foreign or too new), with what to do."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SpiketokError
 from ..model.embeddings import UnknownIdError
 from ..model.export_sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 from .packets import PacketRules, StreamOrderError
@@ -26,7 +27,7 @@ from .replay import replay
 __all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar", "replay_exported"]
 
 
-class ExportFileError(ValueError):
+class ExportFileError(SpiketokError, ValueError):
     """An exported model that cannot be used (sidecar missing, damaged or too new; runtime missing)."""
 
 

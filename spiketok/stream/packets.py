@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import SpiketokError
 
-class StreamOrderError(ValueError):
+
+class StreamOrderError(SpiketokError, ValueError):
     """A packet whose spikes are older than spikes already pushed (packets must arrive in time order)."""
 
 

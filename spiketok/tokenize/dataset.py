@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..data.session import Behavior, Window
-from ..data.storage import SessionDataset, StoredSession
-from ..data.windows import WindowSpec
+from ..data.storage import SessionDataset
+from ..data.windows import WindowSpec, causal_window
 from .batch import WindowTokens
 from .tokenizer import SpikeTokenizer
 
@@ -75,23 +74,3 @@ class WindowDataset(Dataset):
             keep_units=keep,
         )
         return sample
-
-
-def causal_window(session: StoredSession, spec: WindowSpec, target: str, length: float) -> Window:
-    """The window of a causal model: `length` s of spikes ending exactly at a behaviour sample, which is
-    its only output (query at the window end, time `length`).
-
-    Takes the last `target` sample tau in [t0, t1) and returns the window [tau - length, tau). Always full
-    length, as a real-time decoder (and `decode_times` for causal models) always has a full window of past
-    spikes: when [t0, t1) is shorter (an interval shorter than the window, a validation window at an
-    interval's start) the window reaches back before t0, for spikes only; its label stays inside [t0, t1).
-    A [t0, t1) without samples comes back as it is, with no outputs.
-    """
-    w = session.slice(spec.t0, spec.t1, behavior=[target])
-    b = w.behavior[target]
-    if len(b.timestamps) == 0:
-        return w
-    end = spec.t0 + float(b.timestamps[-1])
-    w = session.slice(end - length, end, behavior=[])
-    w.behavior[target] = Behavior(target, np.array([w.length]), b.values[-1:], b.unit, b.dims, b.weights[-1:])
-    return w

@@ -36,7 +36,7 @@ def load_config(source: str | Path | None = "tiny", overrides: list[str] | None 
     else:
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"config {source!r}: not a file and not a preset ({', '.join(PRESETS)})")
+            raise ConfigError(f"config {source!r}: not a file and not a preset ({', '.join(PRESETS)})")
         user = _read_yaml(path.read_text(), f"config {source}") or {}
         if not isinstance(user, dict):
             raise ConfigError(

@@ -14,7 +14,7 @@ from ..model.normalize import target_stats  # noqa: F401  (also imported from he
 from ..model.poyo import POYO
 from ..schema import TrainConfig
 from ..tokenize import collate
-from ..tokenize.dataset import WindowDataset, causal_window  # noqa: F401  (also imported from here)
+from ..tokenize.dataset import WindowDataset  # noqa: F401  (also imported from here)
 
 
 def choose_target(session: StoredSession, target: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from ..model.normalize import denormalise, normalised_targets  # noqa: F401  (denormalise: imported from here by older code)
+from ..model.normalize import normalised_targets
 from ..model.objective import warmup_cosine, weighted_mse
 from ..model.poyo import POYO
 from ..schema import TrainConfig
@@ -71,9 +71,6 @@ class POYOModule(L.LightningModule):
         # NaN when nothing in the valid split is scored (the checkpoint callback takes NaN as the worst score)
         r2 = (1 - sse[ok] / sst[ok]).mean() if ok.any() else sse.new_tensor(float("nan"))
         self.log("val_r2", r2, prog_bar=True)
-
-    def trainable_parameters(self):
-        return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data.session import DataError
 from ..data.storage import SessionDataset
+from ..errors import RunFolderError
 from ..model.poyo import POYO
 from ..schema import TrainConfig
 from .callbacks import (
@@ -171,9 +172,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = _last_checkpoint(run_dir) if resume else None
     if resume and ckpt_path is None:
-        raise FileNotFoundError(f"--resume: no {run_dir}/checkpoints/last.ckpt to resume from")
+        raise RunFolderError(f"--resume: no {run_dir}/checkpoints/last.ckpt to resume from")
     if not resume and rank_zero_only.rank == 0 and list((run_dir / "checkpoints").glob("*.ckpt")):
-        raise FileExistsError(
+        raise RunFolderError(
             f"{run_dir} already holds a run (checkpoints/); continue it with --resume or train into a new folder"
         )
     # read before anything is written: tensors and plain data only (weights_only), damaged or crafted: ModelFileError

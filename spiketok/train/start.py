@@ -19,6 +19,7 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..data.storage import SessionDataset
+from ..errors import RunFolderError
 from ..model.file import build_model, load_model_file, read_model_file, save_model_file
 from ..model.pretrained import DEFAULT, PREFIX, available
 from ..schema import TrainConfig
@@ -72,7 +73,7 @@ def train_with_start(
             load_model_file(start), data, replace(cfg, init=start), run_dir, resume=resume, **trainer_kw
         )
     if resume and not any((run_dir / arm).is_dir() for arm in ARMS):
-        raise FileNotFoundError(f"--resume: no {run_dir}/scratch or {run_dir}/pretrained to resume from")
+        raise RunFolderError(f"--resume: no {run_dir}/scratch or {run_dir}/pretrained to resume from")
     return _both_starts(data, cfg, run_dir, resume, trainer_kw)
 
 

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..data.storage import SessionDataset
+from ..errors import SpiketokError
 from ..schema import TrainConfig
 from .config import load_config
 from .recipe import MAX_CHECK_STEPS, is_auto
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 
-class TuneError(RuntimeError):
+class TuneError(SpiketokError, RuntimeError):
     """A tuning run that cannot start or produced no usable trial (message says what to do)."""
 
 

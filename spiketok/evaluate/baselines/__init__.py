@@ -31,7 +31,7 @@ from .features import (
 )
 from .neural import Chunks, GRUDecoder, MLPDecoder
 from .ridge import MAX_GRAM_FEATURES, MAX_SVD_VALUES
-from .run import fit_session, run_baseline
+from .run import fit_session, run_baseline, run_baseline_files
 
 __all__ = [
     "BaselineConfig",
@@ -46,6 +46,7 @@ __all__ = [
     "bin_split",
     "fit_session",
     "run_baseline",
+    "run_baseline_files",
     "window_features",
     "MODELS",
     "LAGS",

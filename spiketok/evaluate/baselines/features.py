@@ -9,6 +9,7 @@ import numpy as np
 
 from ...data.session import DataError, Intervals
 from ...data.storage import StoredSession
+from ...schema import ConfigError
 from ..metrics import r2_per_dim
 
 MODELS = ("ridge", "gru", "mlp")
@@ -52,18 +53,18 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(f"unknown baseline {self.model!r}; choose one of {', '.join(MODELS)}")
+            raise ConfigError(f"unknown baseline {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.lags not in LAGS:
-            raise ValueError(f"unknown lags {self.lags!r}; choose one of {', '.join(LAGS)}")
+            raise ConfigError(f"unknown lags {self.lags!r}; choose one of {', '.join(LAGS)}")
         if self.bin <= 0:
-            raise ValueError(f"bin width must be positive, got {self.bin}")
+            raise ConfigError(f"bin width must be positive, got {self.bin}")
         if self.history is None:  # windows shorter than one bin cannot be built: try the others
             self.history_choices = tuple(h for h in self.history_choices if h >= self.bin - 1e-12)
         histories = [self.history] if self.history is not None else list(self.history_choices)
         if not histories or min(histories) < self.bin or self.lookahead < 0:
-            raise ValueError(f"history must cover at least one bin ({self.bin} s) and lookahead must be >= 0")
+            raise ConfigError(f"history must cover at least one bin ({self.bin} s) and lookahead must be >= 0")
         if self.lookahead > 0 and self.lags != "causal":
-            raise ValueError("lookahead goes with lags='causal' only (lags='centred' already looks ahead)")
+            raise ConfigError("lookahead goes with lags='causal' only (lags='centred' already looks ahead)")
         if self.hidden is None:
             self.hidden = 128 if self.model == "gru" else 256
         if self.lr is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +14,7 @@ from tqdm.auto import tqdm
 from ...data.session import Intervals
 from ...data.storage import SessionDataset, StoredSession
 from ...data.targets import resolve_target
+from ..decode import require_duration, require_scored_samples
 from . import ridge
 from .features import (
     DEFAULT_HISTORY,
@@ -97,3 +100,16 @@ def run_baseline(
         }
     results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
     return results, fits
+
+
+def run_baseline_files(
+    paths: Sequence[str | Path], cfg: BaselineConfig, target: str | None = None, split: str = "test"
+) -> dict:
+    """`run_baseline` on the prepared sessions in `paths`, each checked first (DataError): at least as long as the
+    longest input window tried, and with behaviour samples to score in `split` (an R² there would be nan)."""
+    data = SessionDataset([Path(p) for p in paths])
+    longest = cfg.history if cfg.history is not None else max(cfg.history_choices)
+    for s in data:
+        require_duration(s, longest, f"the {longest:g} s input window of the {cfg.model} baseline")
+        require_scored_samples(s, resolve_target(s.id, list(s.behavior_info), target), split)
+    return run_baseline(data, cfg, target=target, split=split)[0]
