@@ -33,6 +33,7 @@ from pathlib import Path
 from docsection import add_doc_args, page_for, smoke_work, write_section
 from provenance import NOT_RECORDED, Load, command, commits_cell, footer
 
+from spiketok.data.readers import ReadOptions
 from spiketok.data.storage import SessionDataset, write_session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def prepare(work: Path, quick: bool) -> dict[str, Path]:
         for path in present:
             target = out / f"{path.stem}.h5"
             if not target.exists():
-                session, _ = read_nwb(path, behavior=[behavior], keep_moving=moving)
+                session, _ = read_nwb(path, ReadOptions(behavior=[behavior], keep_moving=moving))
                 write_session(session, target)
         folders[variant] = out
     sim = work / "prepared" / "simulator"

@@ -32,6 +32,8 @@ import torch
 from docsection import add_doc_args, page_for, write_section
 from provenance import Load, cpu_flags, footer, refuse_if_loaded
 
+from spiketok.data.readers import ReadOptions
+
 START, END = "<!-- runtimes:start -->", "<!-- runtimes:end -->"
 N_UNITS, RATE, EVERY, TARGET_MS = 200, 20.0, 0.02, 5.0
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -185,7 +187,7 @@ def accuracy(tmp: Path, threads: int, limit: int | None = None) -> dict:
         path = DATA / f"{sid}.nwb"
         if not path.exists():
             continue
-        session, _ = read_nwb(path, behavior=["hand_velocity"])
+        session, _ = read_nwb(path, ReadOptions(behavior=["hand_velocity"]))
         rows_ = model.unit_emb.lookup(session.unit_ids).numpy()
         srow = int(model.session_emb.lookup([session.id])[0])
         trials = np.asarray(model.meta.splits[session.id]["test"])[:limit]

@@ -33,6 +33,7 @@ from docsection import add_doc_args, is_smoke, page_for, smoke_work
 from provenance import Load, footer
 
 from spiketok.adapt import AdaptConfig, few_shot_study, plot_study, read_runs, summarise, write_csv
+from spiketok.data.readers import ReadOptions
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
@@ -68,7 +69,7 @@ def prepare_real(data_dir: Path, out: Path) -> tuple[list[Path], Path]:
         if not src.exists():
             sys.exit(f"error: {src} is absent; --real needs the shared recordings (or pass --data DIR)")
         if not dst.exists():
-            session, _ = read_nwb(src, behavior=["hand_velocity"])
+            session, _ = read_nwb(src, ReadOptions(behavior=["hand_velocity"]))
             write_session(session, dst)
         paths.append(dst)
     return paths[:2], paths[2]

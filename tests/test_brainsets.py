@@ -12,7 +12,7 @@ import pytest
 
 from spiketok.cli import _register
 from spiketok.data.brainsets import read_temporaldata
-from spiketok.data.readers import file_kind, read_recording
+from spiketok.data.readers import ReadOptions, file_kind, read_recording
 from spiketok.data.session import DataError, Session
 from spiketok.data.simulate import simulate_sessions
 from spiketok.data.splits import make_splits
@@ -86,7 +86,7 @@ def _same_intervals(a, b: Interval) -> None:
 def test_brainsets_session_is_read_with_its_own_splits(tmp_path, sim):
     path, domains = brainsets_session(tmp_path / "c_20131003_center_out_reaching.h5", sim)
     assert file_kind(path) == "temporaldata"
-    session, report = read_temporaldata(path, behavior=["cursor.vel"])
+    session, report = read_temporaldata(path, ReadOptions(behavior=["cursor.vel"]))
     assert session.id == "c_20131003_center_out_reaching"
     assert session.unit_names == [f"elec{i}/unit_0" for i in range(sim.n_units)]
     np.testing.assert_array_equal(session.spike_times, sim.spike_times)
@@ -118,7 +118,7 @@ def test_regular_time_series_without_domains_uses_spiketok_splits(tmp_path, sim)
         domain=hand.domain,
     )
     path = _save(data, tmp_path / "plain.h5")
-    session, report = read_temporaldata(path, derive="velocity")  # the only signal: hand_pos
+    session, report = read_temporaldata(path, ReadOptions(derive="velocity"))  # the only signal: hand_pos
     assert set(session.behavior_names) == {"hand_pos", "hand_pos_velocity"}
     np.testing.assert_allclose(session.behavior("hand_pos").timestamps, np.arange(len(hp.values)) / 100.0)
     # derived velocity of the simulated position matches the simulated velocity away from segment ends
@@ -146,14 +146,14 @@ def test_missing_spikes_and_behaviour_are_clear_errors(tmp_path, sim):
     with pytest.raises(DataError, match=r"2 behaviour signals found: cursor_pos \(2-D\), cursor_vel \(2-D\)"):
         read_temporaldata(path)
     with pytest.raises(DataError, match="no behaviour signal named 'hand_vel'; available: cursor_pos"):
-        read_temporaldata(path, behavior=["hand_vel"])
-    session, _ = read_temporaldata(path, behavior=["hand_vel,cursor_vel"])  # first that exists
+        read_temporaldata(path, ReadOptions(behavior=["hand_vel"]))
+    session, _ = read_temporaldata(path, ReadOptions(behavior=["hand_vel,cursor_vel"]))  # first that exists
     assert session.behavior_names == ["cursor_vel"]
 
 
 def test_reader_chosen_by_content_not_extension(tmp_path, sim, make_nwb):
     odd, _ = brainsets_session(tmp_path / "session.nwb", sim)  # temporaldata under an NWB name
-    session, _ = read_recording(odd, behavior=["cursor_vel"])
+    session, _ = read_recording(odd, ReadOptions(behavior=["cursor_vel"]))
     assert session.meta["source_format"] == "temporaldata"
     nwb = make_nwb(
         "rec.h5",

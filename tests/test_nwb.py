@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import spiketok.cli.data_commands  # noqa: F401  (registers the commands)
 from spiketok.cli import app
 from spiketok.data.nwb import read_nwb
+from spiketok.data.readers import ReadOptions
 from spiketok.data.session import DataError
 from spiketok.data.storage import StoredSession, write_session
 
@@ -62,11 +63,11 @@ def test_round_trip(make_nwb, tmp_path):
 def test_named_units_rate_timing_and_behavior_path(make_nwb):
     vel = {"rate": 50.0, "starting_time": 2.0, "data": np.ones((100, 2)), "kind": "timeseries", "unit": "cm/s"}
     path = make_nwb(units={"a": [2.5, 3.0], "b": [3.5]}, behavior={"hand_velocity": vel, "hand": _led()})
-    session, _ = read_nwb(path, behavior=["behavior/hand_velocity"])
+    session, _ = read_nwb(path, ReadOptions(behavior=["behavior/hand_velocity"]))
     assert session.unit_names == ["a", "b"]
     np.testing.assert_allclose(session.behavior("hand_velocity").timestamps, 2.0 + np.arange(100) / 50.0)
     assert session.behavior_names == ["hand_velocity"]
-    session, report = read_nwb(path, behavior=["processing/behavior/Position/hand"], session_id="day1")
+    session, report = read_nwb(path, ReadOptions(behavior=["processing/behavior/Position/hand"], session_id="day1"))
     assert (
         session.id == "day1"
         and session.behavior_names == ["hand"]
@@ -76,7 +77,7 @@ def test_named_units_rate_timing_and_behavior_path(make_nwb):
 
 def test_comma_alternatives_take_first_existing(make_nwb):
     path = make_nwb(units=_units(), behavior={"led": _led()})
-    session, _ = read_nwb(path, behavior=["hand_velocity,led"])
+    session, _ = read_nwb(path, ReadOptions(behavior=["hand_velocity,led"]))
     assert session.behavior_names == ["led"]
 
 
@@ -90,7 +91,7 @@ def test_no_units_table(make_nwb):
 def test_missing_behavior_lists_available(make_nwb):
     path = make_nwb(units=_units(), behavior={"led": _led(), "head": _led()})
     with pytest.raises(DataError, match="no behaviour signal named 'hand'") as e:
-        read_nwb(path, behavior=["hand"])
+        read_nwb(path, ReadOptions(behavior=["hand"]))
     assert "led" in str(e.value) and "head" in str(e.value) and str(path) in str(e.value)
 
 
@@ -192,7 +193,7 @@ def test_derive_velocity_known_trajectory(make_nwb):
     ts = np.concatenate([t1, t2])
     pos = np.stack([3 * ts + 1 + 100 * (ts >= 10), ts**2], axis=1)
     path = make_nwb(units=_units(), behavior={"led": _led(ts, pos)})
-    session, report = read_nwb(path, derive="velocity")
+    session, report = read_nwb(path, ReadOptions(derive="velocity"))
     v = session.behavior("led_velocity")
     assert v.unit == "px/s" and v.dims == ["led_x_velocity", "led_y_velocity"]
     np.testing.assert_array_equal(v.timestamps, ts)
@@ -207,7 +208,7 @@ def test_keep_moving_fraction(make_nwb):
     ts = np.arange(0, 100, 1 / 60)
     x = 20.0 * np.clip(ts - 50, 0, None)  # parked for 50 s, then 20 px/s
     path = make_nwb(units=_units(), behavior={"led": _led(ts, np.stack([x, np.full_like(x, 7.0)], 1))})
-    session, report = read_nwb(path, derive="velocity", keep_moving=5.0)
+    session, report = read_nwb(path, ReadOptions(derive="velocity", keep_moving=5.0))
     # |x(t+.5) - x(t-.5)| = 20 (t - 49.5) near the start of motion: <= 5 px while t <= 49.75
     expected = np.mean(ts <= 49.75)
     assert report.moving_left_out["led"] == pytest.approx(expected, abs=1.5 / len(ts))
@@ -219,7 +220,7 @@ def test_keep_moving_fraction(make_nwb):
 
 def test_constant_signal_is_flagged(make_nwb):
     path = make_nwb(units=_units(), behavior={"hand": _led(data=np.zeros((len(T), 2)))})
-    _, report = read_nwb(path, derive="velocity")
+    _, report = read_nwb(path, ReadOptions(derive="velocity"))
     assert any("hand: every sample is [0.0, 0.0]" in line for line in report.lines())
 
 
@@ -227,7 +228,7 @@ def test_keep_moving_needs_position(make_nwb):
     vel = {"rate": 10.0, "data": np.ones((50, 2)), "kind": "timeseries"}
     path = make_nwb(units=_units(), behavior={"hand_velocity": vel})
     with pytest.raises(DataError, match="needs a position"):
-        read_nwb(path, keep_moving=5.0)
+        read_nwb(path, ReadOptions(keep_moving=5.0))
 
 
 # --- CLI -------------------------------------------------------------------------------------------

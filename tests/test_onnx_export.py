@@ -13,6 +13,7 @@ import torch
 from conftest import cli
 
 from spiketok.data.nwb import read_nwb
+from spiketok.data.readers import ReadOptions
 from spiketok.data.session import Session, Window
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.data.storage import SessionDataset, StoredSession
@@ -151,7 +152,7 @@ def test_real_recording_windows(run: dict, tmp_path: Path) -> None:
     onnxruntime and TorchScript against PyTorch on real windows; replay through ONNX equals replay in PyTorch."""
     if not REAL.exists():
         pytest.skip(f"real recording {REAL} is absent (the shared data folder is not mounted here)")
-    session, _ = read_nwb(REAL, behavior=["hand_velocity"])
+    session, _ = read_nwb(REAL, ReadOptions(behavior=["hand_velocity"]))
     model = load(run["ckpt"])
     model.unit_emb.extend(session.unit_ids)
     model.session_emb.extend([session.id])

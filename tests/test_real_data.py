@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import spiketok.cli.data_commands  # noqa: F401  (registers the commands)
 from spiketok.cli import app
 from spiketok.data.nwb import read_nwb
+from spiketok.data.readers import ReadOptions
 from spiketok.data.storage import write_session
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -41,7 +42,7 @@ def _nwb_counts(path: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("name", list(FILES))
 def test_prepare_and_info_counts(name, tmp_path):
     path = _path(name)
-    session, report = read_nwb(path, behavior=[FILES[name]])
+    session, report = read_nwb(path, ReadOptions(behavior=[FILES[name]]))
     out = write_session(session, tmp_path / f"{session.id}.h5")
     result = runner.invoke(app, ["info", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -58,18 +59,18 @@ def test_prepare_and_info_counts(name, tmp_path):
 
 def test_known_quirks_are_reported():
     track, wmaze = _path("hc_linear_track.nwb"), _path("hc_w_maze.nwb")
-    _, report = read_nwb(track, behavior=["led"], keep_moving=5.0)
+    _, report = read_nwb(track, ReadOptions(behavior=["led"], keep_moving=5.0))
     assert report.dropped_timestamps == {"led": 1}  # the one timestamp that does not increase
     assert report.moving_left_out["led"] > 0.5  # frozen at (522, 8) px for the second half
     for seed in range(3):  # the valid block always holds moving samples, whatever the split seed
-        session, _ = read_nwb(track, behavior=["led"], keep_moving=5.0, split_seed=seed)
+        session, _ = read_nwb(track, ReadOptions(behavior=["led"], keep_moving=5.0, split_seed=seed))
         led = session.behavior("led")
         assert led.weights[session.splits["valid"].contains(led.timestamps)].sum() > 100
-    session, report = read_nwb(wmaze, behavior=["led"], derive="velocity", keep_moving=5.0)
+    session, report = read_nwb(wmaze, ReadOptions(behavior=["led"], derive="velocity", keep_moving=5.0))
     assert report.moving_left_out["led"] > 0.4  # parked about 45% of the time
     assert np.bincount(session.spike_units).max() > 450_000  # the multi-unit cluster is kept, not hidden
     assert session.behavior("led_velocity").weights.sum() < 0.6 * len(session.behavior("led_velocity").weights)
-    _, report = read_nwb(_path("m1_mihi_2014-03-03.nwb"), behavior=["hand"])
+    _, report = read_nwb(_path("m1_mihi_2014-03-03.nwb"), ReadOptions(behavior=["hand"]))
     assert any("constant" in note for note in report.notes)  # Mihi's hand position is all zeros in the file
 
 

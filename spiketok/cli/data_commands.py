@@ -71,6 +71,7 @@ def prepare(
     """Read NWB or brainsets (temporaldata) files, clean them (and say what was dropped), write one session file
     each into --out. A brainsets file's train/valid/test domains become the splits."""
     from ..data.prepare import prepare_files
+    from ..data.readers import ReadOptions
     from ..data.splits import SPLIT_METHODS
 
     if derive not in (None, "velocity"):
@@ -86,11 +87,7 @@ def prepare(
             overwrite=overwrite,
             stop_on_error=debug_enabled(ctx),  # --debug: the traceback, as every other command shows it
             on_file=lambda path, i: progress.update(task, description=f"preparing {path.name}", completed=i),
-            behavior=behavior,
-            derive=derive,
-            split_method=split,
-            split_seed=split_seed,
-            keep_moving=keep_moving,
+            options=ReadOptions(behavior, derive, None, split, split_seed, keep_moving),
         )
     _print_prepare_summary(outcome.done)
     for message in outcome.errors:

@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .cleanup import PrepareReport, build_session, select_signals, signals_to_behavior
+from .cleanup import PrepareReport, RawRecording, ReadOptions, build_session, select_signals, signals_to_behavior
 from .session import DataError, Intervals, Session
 
 DOMAINS = {"train": "train_domain", "valid": "valid_domain", "test": "test_domain"}
@@ -129,16 +129,14 @@ def _timestamps(ts: Any) -> tuple[np.ndarray, np.ndarray]:
 def _read_behavior(
     data: Any,
     file: Path,
-    behavior: list[str] | None,
-    derive: str | None,
-    keep_moving: float | None,
+    options: ReadOptions,
     report: PrepareReport,
 ) -> dict:
     from . import preprocess as pp
 
     signals = _signals(data)
     raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]] = {}
-    for name in _select(signals, behavior, file):
+    for name in _select(signals, options.behavior, file):
         ts, field, dotted = signals[name]
         t, real = _timestamps(ts)
         values = np.asarray(getattr(ts, field), dtype=np.float64)
@@ -152,7 +150,7 @@ def _read_behavior(
             raise DataError(f"behaviour {dotted}: no samples with usable timestamps")
         raw[name] = (t, values, "", field in _POSITION_FIELDS)
         report.behavior[name] = dotted
-    beh = signals_to_behavior(raw, derive, keep_moving, report)
+    beh = signals_to_behavior(raw, options.derive, options.keep_moving, report)
     for name, b in beh.items():  # x, y, z names for 2-3 D kinematics (pos, vel, acc)
         if b.dim <= 3 and b.dims == [f"{name}_{i}" for i in range(b.dim)]:
             b.dims = [f"{name}_{a}" for a in "xyz"[: b.dim]]
@@ -249,16 +247,11 @@ def temporaldata_signals(path: str | Path) -> list[str]:
 
 def read_temporaldata(
     path: str | Path,
-    behavior: list[str] | None = None,
-    derive: str | None = None,
-    session_id: str | None = None,
-    split_method: str = "interleaved",
-    split_seed: int = 0,
-    keep_moving: float | None = None,
+    options: ReadOptions = ReadOptions(),
 ) -> tuple[Session, PrepareReport]:
     """Read a brainsets / temporaldata session file into a Session (cleaned, with splits) and a report.
 
-    Arguments as for `read_nwb`; behaviour names are `<group>_<field>` (`cursor_vel`, also accepted as
+    `options` as for `read_nwb`; behaviour names are `<group>_<field>` (`cursor_vel`, also accepted as
     `cursor.vel`). The file's train/valid/test domains, when all present, are the splits
     (`split_method` and `split_seed` are then unused).
     """
@@ -266,29 +259,16 @@ def read_temporaldata(
     if not file.is_file():
         raise DataError(f"{file}: no such file")
     f, data = _open(file)
-    sid = session_id or file.stem
-    report = PrepareReport(file=str(file), session_id=sid)
+    report = PrepareReport(file=str(file), session_id=options.session_id or file.stem)
     try:
-        names, times, counts, unit_meta = _read_units(data, file)
-        report.n_units_in, report.n_spikes_in = len(names), len(times)
-        beh = _read_behavior(data, file, behavior, derive, keep_moving, report)
-        trials = _intervals(data.trials) if "trials" in data.keys() else None
-        splits = _domains(data, report)
-        session = build_session(
-            sid,
-            names,
-            times,
-            counts,
-            unit_meta,
-            beh,
-            trials,
-            _meta(data, file),
-            report,
-            split_method,
-            split_seed,
-            splits=splits,
+        raw = RawRecording(
+            *_read_units(data, file),
+            behavior=_read_behavior(data, file, options, report),
+            trials=_intervals(data.trials) if "trials" in data.keys() else None,
+            meta=_meta(data, file),
+            splits=_domains(data, report),
         )
-        return session, report
+        return build_session(raw, report, options), report
     except DataError as e:
         msg = str(e)
         raise DataError(msg if msg.startswith(str(file)) else f"{file}: {msg}") from e

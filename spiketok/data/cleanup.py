@@ -164,25 +164,51 @@ def signals_to_behavior(
     return out
 
 
-def build_session(
-    sid: str,
-    names: list[str],
-    times: np.ndarray,
-    counts: np.ndarray,
-    unit_meta: dict[str, np.ndarray],
-    beh: dict[str, Behavior],
-    trials: Intervals | None,
-    meta: dict[str, str],
-    report: PrepareReport,
-    split_method: str = "interleaved",
-    split_seed: int = 0,
-    splits: dict[str, Intervals] | None = None,
-) -> Session:
-    """A cleaned Session from one reader's units (spike times unit after unit, `counts` per unit).
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader takes from a recording and how it splits it: the options of `spiketok prepare`.
+
+    behavior: series names (`hand_velocity`, `led`) or paths (`behavior/Position/hand`), each taken; an entry
+    "a,b" takes the first of a, b that exists. None: the only series, an error when several; []: none.
+    derive="velocity": adds `<name>_velocity` for each selected position (central differences per contiguous
+    segment, never across gaps over 5 sample periods; samples it cannot compute get weight 0).
+    keep_moving=PX: weight 0 on the position samples (and their derived velocity) where
+    |pos(t + 0.5 s) - pos(t - 0.5 s)| <= PX; the report gives the fraction left out.
+    """
+
+    behavior: list[str] | None = None
+    derive: str | None = None
+    session_id: str | None = None  # None: the file's name without its extension
+    split_method: str = "interleaved"  # see spiketok.data.splits.make_splits
+    split_seed: int = 0
+    keep_moving: float | None = None
+
+
+@dataclass
+class RawRecording:
+    """What a reader read from a file, before clean-up: unit names, spike times (unit after unit, `counts` per
+    unit), unit columns, behaviour, trials, file metadata, and the file's own splits if it has them."""
+
+    names: list[str]
+    times: np.ndarray
+    counts: np.ndarray
+    unit_meta: dict[str, np.ndarray]
+    behavior: dict[str, Behavior]
+    trials: Intervals | None
+    meta: dict[str, str]
+    splits: dict[str, Intervals] | None = None
+
+
+def build_session(raw: RawRecording, report: PrepareReport, options: ReadOptions) -> Session:
+    """A cleaned Session (id: report.session_id) from what one reader read.
 
     Sorts and de-duplicates each unit's spikes, drops spikes outside the behaviour/trial span (padded by
-    SPAN_PAD) and units left empty, and splits with `make_splits` unless `splits` are given (e.g. a file's own).
+    SPAN_PAD) and units left empty, and splits with `make_splits` unless the file has its own splits.
     """
+    names, times, unit_meta, beh, trials = raw.names, raw.times, raw.unit_meta, raw.behavior, raw.trials
+    sid, meta, splits = report.session_id, raw.meta, raw.splits
+    report.n_units_in, report.n_spikes_in = len(names), len(times)
+    counts = raw.counts
     times, units, unsorted, n_dup = pp.clean_unit_spikes(times, counts)
     report.unsorted_units = [names[i] for i in np.flatnonzero(unsorted)]
     report.duplicate_spikes = int(n_dup.sum())
@@ -217,7 +243,9 @@ def build_session(
                 f"is split in time blocks, which may cut through trials"
             )
         scored = np.concatenate([b.timestamps[b.weights > 0] for b in beh.values()]) if beh else None
-        splits = make_splits(start, end, trials, method=split_method, seed=split_seed, scored_times=scored)
+        splits = make_splits(
+            start, end, trials, method=options.split_method, seed=options.split_seed, scored_times=scored
+        )
     else:
         start = min([start] + [float(iv.start.min()) for iv in splits.values() if len(iv)])
         end = max([end] + [float(iv.end.max()) for iv in splits.values() if len(iv)])

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from . import preprocess as pp
-from .cleanup import PrepareReport, build_session, select_signals, signals_to_behavior
+from .cleanup import PrepareReport, RawRecording, ReadOptions, build_session, select_signals, signals_to_behavior
 from .session import Behavior, DataError, Intervals, Session
 from .storage import FORMAT as PREPARED_FORMAT
 
@@ -224,16 +224,14 @@ def _read_series(path: str, s: Any, report: PrepareReport) -> tuple[np.ndarray, 
 def _read_behavior(
     nwb: Any,
     file: Path,
-    behavior: list[str] | None,
-    derive: str | None,
-    keep_moving: float | None,
+    options: ReadOptions,
     report: PrepareReport,
 ) -> dict[str, Behavior]:
     from pynwb.behavior import SpatialSeries
 
     series = _all_series(nwb)
     raw: dict[str, tuple[np.ndarray, np.ndarray, str, bool]] = {}
-    for path in _select(series, behavior, file):
+    for path in _select(series, options.behavior, file):
         s = series[path]
         if s.name in raw:
             raise DataError(f"two selected behaviour signals are both named {s.name!r}; select only one")
@@ -246,7 +244,7 @@ def _read_behavior(
                 "(probably missing in the source); anything derived from it is meaningless"
             )
         report.behavior[s.name] = path
-    return signals_to_behavior(raw, derive, keep_moving, report)
+    return signals_to_behavior(raw, options.derive, options.keep_moving, report)
 
 
 def _meta(nwb: Any, file: Path) -> dict[str, str]:
@@ -268,23 +266,16 @@ def _meta(nwb: Any, file: Path) -> dict[str, str]:
 def _convert(
     nwb: Any,
     file: Path,
-    behavior: list[str] | None,
-    derive: str | None,
-    session_id: str | None,
-    split_method: str,
-    split_seed: int,
-    keep_moving: float | None,
+    options: ReadOptions,
 ) -> tuple[Session, PrepareReport]:
-    sid = session_id or file.stem
-    report = PrepareReport(file=str(file), session_id=sid)
-    names, times, counts, unit_meta = _read_units(nwb, file)
-    report.n_units_in, report.n_spikes_in = len(names), len(times)
-    beh = _read_behavior(nwb, file, behavior, derive, keep_moving, report)
-    trials = _read_trials(nwb)
-    session = build_session(
-        sid, names, times, counts, unit_meta, beh, trials, _meta(nwb, file), report, split_method, split_seed
+    report = PrepareReport(file=str(file), session_id=options.session_id or file.stem)
+    raw = RawRecording(
+        *_read_units(nwb, file),
+        behavior=_read_behavior(nwb, file, options, report),
+        trials=_read_trials(nwb),
+        meta=_meta(nwb, file),
     )
-    return session, report
+    return build_session(raw, report, options), report
 
 
 def _open(file: Path) -> tuple[Any, Any]:
@@ -319,27 +310,14 @@ def behavior_signals(path: str | Path) -> list[str]:
 
 def read_nwb(
     path: str | Path,
-    behavior: list[str] | None = None,
-    derive: str | None = None,
-    session_id: str | None = None,
-    split_method: str = "interleaved",
-    split_seed: int = 0,
-    keep_moving: float | None = None,
+    options: ReadOptions = ReadOptions(),
 ) -> tuple[Session, PrepareReport]:
-    """Read an NWB 2 file into a Session (cleaned, with splits) and a report of what was dropped.
-
-    behavior: series names (`hand_velocity`, `led`) or paths (`behavior/Position/hand`), each taken;
-      an entry "a,b" takes the first of a, b that exists. None: the only series, error when several; []: none.
-    derive="velocity": adds `<name>_velocity` for each selected position (SpatialSeries): np.gradient
-      against the timestamps (central differences, one-sided at ends) per contiguous segment, never
-      across gaps over 5 sample periods; samples it cannot compute get weight 0.
-    keep_moving=PX: weight 0 on the position samples (and their derived velocity) where
-      |pos(t + 0.5 s) - pos(t - 0.5 s)| <= PX; the report gives the fraction left out.
-    """
+    """Read an NWB 2 file into a Session (cleaned, with splits, as `options` say) and a report of what was
+    dropped; positions are SpatialSeries."""
     file = Path(path)
     io, nwb = _open(file)
     try:
-        return _convert(nwb, file, behavior, derive, session_id, split_method, split_seed, keep_moving)
+        return _convert(nwb, file, options)
     except DataError as e:
         msg = str(e)
         raise DataError(msg if msg.startswith(str(file)) else f"{file}: {msg}") from e

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cleanup import ReadOptions
 from .nwb import PrepareReport
 from .readers import file_kind, read_recording
 from .session import DataError, Session
@@ -56,10 +57,10 @@ def other_source(target: Path, session: Session) -> str | None:
     return f"a session prepared from another recording{f' (also named {source})' if source else ''}"
 
 
-def prepare_one(path: Path, out: Path, written: dict[str, Path], overwrite: bool, **read_kw) -> Prepared:
+def prepare_one(path: Path, out: Path, written: dict[str, Path], overwrite: bool, options: ReadOptions) -> Prepared:
     """Read, clean and write one recording into `out` (DataError when it cannot be); `written`: session id ->
     source of the sessions this run wrote, updated."""
-    session, report = read_recording(path, **read_kw)
+    session, report = read_recording(path, options)
     if session.id in written:
         raise DataError(
             f"{path}: session id {session.id!r} was already written from {written[session.id]}; rename one of the files"
@@ -81,17 +82,17 @@ def prepare_files(
     overwrite: bool = False,
     stop_on_error: bool = False,
     on_file: Callable[[Path, int], None] | None = None,
-    **read_kw,
+    options: ReadOptions = ReadOptions(),
 ) -> PrepareOutcome:
-    """Prepare each recording in `files` into the folder `out`; `read_kw` go to read_recording (behavior, derive,
-    split_method, split_seed, keep_moving). A file with bad data is an error message in the outcome and the others
-    go on (`stop_on_error`: its DataError is raised); `on_file(path, i)` is called as the i-th file starts."""
+    """Prepare each recording in `files` into the folder `out`; `options` go to read_recording. A file with bad
+    data is an error message in the outcome and the others go on (`stop_on_error`: its DataError is raised);
+    `on_file(path, i)` is called as the i-th file starts."""
     outcome, written = PrepareOutcome(), {}
     for i, path in enumerate(files):
         if on_file is not None:
             on_file(Path(path), i)
         try:
-            outcome.done.append(prepare_one(Path(path), Path(out), written, overwrite, **read_kw))
+            outcome.done.append(prepare_one(Path(path), Path(out), written, overwrite, options))
         except DataError as e:
             if stop_on_error:
                 raise

@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 
 from .brainsets import read_temporaldata, temporaldata_signals
+from .cleanup import ReadOptions
 from .nwb import PrepareReport, behavior_signals, read_nwb
 from .session import Session
 from .storage import FORMAT
@@ -32,27 +33,14 @@ def file_kind(path: str | Path) -> str:
 
 def read_recording(
     path: str | Path,
-    behavior: list[str] | None = None,
-    derive: str | None = None,
-    session_id: str | None = None,
-    split_method: str = "interleaved",
-    split_seed: int = 0,
-    keep_moving: float | None = None,
+    options: ReadOptions = ReadOptions(),
 ) -> tuple[Session, PrepareReport]:
     """Read an NWB or a temporaldata (brainsets) file with the reader its content calls for.
 
     Anything that is not temporaldata goes to `read_nwb`, whose errors say what is wrong with the file.
     """
     reader = read_temporaldata if file_kind(path) == "temporaldata" else read_nwb
-    return reader(
-        path,
-        behavior=behavior,
-        derive=derive,
-        session_id=session_id,
-        split_method=split_method,
-        split_seed=split_seed,
-        keep_moving=keep_moving,
-    )
+    return reader(path, options)
 
 
 def recording_signals(path: str | Path) -> list[str]:

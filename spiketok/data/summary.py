@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .readers import file_kind, read_recording, recording_signals
+from .readers import ReadOptions, file_kind, read_recording, recording_signals
 from .session import Behavior, DataError, Intervals
 from .storage import StoredSession
 
@@ -71,7 +71,7 @@ def _prepared(path: Path) -> dict[str, Any]:
 
 
 def _recording(path: Path, kind: str) -> dict[str, Any]:
-    session, report = read_recording(path, behavior=recording_signals(path))
+    session, report = read_recording(path, ReadOptions(behavior=recording_signals(path)))
     beh = {n: _behavior(b) for n, b in session.behaviors.items()}
     counts = np.bincount(session.spike_units, minlength=session.n_units)
     d = _summary(kind, path, session.id, counts, session.duration, beh, session.trials, session.splits, session.meta)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.atomic import atomic_write
-from ..data.readers import file_kind, read_recording
+from ..data.readers import ReadOptions, file_kind, read_recording
 from ..data.session import DataError, Intervals, Session, SessionLike
 from ..data.storage import StoredSession
 from ..data.targets import TargetError
@@ -34,12 +34,12 @@ def open_recording(
     if model is not None and target is not None:
         require_task(model, target)
     prepared = file_kind(path) == "prepared"
-    session = StoredSession(path) if prepared else read_recording(path, behavior=[])[0]
+    session = StoredSession(path) if prepared else read_recording(path, ReadOptions(behavior=[]))[0]
     target = model.target_for(session.id, None) if target is None else target
     if prepared:
         return session, target
     try:
-        session, _ = read_recording(path, behavior=[target], keep_moving=keep_moving)
+        session, _ = read_recording(path, ReadOptions(behavior=[target], keep_moving=keep_moving))
     except DataError:
         pass  # no such behaviour in the file: decode without scoring
     return session, target
