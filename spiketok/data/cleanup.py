@@ -58,20 +58,18 @@ class PrepareReport:
             f"read {self.n_units_in} units, {self.n_spikes_in} spikes; kept {self.n_units} units, "
             f"{self.n_spikes} spikes"
         ]
-        if self.dropped_units:
-            out.append(f"dropped {len(self.dropped_units)} units with no spikes: {_names(self.dropped_units)}")
-        if self.unsorted_units:
-            out.append(
-                f"sorted the spike times of {len(self.unsorted_units)} units that were out of order: "
-                f"{_names(self.unsorted_units)}"
-            )
-        if self.duplicate_spikes:
-            out.append(f"removed {self.duplicate_spikes} duplicated spikes (same unit, same time)")
-        if self.outside_span:
-            out.append(
-                f"dropped {self.outside_span} spikes outside the recorded span "
-                f"[{self.span[0]:.3f}, {self.span[1]:.3f}] s"
-            )
+        said_if_any = (  # each fact only when it happened (`and` leaves the others unformatted)
+            self.dropped_units
+            and f"dropped {len(self.dropped_units)} units with no spikes: {_names(self.dropped_units)}",
+            self.unsorted_units
+            and f"sorted the spike times of {len(self.unsorted_units)} units that were out of order: "
+            f"{_names(self.unsorted_units)}",
+            self.duplicate_spikes and f"removed {self.duplicate_spikes} duplicated spikes (same unit, same time)",
+            self.outside_span
+            and f"dropped {self.outside_span} spikes outside the recorded span "
+            f"[{self.span[0]:.3f}, {self.span[1]:.3f}] s",
+        )
+        out += [line for line in said_if_any if line]
         for name, src in self.behavior.items():
             out.append(f"behaviour {name} <- {src}")
         for name, n in self.dropped_timestamps.items():

@@ -14,7 +14,7 @@ from ..data.windows import default_stride, ending_at, sliding
 from ..model.normalize import denormalise
 from ..model.poyo import POYO
 from ..tokenize import collate
-from .metrics import r2_per_dim
+from .metrics import r2_per_dim, session_scores
 from .stitching import Stitcher
 
 
@@ -34,6 +34,11 @@ class Decoded:
         if self.y_true is None:
             raise ValueError(f"session {self.session}: no recorded {self.target!r} to score against")
         return r2_per_dim(self.y_true, self.y_pred, self.weights)
+
+    def scores(self) -> dict:
+        """The session's scores as reports store them (see metrics.session_scores)."""
+        self.r2()  # refuses a session with nothing recorded to score against
+        return session_scores(self.target, self.y_true, self.y_pred, self.weights, self.dims)
 
 
 def average_decoded(runs: list[Decoded]) -> Decoded:

@@ -19,3 +19,17 @@ def r2_per_dim(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | Non
     sse = ((t - p) ** 2).sum(0)
     sst = ((t - t.mean(0)) ** 2).sum(0)
     return 1 - sse / np.maximum(sst, 1e-12)
+
+
+def session_scores(target: str, y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, dims: list[str]) -> dict:
+    """One session's scores as reports store them: its target, mean R², R² per dimension, the dimensions, and
+    the samples scored and left out (weight 0)."""
+    r2 = r2_per_dim(y_true, y_pred, weights)
+    return {
+        "target": target,
+        "r2": float(np.nanmean(r2)),
+        "r2_per_dim": [float(v) for v in r2],
+        "dims": dims,
+        "n_samples": int((weights > 0).sum()),
+        "n_left_out": int((weights <= 0).sum()),
+    }

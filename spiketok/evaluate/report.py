@@ -34,16 +34,8 @@ def evaluate(
     for s in data:
         t = models[0].target_for(s.id, list(s.behavior_info), target)
         d = average_decoded([decode_split(m, s, t, split, stride=stride, progress=progress) for m in models])
-        r2 = d.r2()
         decoded[s.id] = d
-        results["sessions"][s.id] = {
-            "target": t,
-            "r2": float(np.nanmean(r2)),
-            "r2_per_dim": [float(v) for v in r2],
-            "dims": d.dims,
-            "n_samples": int((d.weights > 0).sum()),
-            "n_left_out": int((d.weights <= 0).sum()),
-        }
+        results["sessions"][s.id] = d.scores()
     results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
     return results, decoded
 

@@ -240,6 +240,17 @@ def window_features(x: np.ndarray, first: np.ndarray, n_rows: int) -> np.ndarray
 
 
 @dataclass
+class FitData:
+    """One session's baseline inputs per split name: bins, standardised inputs (T, n_units) and z-scored
+    targets (T, D); `split` is the split predicted."""
+
+    bins: dict[str, SplitBins]
+    xs: dict[str, np.ndarray]
+    zy: dict[str, np.ndarray]
+    split: str
+
+
+@dataclass
 class SessionFit:
     """A fitted baseline's predictions on one split and how it was fitted."""
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .features import BaselineConfig, Layout, SplitBins, _mse, _r2_mean
+from .features import BaselineConfig, FitData, Layout, SplitBins, _mse, _r2_mean
 
 
 class MLPDecoder(nn.Module):
@@ -77,10 +77,7 @@ class Chunks:
 def _torch_fit(
     cfg: BaselineConfig,
     layout: Layout,
-    xs: dict[str, np.ndarray],
-    bins: dict[str, SplitBins],
-    zy: dict[str, np.ndarray],
-    split: str,
+    data: FitData,
     progress: bool,
 ) -> tuple[np.ndarray, dict]:
     """Train a GRU or MLP on `layout`'s windows with early stopping on the valid error; predict `split`.
@@ -88,6 +85,7 @@ def _torch_fit(
     The valid error is measured every `eval_every` steps; training stops after `patience` measurements
     without a new lowest, and the weights of the lowest are restored. `info["curve"]`: (step, valid error).
     """
+    xs, bins, zy, split = data.xs, data.bins, data.zy, data.split
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     n_units, n_out = xs["train"].shape[1], zy["train"].shape[1]
@@ -181,17 +179,14 @@ def _torch_fit(
 def _fit_neural(
     cfg: BaselineConfig,
     layouts: list[Layout],
-    xs: dict[str, np.ndarray],
-    bins: dict[str, SplitBins],
-    zy: dict[str, np.ndarray],
-    split: str,
+    data: FitData,
     progress: bool,
 ) -> tuple[np.ndarray, dict]:
     """One GRU/MLP per layout (same seed); the one with the lowest valid error is kept."""
     best: tuple[np.ndarray, dict] | None = None
     tried = []
     for lay in layouts:
-        pred, info = _torch_fit(cfg, lay, xs, bins, zy, split, progress)
+        pred, info = _torch_fit(cfg, lay, data, progress)
         tried.append(
             {k: info[k] for k in ("lags", "history", "bins_before", "bins_after", "valid_mse", "best_step", "steps")}
         )

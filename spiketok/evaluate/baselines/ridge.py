@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import BaselineConfig, Layout, SplitBins, _mse, _r2_mean, window_features
+from .features import BaselineConfig, FitData, Layout, _mse, _r2_mean, window_features
 
 
 @dataclass
@@ -62,16 +62,14 @@ def _gram(
 def _fit_ridge(
     cfg: BaselineConfig,
     layouts: list[Layout],
-    xs: dict[str, np.ndarray],
-    bins: dict[str, SplitBins],
-    zy: dict[str, np.ndarray],
-    split: str,
+    data: FitData,
 ) -> tuple[np.ndarray, dict, Layout]:
     """Weighted ridge with an intercept; window length, layout and penalty chosen by the valid split's error.
 
     Every layout's window is a contiguous run of the widest window's lags, so its features are a column
     block of one (samples, lags x units) matrix, and its Gram matrix a block of that matrix's Gram matrix.
     """
+    xs, bins, zy, split = data.xs, data.bins, data.zy, data.split
     tr, va = bins["train"], bins["valid"]
     n_units, n_rows = xs["train"].shape[1], tr.pad_h + tr.pad_la
     keep = np.flatnonzero(tr.weights > 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,13 @@ from ...data.session import Intervals
 from ...data.storage import SessionDataset, StoredSession
 from ...data.targets import resolve_target
 from ..decode import require_duration, require_scored_samples
+from ..metrics import session_scores
 from . import ridge
 from .features import (
     DEFAULT_HISTORY,
     MIN_VALID_SAMPLES,
     BaselineConfig,
+    FitData,
     Layout,
     SessionFit,
     Standardizer,
@@ -51,20 +53,20 @@ def fit_session(
         validation = f"last tenth of each train interval (valid split: {usable} usable samples)"
     std = Standardizer.fit(bins["train"])
     xs = {name: std.inputs(b) for name, b in bins.items()}
-    zy = {name: std.targets(b.values) for name, b in bins.items()}
+    data = FitData(bins, xs, {name: std.targets(b.values) for name, b in bins.items()}, split)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         with threadpool_limits(cfg.threads):  # BLAS threads (ridge)
             if cfg.model == "ridge":
-                pred, info, _ = ridge._fit_ridge(cfg, layouts, xs, bins, zy, split)
+                pred, info, _ = ridge._fit_ridge(cfg, layouts, data)
             elif cfg.history is not None:
-                pred, info = _fit_neural(cfg, layouts, xs, bins, zy, split, progress)
+                pred, info = _fit_neural(cfg, layouts, data, progress)
             else:  # the default window, and the one a ridge probe prefers on the valid split
-                _, probe, probed = ridge._fit_ridge(cfg, layouts, xs, bins, zy, "valid")
+                _, probe, probed = ridge._fit_ridge(cfg, layouts, replace(data, split="valid"))
                 first = Layout.make("causal" if cfg.lags == "auto" else cfg.lags, DEFAULT_HISTORY[cfg.model], cfg.bin)
                 tried = [first] + ([probed] if (probed.h, probed.la) != (first.h, first.la) else [])
-                pred, info = _fit_neural(cfg, tried, xs, bins, zy, split, progress)
+                pred, info = _fit_neural(cfg, tried, data, progress)
                 info["ridge_probe"] = {
                     k: probe[k] for k in ("lags", "history", "bins_before", "bins_after", "alpha", "valid_mse")
                 }
@@ -86,18 +88,9 @@ def run_baseline(
     fits: dict[str, SessionFit] = {}
     for s in tqdm(list(data), desc=f"baseline {cfg.model}", disable=not progress):
         t = resolve_target(s.id, list(s.behavior_info), target)
-        fit = fit_session(s, t, cfg, split, progress)
-        r2 = fit.r2()
-        fits[s.id] = fit
-        results["sessions"][s.id] = {
-            "target": t,
-            "r2": float(np.nanmean(r2)),
-            "r2_per_dim": [float(v) for v in r2],
-            "dims": fit.dims,
-            "n_samples": int((fit.weights > 0).sum()),
-            "n_left_out": int((fit.weights <= 0).sum()),
-            "fit": fit.info,
-        }
+        fit = fits[s.id] = fit_session(s, t, cfg, split, progress)
+        scores = session_scores(t, fit.y_true, fit.y_pred, fit.weights, fit.dims)
+        results["sessions"][s.id] = {**scores, "fit": fit.info}
     results["mean_r2"] = float(np.nanmean([v["r2"] for v in results["sessions"].values()]))
     return results, fits
 
