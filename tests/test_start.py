@@ -79,3 +79,20 @@ def test_default_train_compares_scratch_with_the_shipped_start_and_keeps_the_bet
     )
     assert code == 0, out
     assert (tmp_path / "plain" / "checkpoints").is_dir() and not (tmp_path / "plain" / "scratch").exists()
+    # init: auto where the shipped start would not keep the user's settings: scratch alone, and recipe.json says why
+    code, out = cli(
+        "train",
+        "--data",
+        tmp_path / "sim",
+        "--out",
+        tmp_path / "causal",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        *SHORT,
+        "causal=true",
+    )
+    assert code == 0, out
+    recipe = json.loads((tmp_path / "causal" / "recipe.json").read_text())
+    assert recipe["settings"]["init"] == "none" and not (tmp_path / "causal" / "scratch").exists()
+    assert recipe["reasons"]["init"].startswith("from scratch: causal=true")

@@ -67,6 +67,8 @@ def train_with_start(
         if reason and result.recipe is not None:
             result.recipe.settings["init"] = "none"
             result.recipe.reasons["init"] = f"from scratch: {reason}"
+            if rank_zero_only.rank == 0:  # recipe.json says why, as the summary does
+                result.recipe.save(run_dir / "recipe.json")
         return result
     if not is_auto(start):
         return train_from_pretrained(
