@@ -14,7 +14,7 @@ from ..data.simulate import simulate_to_folder
 from ..data.storage import StoredSession
 from ..model.file import load_model_file
 from .fewshot import FewShotRun, few_shot_study, plot_study, write_csv
-from .run import AdaptConfig, ScratchTrainer
+from .run import AdaptConfig
 
 DEMO_MODEL = "pretrained:primate-reaching"
 TARGET = "hand_velocity"
@@ -30,17 +30,13 @@ class AdaptDemoResult:
 
 def adapt_demo(
     out: str | Path,
-    scratch: ScratchTrainer,
     n_trials: int = 10,
     seed: int = 0,
     model: str = DEMO_MODEL,
     scratch_max_steps: int = 400,
     progress: bool = True,
 ) -> AdaptDemoResult:
-    """Simulate a new session into out/data, adapt `model` to its first `n_trials` trials, score unit-id vs scratch.
-
-    `scratch` trains the fresh model (spiketok.train.scratch.train_scratch: training is the layer above).
-    """
+    """Simulate a new session into out/data, adapt `model` to its first `n_trials` trials, score unit-id vs scratch."""
     out = Path(out)
     pretrained = load_model_file(model)
     path = simulate_to_folder(
@@ -64,7 +60,6 @@ def adapt_demo(
         pick="first",
         config=config,
         progress=progress,
-        scratch=scratch,
     )
     table, _ = write_csv(runs, out)
     plot = plot_study(

@@ -78,7 +78,6 @@ def adapt(
     from ..adapt.run import adapt as run_adapt
     from ..evaluate.decode import decode_split
     from ..model.file import save_model
-    from ..train.scratch import train_scratch
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -97,7 +96,6 @@ def adapt(
             pick=pick,
             seed=seed,
             config=cfg,
-            scratch=train_scratch,
         )
     except (DataError, ValueError) as e:
         fail(str(e))
@@ -168,7 +166,6 @@ def fewshot(
     """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
     from ..adapt.fewshot import few_shot_study, plot_study, summarise, write_csv
     from ..adapt.run import MODES
-    from ..train.scratch import train_scratch
 
     counts = _parse_counts(trials)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -185,9 +182,7 @@ def fewshot(
         write_csv(done, out)
 
     try:
-        runs = few_shot_study(
-            model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress, scratch=train_scratch
-        )
+        runs = few_shot_study(model, s, counts, seeds, mode_list, target, pick, cfg, on_run=save_progress)
     except (DataError, ValueError) as e:
         fail(str(e))
     skipped = sorted(set(counts) - {r.n_trials for r in runs})

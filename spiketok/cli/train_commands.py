@@ -85,9 +85,9 @@ def train(
     A checkpoint is written at the end of every epoch (steps_per_epoch steps) and on SIGTERM or
     Ctrl-C; `--resume` continues from the last one.
     """
+    from ..adapt.start import train_with_start
     from ..train.config import load_config
     from ..train.run import TrainingInterrupted
-    from ..train.start import train_with_start
 
     try:
         cfg = load_config(config, overrides or [])
@@ -107,7 +107,7 @@ def train(
     if ensemble > 1 and init is not None:
         fail("--ensemble trains its models from scratch; it does not combine with --init")
     if init is not None:
-        from ..train.transfer import lr_factors, unit_id_restarts
+        from ..adapt.transfer import lr_factors, unit_id_restarts
 
         try:
             lr_factors(cfg), unit_id_restarts(cfg)
@@ -412,11 +412,10 @@ def demo(
 
 def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -> None:
     from ..adapt.demo import DEMO_MODEL, adapt_demo
-    from ..train.scratch import train_scratch
 
     t0 = time.monotonic()
     console.rule(f"adapt {DEMO_MODEL} to a new simulated session with {trials} trials")
-    res = adapt_demo(out, train_scratch, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
+    res = adapt_demo(out, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
     score = {r.mode: r for r in res.runs}
     for mode, r in score.items():
         console.print(f"  {mode:8s}: R² {r.r2:.3f} on the test split ({r.steps} steps, {r.seconds:.0f} s)")
