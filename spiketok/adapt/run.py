@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -162,10 +163,9 @@ def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:
     return float(cfg.weight_decay if cfg.weight_decay is not None else pretrained_setting(model, "weight_decay", 1e-4))
 
 
-def _stage(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, **learns) -> Stage:
-    """A stage of adaptation: the settings' steps (fixed without held-out data), batch, checks and patience; the
-    pretraining run's unit dropout (unless set), min_units and window kind; validation windows laid as evaluation
-    lays them. `learns`: the stage's name, what learns at which rates (see spiketok.train.stage.Stage)."""
+def _stage(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, **learns: Any) -> Stage:
+    """A stage of adaptation: `cfg`'s steps, batch, checks and patience, the pretraining run's window settings,
+    evaluation's stride; `learns`: its name and what learns at which rates (spiketok.train.stage.Stage)."""
     unit_dropout = pretrained_setting(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
     return Stage(
         max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps,

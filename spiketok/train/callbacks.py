@@ -142,9 +142,8 @@ class DebugRecord(Callback):
 
 
 class KeepBest(Callback):
-    """Early stopping on val_loss (better: lower by more than `min_delta`) with the best weights of the learning
-    parameters kept in memory and put back at the end of training. A check before training (`trainer.validate`)
-    sets the mark the first training check must beat, with the starting weights as the best so far."""
+    """Early stopping on val_loss (lower by `min_delta`), the learning parameters' best weights kept in memory and
+    put back at the end; a check before training (`trainer.validate`) makes the starting weights compete."""
 
     def __init__(self, patience: int | None, min_delta: float = 1e-4):
         self.patience, self.min_delta = patience, min_delta

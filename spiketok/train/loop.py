@@ -97,10 +97,8 @@ def _device_options(device: torch.device) -> dict:
 def fit_stage(
     model: POYO, data: SessionDataset, targets: dict[str, str], stage: Stage, progress: bool = True
 ) -> StageResult:
-    """Train `model` in place through `stage` on the train splits of `data` (sessions -> `targets`), on the
-    device it is on. With validation windows (the valid splits), training stops after `patience` checks without
-    a better validation loss and the best weights are put back (with `keep_start`, the starting weights compete);
-    without them, every step runs. The stage's record: steps, best step and loss, early stop, seconds."""
+    """Train `model` in place, on its device, through `stage` on `data`'s train splits; with valid windows, early
+    stopping on val_loss and the best weights put back (callbacks.KeepBest), else every step. Its record."""
     t0 = time.monotonic()
     device = next(model.parameters()).device
     dm = WindowDataModule.for_model(model, data, targets, stage, keep_valid=True)
