@@ -37,7 +37,6 @@ from spiketok.data.readers import ReadOptions
 from spiketok.data.storage import SessionDataset, StoredSession, write_session
 from spiketok.evaluate import evaluate
 from spiketok.train import load, load_config, train
-from spiketok.train.scratch import train_scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data"
@@ -331,7 +330,7 @@ def main() -> None:
             flush=True,
         )
 
-    runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress, scratch=train_scratch)
+    runs = few_shot_study(model, held_out, trials, args.seeds, config=cfg, on_run=progress)
     write_csv(runs, out)
     machine_load.stop()
     prov.write_text(

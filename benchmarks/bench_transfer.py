@@ -25,7 +25,7 @@ import provenance
 from bench_recipe import BASELINES, MACAQUE, begin_study, regularisation, regularisation_note, run, run_table, spiketok
 from docsection import write_section
 
-from spiketok.train.transfer import CHOICE_FILE
+from spiketok.adapt.transfer import CHOICE_FILE
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
 ADAPT_MODES = ("unit-id", "finetune")  # `spiketok adapt` arms: only the new embeddings; then every weight

@@ -29,7 +29,6 @@ from spiketok.data.splits import make_splits
 from spiketok.data.storage import SessionDataset, StoredSession, read_session, write_session
 from spiketok.train.config import load_config
 from spiketok.train.run import train
-from spiketok.train.scratch import train_scratch
 
 runner = CliRunner()
 HELD_OUT = "sim_a1_s1"
@@ -154,7 +153,7 @@ def test_unit_id_beats_scratch_with_eight_trials(pretrained):
     cfg = AdaptConfig(fixed_steps=60, batch_size=8)  # scratch_max_steps=None: the recipe's steps
     r2 = {}
     for mode in ("unit-id", "scratch"):
-        adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False, scratch=train_scratch)
+        adapted = spiketok.adapt(model, new, mode=mode, n_trials=8, config=cfg, progress=False)
         r2[mode] = float(r2_on_test_split(adapted, new, "hand_velocity").mean())
         if mode == "scratch":  # a model of its own, knowing only the new session
             assert adapted.session_emb.ids == [HELD_OUT] and len(adapted.unit_emb) == new.n_units
@@ -492,7 +491,7 @@ def test_train_init_rejects_bad_settings_before_any_work(pretrained, tmp_path, s
 def test_identify_units_keeps_the_start_with_the_lowest_validation_loss(pretrained):
     """Each restart is `adapt(mode="unit-id", seed=k)`; the kept model is the restart with the lowest validation
     loss."""
-    from spiketok.train.transfer import identify_units
+    from spiketok.adapt.transfer import identify_units
 
     source, cfg = spiketok.load(pretrained.checkpoint), AdaptConfig(max_steps=30)
     new = StoredSession(pretrained.new_session)

@@ -7,10 +7,10 @@ import json
 import pytest
 from conftest import cli
 
+from spiketok.adapt.start import why_not_shipped
 from spiketok.data.simulate import simulate_to_folder
 from spiketok.model.file import read_model_file
 from spiketok.train.config import load_config
-from spiketok.train.start import why_not_shipped
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHORT = [

@@ -15,7 +15,7 @@ from ..data.storage import StoredSession
 from ..evaluate.decode import decode_split
 from ..model.poyo import POYO
 from .data import as_session, has_trials
-from .run import MODES, AdaptConfig, ScratchTrainer, adapt, finetune_adapted
+from .run import MODES, AdaptConfig, adapt, finetune_adapted
 
 
 @dataclass
@@ -62,22 +62,18 @@ def few_shot_study(
     config: AdaptConfig | None = None,
     progress: bool = True,
     on_run: Callable[[FewShotRun], None] | None = None,
-    scratch: ScratchTrainer | None = None,
 ) -> list[FewShotRun]:
     """Adapt `model` to `session` with each number of trials, seed and mode; score each on the test split.
 
     Seed s draws the N trials (pick "random"; "first" takes the first N every time) and seeds the
     initialisation and the training windows; every mode of one (N, seed) sees the same trials. The
     finetune run continues from that seed's unit-id run. N above the training split's trial count
-    is left out. `on_run` is called after every run (e.g. to print or save progress). The scratch mode
-    needs `scratch`, its trainer (spiketok.train.scratch.train_scratch).
+    is left out. `on_run` is called after every run (e.g. to print or save progress).
     """
     session = as_session(session)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
-    if "scratch" in modes and scratch is None:
-        raise ValueError("the scratch mode trains fresh models: pass scratch=spiketok.train.scratch.train_scratch")
     if not has_trials(session):
         raise DataError(f"{session.path}: the few-shot study counts trials, and this session has no trials table")
     available = len(session.splits["train"])
@@ -106,7 +102,7 @@ def few_shot_study(
                     finetuned = finetune_adapted(unit_id, session, config, progress=False)
                     record(_run(finetuned, session, "finetune", n, seed))
             if "scratch" in modes:
-                record(_run(adapt(model, session, mode="scratch", scratch=scratch, **kw), session, "scratch", n, seed))
+                record(_run(adapt(model, session, mode="scratch", **kw), session, "scratch", n, seed))
     bar.close()
     return runs
 

@@ -3,36 +3,31 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..data.storage import StoredSession
+from ..evaluate.decode import default_stride
 from ..model.meta import Adaptation, ModelMeta
 from ..model.poyo import POYO
 from ..schema import AdaptConfig, TrainConfig
-from .data import AdaptationData, adaptation_data, as_session, restricted_session
-from .finetune import finetune_param_groups
-from .loop import StageResult, fit
+from ..train.loop import fit_stage
+from ..train.stage import Stage
+from .data import AdaptationData, adaptation_data, as_session, restricted_session, single_session_dataset
+from .scratch import train_scratch
 from .unit_identification import (
     NewRows,
     adaptation_stats,
-    frozen_except,
     init_new_rows,
-    only_new_rows_learn,
+    new_rows_only,
     register_new_session,
-    unit_id_param_groups,
+    unit_id_parameters,
 )
 
 MODES = ("unit-id", "finetune", "scratch")
-
-
-# The scratch arm: (source model, adaptation view of the session, target, config, seed, progress) -> a fresh
-# model of the source's size trained on the view alone, and its stage record. Training a model from scratch
-# is the training layer's work (Lightning), so the caller passes it: spiketok.train.scratch.train_scratch.
-ScratchTrainer = Callable[[POYO, StoredSession, str, AdaptConfig, int, bool], tuple[POYO, StageResult]]
 
 
 def _spans(iv) -> list[list[float]]:
@@ -50,7 +45,6 @@ def adapt(
     seed: int = 0,
     config: AdaptConfig | None = None,
     progress: bool = True,
-    scratch: ScratchTrainer | None = None,
 ) -> POYO:
     """A new model (eval mode) that decodes `session` too; `model` itself is left untouched.
 
@@ -60,12 +54,9 @@ def adapt(
     The data: `n_trials` trials of the session's training split (`pick` "first" or "random" with
     `seed`), or its first `seconds`, or all of it; see `spiketok.adapt.data`. Save the result with
     `spiketok.model.save_model`; it loads, evaluates and predicts like any model.
-    Mode "scratch" needs `scratch`, the trainer of the scratch arm (spiketok.train.scratch.train_scratch).
     """
     if mode not in MODES:
         raise ValueError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
-    if mode == "scratch" and scratch is None:
-        raise ValueError("mode 'scratch' trains a fresh model: pass scratch=spiketok.train.scratch.train_scratch")
     cfg = config or AdaptConfig()
     if cfg.unit_init not in ("mean", "random"):
         raise ValueError(f"unit_init must be 'mean' or 'random', got {cfg.unit_init!r}")
@@ -82,15 +73,23 @@ def adapt(
     torch.manual_seed(seed)
     stages = []
     if mode == "scratch":
-        new, stage = scratch(model, view, target, cfg, seed, progress)
+        new, stage = train_scratch(model, view, target, cfg, seed, progress)
         stages.append(stage)
     else:
         new = copy.deepcopy(model)
         rows = register_new_session(new, view, target, stats)
         init_new_rows(new, rows, cfg.unit_init)
-        groups = unit_id_param_groups(new, rows, cfg.lr_unit_id)
-        with only_new_rows_learn(new, rows), frozen_except(new, [p for g in groups for p in g["params"]]):
-            stages.append(fit(new, view, target, groups, "unit-id", **_fit_kwargs(model, cfg, data, seed, progress)))
+        unit_id = _stage(
+            model,
+            cfg,
+            data,
+            seed,
+            name="unit-id",
+            lr=cfg.lr_unit_id,
+            trainable=unit_id_parameters(new, rows),
+            rows=new_rows_only(rows),
+        )
+        stages.append(fit_stage(new, single_session_dataset(view), {view.id: target}, unit_id, progress))
     record = Adaptation(
         session=session.id,
         file=str(session.path),
@@ -136,19 +135,20 @@ def finetune_adapted(
     view = restricted_session(session, data)
     new = copy.deepcopy(model)
     rows = NewRows(new.unit_emb.lookup(session.unit_ids), new.session_emb.lookup([session.id]), [])
-    lr = float(cfg.lr_finetune or float(pretrained_setting(model, "lr", 2e-3)) / 10)
-    groups = finetune_param_groups(new, lr, cfg.lr_finetune_vocab, _weight_decay(model, cfg))
+    finetune = _stage(
+        model,
+        cfg,
+        data,
+        rec.seed + 1,
+        name="finetune",
+        lr=float(cfg.lr_finetune or float(pretrained_setting(model, "lr", 2e-3)) / 10),
+        vocab_lr=cfg.lr_finetune_vocab,
+        weight_decay=_weight_decay(model, cfg),
+        rows=new_rows_only(rows),
+        keep_start=True,  # fine-tuning may keep the unit-id result
+    )
     torch.manual_seed(rec.seed + 1)
-    with only_new_rows_learn(new, rows):
-        stage = fit(
-            new,
-            view,
-            rec.target,
-            groups,
-            "finetune",
-            start_competes=True,
-            **_fit_kwargs(model, cfg, data, rec.seed + 1, progress),
-        )
+    stage = fit_stage(new, single_session_dataset(view), {view.id: rec.target}, finetune, progress)
     new.meta.adaptations[-1] = replace(rec, mode="finetune", stages=[*rec.stages, stage], config=replace(cfg))
     return new.eval()
 
@@ -163,18 +163,23 @@ def _weight_decay(model: POYO, cfg: AdaptConfig) -> float:
     return float(cfg.weight_decay if cfg.weight_decay is not None else pretrained_setting(model, "weight_decay", 1e-4))
 
 
-def _fit_kwargs(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, progress: bool) -> dict:
+def _stage(model: POYO, cfg: AdaptConfig, data: AdaptationData, seed: int, **learns: Any) -> Stage:
+    """A stage of adaptation: `cfg`'s steps, batch, checks and patience, the pretraining run's window settings,
+    evaluation's stride; `learns`: its name and what learns at which rates (spiketok.train.stage.Stage)."""
     unit_dropout = pretrained_setting(model, "unit_dropout", True) if cfg.unit_dropout is None else cfg.unit_dropout
-    return dict(
+    return Stage(
         max_steps=cfg.max_steps if data.valid is not None else cfg.fixed_steps,
         batch_size=cfg.batch_size,
-        eval_every=cfg.eval_every,
+        steps_per_epoch=cfg.eval_every,
         patience=cfg.patience,
-        seed=seed,
-        progress=progress,
+        warmup_steps=10,
+        grad_clip=1.0,
+        eval_stride=default_stride(model),
         unit_dropout=bool(unit_dropout),
         min_units=int(pretrained_setting(model, "min_units", 8)),
         causal=bool(pretrained_setting(model, "causal", False)),
+        seed=seed,
+        **learns,
     )
 
 

@@ -1,17 +1,15 @@
 """Unit identification: learn only a new session's unit and session embeddings, every other weight frozen.
 
-The new rows are appended to the vocabulary tables. Gradients of all other rows are masked to zero
-and the tables have no weight decay, so AdamW leaves the other sessions' rows exactly as they were.
+The new rows are appended to the vocabulary tables. The stage (spiketok.train.stage) masks the gradients of all
+other rows to zero and the tables have no weight decay, so AdamW leaves the other sessions' rows exactly as they were.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..data.session import DataError
 from ..data.storage import StoredSession
@@ -45,45 +43,19 @@ def register_new_session(
     return NewRows(model.unit_emb.lookup(session.unit_ids), model.session_emb.lookup([session.id]), new_tasks)
 
 
-def _row_mask(table: nn.Parameter, rows: torch.Tensor) -> torch.Tensor:
-    mask = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)
-    mask[rows.to(table.device)] = 1.0
-    return mask
+def new_rows_only(rows: NewRows) -> dict[str, tuple[int, ...]]:
+    """The vocabulary rows that may learn (a stage's `rows`): the new session's, in both tables."""
+    return {
+        "unit_emb.weight": tuple(int(r) for r in rows.unit_rows),
+        "session_emb.weight": tuple(int(r) for r in rows.session_rows),
+    }
 
 
-@contextmanager
-def only_new_rows_learn(model: POYO, rows: NewRows):
-    """While active, gradients reach only the new rows of the unit and session tables."""
-    handles = []
-    for table, new in ((model.unit_emb.weight, rows.unit_rows), (model.session_emb.weight, rows.session_rows)):
-        mask = _row_mask(table, new)
-        handles.append(table.register_hook(lambda grad, mask=mask: grad * mask))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def frozen_except(model: POYO, trainable: list[nn.Parameter]):
-    """While active, only `trainable` parameters have requires_grad; restored afterwards."""
-    keep = {id(p) for p in trainable}
-    before = {id(p): p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
-    try:
-        yield
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(before.get(id(p), True))
-
-
-def unit_id_param_groups(model: POYO, rows: NewRows, lr: float) -> list[dict]:
-    """The vocabulary tables (only new rows get gradients) and any new readout, at `lr`, no weight decay."""
-    params = [model.unit_emb.weight, model.session_emb.weight]
-    params += [p for t in rows.new_tasks for p in model.readouts[t].parameters()]
-    return [{"params": params, "lr": lr, "weight_decay": 0.0}]
+def unit_id_parameters(model: POYO, rows: NewRows) -> tuple[str, ...]:
+    """The parameters unit identification trains (a stage's `trainable`): the vocabulary tables (only their new
+    rows get gradients) and the readout of a task new to the model."""
+    readouts = [f"readouts.{t}.{name}" for t in rows.new_tasks for name, _ in model.readouts[t].named_parameters()]
+    return ("unit_emb.weight", "session_emb.weight", *readouts)
 
 
 def init_new_rows(model: POYO, rows: NewRows, units: str = "mean") -> None:

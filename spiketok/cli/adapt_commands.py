@@ -57,8 +57,8 @@ def adapt(
     From 20 trials (10 s) up, the last 20% are held out for early stopping; below that, a fixed
     number of steps on all of them. The new checkpoint loads, evaluates and predicts like any other.
     """
+    from ..adapt.files import adapt_file
     from ..adapt.run import MODES
-    from ..train.adaptation import adapt_file
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -143,8 +143,8 @@ def fewshot(
 ) -> None:
     """Few-shot study: R² on the new session's test split after unit-id, finetune and scratch with N trials."""
     from ..adapt.fewshot import summarise
+    from ..adapt.files import fewshot_files
     from ..adapt.run import MODES
-    from ..train.adaptation import fewshot_files
 
     counts = _parse_counts(trials)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]

@@ -82,7 +82,7 @@ def train(
     A checkpoint is written at the end of every epoch (steps_per_epoch steps) and on SIGTERM or
     Ctrl-C; `--resume` continues from the last one.
     """
-    from ..train.pipeline import launched_as_rank_zero, train_sessions
+    from ..adapt.pipeline import launched_as_rank_zero, train_sessions
     from ..train.run import TrainingInterrupted
 
     dev = parse_devices(devices, accelerator)  # more than the machine has: refused, not 99 processes started
@@ -307,7 +307,7 @@ def demo(
     """
     if adapt:
         return _demo_adapt(out, trials, steps, seed, progress)
-    from ..train.demo import run_demo
+    from ..adapt.demo import run_demo
 
     res = run_demo(out, minutes, steps, sessions, duration, seed, progress, on_stage=console.rule)
     console.print(f"{len(res.sessions)} simulated sessions in {out / 'data'}")
@@ -325,12 +325,11 @@ def demo(
 
 
 def _demo_adapt(out: Path, trials: int, steps: int, seed: int, progress: bool) -> None:
-    from ..adapt.demo import DEMO_MODEL
-    from ..train.demo import run_adapt_demo
+    from ..adapt.demo import DEMO_MODEL, adapt_demo
 
     t0 = time.monotonic()
     console.rule(f"adapt {DEMO_MODEL} to a new simulated session with {trials} trials")
-    res = run_adapt_demo(out, trials, steps, seed, progress)
+    res = adapt_demo(out, n_trials=trials, seed=seed, scratch_max_steps=steps, progress=progress)
     score = {r.mode: r for r in res.runs}
     for mode, r in score.items():
         console.print(f"  {mode:8s}: R² {r.r2:.3f} on the test split ({r.steps} steps, {r.seconds:.0f} s)")

@@ -1,4 +1,5 @@
-"""The Lightning callbacks of a training run: time budget, save on interrupt, final checkpoint, EMA, sampler epoch."""
+"""The Lightning callbacks of a training run: time budget, save on interrupt, final checkpoint, EMA, sampler epoch,
+and a stage's early stopping with its best weights kept in memory."""
 
 from __future__ import annotations
 
@@ -138,3 +139,36 @@ class DebugRecord(Callback):
             {"global_step": int(trainer.global_step), "world_size": int(trainer.world_size), "state_dict": state},
             self.folder / f"final_weights_rank{trainer.global_rank}.pt",
         )
+
+
+class KeepBest(Callback):
+    """Early stopping on val_loss (lower by `min_delta`), the learning parameters' best weights kept in memory and
+    put back at the end; a check before training (`trainer.validate`) makes the starting weights compete."""
+
+    def __init__(self, patience: int | None, min_delta: float = 1e-4):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_step, self.bad, self.stopped = float("inf"), 0, 0, False
+        self._state: list[tuple[torch.nn.Parameter, torch.Tensor]] | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        loss = float(trainer.callback_metrics["val_loss"])
+        if loss < self.best - self.min_delta:
+            self.best, self.best_step, self.bad = loss, int(trainer.global_step), 0
+            self._state = [(p, p.detach().clone()) for p in pl_module.parameters() if p.requires_grad]
+        elif trainer.state.fn == "fit":  # not the check before training
+            self.bad += 1
+            if self.patience is not None and self.bad >= self.patience:
+                trainer.should_stop = self.stopped = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._state is not None:
+            with torch.no_grad():
+                for p, saved in self._state:
+                    p.copy_(saved)
+
+    @property
+    def best_loss(self) -> float | None:
+        """The best validation loss (None: no check ran)."""
+        return None if self._state is None else self.best

@@ -13,8 +13,9 @@ from ..data.windows import WindowSpec, causal_windows, sliding_windows
 from ..model.normalize import target_stats  # noqa: F401  (also imported from here)
 from ..model.poyo import POYO
 from ..schema import TrainConfig
-from ..tokenize import collate
-from ..tokenize.dataset import WindowDataset  # noqa: F401  (also imported from here)
+from ..tokenize import Batch, collate
+from ..tokenize.dataset import WindowDataset, causal_window  # noqa: F401  (also imported from here)
+from .stage import Stage
 
 
 def choose_target(session: StoredSession, target: str | None) -> str:
@@ -56,7 +57,8 @@ def unscored_validation(data: SessionDataset, targets: dict[str, str]) -> list[s
 def eval_windows(
     data: SessionDataset, split: str, window: float, stride: float, causal: bool = False
 ) -> list[WindowSpec]:
-    """Sliding (or causal) windows over a split of every session."""
+    """Sliding (or causal) windows over a split of every session: the validation windows of `train` and of every
+    adaptation stage."""
     make = causal_windows if causal else sliding_windows
     specs: list[WindowSpec] = []
     for s in data:
@@ -66,12 +68,16 @@ def eval_windows(
     return specs
 
 
+def _as_is(batch: Batch) -> Batch:
+    return batch
+
+
 def _batches(specs: list[WindowSpec], batch_size: int) -> list[list[WindowSpec]]:
     return [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
 
 
-def train_sampler(data: SessionDataset, window: float, cfg: TrainConfig) -> RandomWindowBatchSampler:
-    """The sampler of training windows a run with config `cfg` uses (train split of every session)."""
+def train_sampler(data: SessionDataset, window: float, cfg: TrainConfig | Stage) -> RandomWindowBatchSampler:
+    """The sampler of training windows a run (or stage) with config `cfg` uses (train split of every session)."""
     rates = {s.id: s.n_spikes / max(s.duration, 1e-9) + 2 * s.n_units for s in data}
     intervals = {s.id: s.splits["train"] for s in data}
     return RandomWindowBatchSampler(
@@ -116,19 +122,42 @@ class ResumableLoader(DataLoader):
 
 
 class WindowDataModule(L.LightningDataModule):
-    """Training batches of random windows; validation batches of sliding windows on the valid split."""
+    """Training batches of random windows; validation batches of sliding windows on the valid split.
 
-    def __init__(self, train_set: WindowDataset, val_set: WindowDataset, cfg: TrainConfig):
+    `keep_valid`: the validation batches are collated once and kept (a short stage validates often on few windows).
+    """
+
+    def __init__(self, train_set: WindowDataset, val_set: WindowDataset, stage: Stage, keep_valid: bool = False):
         super().__init__()
-        self.train_set, self.val_set, self.cfg = train_set, val_set, cfg
+        self.train_set, self.val_set, self.stage = train_set, val_set, stage
         window = train_set.tokenizer.window
-        self.train_sampler = train_sampler(train_set.data, window, cfg)
-        val_specs = eval_windows(val_set.data, "valid", window, cfg.eval_stride, causal=cfg.causal)
-        self.val_batches = _batches(val_specs, int(cfg.batch_size))
+        self.train_sampler = train_sampler(train_set.data, window, stage)
+        val_specs = eval_windows(val_set.data, "valid", window, stage.eval_stride, causal=stage.causal)
+        self.val_batches = _batches(val_specs, stage.batch_size)
+        self._kept: list[Batch] | None = None
+        if keep_valid:
+            self._kept = [collate([val_set[s] for s in specs]) for specs in self.val_batches]
         self._train_loader: ResumableLoader | None = None
 
+    @classmethod
+    def for_model(
+        cls, model: POYO, data: SessionDataset, targets: dict[str, str], stage: Stage, keep_valid: bool = False
+    ) -> WindowDataModule:
+        """The batches a stage trains and validates `model` on (unit dropout on the training windows only)."""
+        train_set = WindowDataset.for_model(
+            model,
+            data,
+            targets,
+            unit_dropout=stage.unit_dropout,
+            min_units=stage.min_units,
+            causal=stage.causal,
+            seed=stage.seed,
+        )
+        val_set = WindowDataset.for_model(model, data, targets, causal=stage.causal)
+        return cls(train_set, val_set, stage, keep_valid)
+
     def _workers(self) -> dict:
-        workers = self.cfg.num_workers
+        workers = self.stage.num_workers
         return {"collate_fn": collate, "num_workers": workers, "persistent_workers": workers > 0}
 
     def train_dataloader(self) -> DataLoader:
@@ -137,6 +166,8 @@ class WindowDataModule(L.LightningDataModule):
         return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
+        if self._kept is not None:  # batches already collated: handed out as they are
+            return DataLoader(self._kept, batch_size=None, collate_fn=_as_is)
         batches = self.val_batches
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1

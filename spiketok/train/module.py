@@ -1,4 +1,4 @@
-"""The Lightning module: weighted MSE on normalised targets, AdamW with warm-up and cosine decay."""
+"""The Lightning module: weighted MSE on normalised targets, AdamW with warm-up and cosine decay (one stage)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,37 @@ from ..model.objective import warmup_cosine, weighted_mse
 from ..model.poyo import POYO
 from ..schema import TrainConfig
 from ..tokenize import Batch
+from .stage import Stage, param_groups
 
 
 class POYOModule(L.LightningModule):
-    """Trains a POYO model; `hparams` (plain data, in every checkpoint) hold everything needed to rebuild it
-    (see checkpoint.model_from_checkpoint)."""
+    """Trains a POYO model through one `stage`; a `train` run's `hparams` (plain data, in every checkpoint) hold
+    everything needed to rebuild it (see checkpoint.model_from_checkpoint)."""
 
-    def __init__(self, model: POYO, train_config: TrainConfig, extra: dict | None = None):
+    def __init__(
+        self, model: POYO, stage: Stage, train_config: TrainConfig | None = None, extra: dict | None = None
+    ) -> None:
         super().__init__()
-        self.model = model
-        self.save_hyperparameters(
-            {
-                "model": model.config.to_dict(),
-                "tasks": {t: model.readouts[t].out_features for t in model.task_names},
-                "train": train_config.to_dict(),
-                **(extra or {}),
-            }
-        )
-        self.cfg = train_config
+        self.model, self.stage = model, stage
+        if train_config is not None:
+            self.save_hyperparameters(
+                {
+                    "model": model.config.to_dict(),
+                    "tasks": {t: model.readouts[t].out_features for t in model.task_names},
+                    "train": train_config.to_dict(),
+                    **(extra or {}),
+                }
+            )
         self._val_sums: torch.Tensor | None = None  # (4, n_sessions, D) sums of the running validation epoch
+        self._val_loss: torch.Tensor | None = None  # (2,): sum of loss x sample weight, sum of sample weight
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pred = self.model(batch)
         target, dim_mask = normalised_targets(self.model, batch)
         return weighted_mse(pred, target, batch.output_weights, dim_mask), pred, target
+
+    def on_train_start(self) -> None:
+        self.model.train()  # a loaded model is in eval mode; Lightning keeps the mode it finds
 
     def training_step(self, batch: Batch, batch_idx: int):
         loss, _, _ = self._loss(batch)
@@ -45,7 +52,8 @@ class POYOModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int):
         loss, pred, target = self._loss(batch)
         w = batch.output_weights
-        self.log("val_loss", loss, prog_bar=True, batch_size=int(w.shape[0]), sync_dist=True)
+        weighted = torch.stack([loss.detach().float() * w.sum(), w.sum().float()])
+        self._val_loss = weighted if self._val_loss is None else self._val_loss + weighted
         # per session and output dim: n, sum y, sum y^2, sum err^2 over samples with weight > 0 (for val_r2)
         scored = (w > 0) & batch.output_mask
         sessions = batch.output_sessions[scored]
@@ -57,10 +65,14 @@ class POYOModule(L.LightningModule):
         self._val_sums.index_add_(1, sessions, stats)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = None
+        self._val_sums, self._val_loss = None, None
 
     def on_validation_epoch_end(self) -> None:
-        """val_r2: R² of the validation windows (normalised targets), per session and dim, then averaged."""
+        """val_loss: the loss of all validation windows, each weighted by its samples' weights; val_r2: R² of the
+        validation windows (normalised targets), per session and dim, then averaged."""
+        if self._val_loss is not None:
+            total, weight = self.trainer.strategy.reduce(self._val_loss, reduce_op="sum")
+            self.log("val_loss", total / weight.clamp(min=1e-8), prog_bar=True)
         if self._val_sums is None:  # no validation window held a scored sample
             self.log("val_r2", float("nan"))
             return
@@ -73,19 +85,7 @@ class POYOModule(L.LightningModule):
         self.log("val_r2", r2, prog_bar=True)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "emb" in name or "norm" in name else decay).append(p)
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": float(self.cfg.weight_decay)},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=float(self.cfg.lr),
-            betas=(0.9, 0.98),
-        )
-        total, warmup = int(self.cfg.max_steps), int(self.cfg.warmup_steps)
+        opt = torch.optim.AdamW(param_groups(self.model, self.stage), lr=self.stage.lr, betas=(0.9, 0.98))
+        total, warmup = self.stage.max_steps, self.stage.warmup_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -33,7 +33,8 @@ from .callbacks import (
 )
 from .checkpoint import AtomicCheckpointIO, convert_checkpoint, read_pickled_checkpoint
 from .csvlog import merge_csv_log, stash_csv_log
-from .data import WindowDataModule, WindowDataset, choose_target, register_sessions, unscored_validation
+from .data import WindowDataModule, choose_target, register_sessions, unscored_validation
+from .loop import lightning_trainer
 from .module import POYOModule
 from .recipe import (
     PILOT_FRACTION,
@@ -46,6 +47,7 @@ from .recipe import (
     window_candidates,
     window_settings,
 )
+from .stage import Stage
 
 DEBUG_ENV = "SPIKETOK_DEBUG_DIR"  # folder: windows each rank draws, each rank's final weights (for tests)
 
@@ -166,7 +168,7 @@ def train(
 
     resume=True continues from run_dir/checkpoints/last.ckpt (written at every epoch end and on
     SIGTERM / Ctrl-C, which raise TrainingInterrupted after saving). Several devices or nodes run DDP.
-    `init`: start from this model (its size and window; see spiketok.train.transfer) instead of a fresh one.
+    `init`: start from this model (its size and window; see spiketok.adapt.transfer) instead of a fresh one.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -191,18 +193,11 @@ def train(
             stash_csv_log(run_dir, step)
             for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # from a process killed while saving
                 partial.unlink(missing_ok=True)
-    module = POYOModule(model, cfg, extra={"targets": targets, "splits": _split_spec(data), "recipe": recipe.to_dict()})
-    train_set = WindowDataset.for_model(
-        model,
-        data,
-        targets,
-        unit_dropout=cfg.unit_dropout,
-        min_units=cfg.min_units,
-        causal=cfg.causal,
-        seed=cfg.seed,
-    )
-    val_set = WindowDataset.for_model(model, data, targets, causal=cfg.causal)
-    dm = WindowDataModule(train_set, val_set, cfg)
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    stage = Stage.of(cfg, gpu)
+    extra = {"targets": targets, "splits": _split_spec(data), "recipe": recipe.to_dict()}
+    module = POYOModule(model, stage, cfg, extra)
+    dm = WindowDataModule.for_model(model, data, targets, stage)
     window = model.config.window
     spikes_per_window = sum(s.n_spikes for s in data) / max(sum(s.duration for s in data), 1e-9) * window
     if spikes_per_window < 30 and "model.window" not in recipe.settings:  # a window the user set
@@ -217,8 +212,6 @@ def train(
             "out, e.g. by prepare --keep-moving), so it adds nothing to val_loss and cannot guide the "
             "choice of the best checkpoint; prepare it again with another --split-seed"
         )
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    precision = cfg.precision if cfg.precision != "auto" else "bf16-mixed" if gpu else "32-true"
     # best by validation R² (becomes model.ckpt), and last.ckpt rewritten every epoch (for --resume)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -265,24 +258,16 @@ def train(
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     strategy = _strategy(strategy, len(model.task_names), n_processes)
-    trainer = L.Trainer(
+    trainer = lightning_trainer(
+        stage,
+        callbacks,
+        progress,
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
-        precision=precision,
         strategy=strategy,
-        max_steps=int(cfg.max_steps),
-        gradient_clip_val=cfg.grad_clip,
-        callbacks=callbacks,
         logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
         plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        log_every_n_steps=max(1, min(10, int(cfg.steps_per_epoch))),
-        check_val_every_n_epoch=1,
-        num_sanity_val_steps=0,
-        deterministic=False,
         default_root_dir=run_dir,
     )
     t0 = time.monotonic()

@@ -15,7 +15,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ..data.storage import SessionDataset
 from ..errors import SpiketokError
 from ..schema import TrainConfig
 from .config import load_config
+from .loop import quiet
 from .recipe import MAX_CHECK_STEPS, is_auto
 from .run import TrainingInterrupted, train
 from .tune_report import TrialRow, format_values, plot_search, root_preset, write_best_yaml, write_summary
@@ -88,21 +88,6 @@ class TuneResult:
     rows: list[TrialRow]  # every trial of the study, this run's and earlier runs'
     new_trials: int  # trials this run added
     seconds: float
-
-
-@contextmanager
-def _quiet():
-    """Silence Lightning's INFO lines and Optuna's logs (one progress line per trial replaces them; a failed
-    trial's error is in its line, trials.json and the study)."""
-    names = ("lightning.pytorch", "lightning.fabric", "optuna")
-    levels = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR if n == "optuna" else logging.WARNING)
-    try:
-        yield
-    finally:
-        for n, level in levels.items():
-            logging.getLogger(n).setLevel(level)
 
 
 def _spec(data: SessionDataset, base: TrainConfig) -> dict:
@@ -194,7 +179,7 @@ def tune(
     preset = root_preset(config)
     share = budget_minutes * 60 / (trials or DEFAULT_SHARES)
     deadline = t0 + budget_minutes * 60
-    with _quiet():
+    with quiet({"optuna": logging.ERROR}):  # one progress line per trial replaces the logs
         # never at the first validation ("auto": every 10-100 steps, chosen per trial by the recipe)
         warmup = (MAX_CHECK_STEPS if is_auto(base.steps_per_epoch) else int(base.steps_per_epoch)) + 1
         if not is_auto(base.max_steps):  # nor before a fifth of the run ("auto": chosen per trial by the recipe)

@@ -24,14 +24,14 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..adapt.run import AdaptConfig, adapt
 from ..data.atomic import atomic_write
 from ..data.storage import SessionDataset
 from ..model.file import build_model, load_model_file, read_model_file, save_model, save_model_file
 from ..model.poyo import POYO
-from ..schema import ModelSettings, TrainConfig
-from .recipe import RecipeChoice, is_auto
-from .run import TrainResult, train
+from ..schema import AdaptConfig, ModelSettings, TrainConfig
+from ..train.recipe import RecipeChoice, is_auto
+from ..train.run import TrainResult, train
+from .run import adapt
 
 LR_FACTORS = (0.1, 1.0)  # fine-tuning lr / cfg lr compared when init_lr_factor is auto
 CHOICE_FILE = "finetune.json"  # in the run folder: each factor's best validation R² and the one kept

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapt.data import as_session
-from ..adapt.fewshot import FewShotRun, few_shot_study, plot_study, write_csv
-from ..adapt.run import AdaptConfig, adapt
 from ..data.storage import StoredSession
 from ..errors import UserError
 from ..evaluate.decode import decode_split
 from ..model.file import load_model_file, save_model
 from ..model.meta import Adaptation
 from ..model.poyo import POYO
-from .scratch import train_scratch
+from .data import as_session
+from .fewshot import FewShotRun, few_shot_study, plot_study, write_csv
+from .run import AdaptConfig, adapt
 
 PICKS = ("first", "random")
 
@@ -64,7 +63,7 @@ def adapt_file(
     """Adapt the model in `checkpoint` to the prepared session in `session` (`adapt_kw`: mode, n_trials, seconds,
     target, seed; see spiketok.adapt), write it to `out`, and score it on the session's test split."""
     config, model, s = _inputs(checkpoint, session, overrides, pick)
-    adapted = adapt(model, s, pick=pick, config=config, scratch=train_scratch, **adapt_kw)
+    adapted = adapt(model, s, pick=pick, config=config, **adapt_kw)
     save_model(adapted, out)
     record = adapted.meta.adaptations[-1]
     scored = evaluate and "test" in s.splits
@@ -92,9 +91,7 @@ def fewshot_files(
         done.append(run)
         write_csv(done, out)
 
-    runs = few_shot_study(
-        model, s, counts, seeds, list(modes), target, pick, config, on_run=save_progress, scratch=train_scratch
-    )
+    runs = few_shot_study(model, s, counts, seeds, list(modes), target, pick, config, on_run=save_progress)
     tables = write_csv(runs, out)
     plot = plot_study(runs, Path(out) / "fewshot.png", title=f"few-shot adaptation to {s.id} ({seeds} seed(s))")
     return FewShotStudy(runs, s, tables, plot)

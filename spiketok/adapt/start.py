@@ -23,9 +23,9 @@ from ..errors import RunFolderError
 from ..model.file import build_model, load_model_file, read_model_file, save_model_file
 from ..model.pretrained import DEFAULT, PREFIX, available
 from ..schema import TrainConfig
-from .config import load_config
-from .recipe import RecipeChoice, is_auto
-from .run import TrainResult, train
+from ..train.config import load_config
+from ..train.recipe import RecipeChoice, is_auto
+from ..train.run import TrainResult, train
 from .transfer import train_from_pretrained
 
 ARMS = ("scratch", "pretrained")  # sub-folders of the run folder under init: auto

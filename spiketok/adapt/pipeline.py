@@ -16,9 +16,9 @@ from pathlib import Path
 from ..data.storage import SessionDataset
 from ..errors import SpiketokError, UserError
 from ..model.file import load_model_file
-from .config import load_config
-from .ensemble import train_members
-from .run import TrainResult
+from ..train.config import load_config
+from ..train.ensemble import train_members
+from ..train.run import TrainResult
 from .start import train_with_start
 from .transfer import lr_factors, unit_id_restarts
 

@@ -1,8 +1,6 @@
 """The scratch arm of adaptation: a fresh model of a pretrained model's size, trained on the adaptation data alone.
 
-It trains through `train` (Lightning), so it lives here, and callers hand it to the adaptation layer:
-`spiketok.adapt.adapt(model, session, mode="scratch", scratch=train_scratch)`, as `spiketok adapt` and
-`spiketok fewshot` do.
+It trains through `train`, as `spiketok train` would; `adapt(mode="scratch")` and the few-shot study call it.
 """
 
 from __future__ import annotations
@@ -11,15 +9,14 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from ..adapt.data import single_session_dataset
-from ..adapt.loop import StageResult
-from ..adapt.run import AdaptConfig
 from ..data.storage import StoredSession
 from ..model.file import load_model_file
+from ..model.meta import StageResult
 from ..model.poyo import POYO
-from ..schema import ModelSettings
-from .config import load_config
-from .run import train
+from ..schema import AdaptConfig, ModelSettings
+from ..train.config import load_config
+from ..train.run import train
+from .data import single_session_dataset
 
 
 def train_scratch(
