@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .model.config import SIZES, ModelConfig
+from .model.config import BACKBONES, SIZES, ModelConfig
 from .tokenize.tokenizer import LATENT_GRIDS
 
 AUTO = "auto"
@@ -132,6 +132,7 @@ MODEL_RULES: dict[str, Rule] = {
     "t_max": POSITIVE,
     "window": Rule(float, low=0, low_open=True, auto=True),
     "latent_grid": Rule(str, choices=LATENT_GRIDS),
+    "backbone": Rule(str, choices=BACKBONES),
 }
 assert set(MODEL_RULES) == {f.name for f in fields(ModelConfig)} | {"size"}, "MODEL_RULES must follow ModelConfig"
 

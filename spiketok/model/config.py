@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 from ..tokenize.tokenizer import LATENT_GRIDS, is_multiple
 
+BACKBONES = ("perceiver", "recurrent")
+
 
 @dataclass
 class ModelConfig:
@@ -27,8 +29,14 @@ class ModelConfig:
     # "absolute" = on the session clock's grid (k + 0.5) * step, so a latent's score with a spike never
     # changes while both are in the window (what the incremental StreamingDecoder needs)
     latent_grid: str = "window"
+    # "perceiver": POYO (latents of the whole window, self-attention, output queries over them);
+    # "recurrent": POSSM-like (spiketok.model.recurrent): each latent step is a chunk whose latents read its
+    # spikes, then a GRU state is updated once per chunk and read out (depth = self-attention blocks per chunk)
+    backbone: str = "perceiver"
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone={self.backbone!r}: use one of {list(BACKBONES)}")
         if self.latent_grid not in LATENT_GRIDS:
             raise ValueError(f"latent_grid={self.latent_grid!r}: use one of {list(LATENT_GRIDS)}")
         if self.latent_grid == "absolute" and not is_multiple(self.window, self.latent_step):
@@ -58,6 +66,15 @@ SIZES: dict[str, ModelConfig] = {
     ),
     "poyo-11.8M": ModelConfig(
         dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64
+    ),
+    # recurrent (POSSM-like): 50 ms chunks, a GRU state of `dim`; see spiketok.model.recurrent
+    "possm-tiny": ModelConfig(
+        dim=64, depth=1, num_latents_per_step=4, latent_step=0.05, cross_heads=2, self_heads=2, head_dim=32,
+        backbone="recurrent",
+    ),
+    "possm-1.3M": ModelConfig(
+        dim=128, depth=1, num_latents_per_step=8, latent_step=0.05, cross_heads=4, self_heads=8, head_dim=32,
+        backbone="recurrent",
     ),
 }
 

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..data.session import DataError
 from ..data.storage import SessionDataset
 from ..model.config import model_config
+from ..model.family import new_model
 from ..model.poyo import POYO
 from .callbacks import (
     DebugRecord,
@@ -181,7 +182,7 @@ def _start_score(run_dir: Path) -> float | None:
 
 def build_model(cfg: dict, data: SessionDataset, init: POYO | None = None) -> tuple[POYO, dict[str, str]]:
     """A fresh model for the config (or `init`), registered with every session of `data`."""
-    model = init if init is not None else POYO(model_config(cfg["model"]))
+    model = init if init is not None else new_model(model_config(cfg["model"]))
     targets = register_sessions(model, data, cfg.get("target"))
     return model, targets
 
