@@ -69,11 +69,23 @@ SIZES: dict[str, ModelConfig] = {
     ),
     # recurrent (POSSM-like): 50 ms chunks, a GRU state of `dim`; see spiketok.model.recurrent
     "possm-tiny": ModelConfig(
-        dim=64, depth=1, num_latents_per_step=4, latent_step=0.05, cross_heads=2, self_heads=2, head_dim=32,
+        dim=64,
+        depth=1,
+        num_latents_per_step=4,
+        latent_step=0.05,
+        cross_heads=2,
+        self_heads=2,
+        head_dim=32,
         backbone="recurrent",
     ),
     "possm-1.3M": ModelConfig(
-        dim=128, depth=1, num_latents_per_step=8, latent_step=0.05, cross_heads=4, self_heads=8, head_dim=32,
+        dim=128,
+        depth=1,
+        num_latents_per_step=8,
+        latent_step=0.05,
+        cross_heads=4,
+        self_heads=8,
+        head_dim=32,
         backbone="recurrent",
     ),
 }

@@ -13,9 +13,9 @@ import torch
 
 from ..data.atomic import atomic_write
 from .config import ModelConfig
+from .family import new_model
 from .meta import ModelFileError, ModelFileMeta
 from .meta_checks import check_meta
-from .family import new_model
 from .poyo import POYO
 
 FORMAT = "spiketok-model"

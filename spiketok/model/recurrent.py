@@ -150,7 +150,9 @@ class RecurrentPOYO(RecurrentStages, POYO):
 
     def chunk_rotations(self) -> LatentRotations | None:
         """The self-attention blocks' rotations of one chunk's latents, all at one time (relative time 0)."""
-        times = torch.zeros(1, self.config.num_latents_per_step, dtype=torch.float64, device=self.latent_emb.weight.device)
+        times = torch.zeros(
+            1, self.config.num_latents_per_step, dtype=torch.float64, device=self.latent_emb.weight.device
+        )
         return self.processor_rotations(self.rotary(times))
 
     def forward(self, batch: Batch) -> torch.Tensor:

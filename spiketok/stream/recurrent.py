@@ -1,0 +1,148 @@
+"""Streaming with a recurrent model (spiketok.model.recurrent): a decode costs a chunk, not a window.
+
+The stream is cut into chunks of `latent_step` seconds on the session clock (k * step, from the chunk of the
+first spike or decode). A pushed spike is only stored (its unit and time); when a decode at t finds that chunks
+have ended at or before t, each of them is run once: its spikes' keys and values (a row of the unit's kept
+encoder table, rotated by the time from the chunk's start), the chunk's latents reading them, one GRU update,
+and the readout of the new state, kept. A decode between chunk ends returns the kept prediction: the model reads
+the state of the last chunk that ended at or before t, as `RecurrentPOYO.forward` does offline. Nothing grows
+with the time streamed: the state is one vector, the spikes of finished chunks are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..model.normalize import unnormalise
+from ..model.precision import with_precision
+from ..model.recurrent import BOUNDARY_TOLERANCE, RecurrentPOYO
+from ..model.rotary import rotate
+from ..tokenize import TokenType
+from .packets import PacketRules, StreamOrderError
+
+__all__ = ["RecurrentStreamingDecoder"]
+
+
+class RecurrentStreamingDecoder(PacketRules):
+    """Decode one session's behaviour from a live spike stream with a trained RecurrentPOYO.
+
+    decoder = RecurrentStreamingDecoder(model, "session_id")
+    decoder.push(unit_ids, times)      # as packets arrive, in time order
+    y = decoder.decode(t)              # (D,) behaviour at t, original units: the state of the last chunk ended <= t
+
+    Arguments as StreamingDecoder's (session_id, target, unit_ids, late, precision). The state starts at the
+    model's initial state at the start of the chunk of the first spike pushed or decode time (`reset(start=)`
+    sets it instead); the model was trained on windows of `window` s, each from its initial state, so a replay
+    warms up over one window. For the lowest latency run with `torch.set_num_threads(1)`; not thread-safe.
+    """
+
+    def __init__(
+        self,
+        model: RecurrentPOYO,
+        session_id: str,
+        target: str | None = None,
+        unit_ids: Sequence[str] | None = None,
+        late: str = "raise",
+        precision: str = "float32",
+    ):
+        if late not in ("raise", "drop"):
+            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        model = with_precision(model, precision)  # the model itself for float32; else a copy
+        self.model, self.session_id, self.late = model.eval(), session_id, late
+        c = model.config
+        self.window, self.step = float(c.window), float(c.latent_step)
+        sess_row, rows = self._bind_session(model, unit_ids, target)
+        self.device = next(model.parameters()).device
+        with torch.inference_mode():
+            self._precompute(rows.to(self.device), sess_row)
+        self.reset()
+
+    def _precompute(self, rows: torch.Tensor, sess_row: int) -> None:
+        """What every chunk shares: the units' spike keys/values, the latents and their rotated queries."""
+        m, L = self.model, self.model.config.num_latents_per_step
+        self._kv_spike = m.pair_kv(m.unit_emb.weight[rows], torch.full_like(rows, int(TokenType.SPIKE)))
+        self._lat = m.latent_emb(torch.arange(L, device=self.device))[None]  # (1, L, dim)
+        centre = torch.full((1, L), self.step / 2, dtype=torch.float64, device=self.device)
+        self._rot = m.rotary(centre)  # (1, L, 1, d/2): the latents sit at the chunk's centre
+        self._q = rotate(m.encoder.query(self._lat), self._rot)  # (1, L, H, d)
+        self._proc_rot = m.chunk_rotations()
+        self._query = m.session_emb.weight[sess_row].reshape(1, -1)  # (1, dim) the output query
+        mean, std = m.normalizer.get(self.session_id, self.target)
+        self._mean, self._std = mean.to(self.device), std.to(self.device)
+        self._readout = m.readouts[self.target]
+
+    def reset(self, start: float | None = None) -> None:
+        """Forget spikes, state and decode times; the state restarts at `start` (session time, s; default: the
+        start of the chunk of the next spike or decode)."""
+        self._times, self._units = np.zeros(0, np.float64), np.zeros(0, np.int64)
+        self._origin = None if start is None else float(start)  # the first chunk's start
+        self.n_chunks = 0  # chunks run since the reset: the next starts at origin + n_chunks * step
+        self._last_time = self._last_decode = -np.inf
+        self.n_late = 0
+        with torch.inference_mode():
+            self._state = self.model.state_init.reshape(1, 1, -1).clone()  # (1, 1, dim)
+            self._pred = self._read()
+
+    @property
+    def n_buffered(self) -> int:
+        """Spikes held: those of chunks not yet run."""
+        return len(self._times)
+
+    def _anchor(self, t: float) -> None:
+        """Start the chunks at the start of the chunk (k * step) holding t, unless they have started."""
+        if self._origin is None:
+            self._origin = math.floor(t / self.step) * self.step
+
+    @torch.inference_mode()
+    def push(self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray) -> int:
+        """Add a packet of spikes (local indices or string ids, times in s); the ordering rules of
+        StreamingDecoder. Returns how many were added."""
+        packet = self._checked_packet(unit_ids, times)
+        if packet is None:
+            return 0
+        units, times = packet
+        self._anchor(float(times[0]))
+        self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
+        self._last_time = float(times[-1])
+        return len(times)
+
+    @torch.inference_mode()
+    def decode(self, t: float) -> np.ndarray:
+        """Behaviour (D,) at time t in original units: the state after the last chunk that ended at or before t."""
+        return unnormalise(self.decode_normalised(t), self._mean, self._std).cpu().numpy()
+
+    @torch.inference_mode()
+    def decode_normalised(self, t: float) -> torch.Tensor:
+        """The model's raw (normalised) output (D,) at time t; runs the chunks that ended since the last decode."""
+        t = float(t)
+        if t < self._last_decode:
+            raise StreamOrderError(
+                f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s; "
+                "decode times must not decrease (call reset() to start over)"
+            )
+        self._anchor(t)
+        while self._origin + self.step * (self.n_chunks + 1 - BOUNDARY_TOLERANCE) <= t:
+            self._run_chunk()
+        self._last_decode = t
+        return self._pred
+
+    def _run_chunk(self) -> None:
+        """One chunk from the buffered spikes before its end: encoder, GRU update, the new state's readout."""
+        m, start = self.model, self._origin + self.n_chunks * self.step
+        n = int(np.searchsorted(self._times, start + self.step, side="left"))
+        units, times = torch.from_numpy(self._units[:n]), torch.from_numpy(self._times[:n] - start)
+        self._times, self._units = self._times[n:], self._units[n:]
+        k, v = m.encoder.attn.rotate_kv(self._kv_spike[units][None], m.rotary(times[None]))  # (1, n, H, d) each
+        latents = m.encode_chunks(self._lat, self._q, k, v, self._rot)  # (1, L, dim)
+        x = m.chunk_input(latents, self._proc_rot)  # (1, L * dim)
+        self._state = m.update(x[:, None], self._state)[1]  # (1, 1, dim)
+        self._pred = self._read()
+        self.n_chunks += 1
+
+    def _read(self) -> torch.Tensor:
+        """The normalised prediction (D,) of the current state."""
+        return self._readout(self.model.read(self._query, self._state[0]))[0].float()
