@@ -46,7 +46,11 @@ class ModelConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; `backbone` only when not the default, so a perceiver's model file reads as before."""
+        d = asdict(self)
+        if d["backbone"] == "perceiver":
+            del d["backbone"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:

@@ -28,10 +28,17 @@ from ..tokenize.batch import Batch
 from .attention import FeedForward, LatentRotations
 from .config import ModelConfig
 from .poyo import POYO
-from .rotary import Rotation
+from .rotary import RealRotation, RotaryTimeEmbedding, Rotation
 from .stages import PoyoStages
 
 BOUNDARY_TOLERANCE = 1e-6  # of a chunk: an output query this close before a chunk's end reads that chunk's state
+
+
+def first_time(rot: Rotation) -> Rotation:
+    """The rotations (N, 1, 1, d/2) of the first of n times in rot (N, n, 1, d/2), complex or real."""
+    if isinstance(rot, RealRotation):
+        return RealRotation(rot.cos[:, :1], rot.sin[:, :1])
+    return rot[:, :1]
 
 
 class StateReadout(nn.Module):
@@ -77,6 +84,7 @@ class RecurrentStages(PoyoStages):
     """The recurrent model's stages over explicit inputs, for a module holding its blocks under the model's names
     (RecurrentPOYO itself, or an export graph sharing them). The encoder and self-attention blocks are POYO's."""
 
+    rotary: RotaryTimeEmbedding
     chunk_token: nn.Parameter
     state_init: nn.Parameter
     norm_chunk: nn.LayerNorm
@@ -103,13 +111,20 @@ class RecurrentStages(PoyoStages):
         rot (N or 1, L, 1, d/2) over rotated k, v (N, m, H, d) (mask (N, m), True = a spike; None: all are) and
         the chunk token, at the latents' time."""
         n = latents.shape[0]
-        k_tok, v_tok = self.chunk_token_kv(rot[:, :1], n)  # (N, 1, H, d): the chunk token at the latents' time
+        k_tok, v_tok = self.chunk_token_kv(first_time(rot), n)  # (N, 1, H, d): the chunk token at the latents' time
         k, v = torch.cat([k_tok, k], 1), torch.cat([v_tok, v], 1)  # (N, 1 + m, H, d)
         if mask is not None:  # (N, 1, 1, 1 + m), True = attend: the chunk token always
             mask = torch.cat([mask.new_ones(n, 1), mask], 1)[:, None, None, :]
         return self.encoder.finish(latents, self.encoder.attn.attend(q, k, v, rot, mask))
 
     # 3. the chunk's latents -> one vector -> the recurrent state
+
+    def chunk_rotations(self, real: bool = False) -> LatentRotations | None:
+        """The self-attention blocks' rotations of one chunk's L latents, all at one time (relative time 0: they
+        share the chunk's centre); `real`: as cos and sin (export graphs)."""
+        weight = self.latent_emb.weight
+        times = torch.zeros(1, weight.shape[0], dtype=torch.float64, device=weight.device)
+        return self.processor_rotations(self.rotary(times, real=real))
 
     def chunk_input(self, latents: torch.Tensor, rot: LatentRotations | None) -> torch.Tensor:
         """The GRU's input (N, L * dim) of chunks' encoded latents (N, L, dim): self-attention within each chunk
@@ -147,13 +162,6 @@ class RecurrentPOYO(RecurrentStages, POYO):
         self.norm_chunk = nn.LayerNorm(c.dim)
         self.gru = nn.GRU(c.num_latents_per_step * c.dim, c.dim, batch_first=True)
         self.state_readout = StateReadout(c.dim, c.ffn_mult, c.dropout)
-
-    def chunk_rotations(self) -> LatentRotations | None:
-        """The self-attention blocks' rotations of one chunk's latents, all at one time (relative time 0)."""
-        times = torch.zeros(
-            1, self.config.num_latents_per_step, dtype=torch.float64, device=self.latent_emb.weight.device
-        )
-        return self.processor_rotations(self.rotary(times))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Normalised predictions (B, n_queries, max_task_dim) for a padded batch of windows."""

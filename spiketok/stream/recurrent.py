@@ -11,7 +11,6 @@ with the time streamed: the state is one vector, the spikes of finished chunks a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,15 +18,15 @@ import torch
 
 from ..model.normalize import unnormalise
 from ..model.precision import with_precision
-from ..model.recurrent import BOUNDARY_TOLERANCE, RecurrentPOYO
+from ..model.recurrent import RecurrentPOYO
 from ..model.rotary import rotate
 from ..tokenize import TokenType
-from .packets import PacketRules, StreamOrderError
+from .chunks import ChunkedStream
 
 __all__ = ["RecurrentStreamingDecoder"]
 
 
-class RecurrentStreamingDecoder(PacketRules):
+class RecurrentStreamingDecoder(ChunkedStream):
     """Decode one session's behaviour from a live spike stream with a trained RecurrentPOYO.
 
     decoder = RecurrentStreamingDecoder(model, "session_id")
@@ -75,40 +74,10 @@ class RecurrentStreamingDecoder(PacketRules):
         self._mean, self._std = mean.to(self.device), std.to(self.device)
         self._readout = m.readouts[self.target]
 
-    def reset(self, start: float | None = None) -> None:
-        """Forget spikes, state and decode times; the state restarts at `start` (session time, s; default: the
-        start of the chunk of the next spike or decode)."""
-        self._times, self._units = np.zeros(0, np.float64), np.zeros(0, np.int64)
-        self._origin = None if start is None else float(start)  # the first chunk's start
-        self.n_chunks = 0  # chunks run since the reset: the next starts at origin + n_chunks * step
-        self._last_time = self._last_decode = -np.inf
-        self.n_late = 0
+    def _restart(self) -> None:
         with torch.inference_mode():
             self._state = self.model.state_init.reshape(1, 1, -1).clone()  # (1, 1, dim)
             self._pred = self._read()
-
-    @property
-    def n_buffered(self) -> int:
-        """Spikes held: those of chunks not yet run."""
-        return len(self._times)
-
-    def _anchor(self, t: float) -> None:
-        """Start the chunks at the start of the chunk (k * step) holding t, unless they have started."""
-        if self._origin is None:
-            self._origin = math.floor(t / self.step) * self.step
-
-    @torch.inference_mode()
-    def push(self, unit_ids: Sequence | np.ndarray, times: Sequence[float] | np.ndarray) -> int:
-        """Add a packet of spikes (local indices or string ids, times in s); the ordering rules of
-        StreamingDecoder. Returns how many were added."""
-        packet = self._checked_packet(unit_ids, times)
-        if packet is None:
-            return 0
-        units, times = packet
-        self._anchor(float(times[0]))
-        self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
-        self._last_time = float(times[-1])
-        return len(times)
 
     @torch.inference_mode()
     def decode(self, t: float) -> np.ndarray:
@@ -118,30 +87,19 @@ class RecurrentStreamingDecoder(PacketRules):
     @torch.inference_mode()
     def decode_normalised(self, t: float) -> torch.Tensor:
         """The model's raw (normalised) output (D,) at time t; runs the chunks that ended since the last decode."""
-        t = float(t)
-        if t < self._last_decode:
-            raise StreamOrderError(
-                f"decode: t={t:.6f} s is before the previous decode time {self._last_decode:.6f} s; "
-                "decode times must not decrease (call reset() to start over)"
-            )
-        self._anchor(t)
-        while self._origin + self.step * (self.n_chunks + 1 - BOUNDARY_TOLERANCE) <= t:
-            self._run_chunk()
-        self._last_decode = t
+        self._advance(t)
         return self._pred
 
-    def _run_chunk(self) -> None:
-        """One chunk from the buffered spikes before its end: encoder, GRU update, the new state's readout."""
-        m, start = self.model, self._origin + self.n_chunks * self.step
-        n = int(np.searchsorted(self._times, start + self.step, side="left"))
-        units, times = torch.from_numpy(self._units[:n]), torch.from_numpy(self._times[:n] - start)
-        self._times, self._units = self._times[n:], self._units[n:]
-        k, v = m.encoder.attn.rotate_kv(self._kv_spike[units][None], m.rotary(times[None]))  # (1, n, H, d) each
+    def _run_chunk(self, units: np.ndarray, times: np.ndarray) -> None:
+        """One chunk: its spikes (local units (n,), times (n,) s from its start) -> encoder, GRU update, readout."""
+        m = self.model
+        rot = m.rotary(torch.from_numpy(times)[None].to(self.device))  # (1, n, 1, d/2)
+        kv = self._kv_spike[torch.from_numpy(units).to(self.device)][None]  # (1, n, 2 * inner)
+        k, v = m.encoder.attn.rotate_kv(kv, rot)  # (1, n, H, d) each
         latents = m.encode_chunks(self._lat, self._q, k, v, self._rot)  # (1, L, dim)
         x = m.chunk_input(latents, self._proc_rot)  # (1, L * dim)
         self._state = m.update(x[:, None], self._state)[1]  # (1, 1, dim)
         self._pred = self._read()
-        self.n_chunks += 1
 
     def _read(self) -> torch.Tensor:
         """The normalised prediction (D,) of the current state."""

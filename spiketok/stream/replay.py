@@ -146,8 +146,10 @@ def replay(
         n_dims = model.readouts[dec.target].out_features
     else:
         from .exported import ExportedStreamingDecoder
+        from .exported_recurrent import ExportedRecurrentDecoder
 
-        dec = ExportedStreamingDecoder(model, session.id, unit_ids=session.unit_ids, target=target)
+        make = ExportedRecurrentDecoder if model.recurrent else ExportedStreamingDecoder
+        dec = make(model, session.id, unit_ids=session.unit_ids, target=target)
         n_dims = model.dims
     return replay_decoder(dec, n_dims, session, intervals, every, speed, limit, progress)
 
