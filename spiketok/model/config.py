@@ -61,6 +61,20 @@ class ModelConfig:
         return cls(**d)
 
 
+def _recurrent(dim: int, latents: int, cross_heads: int, self_heads: int) -> ModelConfig:
+    """A recurrent size: chunks of 50 ms with `latents` latents each, one self-attention block per chunk."""
+    return ModelConfig(
+        dim=dim,
+        depth=1,
+        num_latents_per_step=latents,
+        latent_step=0.05,
+        cross_heads=cross_heads,
+        self_heads=self_heads,
+        head_dim=32,
+        backbone="recurrent",
+    )
+
+
 SIZES: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         dim=64, depth=2, num_latents_per_step=8, latent_step=0.125, cross_heads=2, self_heads=4, head_dim=32
@@ -72,26 +86,8 @@ SIZES: dict[str, ModelConfig] = {
         dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64
     ),
     # recurrent (POSSM-like): 50 ms chunks, a GRU state of `dim`; see spiketok.model.recurrent
-    "possm-tiny": ModelConfig(
-        dim=64,
-        depth=1,
-        num_latents_per_step=4,
-        latent_step=0.05,
-        cross_heads=2,
-        self_heads=2,
-        head_dim=32,
-        backbone="recurrent",
-    ),
-    "possm-1.3M": ModelConfig(
-        dim=128,
-        depth=1,
-        num_latents_per_step=8,
-        latent_step=0.05,
-        cross_heads=4,
-        self_heads=8,
-        head_dim=32,
-        backbone="recurrent",
-    ),
+    "possm-tiny": _recurrent(dim=64, latents=4, cross_heads=2, self_heads=2),
+    "possm-1.3M": _recurrent(dim=128, latents=8, cross_heads=4, self_heads=8),
 }
 
 

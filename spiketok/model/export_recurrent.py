@@ -20,26 +20,17 @@ from torch import nn
 from ..data.atomic import atomic_write
 from ..tokenize import TokenType
 from .export import _write_graph, normalization_tables
-from .export_sidecar import OUTPUT_NAME, sidecar, sidecar_path
+from .export_sidecar import INPUTS, OUTPUT_NAME, sidecar, sidecar_path
 from .recurrent import RecurrentPOYO, RecurrentStages
 from .rotary import rotate
 
 STATE_NAME = "state_out"
+_WINDOW_INPUTS = {i["name"]: i for i in INPUTS}  # the window graph's inputs, which the step graph shares in part
 STEP_INPUTS: list[dict[str, Any]] = [
-    {
-        "name": "input_units",
-        "dtype": "int64",
-        "shape": ["n_tokens"],
-        "doc": "row of each spike's unit in the unit vocabulary (`units`); spikes only, no START/END tokens",
-    },
-    {
-        "name": "input_times",
-        "dtype": "float64",
-        "shape": ["n_tokens"],
-        "doc": "each spike's time in seconds from the chunk's start, in [0, recurrent.chunk)",
-    },
+    {**_WINDOW_INPUTS["input_units"], "doc": "row of each spike's unit in `units`; spikes only, no START/END tokens"},
+    {**_WINDOW_INPUTS["input_times"], "doc": "each spike's time in seconds from the chunk's start, in [0, chunk)"},
     {"name": "state", "dtype": "float32", "shape": [1, "dim"], "doc": "the state before this chunk"},
-    {"name": "session", "dtype": "int64", "shape": [1], "doc": "row of the recording's session (`sessions`)"},
+    _WINDOW_INPUTS["session"],
 ]
 STEP_DOC = (
     "One call per chunk of `chunk` seconds of the stream (chunk k spans [start + k * chunk, start + (k + 1) * "

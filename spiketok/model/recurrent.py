@@ -17,7 +17,6 @@ graph (spiketok.model.export_recurrent).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -147,14 +146,9 @@ class RecurrentPOYO(RecurrentStages, POYO):
     """POYO's tokens, vocabularies, encoder and readouts around a recurrent state updated once per chunk (see the
     module's docstring); `forward` takes the same `spiketok.tokenize.Batch`. The perceiver's decoder is unused."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        unit_ids: Sequence[str] = (),
-        session_ids: Sequence[str] = (),
-        tasks: dict[str, int] | None = None,
-    ):
-        super().__init__(config, unit_ids, session_ids, tasks)
+    def __init__(self, config: ModelConfig, *args, **kwargs):
+        """As POYO's (config, unit_ids, session_ids, tasks), with the recurrent blocks."""
+        super().__init__(config, *args, **kwargs)
         c = config
         del self.decoder  # the output queries read the recurrent state instead (state_readout)
         self.chunk_token = nn.Parameter(torch.randn(c.dim) * 0.02)

@@ -88,10 +88,9 @@ class StreamingDecoder(PacketRules):
         incremental: bool | None = None,
         precision: str = "float32",
     ):
-        if late not in ("raise", "drop"):
-            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self._open(session_id, late)
         model = with_precision(model, precision)  # the model itself for float32; else a copy
-        self.model, self.session_id, self.late = model.eval(), session_id, late
+        self.model = model.eval()
         c = model.config
         self.window = float(c.window if window is None else window)
         if self.window <= 0:

@@ -276,8 +276,7 @@ class ExportedStreamingDecoder(PacketRules):
         keyed: bool | None = None,
         capacity: int = 16384,
     ):
-        if late not in ("raise", "drop"):
-            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self._open(session_id, late)
         if target is not None and target != exported.target:
             raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
         if exported.recurrent:
@@ -287,8 +286,7 @@ class ExportedStreamingDecoder(PacketRules):
                 f"keyed=True: {exported.path.name} has no streaming graphs (exported by an older "
                 "spiketok); export the model again"
             )
-        self.exported, self.session_id, self.late = exported, session_id, late
-        self.window, self.target = exported.window, exported.target
+        self.exported, self.window, self.target = exported, exported.window, exported.target
         self.keyed = exported.has_stream if keyed is None else bool(keyed)
         self._session = exported.session_row(session_id)
         self._rows = exported.bind_units(self, unit_ids)

@@ -27,18 +27,16 @@ class ExportedRecurrentDecoder(ChunkedStream):
         self,
         exported: ExportedModel,
         session_id: str,
-        unit_ids: Sequence[str] | None = None,
         target: str | None = None,
+        unit_ids: Sequence[str] | None = None,
         late: str = "raise",
     ):
-        if late not in ("raise", "drop"):
-            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self._open(session_id, late)
         if not exported.recurrent:
             raise ValueError(f"{exported.path.name}: not a recurrent model's step graph; use ExportedStreamingDecoder")
         if target is not None and target != exported.target:
             raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
-        self.exported, self.session_id, self.late = exported, session_id, late
-        self.window, self.target = exported.window, exported.target
+        self.exported, self.window, self.target = exported, exported.window, exported.target
         rec = exported.meta["recurrent"]
         self.step = float(rec["chunk"])
         self._initial_state = np.asarray(rec["initial_state"], np.float32)[None]  # (1, dim)

@@ -32,6 +32,12 @@ class PacketRules:
     _last_time: float
     _last_decode: float
 
+    def _open(self, session_id: str, late: str) -> None:
+        """Set the session and what to do with late spikes ("raise" or "drop"); ValueError for another `late`."""
+        if late not in ("raise", "drop"):
+            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self.session_id, self.late, self.n_late = session_id, late, 0
+
     def _bind_session(
         self, model: POYO, unit_ids: Sequence[str] | None, target: str | None
     ) -> tuple[int, torch.Tensor]:

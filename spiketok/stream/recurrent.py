@@ -48,10 +48,9 @@ class RecurrentStreamingDecoder(ChunkedStream):
         late: str = "raise",
         precision: str = "float32",
     ):
-        if late not in ("raise", "drop"):
-            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self._open(session_id, late)
         model = with_precision(model, precision)  # the model itself for float32; else a copy
-        self.model, self.session_id, self.late = model.eval(), session_id, late
+        self.model = model.eval()
         c = model.config
         self.window, self.step = float(c.window), float(c.latent_step)
         sess_row, rows = self._bind_session(model, unit_ids, target)
