@@ -40,7 +40,7 @@ STEPS = 150
 TRAIN = [
     "target=hand_velocity",
     "model.window=1",
-    "causal=true",
+    "causal=false",  # outputs throughout the windows: more targets per step (the recurrent model is causal anyway)
     f"max_steps={STEPS}",
     "steps_per_epoch=50",
     "batch_size=16",
@@ -117,8 +117,8 @@ def test_backbone_setting_and_sizes():
 def test_trains_on_many_sessions_with_positive_r2(runs):
     assert isinstance(runs.recurrent, RecurrentPOYO) and runs.recurrent.config.backbone == "recurrent"
     assert len(runs.recurrent.session_emb) == 3
-    # measured (150 steps, 3 sessions): recurrent 0.43, tiny POYO 0.31
-    assert runs.r2["recurrent"] > 0.25, runs.r2
+    # measured (150 steps, 3 sessions, outputs throughout the windows): possm-tiny 0.64, tiny POYO 0.01
+    assert runs.r2["recurrent"] > 0.4, runs.r2
 
 
 def test_model_file_rebuilds_the_recurrent_model(runs, tmp_path):
@@ -146,8 +146,9 @@ def test_an_output_reads_only_the_chunks_ended_before_it(runs):
     last_chunk_moved = torch.where((t > 0.45) & (t < 0.5), torch.full_like(t, 0.47), t)  # the chunk [0.45, 0.5)
     with torch.no_grad():
         base = model(batch)
-        assert torch.equal(base, model(replace(batch, input_times=later_moved)))
-        assert not torch.allclose(base, model(replace(batch, input_times=last_chunk_moved)))
+        # equal up to float rounding: the chunks' padding changes with the spikes moved
+        torch.testing.assert_close(model(replace(batch, input_times=later_moved)), base, atol=1e-6, rtol=0)
+        assert (model(replace(batch, input_times=last_chunk_moved)) - base).abs().max() > 1e-3
 
 
 def test_unit_identification_learns_only_the_new_rows(runs):
@@ -221,6 +222,7 @@ def test_a_decode_costs_a_chunk_not_a_window(runs):
 
 def test_replay_streams_a_recurrent_model(runs):
     s = next(iter(runs.data))
-    result = replay(runs.recurrent, s, limit=10.0, progress=False)
-    assert len(result.times) == 500 and np.isfinite(result.y_pred).all()
-    assert np.isfinite(result.summary()["r2"])
+    result = replay(runs.recurrent, s, s.splits["test"], progress=False)  # the state carried through each interval
+    assert np.isfinite(result.y_pred).all()
+    print(f"replay R² on the test split: {result.summary()['r2']:.3f}; offline windows: {runs.r2['recurrent']:.3f}")
+    assert result.summary()["r2"] > 0.3

@@ -31,7 +31,7 @@ class ModelConfig:
     latent_grid: str = "window"
     # "perceiver": POYO (latents of the whole window, self-attention, output queries over them);
     # "recurrent": POSSM-like (spiketok.model.recurrent): each latent step is a chunk whose latents read its
-    # spikes, then a GRU state is updated once per chunk and read out (depth = self-attention blocks per chunk)
+    # spikes, then a recurrent state is updated once per chunk and read out (depth = self-attention blocks per chunk)
     backbone: str = "perceiver"
 
     def __post_init__(self) -> None:
@@ -61,11 +61,11 @@ class ModelConfig:
         return cls(**d)
 
 
-def _recurrent(dim: int, latents: int, cross_heads: int, self_heads: int) -> ModelConfig:
-    """A recurrent size: chunks of 50 ms with `latents` latents each, one self-attention block per chunk."""
+def _recurrent(dim: int, depth: int, latents: int, cross_heads: int, self_heads: int) -> ModelConfig:
+    """A recurrent size: chunks of 50 ms with `latents` latents each, `depth` self-attention blocks per chunk."""
     return ModelConfig(
         dim=dim,
-        depth=1,
+        depth=depth,
         num_latents_per_step=latents,
         latent_step=0.05,
         cross_heads=cross_heads,
@@ -85,9 +85,9 @@ SIZES: dict[str, ModelConfig] = {
     "poyo-11.8M": ModelConfig(
         dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64
     ),
-    # recurrent (POSSM-like): 50 ms chunks, a GRU state of `dim`; see spiketok.model.recurrent
-    "possm-tiny": _recurrent(dim=64, latents=4, cross_heads=2, self_heads=2),
-    "possm-1.3M": _recurrent(dim=128, latents=8, cross_heads=4, self_heads=8),
+    # recurrent (POSSM-like): 50 ms chunks, a state of `dim` (a diagonal SSM); see spiketok.model.recurrent
+    "possm-tiny": _recurrent(dim=64, depth=1, latents=4, cross_heads=2, self_heads=2),
+    "possm-1.3M": _recurrent(dim=128, depth=2, latents=8, cross_heads=4, self_heads=8),
 }
 
 

@@ -55,7 +55,7 @@ class ChunkStepGraph(RecurrentStages, nn.Module):
         self.session_weight, self.latent_emb, self.rotary = model.session_emb.weight, model.latent_emb, model.rotary
         self.encoder, self.processor, self.norm_out = model.encoder, model.processor, model.norm_out
         self.chunk_token, self.state_init, self.norm_chunk = model.chunk_token, model.state_init, model.norm_chunk
-        self.gru, self.state_readout = model.gru, model.state_readout
+        self.recurrence, self.state_readout = model.recurrence, model.state_readout
         self.readouts = nn.ModuleDict({target: model.readouts[target]})
         with torch.no_grad():  # every unit's spike keys and values (n_units, 2 * inner): a row gather per spike
             units = model.unit_emb.weight

@@ -4,7 +4,8 @@ The window is cut into chunks of `latent_step` seconds (the latent grid: `num_la
 chunk, at the chunk's centre). Each chunk's latents read only the spikes whose time lies in that chunk (the
 encoder's rotary cross-attention, so spike timing within the chunk counts), plus one learned chunk token, so
 that a chunk without spikes still has something to read. The latents then go through `depth` self-attention
-blocks within the chunk, are flattened into one vector, and a GRU updates the recurrent state once per chunk.
+blocks within the chunk, are flattened into one vector, and a diagonal linear state-space update (`DiagonalSSM`)
+moves the recurrent state once per chunk.
 An output query at time t reads the state of the last chunk that ended at or before t (causal): the session
 embedding plus the state, through a feed-forward block (`StateReadout`), then the task's linear readout.
 
@@ -54,6 +55,27 @@ class StateReadout(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
+class DiagonalSSM(nn.Module):
+    """A diagonal linear state-space update, per channel: h_c = a * h_(c-1) + (1 - a) * (W x_c + b), with the decays
+    a = sigmoid(decay) in (0, 1) learned (at init, time constants from about one chunk to 20). Chosen over a GRU
+    on simulated data: higher R² after the same steps, and a cheaper step (see the issue 34 report)."""
+
+    def __init__(self, n_in: int, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(n_in, dim)
+        self.decay = nn.Parameter(torch.linspace(-1.0, 3.0, dim))
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """States (B, C, dim) after each of C inputs x (B, C, n_in) from state (1, B, dim), and the last (1, B, dim)."""
+        a = torch.sigmoid(self.decay)  # (dim,)
+        u = (1 - a) * self.proj(x)  # (B, C, dim)
+        h, states = state[0], []
+        for c in range(x.shape[1]):
+            h = a * h + u[:, c]
+            states.append(h)
+        return torch.stack(states, 1), h[None]
+
+
 class ChunkGroups(NamedTuple):
     """Each chunk's spike tokens, padded to the fullest chunk: rows of the batch's flattened tokens."""
 
@@ -87,7 +109,7 @@ class RecurrentStages(PoyoStages):
     chunk_token: nn.Parameter
     state_init: nn.Parameter
     norm_chunk: nn.LayerNorm
-    gru: nn.GRU
+    recurrence: DiagonalSSM
     state_readout: StateReadout
 
     # 2. a chunk's latents read its spikes and the chunk token
@@ -126,14 +148,14 @@ class RecurrentStages(PoyoStages):
         return self.processor_rotations(self.rotary(times, real=real))
 
     def chunk_input(self, latents: torch.Tensor, rot: LatentRotations | None) -> torch.Tensor:
-        """The GRU's input (N, L * dim) of chunks' encoded latents (N, L, dim): self-attention within each chunk
+        """The recurrence's input (N, L * dim) of chunks' encoded latents (N, L, dim): self-attention within each chunk
         (rot: `processor_rotations` at one time, the latents of a chunk sharing theirs), layer-normed, flattened."""
         return self.norm_chunk(self.process(latents, rot)).flatten(1)
 
     def update(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """States (B, C, dim) after each of C chunks with inputs x (B, C, L * dim), from state (1, B, dim); and the
         last (1, B, dim)."""
-        return self.gru(x, state)
+        return self.recurrence(x, state)
 
     # 4. an output query reads a state
 
@@ -154,7 +176,7 @@ class RecurrentPOYO(RecurrentStages, POYO):
         self.chunk_token = nn.Parameter(torch.randn(c.dim) * 0.02)
         self.state_init = nn.Parameter(torch.zeros(c.dim))
         self.norm_chunk = nn.LayerNorm(c.dim)
-        self.gru = nn.GRU(c.num_latents_per_step * c.dim, c.dim, batch_first=True)
+        self.recurrence = DiagonalSSM(c.num_latents_per_step * c.dim, c.dim)
         self.state_readout = StateReadout(c.dim, c.ffn_mult, c.dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -184,7 +206,7 @@ class RecurrentPOYO(RecurrentStages, POYO):
             groups.mask,
         )  # (B * C, L, dim)
 
-        # 3. one vector per chunk, then the GRU over the window's chunks, from the initial state
+        # 3. one vector per chunk, then the recurrence over the window's chunks, from the initial state
         x = self.chunk_input(latents, self.chunk_rotations()).view(b, n_chunks, -1)  # (B, C, L * dim)
         state = self.state_init.expand(1, b, -1).contiguous()  # (1, B, dim)
         states = torch.cat([state.transpose(0, 1), self.update(x, state)[0]], 1)  # (B, 1 + C, dim)

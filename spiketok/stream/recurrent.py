@@ -3,7 +3,7 @@
 The stream is cut into chunks of `latent_step` seconds on the session clock (k * step, from the chunk of the
 first spike or decode). A pushed spike is only stored (its unit and time); when a decode at t finds that chunks
 have ended at or before t, each of them is run once: its spikes' keys and values (a row of the unit's kept
-encoder table, rotated by the time from the chunk's start), the chunk's latents reading them, one GRU update,
+encoder table, rotated by the time from the chunk's start), the chunk's latents reading them, one state update,
 and the readout of the new state, kept. A decode between chunk ends returns the kept prediction: the model reads
 the state of the last chunk that ended at or before t, as `RecurrentPOYO.forward` does offline. Nothing grows
 with the time streamed: the state is one vector, the spikes of finished chunks are dropped.
@@ -90,7 +90,7 @@ class RecurrentStreamingDecoder(ChunkedStream):
         return self._pred
 
     def _run_chunk(self, units: np.ndarray, times: np.ndarray) -> None:
-        """One chunk: its spikes (local units (n,), times (n,) s from its start) -> encoder, GRU update, readout."""
+        """One chunk: its spikes (local units (n,), times (n,) s from its start) -> encoder, state update, readout."""
         m = self.model
         rot = m.rotary(torch.from_numpy(times)[None].to(self.device))  # (1, n, 1, d/2)
         kv = self._kv_spike[torch.from_numpy(units).to(self.device)][None]  # (1, n, 2 * inner)
