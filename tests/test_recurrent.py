@@ -208,9 +208,9 @@ def test_a_decode_costs_a_chunk_not_a_window(runs):
     st, su, done = w.spike_times + w.t0, w.spike_units.astype(np.int64), 0
     for t in times:
         cut = int(np.searchsorted(st, t))
-        dec.push(su[done:cut], st[done:cut])
-        done = cut
         before = dec.n_chunks
+        dec.push(su[done:cut], st[done:cut])  # runs a chunk when a spike after its end comes
+        done = cut
         dec.decode(t)
         chunks.append(dec.n_chunks - before)
         buffered.append(dec.n_buffered)

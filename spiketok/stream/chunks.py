@@ -1,5 +1,6 @@
 """What both recurrent streaming decoders do (spiketok.stream.recurrent: PyTorch, and exported_recurrent: an
-exported step graph): keep the spikes of the chunk not yet run, and at a decode run each chunk ended since."""
+exported step graph): keep the spikes of the chunk not yet run, and run each chunk once it has ended: at a decode
+at or after its end, or at a push of a spike after its end (packets come in time order)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from .packets import PacketRules, StreamOrderError
 
 class ChunkedStream(PacketRules):
     """Chunks of `step` seconds on the session clock: chunk k spans [origin + k * step, origin + (k + 1) * step),
-    origin the start of the chunk (a multiple of step) of the first spike or decode after a reset, or the reset's
-    `start`. Subclasses set `step` and run a chunk in `_run_chunk(units (n,), times (n,) s from its start)`, and
-    restart their state in `_restart()`; `_advance(t)` runs the chunks ended at or before t."""
+        origin the start of the chunk (a multiple of step) of the first spike or decode after a reset, or the reset's
+        `start`. Subclasses set `step` and run a chunk in `_run_chunk(units (n,), times (n,) s from its start)`, and
+        restart their state in `_restart()`; `_advance(t)` (a decode) and `push` run the chunks ended at or before t or
+    the newest spike."""
 
     step: float
 
@@ -56,6 +58,7 @@ class ChunkedStream(PacketRules):
         self._anchor(float(times[0]))
         self._times, self._units = np.concatenate([self._times, times]), np.concatenate([self._units, units])
         self._last_time = float(times[-1])
+        self._run_ended(self._last_time)  # packets come in time order: no spike will join a chunk ended before
         return len(times)
 
     def _advance(self, t: float) -> None:
@@ -67,10 +70,14 @@ class ChunkedStream(PacketRules):
                 "decode times must not decrease (call reset() to start over)"
             )
         self._anchor(t)
+        self._run_ended(t)
+        self._last_decode = t
+
+    def _run_ended(self, t: float) -> None:
+        """Run the chunks that ended at or before t, each on its buffered spikes."""
         while self._origin + self.step * (self.n_chunks + 1 - BOUNDARY_TOLERANCE) <= t:
             start = self._origin + self.n_chunks * self.step
             n = int(np.searchsorted(self._times, start + self.step, side="left"))
             self._run_chunk(self._units[:n], self._times[:n] - start)
             self._times, self._units = self._times[n:], self._units[n:]
             self.n_chunks += 1
-        self._last_decode = t

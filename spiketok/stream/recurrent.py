@@ -1,8 +1,8 @@
 """Streaming with a recurrent model (spiketok.model.recurrent): a decode costs a chunk, not a window.
 
 The stream is cut into chunks of `latent_step` seconds on the session clock (k * step, from the chunk of the
-first spike or decode). A pushed spike is only stored (its unit and time); when a decode at t finds that chunks
-have ended at or before t, each of them is run once: its spikes' keys and values (a row of the unit's kept
+first spike or decode). A pushed spike is only stored (its unit and time); once a chunk has ended (a decode at or
+after its end, or a spike pushed after it), it is run once: its spikes' keys and values (a row of the unit's kept
 encoder table, rotated by the time from the chunk's start), the chunk's latents reading them, one state update,
 and the readout of the new state, kept. A decode between chunk ends returns the kept prediction: the model reads
 the state of the last chunk that ended at or before t, as `RecurrentPOYO.forward` does offline. Nothing grows
@@ -89,11 +89,12 @@ class RecurrentStreamingDecoder(ChunkedStream):
         self._advance(t)
         return self._pred
 
+    @torch.inference_mode()
     def _run_chunk(self, units: np.ndarray, times: np.ndarray) -> None:
         """One chunk: its spikes (local units (n,), times (n,) s from its start) -> encoder, state update, readout."""
         m = self.model
         rot = m.rotary(torch.from_numpy(times)[None].to(self.device))  # (1, n, 1, d/2)
-        kv = self._kv_spike[torch.from_numpy(units).to(self.device)][None]  # (1, n, 2 * inner)
+        kv = self._kv_spike.index_select(0, torch.from_numpy(units).to(self.device))[None]  # (1, n, 2 * inner)
         k, v = m.encoder.attn.rotate_kv(kv, rot)  # (1, n, H, d) each
         latents = m.encode_chunks(self._lat, self._q, k, v, self._rot)  # (1, L, dim)
         x = m.chunk_input(latents, self._proc_rot)  # (1, L * dim)
