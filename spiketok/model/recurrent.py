@@ -127,12 +127,13 @@ class RecurrentStages(PoyoStages):
         v: torch.Tensor,
         rot: Rotation,
         mask: torch.Tensor | None = None,
+        token: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Latents (N, L, dim) of N chunks after reading their spikes: rotated queries q (N, L, H, d) at rotations
         rot (N or 1, L, 1, d/2) over rotated k, v (N, m, H, d) (mask (N, m), True = a spike; None: all are) and
-        the chunk token, at the latents' time."""
+        the chunk token at the latents' time (token: its keys and values (N, 1, H, d), `chunk_token_kv`, if kept)."""
         n = latents.shape[0]
-        k_tok, v_tok = self.chunk_token_kv(first_time(rot), n)  # (N, 1, H, d): the chunk token at the latents' time
+        k_tok, v_tok = self.chunk_token_kv(first_time(rot), n) if token is None else token  # (N, 1, H, d)
         k, v = torch.cat([k_tok, k], 1), torch.cat([v_tok, v], 1)  # (N, 1 + m, H, d)
         if mask is not None:  # (N, 1, 1, 1 + m), True = attend: the chunk token always
             mask = torch.cat([mask.new_ones(n, 1), mask], 1)[:, None, None, :]
