@@ -169,6 +169,20 @@ def test_unit_identification_learns_only_the_new_rows(runs):
     assert np.isfinite(dec.decode(3.2)).all()
 
 
+def test_train_init_from_a_recurrent_model(runs, tmp_path):
+    """`spiketok train --init MODEL` on the held-out session: unit identification, then fine-tuning, as for POYO."""
+    short = ["target=hand_velocity", "max_steps=10", "steps_per_epoch=5", "batch_size=8", "warmup_steps=1"]
+    out = runner.invoke(
+        app,
+        ["train", "--data", str(runs.new_session), "--out", str(tmp_path / "init"), "--init", str(runs.checkpoint)]
+        + ["--no-progress", "--accelerator", "cpu", "init_lr_factor=1", "init_unit_id_restarts=1", *short],
+    )
+    assert out.exit_code == 0, out.output
+    model = spiketok.load(tmp_path / "init" / "model.ckpt")
+    assert type(model) is RecurrentPOYO and HELD_OUT in model.session_emb.ids
+    assert model.config == runs.recurrent.config
+
+
 # --- streaming --------------------------------------------------------------------------------------
 
 
