@@ -79,7 +79,7 @@ class ChunkStepGraph(RecurrentStages, nn.Module):
         k, v = self.encoder.attn.rotate_kv(kv, self.rotary(times[None], real=True))  # (1, n + 1, H, d) each
         q = rotate(self.encoder.query(latents), rot)  # (1, L, H, d)
         latents = self.encode_chunks(latents, q, k, v, rot, mask)  # (1, L, dim)
-        x = self.chunk_input(latents, self.chunk_rotations(real=True))  # (1, L * dim)
+        x = self.chunk_input(latents)  # (1, L * dim)
         state_out = self.update(x[:, None], state[None])[1][0]  # (1, dim)
         query = F.embedding(session, self.session_weight)  # (1, dim)
         pred = self.readout(self.read(query, state_out))  # (1, D), normalised

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..tokenize import TokenType
 from ..tokenize.batch import Batch
-from .attention import FeedForward, LatentRotations
+from .attention import FeedForward
 from .config import ModelConfig
 from .poyo import POYO
 from .rotary import RealRotation, RotaryTimeEmbedding, Rotation
@@ -141,17 +141,10 @@ class RecurrentStages(PoyoStages):
 
     # 3. the chunk's latents -> one vector -> the recurrent state
 
-    def chunk_rotations(self, real: bool = False) -> LatentRotations | None:
-        """The self-attention blocks' rotations of one chunk's L latents, all at one time (relative time 0: they
-        share the chunk's centre); `real`: as cos and sin (export graphs)."""
-        weight = self.latent_emb.weight
-        times = torch.zeros(1, weight.shape[0], dtype=torch.float64, device=weight.device)
-        return self.processor_rotations(self.rotary(times, real=real))
-
-    def chunk_input(self, latents: torch.Tensor, rot: LatentRotations | None) -> torch.Tensor:
+    def chunk_input(self, latents: torch.Tensor) -> torch.Tensor:
         """The recurrence's input (N, L * dim) of chunks' encoded latents (N, L, dim): self-attention within each chunk
-        (rot: `processor_rotations` at one time, the latents of a chunk sharing theirs), layer-normed, flattened."""
-        return self.norm_chunk(self.process(latents, rot)).flatten(1)
+        (no rotary time: a chunk's latents share their time), layer-normed, flattened."""
+        return self.norm_chunk(self.process(latents, None)).flatten(1)
 
     def update(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """States (B, C, dim) after each of C chunks with inputs x (B, C, L * dim), from state (1, B, dim); and the
@@ -208,7 +201,7 @@ class RecurrentPOYO(RecurrentStages, POYO):
         )  # (B * C, L, dim)
 
         # 3. one vector per chunk, then the recurrence over the window's chunks, from the initial state
-        x = self.chunk_input(latents, self.chunk_rotations()).view(b, n_chunks, -1)  # (B, C, L * dim)
+        x = self.chunk_input(latents).view(b, n_chunks, -1)  # (B, C, L * dim)
         state = self.state_init.expand(1, b, -1).contiguous()  # (1, B, dim)
         states = torch.cat([state.transpose(0, 1), self.update(x, state)[0]], 1)  # (B, 1 + C, dim)
 

@@ -68,7 +68,6 @@ class RecurrentStreamingDecoder(ChunkedStream):
         self._rot = m.rotary(centre)  # (1, L, 1, d/2): the latents sit at the chunk's centre
         self._q = rotate(m.encoder.query(self._lat), self._rot)  # (1, L, H, d)
         self._token = m.chunk_token_kv(first_time(self._rot), 1)  # (1, 1, H, d) keys and values of the chunk token
-        self._proc_rot = m.chunk_rotations()
         self._query = m.session_emb.weight[sess_row].reshape(1, -1)  # (1, dim) the output query
         mean, std = m.normalizer.get(self.session_id, self.target)
         self._mean, self._std = mean.to(self.device), std.to(self.device)
@@ -98,7 +97,7 @@ class RecurrentStreamingDecoder(ChunkedStream):
         kv = self._kv_spike.index_select(0, torch.from_numpy(units).to(self.device))[None]  # (1, n, 2 * inner)
         k, v = m.encoder.attn.rotate_kv(kv, rot)  # (1, n, H, d) each
         latents = m.encode_chunks(self._lat, self._q, k, v, self._rot, token=self._token)  # (1, L, dim)
-        x = m.chunk_input(latents, self._proc_rot)  # (1, L * dim)
+        x = m.chunk_input(latents)  # (1, L * dim)
         self._state = m.update(x[:, None], self._state)[1]  # (1, 1, dim)
         self._pred = self._read()
 
