@@ -10,7 +10,7 @@ An output query at time t reads the state of the last chunk that ended at or bef
 embedding plus the state, through a feed-forward block (`StateReadout`), then the task's linear readout.
 
 START/END tokens are skipped: they mark the edges of a window, which a recurrent stream does not have, and per
-chunk they would cost 2 tokens per unit (more than the ~10 spikes a unit fires in 50 ms).
+chunk they would cost 2 tokens per unit, twice the one spike a 20 Hz unit fires in 50 ms (3x the encoder's work).
 `RecurrentStages` holds the per-chunk stages, shared by `RecurrentPOYO.forward` (every chunk of a batch of
 windows at once), the streaming decoder (spiketok.stream.recurrent: one chunk per state update) and the export
 graph (spiketok.model.export_recurrent).
