@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .errors import SpiketokError
-from .model.config import SIZES, ModelConfig
+from .model.config import BACKBONES, SIZES, ModelConfig
 from .tokenize.tokenizer import LATENT_GRIDS
 
 AUTO = "auto"
@@ -156,6 +156,7 @@ class ModelSettings:
     t_max: float | None = setting(POSITIVE, None)
     window: float | Literal["auto"] | None = setting(Rule(float, low=0, low_open=True, auto=True), None)
     latent_grid: str | None = setting(Rule(str, choices=LATENT_GRIDS), None)
+    backbone: str | None = setting(Rule(str, choices=BACKBONES), None)
 
     def __post_init__(self) -> None:
         _check_fields(self, "model.", unset=True)

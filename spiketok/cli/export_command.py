@@ -57,10 +57,14 @@ def export(
     for path in outputs:
         check_output(path, overwrite, [checkpoint])
     model = load_model(checkpoint)  # a damaged or pickled file: ModelFileError, one `error:` line
+    recurrent = model.config.backbone == "recurrent"  # one step graph, no streaming graphs (model.export_recurrent)
+    if recurrent:
+        outputs = [out, sidecar_path(out)]
     with staged_files(outputs) as stage:  # a failed export leaves no graph without its sidecar
         export_model(model, stage / out.name, fmt, target, int8=int8)  # ExportError: one `error:` line
     graph, side = out, sidecar_path(out)
     keys, stream = stream_paths(graph)
-    typer.echo(f"{fmt} graph: {graph}")
-    typer.echo(f"streaming graphs: {keys} (keys each spike once), {stream} (one decode)")
+    typer.echo(f"{fmt} {'step ' if recurrent else ''}graph: {graph}")
+    if not recurrent:
+        typer.echo(f"streaming graphs: {keys} (keys each spike once), {stream} (one decode)")
     typer.echo(f"sidecar: {side}")

@@ -258,10 +258,10 @@ def model_info(
 ) -> None:
     """Print a model's settings and parameter count (without the unit and session tables)."""
     from ..model.config import SIZES, model_config
-    from ..model.poyo import POYO
+    from ..model.family import new_model
 
     if name in SIZES:
-        model = POYO(model_config(name))
+        model = new_model(model_config(name))
     elif Path(name).exists() or name.startswith("pretrained:"):
         model = load_model(name)
     else:

@@ -215,13 +215,16 @@ class RotarySelfAttention(nn.Module):
         """rot (B, n, 1, d/2) -> the same rotations laid out for this layer's heads."""
         return LatentRotations(for_heads(rot, 3 * self.heads), for_heads(rot, self.heads, inverse=True))
 
-    def forward(self, x: torch.Tensor, rot: LatentRotations) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rot: LatentRotations | None) -> torch.Tensor:
+        """x (B, n, dim) at rotations rot; None: every token at one time, where rotations cancel (none applied)."""
         b, n, _ = x.shape
         qkv = self.to_qkv(x).view(b, n, 3 * self.heads, self.head_dim)  # (B, n, 3H, d)
-        qkv = rotate_(qkv, rot.qkv) if not torch.is_grad_enabled() else rotate(qkv, rot.qkv)  # in place: a fresh buffer
+        if rot is not None:  # in place: a fresh buffer
+            qkv = rotate_(qkv, rot.qkv) if not torch.is_grad_enabled() else rotate(qkv, rot.qkv)
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.heads, dim=2))  # (B, H, n, d)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, n, H, d)
-        out = rotate(out, rot.inverse)  # (B, n, H, d): the values' rotation undone at the query's time
+        if rot is not None:
+            out = rotate(out, rot.inverse)  # (B, n, H, d): the values' rotation undone at the query's time
         return self.to_out(out.reshape(b, n, self.heads * self.head_dim))
 
 
@@ -238,9 +241,10 @@ class SelfAttentionBlock(nn.Module):
         """rot (B, n, 1, d/2) laid out for this block's heads; pass the result to every block of the same heads."""
         return self.attn.rotations(rot)
 
-    def forward(self, x: torch.Tensor, rot: Rotation | LatentRotations) -> torch.Tensor:
-        """x (B, n, dim); rot: the latents' rotations (B, n, 1, d/2), or `rotations(rot)` built once for all blocks."""
-        if not isinstance(rot, LatentRotations):
+    def forward(self, x: torch.Tensor, rot: Rotation | LatentRotations | None) -> torch.Tensor:
+        """x (B, n, dim); rot: the latents' rotations (B, n, 1, d/2), or `rotations(rot)` built once for all blocks;
+        None: all latents at one time (no rotation: it would cancel)."""
+        if rot is not None and not isinstance(rot, LatentRotations):
             rot = self.rotations(rot)
         x = x + self.attn(self.norm_attn(x), rot)
         return x + self.ff(self.norm_ff(x))

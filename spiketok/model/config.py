@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 from ..tokenize.tokenizer import LATENT_GRIDS, is_multiple
 
+BACKBONES = ("perceiver", "recurrent")
+
 
 @dataclass
 class ModelConfig:
@@ -27,8 +29,14 @@ class ModelConfig:
     # "absolute" = on the session clock's grid (k + 0.5) * step, so a latent's score with a spike never
     # changes while both are in the window (what the incremental StreamingDecoder needs)
     latent_grid: str = "window"
+    # "perceiver": POYO (latents of the whole window, self-attention, output queries over them);
+    # "recurrent": POSSM-like (spiketok.model.recurrent): each latent step is a chunk whose latents read its
+    # spikes, then a recurrent state is updated once per chunk and read out (depth = self-attention blocks per chunk)
+    backbone: str = "perceiver"
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone={self.backbone!r}: use one of {list(BACKBONES)}")
         if self.latent_grid not in LATENT_GRIDS:
             raise ValueError(f"latent_grid={self.latent_grid!r}: use one of {list(LATENT_GRIDS)}")
         if self.latent_grid == "absolute" and not is_multiple(self.window, self.latent_step):
@@ -38,7 +46,11 @@ class ModelConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; `backbone` only when not the default, so a perceiver's model file reads as before."""
+        d = asdict(self)
+        if d["backbone"] == "perceiver":
+            del d["backbone"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -47,6 +59,20 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _recurrent(dim: int, depth: int, latents: int, cross_heads: int, self_heads: int) -> ModelConfig:
+    """A recurrent size: chunks of 50 ms with `latents` latents each, `depth` self-attention blocks per chunk."""
+    return ModelConfig(
+        dim=dim,
+        depth=depth,
+        num_latents_per_step=latents,
+        latent_step=0.05,
+        cross_heads=cross_heads,
+        self_heads=self_heads,
+        head_dim=32,
+        backbone="recurrent",
+    )
 
 
 SIZES: dict[str, ModelConfig] = {
@@ -59,6 +85,9 @@ SIZES: dict[str, ModelConfig] = {
     "poyo-11.8M": ModelConfig(
         dim=128, depth=24, num_latents_per_step=32, latent_step=0.125, cross_heads=4, self_heads=8, head_dim=64
     ),
+    # recurrent (POSSM-like): 50 ms chunks, a state of `dim` (a diagonal SSM); see spiketok.model.recurrent
+    "possm-tiny": _recurrent(dim=64, depth=1, latents=4, cross_heads=2, self_heads=2),
+    "possm-1.3M": _recurrent(dim=128, depth=2, latents=8, cross_heads=4, self_heads=8),
 }
 
 

@@ -57,6 +57,17 @@ __all__ = [
 MAX_TABLE_FLOATS = 16_000_000  # the graph holds the token key/value table up to 64 MB; larger ones project per token
 
 
+def normalization_tables(model: POYO, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each session's mean and std (n_sessions, D) of task `target`; mean 0, std 1 for sessions without them."""
+    dims = model.readouts[target].out_features
+    mean, std = torch.zeros(len(model.session_emb), dims), torch.ones(len(model.session_emb), dims)
+    for sid, per_task in model.normalizer.stats.items():
+        if sid in model.session_emb.index and target in per_task:
+            row = model.session_emb.index[sid]
+            mean[row], std[row] = (torch.tensor(per_task[target][k], dtype=torch.float32) for k in ("mean", "std"))
+    return mean, std
+
+
 class _GraphParts(PoyoStages, nn.Module):
     """The model's stages over its own submodules and weights (shared, not copied), plus the token key/value table,
     the latent layout and the normalisation of one task; subclasses' `forward` compose them for one window.
@@ -89,12 +100,7 @@ class _GraphParts(PoyoStages, nn.Module):
         self.register_buffer(
             "latent_times", torch.from_numpy(offsets if self.absolute else lat_times), persistent=False
         )
-        dims = model.readouts[target].out_features
-        mean, std = torch.zeros(len(model.session_emb), dims), torch.ones(len(model.session_emb), dims)
-        for sid, per_task in model.normalizer.stats.items():
-            if sid in model.session_emb.index and target in per_task:
-                row = model.session_emb.index[sid]
-                mean[row], std[row] = (torch.tensor(per_task[target][k], dtype=torch.float32) for k in ("mean", "std"))
+        mean, std = normalization_tables(model, target)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
@@ -219,13 +225,14 @@ def _write_graph(
     graph: nn.Module,
     example: tuple[torch.Tensor, ...],
     inputs: list[dict[str, Any]],
-    output: str,
+    output: str | tuple[str, ...],
     path: Path,
     fmt: str,
     int8: bool,
 ) -> None:
     """Trace `graph` on `example` into an ONNX or TorchScript file at `path` (written atomically); inputs with a
-    named first axis (n_tokens, n_out) are dynamic there, as is the output's first axis."""
+    named first axis (n_tokens, n_out) are dynamic there, as is the output's first axis (several outputs, a tuple of
+    names: of fixed shapes)."""
     names = [i["name"] for i in inputs]
     dynamic = {i["name"]: {0: i["shape"][0]} for i in inputs if isinstance(i["shape"][0], str)}
     with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
@@ -238,10 +245,12 @@ def _write_graph(
                     example,
                     tmp,
                     input_names=names,
-                    output_names=[output],
+                    output_names=[output] if isinstance(output, str) else list(output),
                     opset_version=ONNX_OPSET,
                     dynamo=False,
-                    dynamic_axes={**dynamic, output: {0: "n_tokens" if output == KEYS_NAME else "n_out"}},
+                    dynamic_axes={**dynamic, output: {0: "n_tokens" if output == KEYS_NAME else "n_out"}}
+                    if isinstance(output, str)
+                    else dynamic,
                 )
                 if int8:
                     _quantize_onnx(Path(tmp))
@@ -256,7 +265,8 @@ def export_model(
     (SpikeKeysGraph, StreamGraph) beside it (`stream_paths`), and its sidecar JSON at `out`.json; returns the
     window graph's and the sidecar's paths. Dynamic axes: the number of tokens and of output times.
     int8 (ONNX only): weights of the matrix products quantized to int8 by onnxruntime's dynamic quantization
-    (activations quantized per call); its accuracy cost is measured in docs/benchmarks.md."""
+    (activations quantized per call); its accuracy cost is measured in docs/benchmarks.md.
+    A recurrent model is written as one step graph instead (spiketok.model.export_recurrent)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
     if int8 and fmt != "onnx":
@@ -272,6 +282,10 @@ def export_model(
             import onnx  # noqa: F401  (torch.onnx.export needs it)
         except ImportError:
             raise ExportError("ONNX export needs the `onnx` package: pip install 'spiketok[export]'") from None
+    if model.config.backbone == "recurrent":  # one step graph: a chunk's spikes and the state in, both out
+        from .export_recurrent import export_recurrent
+
+        return export_recurrent(model, out, fmt, target, int8)
     out = Path(out)
     keys_path, stream_path = stream_paths(out)
     example = _example(model)

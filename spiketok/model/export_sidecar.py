@@ -11,7 +11,8 @@ from ..tokenize.tokenizer import TOKEN_END, TOKEN_SPIKE, TOKEN_START, SpikeToken
 from .poyo import POYO
 
 SIDECAR_FORMAT = "spiketok-export"
-SIDECAR_VERSION = 2  # bump when the sidecar changes in a way older readers cannot follow (2: absolute latent grid)
+SIDECAR_VERSION = 3  # bump when the sidecar changes in a way older readers cannot follow (2: absolute latent grid;
+# 3: recurrent models' step graph, `backbone` and `recurrent`)
 
 INPUTS: list[dict[str, Any]] = [
     {

@@ -13,6 +13,7 @@ import torch
 
 from ..data.atomic import atomic_write
 from .config import ModelConfig
+from .family import new_model
 from .meta import ModelFileError, ModelFileMeta
 from .meta_checks import check_meta
 from .poyo import POYO
@@ -88,7 +89,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelFil
 def build_model(tensors: dict[str, torch.Tensor], meta: ModelFileMeta, source: str = "model file") -> POYO:
     """A POYO model (eval mode) from tensors and metadata; `model.meta` is a copy of meta's records."""
     try:
-        model = POYO(
+        model = new_model(
             ModelConfig.from_dict(meta.model),
             unit_ids=meta.unit_ids,
             session_ids=meta.session_ids,

@@ -88,10 +88,9 @@ class StreamingDecoder(PacketRules):
         incremental: bool | None = None,
         precision: str = "float32",
     ):
-        if late not in ("raise", "drop"):
-            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self._open(session_id, late)
         model = with_precision(model, precision)  # the model itself for float32; else a copy
-        self.model, self.session_id, self.late = model.eval(), session_id, late
+        self.model = model.eval()
         c = model.config
         self.window = float(c.window if window is None else window)
         if self.window <= 0:
@@ -106,17 +105,7 @@ class StreamingDecoder(PacketRules):
                 "it out at the window end only: train with causal=true for real-time decoding",
                 stacklevel=2,
             )
-        sess_row = int(model.session_emb.lookup([session_id])[0])  # UnknownIdError: adapt first
-        if unit_ids is None:
-            prefix = f"{session_id}/"
-            unit_ids = [u for u in model.unit_emb.ids if u.startswith(prefix)]
-            if not unit_ids:
-                raise ValueError(f"the model knows session {session_id!r} but none of its units; pass unit_ids")
-        self.unit_ids = list(unit_ids)
-        rows = model.unit_emb.lookup(self.unit_ids)  # UnknownIdError for units the model has never seen
-        self.target = model.readout_target(target, session_id)
-        self.n_units = len(self.unit_ids)
-        self._build_id_table()
+        sess_row, rows = self._bind_session(model, unit_ids, target)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._tok = model.tokenizer(self.window)

@@ -87,12 +87,17 @@ class _Graph:
             raise ExportFileError(f"{path}: unknown graph kind {kind!r} in its sidecar")
 
     def run(self, *feeds: np.ndarray) -> np.ndarray:
+        return self.run_all(*feeds)[0]
+
+    def run_all(self, *feeds: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph, in order."""
         if self.kind == "onnx":
-            return self._ort.run(None, dict(zip(self.names, feeds)))[0]
+            return self._ort.run(None, dict(zip(self.names, feeds)))
         import torch
 
         with torch.no_grad():
-            return self._ts(*(torch.from_numpy(a) for a in feeds)).numpy()
+            out = self._ts(*(torch.from_numpy(a) for a in feeds))
+        return [t.numpy() for t in out] if isinstance(out, tuple) else [out.numpy()]
 
 
 class ExportedModel:
@@ -109,6 +114,7 @@ class ExportedModel:
         self.names = [i["name"] for i in self.meta["inputs"]]
         self.absolute = self.meta["latents"].get("grid", "window") == "absolute"  # the graph takes window_start
         self.graph = self.meta["graph"]
+        self.recurrent = self.meta.get("backbone") == "recurrent"  # FILE: a step graph (model.export_recurrent)
         self._window = _Graph(self.path, self.graph, self.names, threads)
         self._keys = self._stream = None
         stream = self.meta.get("stream")
@@ -161,6 +167,21 @@ class ExportedModel:
             feeds.append(np.array([window_start], np.float64))
         return self._window.run(*feeds)
 
+    def step(
+        self, units: np.ndarray, times: np.ndarray, state: np.ndarray, session: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A recurrent model's step graph on one chunk: spikes' unit rows (n,) and times (n,) s from the chunk's
+        start, the state before it (1, dim) -> behaviour (1, D) in the recording's units and the state after it."""
+        if not self.recurrent:
+            raise ExportFileError(f"{self.path}: not the step graph of a recurrent model")
+        pred, state = self._window.run_all(
+            np.ascontiguousarray(units, np.int64),
+            np.ascontiguousarray(times, np.float64),
+            np.ascontiguousarray(state, np.float32),
+            np.array([session], np.int64),
+        )
+        return pred, state
+
     def keys(self, units: np.ndarray, types: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Streaming graph 1: keys (n, keys_width) float32 of tokens at session-clock times (s)."""
         if self._keys is None:
@@ -192,6 +213,20 @@ class ExportedModel:
                 "adapt the model to that session and export it again"
             )
         return np.array([self.units[u] for u in unit_ids], dtype=np.int64)
+
+    def bind_units(self, decoder: PacketRules, unit_ids: Sequence[str] | None) -> np.ndarray:
+        """Set a streaming decoder's unit_ids (default: this model's units of its session), n_units and id table;
+        returns the units' vocabulary rows (n_units,)."""
+        if unit_ids is None:
+            unit_ids = [u for u in self.units if u.startswith(f"{decoder.session_id}/")]
+            if not unit_ids:
+                raise ValueError(
+                    f"the exported model knows session {decoder.session_id!r} but none of its units; pass unit_ids"
+                )
+        decoder.unit_ids = list(unit_ids)
+        decoder.n_units = len(decoder.unit_ids)
+        decoder._build_id_table()
+        return self.unit_rows(decoder.unit_ids)
 
     def session_row(self, session_id: str) -> int:
         if session_id not in self.sessions:
@@ -242,29 +277,20 @@ class ExportedStreamingDecoder(PacketRules):
         keyed: bool | None = None,
         capacity: int = 16384,
     ):
-        if late not in ("raise", "drop"):
-            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self._open(session_id, late)
         if target is not None and target != exported.target:
             raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
+        if exported.recurrent:
+            raise ValueError(f"{exported.path.name}: a recurrent model's step graph: use ExportedRecurrentDecoder")
         if keyed and not exported.has_stream:
             raise ValueError(
                 f"keyed=True: {exported.path.name} has no streaming graphs (exported by an older "
                 "spiketok); export the model again"
             )
-        self.exported, self.session_id, self.late = exported, session_id, late
-        self.window, self.target = exported.window, exported.target
+        self.exported, self.window, self.target = exported, exported.window, exported.target
         self.keyed = exported.has_stream if keyed is None else bool(keyed)
         self._session = exported.session_row(session_id)
-        if unit_ids is None:
-            unit_ids = [u for u in exported.units if u.startswith(f"{session_id}/")]
-            if not unit_ids:
-                raise ValueError(
-                    f"the exported model knows session {session_id!r} but none of its units; pass unit_ids"
-                )
-        self.unit_ids = list(unit_ids)
-        self.n_units = len(self.unit_ids)
-        self._rows = exported.unit_rows(self.unit_ids)
-        self._build_id_table()
+        self._rows = exported.bind_units(self, unit_ids)
         self._out = np.array([self.window], np.float64)
         n = self.n_units
         self._p = 2 * n  # keyed: START/END keys go in the 2 * n_units buffer rows just before the window's spikes

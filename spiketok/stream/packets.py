@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from ..errors import SpiketokError
+from ..model.poyo import POYO
 
 
 class StreamOrderError(SpiketokError, ValueError):
@@ -23,12 +25,37 @@ class PacketRules:
     late spikes. Subclasses set session_id, unit_ids, n_units, late, n_late, _last_time and _last_decode."""
 
     session_id: str
+    target: str
     unit_ids: list[str]
     n_units: int
     late: str
     n_late: int
     _last_time: float
     _last_decode: float
+
+    def _open(self, session_id: str, late: str) -> None:
+        """Set the session and what to do with late spikes ("raise" or "drop"); ValueError for another `late`."""
+        if late not in ("raise", "drop"):
+            raise ValueError(f"late={late!r}: use 'raise' or 'drop'")
+        self.session_id, self.late, self.n_late = session_id, late, 0
+
+    def _bind_session(
+        self, model: POYO, unit_ids: Sequence[str] | None, target: str | None
+    ) -> tuple[int, torch.Tensor]:
+        """Set unit_ids (default: the model's units of this session, in vocabulary order), n_units, target and the
+        id table; returns the session's row and the units' vocabulary rows (n_units,). UnknownIdError: adapt first."""
+        sess_row = int(model.session_emb.lookup([self.session_id])[0])
+        if unit_ids is None:
+            prefix = f"{self.session_id}/"
+            unit_ids = [u for u in model.unit_emb.ids if u.startswith(prefix)]
+            if not unit_ids:
+                raise ValueError(f"the model knows session {self.session_id!r} but none of its units; pass unit_ids")
+        self.unit_ids = list(unit_ids)
+        rows = model.unit_emb.lookup(self.unit_ids)  # UnknownIdError for units the model has never seen
+        self.target = model.readout_target(target, self.session_id)
+        self.n_units = len(self.unit_ids)
+        self._build_id_table()
+        return sess_row, rows
 
     def _build_id_table(self) -> None:
         """Sorted string ids (full ids and bare unit names) -> local index, for vectorised lookups."""

@@ -18,7 +18,9 @@ from tqdm.auto import tqdm
 from ..data.session import Behavior, Intervals, SessionLike
 from ..evaluate.metrics import r2_per_dim
 from ..model.poyo import POYO
+from ..model.recurrent import RecurrentPOYO
 from .decoder import StreamingDecoder
+from .recurrent import RecurrentStreamingDecoder
 
 if TYPE_CHECKING:
     from .exported import ExportedModel
@@ -132,15 +134,22 @@ def replay(
         raise ValueError(f"every must be positive, got {every}")
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
-    if isinstance(model, POYO):
+    if isinstance(model, RecurrentPOYO):
+        dec = RecurrentStreamingDecoder(
+            model, session.id, target=target, unit_ids=session.unit_ids, precision=precision
+        )
+        n_dims = model.readouts[dec.target].out_features
+    elif isinstance(model, POYO):
         dec = StreamingDecoder(
             model, session.id, target=target, unit_ids=session.unit_ids, incremental=incremental, precision=precision
         )
         n_dims = model.readouts[dec.target].out_features
     else:
         from .exported import ExportedStreamingDecoder
+        from .exported_recurrent import ExportedRecurrentDecoder
 
-        dec = ExportedStreamingDecoder(model, session.id, unit_ids=session.unit_ids, target=target)
+        make = ExportedRecurrentDecoder if model.recurrent else ExportedStreamingDecoder
+        dec = make(model, session.id, unit_ids=session.unit_ids, target=target)
         n_dims = model.dims
     return replay_decoder(dec, n_dims, session, intervals, every, speed, limit, progress)
 

@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..data.atomic import atomic_write
 from ..model.config import ModelConfig
+from ..model.family import new_model
 from ..model.file import ModelFileError, ModelFileMeta, load_model_file, save_model, save_model_file  # noqa: F401
 from ..model.meta import ModelMeta
 from ..model.poyo import POYO
@@ -97,7 +98,7 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[POYO,
     """The model a checkpoint dict holds (`model.meta` read from its hyper-parameters) and the training step."""
     hp = ckpt["hyper_parameters"]
     try:
-        model = POYO(ModelConfig.from_dict(hp["model"]), tasks=hp["tasks"])
+        model = new_model(ModelConfig.from_dict(hp["model"]), tasks=hp["tasks"])
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..data.session import DataError
 from ..data.storage import SessionDataset
 from ..errors import RunFolderError
+from ..model.family import new_model
 from ..model.poyo import POYO
 from ..schema import TrainConfig
 from .callbacks import (
@@ -146,7 +147,7 @@ def _start_score(run_dir: Path) -> float | None:
 
 def build_model(cfg: TrainConfig, data: SessionDataset, init: POYO | None = None) -> tuple[POYO, dict[str, str]]:
     """A fresh model for the config (or `init`), registered with every session of `data`."""
-    model = init if init is not None else POYO(cfg.model.config())
+    model = init if init is not None else new_model(cfg.model.config())
     targets = register_sessions(model, data, cfg.target)
     return model, targets
 
