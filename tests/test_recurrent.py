@@ -24,6 +24,7 @@ from spiketok.data.storage import SessionDataset, StoredSession
 from spiketok.evaluate import evaluate
 from spiketok.model import SIZES, ModelConfig, load_model_file, model_config, save_model
 from spiketok.model.family import new_model
+from spiketok.model.normalize import denormalise
 from spiketok.model.poyo import POYO
 from spiketok.model.recurrent import RecurrentPOYO
 from spiketok.schema import ConfigError
@@ -31,7 +32,6 @@ from spiketok.stream import replay
 from spiketok.stream.recurrent import RecurrentStreamingDecoder
 from spiketok.tokenize import collate
 from spiketok.train import load_config, train
-from spiketok.train.module import denormalise
 
 _register()
 runner = CliRunner()
@@ -105,8 +105,8 @@ def test_backbone_setting_and_sizes():
     assert SIZES["possm-tiny"].latent_step == 0.05
     with pytest.raises(ValueError, match="backbone"):
         ModelConfig(backbone="lstm")
-    assert load_config("tiny", ["model.backbone=recurrent"])["model"]["backbone"] == "recurrent"
-    assert load_config("tiny", ["model.size=possm-1.3M"])["model"]["size"] == "possm-1.3M"
+    assert load_config("tiny", ["model.backbone=recurrent"]).model.backbone == "recurrent"
+    assert load_config("tiny", ["model.size=possm-1.3M"]).model.size == "possm-1.3M"
     with pytest.raises(ConfigError, match="backbone"):
         load_config("tiny", ["model.backbone=lstm"])
 
