@@ -143,10 +143,12 @@ class CrossAttentionBlock(nn.Module):
         ctx_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, n, dim) at rotations x_rot after reading context (B, m, dim) at ctx_rot; ctx_mask (B, m)."""
-        return self.attend_kv(x, rotate(self.query(x), x_rot), self.kv(context), x_rot, ctx_rot, ctx_mask)
+        q = rotate(self.query(x), x_rot)  # (B, n, H, d)
+        return self.finish(x, self.attn.attend_kv(q, self.kv(context), x_rot, ctx_rot, ctx_mask))
 
     # The same block in parts, for callers that keep queries, keys or values between calls (spiketok.model.stages):
-    # forward(x, x_rot, context, ctx_rot) == attend_kv(x, rotate(query(x), x_rot), kv(context), x_rot, ctx_rot)
+    # forward(x, x_rot, context, ctx_rot)
+    # == finish(x, attn.attend_kv(rotate(query(x), x_rot), kv(context), x_rot, ctx_rot))
     # == attend(x, rotate(query(x), x_rot), *attn.rotate_kv(kv(context), ctx_rot), x_rot).
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,19 +158,6 @@ class CrossAttentionBlock(nn.Module):
     def kv(self, context: torch.Tensor) -> torch.Tensor:
         """Keys and values side by side (..., m, 2 * inner) of context (..., m, dim): normed, projected, not rotated."""
         return self.attn.to_kv(self.norm_ctx(context))
-
-    def attend_kv(
-        self,
-        x: torch.Tensor,
-        q: torch.Tensor,
-        kv: torch.Tensor,
-        x_rot: Rotation,
-        ctx_rot: Rotation,
-        ctx_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x (B, n, dim) plus attention of its rotated queries q over kv (B, m, 2 * inner) from `kv`, then the
-        feed-forward. kv is rotated in place in inference: pass a fresh tensor."""
-        return self.finish(x, self.attn.attend_kv(q, kv, x_rot, ctx_rot, ctx_mask))
 
     def attend(
         self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, x_rot: Rotation

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +15,17 @@ class UnknownIdError(SpiketokError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+ADAPT_FIRST = "adapt the model to that session first (`spiketok adapt` or spiketok.adapt)"
+
+
+def require_known(ids: Sequence[str], known: Container[str], what: str, remedy: str) -> None:
+    """Raise UnknownIdError naming how many of `ids` are not in `known` (and the first), `what` they are and
+    the `remedy`."""
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise UnknownIdError(f"{len(missing)} {what} (first: {missing[0]!r}); {remedy}")
 
 
 class VocabEmbedding(nn.Module):
@@ -50,12 +61,7 @@ class VocabEmbedding(nn.Module):
 
     def lookup(self, ids: Sequence[str]) -> torch.Tensor:
         """Row indices (len(ids),) of the given ids; unknown ids raise UnknownIdError."""
-        missing = [i for i in ids if i not in self.index]
-        if missing:
-            raise UnknownIdError(
-                f"{len(missing)} {self.kind} id(s) unknown to this model (first: {missing[0]!r}); "
-                "adapt the model to that session first (`spiketok adapt` or spiketok.adapt)"
-            )
+        require_known(ids, self.index, f"{self.kind} id(s) unknown to this model", ADAPT_FIRST)
         return torch.tensor([self.index[i] for i in ids], dtype=torch.long)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,8 @@ class PoyoStages:
             return enc.finish(latents, enc.attn.finish(context.values, rot))
         q = rotate(enc.query(latents), rot) if q is None else q  # (B, n_latents, cross_heads, head_dim)
         if isinstance(context, TokenKV):
-            return enc.attend_kv(latents, q, context.kv, rot, context.rot, context.mask)
+            # context.kv is rotated in place in inference: a fresh tensor per call
+            return enc.finish(latents, enc.attn.attend_kv(q, context.kv, rot, context.rot, context.mask))
         return enc.attend(latents, q, context.k, context.v, rot)
 
     # 3. processor (self-attention among the latents)
@@ -126,7 +127,7 @@ class PoyoStages:
         """Features (B, n_queries, dim) of the output queries after reading the latents (B, n_latents, dim) at
         rotations lat_rot (B, n_latents, 1, d/2); layer-normed for the readout."""
         dec = self.decoder
-        return self.norm_out(dec.attend_kv(out.queries, out.q, dec.kv(latents), out.rot, lat_rot))
+        return self.norm_out(dec.finish(out.queries, dec.attn.attend_kv(out.q, dec.kv(latents), out.rot, lat_rot)))
 
     # 5. readout
 

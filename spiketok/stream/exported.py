@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpiketokError
-from ..model.embeddings import UnknownIdError
+from ..model.embeddings import UnknownIdError, require_known
 from ..model.export_sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 from .packets import PacketRules, StreamOrderError
 from .replay import replay
@@ -206,12 +206,12 @@ class ExportedModel:
 
     def unit_rows(self, unit_ids: Sequence[str]) -> np.ndarray:
         """Vocabulary rows (n,) of full unit ids ("<session>/<unit>"); unknown ids raise UnknownIdError."""
-        missing = [u for u in unit_ids if u not in self.units]
-        if missing:
-            raise UnknownIdError(
-                f"{len(missing)} unit id(s) unknown to this exported model (first: {missing[0]!r}); "
-                "adapt the model to that session and export it again"
-            )
+        require_known(
+            unit_ids,
+            self.units,
+            "unit id(s) unknown to this exported model",
+            "adapt the model to that session and export it again",
+        )
         return np.array([self.units[u] for u in unit_ids], dtype=np.int64)
 
     def bind_units(self, decoder: PacketRules, unit_ids: Sequence[str] | None) -> np.ndarray:
@@ -235,7 +235,7 @@ class ExportedModel:
                 f"(it knows {len(self.sessions)}); adapt the model to it and export it again"
             )
         if session_id not in self.meta["normalization"]:
-            raise ValueError(
+            raise ExportFileError(
                 f"no normalisation statistics for session {session_id!r}, task {self.target!r} "
                 "in this export: its outputs would not be in the recording's units"
             )

@@ -8,8 +8,10 @@ the context window is chosen on the validation split by short pilot runs (`train
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +44,13 @@ class RecipeChoice:
         self.settings[key] = value
         self.reasons[key] = reason
         return cfg.set(key, value)
+
+    def fill(self, cfg: TrainConfig, key: str, choose: Callable[[], tuple[Any, str]]) -> TrainConfig:
+        """cfg with `key` set by `choose()` (a value and why) where it is `auto`; unchanged otherwise."""
+        if not is_auto(cfg.get(key)):
+            return cfg
+        value, reason = choose()
+        return self.set(cfg, key, value, reason)
 
     def apply(self, cfg: TrainConfig) -> TrainConfig:
         """cfg with every setting chosen here."""
@@ -160,48 +169,39 @@ def resolve_schedule(
     window = float(cfg.model.window)
     seconds = sum(float((s.splits["train"].end - s.splits["train"].start).sum()) for s in data)
     effective = min(window, typical_train_interval(data))  # a window never reaches past its interval
-    if is_auto(cfg.batch_size):
+    passes = lambda: seconds / (int(cfg.batch_size) * effective)  # noqa: E731  passes over train per step
+
+    def batch_size() -> tuple[int, str]:
         tokens = tokens_per_window(data, effective)
         batch = int(np.clip(round(TOKENS_PER_BATCH / tokens), MIN_BATCH, MAX_BATCH))
-        cfg = choice.set(
-            cfg,
-            "batch_size",
-            batch,
-            f"about {TOKENS_PER_BATCH:,} input tokens per batch ({tokens:,.0f} per "
-            f"{effective:.2g} s window), within {MIN_BATCH}-{MAX_BATCH}",
+        why = f"about {TOKENS_PER_BATCH:,} input tokens per batch ({tokens:,.0f} per {effective:.2g} s window)"
+        return batch, f"{why}, within {MIN_BATCH}-{MAX_BATCH}"
+
+    def max_steps() -> tuple[int, str]:
+        steps = int(np.clip(round(PASSES * passes(), -2), MIN_STEPS, MAX_STEPS))
+        return steps, (
+            f"about {PASSES} passes over the {seconds:.0f} s train split (batches of {cfg.batch_size} x "
+            f"{effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner"
         )
-    batch = int(cfg.batch_size)
-    if is_auto(cfg.max_steps):
-        steps = int(np.clip(round(PASSES * seconds / (batch * effective), -2), MIN_STEPS, MAX_STEPS))
-        cfg = choice.set(
-            cfg,
-            "max_steps",
-            steps,
-            f"about {PASSES} passes over the {seconds:.0f} s train split "
-            f"(batches of {batch} x {effective:.2g} s), within {MIN_STEPS}-{MAX_STEPS}; early stopping ends it sooner",
+
+    def steps_per_epoch() -> tuple[int, str]:
+        per = int(np.clip(round(CHECK_PASSES * passes()), MIN_CHECK_STEPS, MAX_CHECK_STEPS))
+        return per, (
+            f"a validation check and checkpoint every {per} steps: at most {CHECK_PASSES} passes over the train "
+            f"split apart (so early stopping can catch a small data set's best point), every "
+            f"{MIN_CHECK_STEPS}-{MAX_CHECK_STEPS} steps"
         )
-    steps = int(cfg.max_steps)
-    if is_auto(cfg.steps_per_epoch):
-        per = int(np.clip(round(CHECK_PASSES * seconds / (batch * effective)), MIN_CHECK_STEPS, MAX_CHECK_STEPS))
-        cfg = choice.set(
-            cfg,
-            "steps_per_epoch",
-            per,
-            f"a validation check and checkpoint every {per} steps: at most "
-            f"{CHECK_PASSES} passes over the train split apart (so early stopping can catch a small data set's "
-            f"best point), every {MIN_CHECK_STEPS}-{MAX_CHECK_STEPS} steps",
-        )
-    if is_auto(cfg.warmup_steps):
-        cfg = choice.set(cfg, "warmup_steps", max(10, steps // 20), "5% of the steps")
-    if is_auto(cfg.patience):
-        epochs = steps / int(cfg.steps_per_epoch)
-        cfg = choice.set(
-            cfg,
-            "patience",
-            int(max(5, round(0.25 * epochs))),
-            "validation checks without a better validation R² before stopping: a quarter of the run, at least 5",
-        )
-    return cfg
+
+    def patience() -> tuple[int, str]:
+        checks = int(cfg.max_steps) / int(cfg.steps_per_epoch)
+        why = "validation checks without a better validation R² before stopping: a quarter of the run, at least 5"
+        return int(max(5, round(0.25 * checks))), why
+
+    cfg = choice.fill(cfg, "batch_size", batch_size)  # each in turn: later choices read the earlier ones
+    cfg = choice.fill(cfg, "max_steps", max_steps)
+    cfg = choice.fill(cfg, "steps_per_epoch", steps_per_epoch)
+    cfg = choice.fill(cfg, "warmup_steps", lambda: (max(10, int(cfg.max_steps) // 20), "5% of the steps"))
+    return choice.fill(cfg, "patience", patience)
 
 
 def window_candidates(data: SessionDataset) -> list[float]:
