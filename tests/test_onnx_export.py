@@ -20,7 +20,8 @@ from spiketok.data.storage import SessionDataset, StoredSession
 from spiketok.model.export import SIDECAR_VERSION, sidecar_path
 from spiketok.model.normalize import denormalise
 from spiketok.stream import replay
-from spiketok.stream.exported import ExportedModel, ExportedStreamingDecoder, replay_exported
+from spiketok.stream.exported import ExportedModel, ExportedStreamingDecoder
+from spiketok.stream.replay import replay as replay_exported
 from spiketok.tokenize import SpikeTokenizer, collate
 from spiketok.train import load, load_config, train
 from spiketok.train.checkpoint import save_model

@@ -217,7 +217,8 @@ def test_absolute_grid_export_takes_the_window_start(absolute_run: dict, tmp_pat
     does, so it matches PyTorch (offline windows at starts of every phase on the grid, and replay) within 1e-4."""
     pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxruntime) is not installed")
     from spiketok.model.export import sidecar_path
-    from spiketok.stream.exported import ExportedModel, replay_exported
+    from spiketok.stream.exported import ExportedModel
+    from spiketok.stream.replay import replay as replay_exported
 
     model, session = absolute_run["model"], absolute_run["session"]
     out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .session import DataError, Intervals
+from .intervals import DataError, Intervals
 
 SPLIT_NAMES = ("train", "valid", "test")
 SPLIT_METHODS = ("interleaved", "blocks", "random")

@@ -11,9 +11,7 @@ vocabulary's (unit, type) pairs (computed per token instead when that table woul
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.atomic import atomic_write
-from ..errors import SpiketokError
 from ..tokenize.tokenizer import SpikeTokenizer
 from .export_sidecar import (
     KEYS_INPUTS,
@@ -36,6 +33,7 @@ from .export_sidecar import (
     stream_entry,
     stream_paths,
 )
+from .graph_file import ExportError, normalization_tables, write_graph
 from .poyo import N_TOKEN_TYPES, POYO
 from .rotary import RealRotation
 from .stages import PoyoStages, RotatedKV, TokenKV
@@ -55,17 +53,6 @@ __all__ = [
 ]
 
 MAX_TABLE_FLOATS = 16_000_000  # the graph holds the token key/value table up to 64 MB; larger ones project per token
-
-
-def normalization_tables(model: POYO, target: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each session's mean and std (n_sessions, D) of task `target`; mean 0, std 1 for sessions without them."""
-    dims = model.readouts[target].out_features
-    mean, std = torch.zeros(len(model.session_emb), dims), torch.ones(len(model.session_emb), dims)
-    for sid, per_task in model.normalizer.stats.items():
-        if sid in model.session_emb.index and target in per_task:
-            row = model.session_emb.index[sid]
-            mean[row], std[row] = (torch.tensor(per_task[target][k], dtype=torch.float32) for k in ("mean", "std"))
-    return mean, std
 
 
 class _GraphParts(PoyoStages, nn.Module):
@@ -196,11 +183,6 @@ class StreamGraph(_GraphParts):
 
 
 FORMATS = ("onnx", "torchscript")
-ONNX_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
-
-
-class ExportError(SpiketokError, ValueError):
-    """The model cannot be exported as asked (unknown format or target, export packages missing)."""
 
 
 def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -219,43 +201,6 @@ def _example(model: POYO, n_tokens: int = 64, n_out: int = 2) -> dict[str, tuple
         "keys": (units, types, times + start),
         "stream": (torch.randn(n_tokens, width, generator=g), out_times, session, start),
     }
-
-
-def _write_graph(
-    graph: nn.Module,
-    example: tuple[torch.Tensor, ...],
-    inputs: list[dict[str, Any]],
-    output: str | tuple[str, ...],
-    path: Path,
-    fmt: str,
-    int8: bool,
-) -> None:
-    """Trace `graph` on `example` into an ONNX or TorchScript file at `path` (written atomically); inputs with a
-    named first axis (n_tokens, n_out) are dynamic there, as is the output's first axis (several outputs, a tuple of
-    names: of fixed shapes)."""
-    names = [i["name"] for i in inputs]
-    dynamic = {i["name"]: {0: i["shape"][0]} for i in inputs if isinstance(i["shape"][0], str)}
-    with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
-        warnings.simplefilter("ignore")
-        with torch.no_grad(), atomic_write(path) as tmp:
-            if fmt == "onnx":
-                # the TorchScript-based exporter: with dynamo=True the ONNX graph drifted 7e-4 from PyTorch
-                torch.onnx.export(
-                    graph,
-                    example,
-                    tmp,
-                    input_names=names,
-                    output_names=[output] if isinstance(output, str) else list(output),
-                    opset_version=ONNX_OPSET,
-                    dynamo=False,
-                    dynamic_axes={**dynamic, output: {0: "n_tokens" if output == KEYS_NAME else "n_out"}}
-                    if isinstance(output, str)
-                    else dynamic,
-                )
-                if int8:
-                    _quantize_onnx(Path(tmp))
-            else:
-                torch.jit.save(torch.jit.trace(graph, example, check_trace=False), tmp)
 
 
 def export_model(
@@ -289,9 +234,9 @@ def export_model(
     out = Path(out)
     keys_path, stream_path = stream_paths(out)
     example = _example(model)
-    _write_graph(WindowGraph(model, target).eval(), example["window"], graph_inputs(model), OUTPUT_NAME, out, fmt, int8)
-    _write_graph(SpikeKeysGraph(model, target).eval(), example["keys"], KEYS_INPUTS, KEYS_NAME, keys_path, fmt, False)
-    _write_graph(
+    write_graph(WindowGraph(model, target).eval(), example["window"], graph_inputs(model), OUTPUT_NAME, out, fmt, int8)
+    write_graph(SpikeKeysGraph(model, target).eval(), example["keys"], KEYS_INPUTS, KEYS_NAME, keys_path, fmt, False)
+    write_graph(
         StreamGraph(model, target).eval(), example["stream"], STREAM_INPUTS, OUTPUT_NAME, stream_path, fmt, int8
     )
     side = sidecar_path(out)
@@ -299,24 +244,3 @@ def export_model(
     with atomic_write(side) as tmp:
         Path(tmp).write_text(json.dumps(sidecar(model, target, fmt, "int8" if int8 else "float32", stream), indent=1))
     return out, side
-
-
-def _quantize_onnx(path: Path) -> None:
-    """Replace the ONNX graph at `path` by its int8 dynamic quantization (weights int8 per output channel)."""
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise ExportError("int8 export needs onnxruntime: pip install 'spiketok[export]'") from None
-    fp32 = path.with_name(path.name + ".fp32")
-    path.replace(fp32)
-    try:
-        quantize_dynamic(
-            fp32,
-            path,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            extra_options={"MatMulConstBOnly": True},
-        )  # weights only: not the attention products
-    finally:
-        fp32.unlink(missing_ok=True)

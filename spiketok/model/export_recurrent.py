@@ -19,8 +19,8 @@ from torch import nn
 
 from ..data.atomic import atomic_write
 from ..tokenize import TokenType
-from .export import _write_graph, normalization_tables
 from .export_sidecar import INPUTS, OUTPUT_NAME, sidecar, sidecar_path
+from .graph_file import normalization_tables, write_graph
 from .recurrent import RecurrentPOYO, RecurrentStages
 from .rotary import rotate
 
@@ -117,7 +117,7 @@ def export_recurrent(
     `export_model`, which checks the arguments and calls this); returns both paths."""
     out = Path(out)
     graph = ChunkStepGraph(model, target).eval()
-    _write_graph(graph, _example(model), STEP_INPUTS, (OUTPUT_NAME, STATE_NAME), out, fmt, int8)
+    write_graph(graph, _example(model), STEP_INPUTS, (OUTPUT_NAME, STATE_NAME), out, fmt, int8)
     meta = sidecar(model, target, fmt, "int8" if int8 else "float32")
     dims, dim = meta["dims"], int(model.config.dim)
     meta["backbone"] = "recurrent"

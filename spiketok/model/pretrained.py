@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .file import ModelFileError
+from .meta import ModelFileError
 
 PREFIX = "pretrained:"
 FOLDER = Path(__file__).with_name("weights")

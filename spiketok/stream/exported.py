@@ -5,7 +5,7 @@ would write from the sidecar (one token per spike, a START token at 0 and an END
 per unit of the session; times in seconds from the window start). `ExportedStreamingDecoder` keeps the
 recent spikes of a stream (keyed once each by the export's streaming graphs, when it has them) and decodes
 the window [t - window, t) at each call, with the same interface and ordering rules as
-spiketok.stream.StreamingDecoder; `replay_exported` streams a recorded session through it
+spiketok.stream.StreamingDecoder; `spiketok.stream.replay.replay` streams a recorded session through it
 (`spiketok replay --onnx FILE`).
 """
 
@@ -22,9 +22,8 @@ from ..errors import SpiketokError
 from ..model.embeddings import UnknownIdError, require_known
 from ..model.export_sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 from .packets import PacketRules, StreamOrderError
-from .replay import replay
 
-__all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar", "replay_exported"]
+__all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar"]
 
 
 class ExportFileError(SpiketokError, ValueError):
@@ -376,6 +375,3 @@ class ExportedStreamingDecoder(PacketRules):
             y = self.exported.run(*tokens, self._out, self._session, t0)[0]
         self._last_decode = t
         return y
-
-
-replay_exported = replay  # `replay` takes an ExportedModel as it takes a POYO model
