@@ -254,7 +254,9 @@ def convert(
 
 @app.command("model-info")
 def model_info(
-    name: Annotated[str, typer.Argument(help="A model size (tiny, poyo-1.3M, poyo-11.8M) or a checkpoint file.")],
+    name: Annotated[
+        str, typer.Argument(help="A model size (tiny, poyo-1.3M, poyo-11.8M, possm-tiny, possm-1.3M) or a model file.")
+    ],
 ) -> None:
     """Print a model's settings and parameter count (without the unit and session tables)."""
     from ..model.config import SIZES, model_config
