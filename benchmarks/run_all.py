@@ -27,7 +27,7 @@ from docsection import ENV, SCRATCH, write_unmeasured
 
 HERE = Path(__file__).resolve().parent
 OWN_VENV = {"speed_reference": HERE.parent / "bench-venv" / "bin" / "python"}  # see bench_speed_reference.py
-TIMING = {"window_reads", "speed_reference", "streaming", "runtimes", "scaling"}  # take --allow-load
+TIMING = {"window_reads", "speed_reference", "streaming", "runtimes", "scaling", "recurrent"}  # take --allow-load
 # name -> (script and arguments of the full run, arguments of the quick run or None: long, skipped in --quick)
 BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "window_reads": (["bench_window_reads.py"], ["bench_window_reads.py", "--quick"]),
@@ -57,6 +57,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "ensemble": (["bench_ensemble.py"], None),  # after lofo: its runs are the ensembles' seed 0
     "validation": (["bench_validation.py"], None),
     "versions": (["bench_versions.py", "--base", "HEAD~1"], None),  # this code against its previous commit
+    "recurrent": (
+        ["bench_recurrent.py", "--recipe-work", "bench-work/recipe"],  # latency part first, then accuracy
+        ["bench_recurrent.py", "--quick"],
+    ),
 }
 
 
