@@ -133,11 +133,12 @@ def preset_regularisation() -> str:
 
 
 def regularisation(run_dir: Path) -> str:
-    """The dropout and weight decay a run trained with (its logs/hparams.yaml)."""
-    import yaml
+    """The dropout and weight decay a run's kept model trained with (read from its model file's metadata, which
+    holds them whichever start `init: auto` kept)."""
+    from spiketok.model.file import read_model_file
 
-    hp = yaml.safe_load((run_dir / "logs" / "hparams.yaml").read_text())
-    return f"model.dropout={hp['model']['dropout']} weight_decay={hp['train']['weight_decay']}"
+    meta = read_model_file(run_dir / "model.ckpt")[1]
+    return f"model.dropout={meta.model['dropout']} weight_decay={meta.train.weight_decay}"
 
 
 def regularisation_note(trained_with: dict[str, list[str]]) -> str:
@@ -152,7 +153,7 @@ def regularisation_note(trained_with: dict[str, list[str]]) -> str:
         else f"**{'some' if shipped in trained_with else 'none'} of them the preset this tree ships** ({shipped})"
     )
     return (
-        f"Regularisation the runs trained with, read from their logs/hparams.yaml: {groups}; {verdict} "
+        f"Regularisation the runs trained with, read from their model files: {groups}; {verdict} "
         "(chosen in the leave-one-file-out section)."
     )
 
@@ -242,6 +243,11 @@ def write_doc(work: Path, load_before: tuple, load_after: tuple, seconds: float,
     ]
     if trained_with:
         lines += [regularisation_note(trained_with), ""]
+    lines += [
+        "Each run's training minutes are in the table; the command below is the call that wrote this section, "
+        "which reads finished runs back from WORK (runs it had to train count in its minutes).",
+        "",
+    ]
     lines += run_table(seconds, load_before, load_after, doc_only)
     write_section("\n".join(lines), START, END)
     print("\n".join(lines))
