@@ -22,23 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import provenance
-from bench_recipe import DATA, run, spiketok
+from bench_recipe import DATA, PREPARE, RAT, SEALED, run, spiketok
+from bench_recipe import PRIMATE as ALL_PRIMATE
 from docsection import write_section
 
 START, END = "<!-- validation:start -->", "<!-- validation:end -->"
 SPLITS = ("interleaved", "blocks")
-PRIMATE = [
-    "m1_chewie_2013-10-03",
-    "m1_chewie_2013-12-19",
-    "m1_mihi_2014-03-03",
-    "m1_chewie_2016-10-11",
-    "s1_area2_spykesml",
-]  # m1_dream_stevenson2011 is sealed: not even its validation split is read here
-RAT = ["hc_linear_track", "hc_w_maze"]
-PREPARE = {
-    **{f: ["--behavior", "hand_velocity"] for f in PRIMATE},
-    **{f: ["--behavior", "led", "--keep-moving", "5"] for f in RAT},
-}
+PRIMATE = [f for f in ALL_PRIMATE if f != SEALED]  # the sealed file: not even its validation split is read here
 SETTINGS = ["model.window=1", "max_steps=1000", "init=none"]  # one budget for all: the split is what differs
 
 
