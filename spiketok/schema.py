@@ -178,6 +178,13 @@ class ModelSettings:
         """Every field of a built ModelConfig (no size: the fields say it all)."""
         return cls(**config.to_dict())
 
+    @property
+    def resolved_backbone(self) -> str:
+        """The backbone these settings build: the one set, else the size's (readable before the window is chosen)."""
+        from .model.config import SIZES
+
+        return self.backbone or SIZES[self.size or "tiny"].backbone
+
     def config(self) -> ModelConfig:
         """The ModelConfig these settings describe (an "auto" window must be chosen first)."""
         from .model.config import model_config

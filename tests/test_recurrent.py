@@ -32,6 +32,7 @@ from spiketok.stream import replay
 from spiketok.stream.recurrent import RecurrentStreamingDecoder
 from spiketok.tokenize import collate
 from spiketok.train import load_config, train
+from spiketok.train.recipe import RecipeChoice, window_settings
 
 _register()
 runner = CliRunner()
@@ -109,6 +110,20 @@ def test_backbone_setting_and_sizes():
     assert load_config("tiny", ["model.size=possm-1.3M"]).model.size == "possm-1.3M"
     with pytest.raises(ConfigError, match="backbone"):
         load_config("tiny", ["model.backbone=lstm"])
+
+
+def test_recipe_window_keeps_the_chunk_length():
+    """The recipe's window choice sets a perceiver's latent grid from the window, but a recurrent model's latent
+    step is its chunk: a 2 s window keeps possm-tiny's 50 ms chunks (and tiny gets 125 ms latents)."""
+    for size, step in (("possm-tiny", 0.05), ("tiny", 0.125)):
+        cfg = load_config("tiny", [f"model.size={size}", "model.window=auto"])
+        chosen = RecipeChoice(settings=window_settings(2.0, cfg.model.resolved_backbone)).apply(cfg)
+        assert (chosen.model.config().window, chosen.model.config().latent_step) == (2.0, step)
+    cfg = load_config("tiny", ["model.backbone=recurrent", "model.window=auto"])
+    assert (
+        RecipeChoice(settings=window_settings(4.0, cfg.model.resolved_backbone)).apply(cfg).model.config().latent_step
+        == 0.125
+    )
 
 
 # --- training, model files ------------------------------------------------------------------------

@@ -156,9 +156,13 @@ def tokens_per_window(data: SessionDataset, length: float, sample: int = 50) -> 
     return float(np.mean(per_session))
 
 
-def window_settings(window: float) -> dict[str, float]:
-    """The model settings that go with a context window: latent grid and the rotary's longest period."""
-    return {"model.window": window, "model.latent_step": max(0.125, window / 16), "model.t_max": max(4.0, 2 * window)}
+def window_settings(window: float, backbone: str = "perceiver") -> dict[str, float]:
+    """The model settings that go with a context window: latent grid and the rotary's longest period. A
+    recurrent model's latent step is its chunk length (the size's, e.g. 50 ms), which the window does not change."""
+    settings = {"model.window": window, "model.t_max": max(4.0, 2 * window)}
+    if backbone != "recurrent":
+        settings["model.latent_step"] = max(0.125, window / 16)
+    return settings
 
 
 def resolve_schedule(

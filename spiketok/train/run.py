@@ -319,7 +319,7 @@ def resolve_recipe(
             f"the only candidate: every training interval is at most {longest_train_interval(data):.3g} s long, "
             "so a longer window adds nothing"
         )
-        for key, value in window_settings(candidates[0]).items():
+        for key, value in window_settings(candidates[0], cfg.model.resolved_backbone).items():
             why = only if key == "model.window" else f"follows the {candidates[0]:g} s window"
             cfg = choice.set(cfg, key, value, why)
     elif is_auto(cfg.model.window):
@@ -327,7 +327,7 @@ def resolve_recipe(
         choice.pilots = {w: p.best for w, p in pilots.items()}
         choice.pilot_spreads = {w: p.spread for w, p in pilots.items()}
         window, why = choose_window(pilots)
-        for key, value in window_settings(window).items():
+        for key, value in window_settings(window, cfg.model.resolved_backbone).items():
             cfg = choice.set(cfg, key, value, why if key == "model.window" else f"follows the {window:g} s window")
     cfg = resolve_schedule(cfg, data, _targets(data, cfg), choice)
     if rank_zero_only.rank == 0:
@@ -350,7 +350,7 @@ def pilot_windows(data: SessionDataset, cfg: TrainConfig, folder: Path, trainer_
             scores[f"{window:g}"] = PilotScore(tuple(json.loads(done.read_text()).get("val_r2_curve", [])))
             continue
         shutil.rmtree(run, ignore_errors=True)
-        pilot = RecipeChoice(settings=window_settings(window)).apply(cfg)
+        pilot = RecipeChoice(settings=window_settings(window, cfg.model.resolved_backbone)).apply(cfg)
         pilot = resolve_schedule(pilot, data, _targets(data, cfg), RecipeChoice())
         steps = max(1, int(int(pilot.max_steps) * PILOT_FRACTION))
         pilot = replace(

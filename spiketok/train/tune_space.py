@@ -30,7 +30,7 @@ def _choices(values: list[float | int], base: float | int) -> list:
 def base_model(base: TrainConfig) -> ModelConfig:
     """The base config's model settings; an "auto" window (the recipe's) counts as 1 s, where the search starts."""
     if is_auto(base.model.window):
-        base = with_values(base, window_settings(1.0))
+        base = with_values(base, window_settings(1.0, base.model.resolved_backbone))
     return base.model.config()
 
 
