@@ -13,6 +13,7 @@ from . import app
 from .checks import check_output
 from .common import load_model
 from .errors import fail
+from .options import DecodeTarget, OverwriteOutput
 
 console = Console()
 MODE_HELP = (
@@ -35,9 +36,7 @@ def adapt(
     ] = None,
     pick: Annotated[str, typer.Option(help="Which N trials: 'first' in time, or 'random' (by --seed).")] = "first",
     seed: Annotated[int, typer.Option(help="Seed for the trial draw, initialisation and training windows.")] = 0,
-    target: Annotated[
-        str | None, typer.Option(help="Behaviour to decode (default: the model's task the session has).")
-    ] = None,
+    target: DecodeTarget = None,
     evaluate: Annotated[
         bool, typer.Option("--evaluate/--no-evaluate", help="Report R² on the session's test split.")
     ] = True,
@@ -45,12 +44,7 @@ def adapt(
         list[str] | None,
         typer.Argument(help="key=value adaptation settings, e.g. max_steps=200 lr_unit_id=0.01.", show_default=False),
     ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace an existing --out file (never a model file given as input, or a recording)."
-        ),
-    ] = False,
+    overwrite: OverwriteOutput = False,
 ) -> None:
     """Adapt a trained model to a new session: extend its vocabularies with the session's units and id, and train.
 
@@ -133,9 +127,7 @@ def fewshot(
     seeds: Annotated[int, typer.Option(help="Seeds per count: each draws its own trials and initialisation.")] = 3,
     modes: Annotated[str, typer.Option(help="Comma-separated modes to compare.")] = "unit-id,finetune,scratch",
     pick: Annotated[str, typer.Option(help="'random' N trials per seed, or the 'first' N every time.")] = "random",
-    target: Annotated[
-        str | None, typer.Option(help="Behaviour to decode (default: the model's task the session has).")
-    ] = None,
+    target: DecodeTarget = None,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="key=value adaptation settings, e.g. max_steps=200.", show_default=False),

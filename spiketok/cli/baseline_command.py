@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from . import app
 from .checks import check_output
+from .options import DataPaths, JsonOut, OverwriteJson, ScoreSplit
 
 console = Console()
 
@@ -50,7 +50,7 @@ def results_table(results: dict) -> Table:
 
 @app.command()
 def baseline(
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
+    data: DataPaths,
     model: Annotated[str, typer.Option("--model", "-m", help="ridge (Wiener filter), gru or mlp.")] = "ridge",
     bin: Annotated[float, typer.Option("--bin", help="Bin width in seconds.")] = 0.02,
     target: Annotated[
@@ -76,11 +76,11 @@ def baseline(
             "(both; the valid split picks)."
         ),
     ] = "auto",
-    split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
+    split: ScoreSplit = "test",
     max_steps: Annotated[int, typer.Option(help="GRU/MLP: most training steps (early stopping on valid).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
+    json_path: JsonOut = None,
+    overwrite: OverwriteJson = False,
 ) -> None:
     """Train a classical decoder per session on binned spikes and score it like `spiketok evaluate`.
 

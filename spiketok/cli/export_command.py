@@ -11,6 +11,7 @@ from . import app
 from .checks import check_output, staged_files
 from .common import load_model
 from .errors import fail
+from .options import OverwriteOutput
 
 
 @app.command()
@@ -33,12 +34,7 @@ def export(
             "speed and accuracy cost in docs/benchmarks.md.",
         ),
     ] = False,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace an existing export (graphs and sidecar); never a model file or a recording."
-        ),
-    ] = False,
+    overwrite: OverwriteOutput = False,
 ) -> None:
     """Export the model as a graph of one window (spike tokens in, behaviour in recording units out) and OUT.json.
 

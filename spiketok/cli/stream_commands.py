@@ -13,6 +13,7 @@ from rich.table import Table
 from . import app
 from .checks import check_output
 from .errors import fail
+from .options import DecodeTarget, JsonOut, OverwriteJson
 
 console = Console()
 
@@ -54,9 +55,7 @@ def replay(
         int,
         typer.Option(help="CPU threads for torch, or onnxruntime with --onnx (1 is usually fastest for one stream)."),
     ] = 1,
-    target: Annotated[
-        str | None, typer.Option(help="Behaviour task to decode (default: as trained for this session).")
-    ] = None,
+    target: DecodeTarget = None,
     keep_moving: Annotated[
         float | None,
         typer.Option(
@@ -64,7 +63,7 @@ def replay(
             metavar="PX",
         ),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    json_path: JsonOut = None,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG: streamed vs recorded traces and the latency histogram.")
     ] = None,
@@ -92,7 +91,7 @@ def replay(
             "instead of a checkpoint: `replay --onnx model.onnx FILE`.",
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
+    overwrite: OverwriteJson = False,
 ) -> None:
     """Stream a recorded session through the real-time decoder: latency per decode and R² vs the recording."""
     from ..data.readers import file_kind

@@ -14,6 +14,7 @@ from . import app
 from .checks import check_output, parse_devices
 from .common import load_model
 from .errors import EXIT_INTERRUPTED, fail
+from .options import DataPaths, DecodeTarget, JsonOut, OverwriteJson, ScoreSplit
 
 console = Console()
 MAX_RATE = 10_000.0  # predict --rate (Hz): beyond it the output would be mostly copies of the same decode
@@ -32,7 +33,7 @@ def _results_table(results: dict) -> Table:
 
 @app.command()
 def train(
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
+    data: DataPaths,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, logs, model.ckpt.")],
     config: Annotated[
         str, typer.Option("--config", "-c", help="A preset (tiny, poyo-1.3M, poyo-11.8M) or a YAML file.")
@@ -138,13 +139,11 @@ def evaluate(
             "models of `train --ensemble`): their predictions are averaged."
         ),
     ],
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders.")],
-    split: Annotated[str, typer.Option(help="Split to score: test, valid or train.")] = "test",
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    data: DataPaths,
+    split: ScoreSplit = "test",
+    json_path: JsonOut = None,
     plots: Annotated[Path | None, typer.Option(help="Folder for PNG plots (traces, R² per session).")] = None,
-    target: Annotated[
-        str | None, typer.Option(help="Behaviour to decode for sessions the model was not trained on.")
-    ] = None,
+    target: DecodeTarget = None,
     stride: Annotated[
         float | None,
         typer.Option(
@@ -152,7 +151,7 @@ def evaluate(
             "presets, at most half a window)."
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
+    overwrite: OverwriteJson = False,
 ) -> None:
     """Decode held-out data with overlapping windows, stitch, and report R² per session and dimension."""
     from ..evaluate.report import evaluate_files, plot_results, write_json

@@ -12,13 +12,14 @@ from rich.table import Table
 from . import app
 from .common import load_dataset
 from .errors import EXIT_INTERRUPTED
+from .options import DataPaths
 
 console = Console()
 
 
 @app.command()
 def tune(
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Prepared session files or folders of them.")],
+    data: DataPaths,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Run folder: optuna.db, best.yaml, search.png, trials.csv/json, trials/."),
