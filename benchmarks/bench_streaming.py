@@ -115,8 +115,8 @@ def random_model(size: str, session, grid: str = "window"):
 
 
 def stream(model, session, repeats: int, seconds: float = STREAM_S) -> dict:
-    """Replay the first test block on one thread `repeats` times; the run with the lowest p99 latency
-    (the least disturbed by other jobs), with every run's p99 and the load average around the runs.
+    """Replay the first test block on one thread `repeats` times; the run with the median p99 latency (not the
+    best run: a reader's machine is not always undisturbed), with every run's p99 and the load average around them.
     The decoder path follows the model: incremental for latents on the absolute grid, else the whole window."""
     from spiketok.data.session import Intervals
     from spiketok.stream import replay
@@ -130,7 +130,7 @@ def stream(model, session, repeats: int, seconds: float = STREAM_S) -> dict:
         runs.append(replay(model, session, iv, every=EVERY, progress=True))
         loads.append(os.getloadavg()[0])
     p99s = [float(np.percentile(r.latency_ms, 99)) for r in runs]
-    r = runs[int(np.argmin(p99s))]
+    r = runs[int(np.argsort(p99s)[(len(p99s) - 1) // 2])]  # the median run (the lower middle of an even count)
     s = r.summary()
     s["p99_runs"], s["load"] = p99s, loads
     s["r2_stream"] = s.pop("r2", float("nan"))
@@ -207,7 +207,7 @@ def main() -> None:
     ap.add_argument(
         "--train-threads", type=int, default=1, help="torch threads for training (1: the machine is shared)"
     )
-    ap.add_argument("--repeats", type=int, default=3, help="latency runs per model (the least disturbed is reported)")
+    ap.add_argument("--repeats", type=int, default=3, help="latency runs per model (the one with the median p99 is reported)")
     ap.add_argument("--stream-seconds", type=float, default=STREAM_S, help="length of the streamed test stretch")
     ap.add_argument("--session-minutes", type=float, default=DURATION / 60, help="length of the simulated session")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-stream")
@@ -387,7 +387,7 @@ decode (float32). Target: p99 under {TARGET_MS:g} ms for both sizes.
 - Machine load: 1-minute load average before and after each streaming run:
   {"; ".join(f"`{s['size']}` ({s['path']}) " + ", ".join(f"{v:.1f}" for v in s["load"]) for s in rows)}. Each
   model was streamed
-  {args.repeats} time(s) and the run with the lowest p99 is shown (all runs' p99 in the table).
+  {args.repeats} time(s) and the run with the median p99 is shown (all runs' p99 in the table).
 
 {footer(load, ("torch", "numpy", "spiketok"), "1 used for streaming", [("data", data_row), ("training", train_row)])}
 """
