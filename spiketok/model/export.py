@@ -5,12 +5,12 @@
 own blocks and weights, on a batch of one window, with the rotations as real cos and sin (ONNX has no complex
 tensors; spiketok.model.rotary.RealRotation): each token's keys and values a row of a constant table over the
 vocabulary's (unit, type) pairs (computed per token instead when that table would pass MAX_TABLE_FLOATS), no masks
-(nothing is padded). `sidecar` (spiketok.model.export_sidecar) describes how to tokenize for them.
+(nothing is padded). `sidecar` (spiketok.model.export_sidecar) describes how to tokenize for them: a typed
+`Sidecar` (spiketok.model.sidecar), written as FILE.json beside the graph.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.atomic import atomic_write
 from ..tokenize.tokenizer import SpikeTokenizer
 from .export_sidecar import (
     KEYS_INPUTS,
     KEYS_NAME,
     OUTPUT_NAME,
-    SIDECAR_FORMAT,
-    SIDECAR_VERSION,
     STREAM_INPUTS,
     graph_inputs,
     sidecar,
-    sidecar_path,
     stream_entry,
     stream_paths,
 )
 from .graph_file import ExportError, normalization_tables, write_graph
 from .poyo import N_TOKEN_TYPES, POYO
 from .rotary import RealRotation
+from .sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, Sidecar, sidecar_path, write_sidecar
 from .stages import PoyoStages, RotatedKV, TokenKV
 
 __all__ = [
@@ -43,6 +40,7 @@ __all__ = [
     "SIDECAR_FORMAT",
     "SIDECAR_VERSION",
     "ExportError",
+    "Sidecar",
     "SpikeKeysGraph",
     "StreamGraph",
     "WindowGraph",
@@ -239,8 +237,5 @@ def export_model(
     write_graph(
         StreamGraph(model, target).eval(), example["stream"], STREAM_INPUTS, OUTPUT_NAME, stream_path, fmt, int8
     )
-    side = sidecar_path(out)
     stream = stream_entry(model, target, keys_path.name, stream_path.name)
-    with atomic_write(side) as tmp:
-        Path(tmp).write_text(json.dumps(sidecar(model, target, fmt, "int8" if int8 else "float32", stream), indent=1))
-    return out, side
+    return out, write_sidecar(sidecar(model, target, fmt, "int8" if int8 else "float32", stream), out)

@@ -9,29 +9,28 @@ start, then the graph's `state_out` of each chunk as the next chunk's `state`.
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.atomic import atomic_write
 from ..tokenize import TokenType
-from .export_sidecar import INPUTS, OUTPUT_NAME, sidecar, sidecar_path
+from .export_sidecar import INPUTS, OUTPUT_NAME, sidecar
 from .graph_file import normalization_tables, write_graph
 from .recurrent import RecurrentPOYO, RecurrentStages
 from .rotary import rotate
+from .sidecar import RecurrentEntry, TensorSpec, write_sidecar
 
 STATE_NAME = "state_out"
-_WINDOW_INPUTS = {i["name"]: i for i in INPUTS}  # the window graph's inputs, which the step graph shares in part
-STEP_INPUTS: list[dict[str, Any]] = [
-    {**_WINDOW_INPUTS["input_units"], "doc": "row of each spike's unit in `units`; spikes only, no START/END tokens"},
-    {**_WINDOW_INPUTS["input_times"], "doc": "each spike's time in seconds from the chunk's start, in [0, chunk)"},
-    {"name": "state", "dtype": "float32", "shape": [1, "dim"], "doc": "the state before this chunk"},
+_WINDOW_INPUTS = {i.name: i for i in INPUTS}  # the window graph's inputs, which the step graph shares in part
+STEP_INPUTS: tuple[TensorSpec, ...] = (
+    replace(_WINDOW_INPUTS["input_units"], doc="row of each spike's unit in `units`; spikes only, no START/END tokens"),
+    replace(_WINDOW_INPUTS["input_times"], doc="each spike's time in seconds from the chunk's start, in [0, chunk)"),
+    TensorSpec("state", "float32", (1, "dim"), "the state before this chunk"),
     _WINDOW_INPUTS["session"],
-]
+)
 STEP_DOC = (
     "One call per chunk of `chunk` seconds of the stream (chunk k spans [start + k * chunk, start + (k + 1) * "
     "chunk) on the session clock): its spikes in, with times from the chunk's start (n_tokens may be 0), and the "
@@ -94,20 +93,20 @@ def _example(model: RecurrentPOYO, n_tokens: int = 24) -> tuple[torch.Tensor, ..
     return units, times, torch.randn(1, model.config.dim, generator=g), torch.zeros(1, dtype=torch.long)
 
 
-def recurrent_entry(model: RecurrentPOYO, target: str) -> dict[str, Any]:
+def recurrent_entry(model: RecurrentPOYO, target: str) -> RecurrentEntry:
     """The sidecar's `recurrent` entry: the chunk length, the initial state and each session's prediction from it."""
     with torch.no_grad():
         mean, std = normalization_tables(model, target)
         queries = model.session_emb.weight  # (n_sessions, dim)
         state = model.state_init.expand_as(queries)
         initial = model.readouts[target](model.read(queries, state)) * std + mean  # (n_sessions, D)
-    return {
-        "doc": STEP_DOC,
-        "chunk": float(model.config.latent_step),
-        "dim": int(model.config.dim),
-        "initial_state": [float(x) for x in model.state_init.detach()],
-        "initial_behavior": {s: [float(x) for x in initial[k]] for k, s in enumerate(model.session_emb.ids)},
-    }
+    return RecurrentEntry(
+        doc=STEP_DOC,
+        chunk=float(model.config.latent_step),
+        dim=int(model.config.dim),
+        initial_state=tuple(float(x) for x in model.state_init.detach()),
+        initial_behavior={s: tuple(float(x) for x in initial[k]) for k, s in enumerate(model.session_emb.ids)},
+    )
 
 
 def export_recurrent(
@@ -119,15 +118,11 @@ def export_recurrent(
     graph = ChunkStepGraph(model, target).eval()
     write_graph(graph, _example(model), STEP_INPUTS, (OUTPUT_NAME, STATE_NAME), out, fmt, int8)
     meta = sidecar(model, target, fmt, "int8" if int8 else "float32")
-    dims, dim = meta["dims"], int(model.config.dim)
-    meta["backbone"] = "recurrent"
-    meta["inputs"] = STEP_INPUTS
-    meta["outputs"] = [
-        {"name": OUTPUT_NAME, "dtype": "float32", "shape": [1, dims], "doc": f"{target} in the recording's units"},
-        {"name": STATE_NAME, "dtype": "float32", "shape": [1, dim], "doc": "the state after this chunk"},
-    ]
-    meta["recurrent"] = recurrent_entry(model, target)
-    side = sidecar_path(out)
-    with atomic_write(side) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=1))
-    return out, side
+    outputs = (
+        TensorSpec(OUTPUT_NAME, "float32", (1, meta.dims), f"{target} in the recording's units"),
+        TensorSpec(STATE_NAME, "float32", (1, int(model.config.dim)), "the state after this chunk"),
+    )
+    meta = replace(
+        meta, backbone="recurrent", inputs=STEP_INPUTS, outputs=outputs, recurrent=recurrent_entry(model, target)
+    )
+    return out, write_sidecar(meta, out)

@@ -4,8 +4,8 @@ tables the graphs carry, and the error an export raises for what cannot be expor
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -14,6 +14,7 @@ from ..data.atomic import atomic_write
 from ..errors import SpiketokError
 from .export_sidecar import KEYS_NAME
 from .poyo import POYO
+from .sidecar import TensorSpec
 
 ONNX_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 
@@ -36,7 +37,7 @@ def normalization_tables(model: POYO, target: str) -> tuple[torch.Tensor, torch.
 def write_graph(
     graph: nn.Module,
     example: tuple[torch.Tensor, ...],
-    inputs: list[dict[str, Any]],
+    inputs: Sequence[TensorSpec],
     output: str | tuple[str, ...],
     path: Path,
     fmt: str,
@@ -45,8 +46,8 @@ def write_graph(
     """Trace `graph` on `example` into an ONNX or TorchScript file at `path` (written atomically); inputs with a
     named first axis (n_tokens, n_out) are dynamic there, as is the output's first axis (several outputs, a tuple of
     names: of fixed shapes)."""
-    names = [i["name"] for i in inputs]
-    dynamic = {i["name"]: {0: i["shape"][0]} for i in inputs if isinstance(i["shape"][0], str)}
+    names = [i.name for i in inputs]
+    dynamic = {i.name: {0: i.shape[0]} for i in inputs if isinstance(i.shape[0], str)}
     with warnings.catch_warnings():  # tracer and deprecation notes about the exporters themselves, not the model
         warnings.simplefilter("ignore")
         with torch.no_grad(), atomic_write(path) as tmp:

@@ -11,46 +11,17 @@ spiketok.stream.StreamingDecoder; `spiketok.stream.replay.replay` streams a reco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..errors import SpiketokError
 from ..model.embeddings import UnknownIdError, require_known
-from ..model.export_sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
+from ..model.sidecar import ExportFileError, Sidecar, read_sidecar
 from .packets import PacketRules, StreamOrderError
 
+# ExportFileError and read_sidecar live with the sidecar's types (spiketok.model.sidecar); importable from here too
 __all__ = ["ExportedModel", "ExportedStreamingDecoder", "ExportFileError", "read_sidecar"]
-
-
-class ExportFileError(SpiketokError, ValueError):
-    """An exported model that cannot be used (sidecar missing, damaged or too new; runtime missing)."""
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar (FILE.json) of an exported graph FILE, checked for format and version."""
-    side = sidecar_path(path)
-    if not Path(path).is_file():
-        raise ExportFileError(f"{path}: no such exported model file")
-    if not side.is_file():
-        raise ExportFileError(
-            f"{path}: its sidecar {side.name} is missing (`spiketok export` writes both; keep them together)"
-        )
-    try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportFileError(f"{side}: not valid JSON ({e}); export the model again") from None
-    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-        raise ExportFileError(f"{side}: not a spiketok export sidecar (no format {SIDECAR_FORMAT!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > SIDECAR_VERSION:
-        raise ExportFileError(
-            f"{side}: sidecar format version {version!r}; this spiketok reads up to {SIDECAR_VERSION}: upgrade spiketok"
-        )
-    return meta
 
 
 class _Graph:
@@ -105,33 +76,28 @@ class ExportedModel:
 
     def __init__(self, path: str | Path, threads: int = 1):
         self.path = Path(path)
-        self.meta = read_sidecar(path)
-        self.window, self.target, self.dims = float(self.meta["window"]), self.meta["target"], int(self.meta["dims"])
-        self.units: dict[str, int] = self.meta["units"]
-        self.sessions: dict[str, int] = self.meta["sessions"]
-        self.types: dict[str, int] = self.meta["token_types"]
-        self.names = [i["name"] for i in self.meta["inputs"]]
-        self.absolute = self.meta["latents"].get("grid", "window") == "absolute"  # the graph takes window_start
-        self.graph = self.meta["graph"]
-        self.recurrent = self.meta.get("backbone") == "recurrent"  # FILE: a step graph (model.export_recurrent)
+        self.meta: Sidecar = read_sidecar(path)
+        self.window, self.target, self.dims = self.meta.window, self.meta.target, self.meta.dims
+        self.units: dict[str, int] = self.meta.units
+        self.sessions: dict[str, int] = self.meta.sessions
+        self.types: dict[str, int] = self.meta.token_types
+        self.names = [i.name for i in self.meta.inputs]
+        self.absolute = self.meta.latents.grid == "absolute"  # the graph takes window_start
+        self.graph = self.meta.graph
+        self.recurrent = self.meta.backbone == "recurrent"  # FILE: a step graph (model.export_recurrent)
         self._window = _Graph(self.path, self.graph, self.names, threads)
         self._keys = self._stream = None
-        stream = self.meta.get("stream")
-        if stream:  # exports from before the streaming graphs have none: decode whole windows then
-            for key in ("keys", "window"):
-                if not (self.path.parent / stream[key]["file"]).is_file():
+        stream = self.meta.stream
+        if stream is not None:  # exports from before the streaming graphs have none: decode whole windows then
+            graphs = (stream.keys, stream.window)
+            for g in graphs:
+                if not (self.path.parent / g.file).is_file():
                     raise ExportFileError(
-                        f"{self.path}: its streaming graph {stream[key]['file']} is missing "
+                        f"{self.path}: its streaming graph {g.file} is missing "
                         "(`spiketok export` writes it beside the model; keep them together)"
                     )
             self._keys, self._stream = (
-                _Graph(
-                    self.path.parent / stream[key]["file"],
-                    self.graph,
-                    [i["name"] for i in stream[key]["inputs"]],
-                    threads,
-                )
-                for key in ("keys", "window")
+                _Graph(self.path.parent / g.file, self.graph, [i.name for i in g.inputs], threads) for g in graphs
             )
 
     @property
@@ -233,7 +199,7 @@ class ExportedModel:
                 f"session {session_id!r} is unknown to this exported model "
                 f"(it knows {len(self.sessions)}); adapt the model to it and export it again"
             )
-        if session_id not in self.meta["normalization"]:
+        if session_id not in self.meta.normalization:
             raise ExportFileError(
                 f"no normalisation statistics for session {session_id!r}, task {self.target!r} "
                 "in this export: its outputs would not be in the recording's units"
@@ -316,7 +282,7 @@ class ExportedStreamingDecoder(PacketRules):
     def _alloc(self, capacity: int) -> None:
         """Keyed buffers: spike times (capacity,) and keys (2 * n_units + capacity, keys_width); live spikes are
         slots [lo, hi), their keys rows p + lo .. p + hi."""
-        width = int(self.exported.meta["stream"]["keys"]["outputs"][0]["shape"][1])
+        width = int(self.exported.meta.stream.keys.outputs[0].shape[1])
         self._times = np.zeros(capacity, np.float64)
         self._keys = np.zeros((self._p + capacity, width), np.float32)
         self._lo = self._hi = 0

@@ -37,10 +37,10 @@ class ExportedRecurrentDecoder(ChunkedStream):
         if target is not None and target != exported.target:
             raise ValueError(f"target {target!r}: this model was exported for {exported.target!r}")
         self.exported, self.window, self.target = exported, exported.window, exported.target
-        rec = exported.meta["recurrent"]
-        self.step = float(rec["chunk"])
-        self._initial_state = np.asarray(rec["initial_state"], np.float32)[None]  # (1, dim)
-        self._initial_pred = np.asarray(rec["initial_behavior"][session_id], np.float32)  # (D,)
+        rec = exported.meta.recurrent  # set whenever the sidecar's backbone is recurrent (read_sidecar checks)
+        self.step = rec.chunk
+        self._initial_state = np.asarray(rec.initial_state, np.float32)[None]  # (1, dim)
+        self._initial_pred = np.asarray(rec.initial_behavior[session_id], np.float32)  # (D,)
         self._session = exported.session_row(session_id)
         self._rows = exported.bind_units(self, unit_ids)
         self.reset()

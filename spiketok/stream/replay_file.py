@@ -70,7 +70,7 @@ def replay_file(
         if target is not None and target != model.target:
             raise TargetError(f"--target {target}: the exported model decodes {model.target!r}")
         session, target = open_recording(path, None, model.target, keep_moving)
-        recorded, window = model.meta.get("splits", {}), model.window
+        recorded, window = model.meta.splits, model.window
     else:
         model = load_model_file(checkpoint)
         check_stream_settings(model, replay_kw.get("incremental"), replay_kw.get("precision", "float32"))
