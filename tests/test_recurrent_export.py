@@ -94,6 +94,10 @@ def test_sidecar_describes_the_step_graph(run: dict) -> None:
     np.testing.assert_allclose(rec["initial_behavior"][run["session"].id], ours, atol=1e-5)
     with pytest.raises(ValueError, match="ExportedRecurrentDecoder"):
         ExportedStreamingDecoder(ExportedModel(run["onnx"]), run["session"].id)
+    with pytest.raises(ValueError, match="--int8"):  # an export's arithmetic was fixed when it was written
+        ExportedRecurrentDecoder(ExportedModel(run["onnx"]), run["session"].id, precision="bfloat16")
+    with pytest.raises(NotImplementedError, match="recording's units"):
+        ExportedRecurrentDecoder(ExportedModel(run["onnx"]), run["session"].id).decode_normalised(0.01)
 
 
 def test_replay_onnx_of_a_recurrent_model(run: dict, tmp_path: Path) -> None:

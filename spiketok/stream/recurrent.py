@@ -49,6 +49,11 @@ class RecurrentStreamingDecoder(ChunkedStream):
         precision: str = "float32",
     ):
         self._open(session_id, late)
+        self._load(model, target, unit_ids, precision)
+        self.reset()
+
+    def _load(self, model: RecurrentPOYO, target: str | None, unit_ids: Sequence[str] | None, precision: str) -> None:
+        """Bind the model to the session (units, target) and keep what every chunk shares; sets window and step."""
         model = with_precision(model, precision)  # the model itself for float32; else a copy
         self.model = model.eval()
         c = model.config
@@ -57,7 +62,6 @@ class RecurrentStreamingDecoder(ChunkedStream):
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self._precompute(rows.to(self.device), sess_row)
-        self.reset()
 
     def _precompute(self, rows: torch.Tensor, sess_row: int) -> None:
         """What every chunk shares: the units' spike keys/values, the latents and their rotated queries."""
