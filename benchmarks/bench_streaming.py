@@ -207,7 +207,9 @@ def main() -> None:
     ap.add_argument(
         "--train-threads", type=int, default=1, help="torch threads for training (1: the machine is shared)"
     )
-    ap.add_argument("--repeats", type=int, default=3, help="latency runs per model (the one with the median p99 is reported)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="latency runs per model (the one with the median p99 is reported)"
+    )
     ap.add_argument("--stream-seconds", type=float, default=STREAM_S, help="length of the streamed test stretch")
     ap.add_argument("--session-minutes", type=float, default=DURATION / 60, help="length of the simulated session")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "spiketok-bench-stream")
