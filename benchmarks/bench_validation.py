@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,7 +43,7 @@ def job(name: str, split: str, work: Path) -> None:
         run(spiketok("prepare", str(DATA / f"{name}.nwb"), "--out", str(folder), "--split", split, *PREPARE[name]), log)
     result = folder / "spiketok.json"
     if not result.exists():
-        t0 = time.time()
+        t0, load_start = time.time(), os.getloadavg()[0]
         run_dir = folder / "run"
         run(["rm", "-rf", str(run_dir)], log)
         run(spiketok("train", "--data", str(data), "--out", str(run_dir), "--no-progress", *SETTINGS), log)
@@ -58,7 +59,14 @@ def job(name: str, split: str, work: Path) -> None:
             )
             scores[which] = json.loads(out.read_text())["mean_r2"]
         result.write_text(
-            json.dumps({**scores, "commit": provenance.start_commit(), "minutes": (time.time() - t0) / 60})
+            json.dumps(
+                {
+                    **scores,
+                    "commit": provenance.start_commit(),
+                    "minutes": (time.time() - t0) / 60,
+                    "load": [load_start, os.getloadavg()[0]],  # 1-minute load average as the run began and ended
+                }
+            )
         )
     mlp = folder / "mlp.json"
     if not mlp.exists():
@@ -108,6 +116,15 @@ def write_doc(work: Path, files: list[str], load: provenance.Load) -> None:
         lines.append("")
     stored = [json.loads((work / split / f / "spiketok.json").read_text()) for split in SPLITS for f in files]
     minutes = sum(r["minutes"] for r in stored)
+    loads = [v for r in stored for v in r.get("load", [])]
+    unrecorded = sum("load" not in r for r in stored)
+    load_cell = (
+        f"1-minute load average {min(loads):.1f} to {max(loads):.1f} at the runs' starts and ends" if loads else ""
+    )
+    if unrecorded:
+        load_cell += (
+            f"{'; ' if loads else ''}not recorded for {unrecorded} of {len(stored)} runs (stored before runs kept it)"
+        )
     lines += [
         "Summary, computed from the tables: " + "; ".join(summary) + ".",
         "",
@@ -122,7 +139,8 @@ def write_doc(work: Path, files: list[str], load: provenance.Load) -> None:
                     "spiketok training and scoring",
                     f"{minutes:.0f} min over {len(stored)} runs "
                     "(stored in WORK: a later call reads finished runs back)",
-                )
+                ),
+                ("load while the runs trained", load_cell + " (the load line below is this call's)"),
             ],
         ),
     ]
@@ -145,7 +163,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         for f in [pool.submit(job, name, split, args.work) for name in args.files for split in SPLITS]:
             f.result()
-    if set(args.files) == set(PREPARE):
+    if set(args.files) == set(PRIMATE + RAT):  # every file but the sealed one
         write_doc(args.work, args.files, load.stop())
     else:
         print("a subset of the files: results stored in WORK; run with every file to write the section")
