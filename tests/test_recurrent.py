@@ -33,6 +33,7 @@ from spiketok.stream.recurrent import RecurrentStreamingDecoder
 from spiketok.tokenize import collate
 from spiketok.train import load_config, train
 from spiketok.train.recipe import RecipeChoice, window_settings
+from spiketok.train.tune_space import base_params, search_space, values_of
 
 _register()
 runner = CliRunner()
@@ -124,6 +125,17 @@ def test_recipe_window_keeps_the_chunk_length():
         RecipeChoice(settings=window_settings(4.0, cfg.model.resolved_backbone)).apply(cfg).model.config().latent_step
         == 0.125
     )
+
+
+def test_tuning_keeps_the_chunk_length():
+    """`spiketok tune` searches the window and the latents per window, but a recurrent model's latent step is its
+    chunk: every trial of possm-tiny keeps 50 ms chunks, while tiny's latent step follows window / latent_steps."""
+    recurrent, perceiver = load_config("tiny", ["model.size=possm-tiny"]), load_config("tiny", [])
+    assert search_space(recurrent)["latent_steps"] == [base_params(recurrent)["latent_steps"]]
+    for window, steps in ((0.5, 4), (2.0, 16), (4.0, 8)):
+        params = {**base_params(recurrent), "window": window, "latent_steps": steps}
+        assert values_of(params, recurrent)["model.latent_step"] == 0.05
+        assert values_of(params, perceiver)["model.latent_step"] == window / steps
 
 
 # --- training, model files ------------------------------------------------------------------------

@@ -37,16 +37,17 @@ def base_model(base: TrainConfig) -> ModelConfig:
 def search_space(base: TrainConfig) -> dict[str, Any]:
     """The ranges searched around the base config: log-uniform lr (base/10 .. 5 x base) and weight decay,
     dropout 0-0.4, window 0.5-4 s, 4/8/16 latent steps per window, width and depth from half to twice the
-    base size's (width in multiples of 8)."""
+    base size's (width in multiples of 8). A recurrent model's latent step is its chunk length: not searched."""
     m = base_model(base)
     lr, wd = base.lr, base.weight_decay
     steps = max(1, round(m.window / m.latent_step))
+    recurrent = m.backbone == "recurrent"
     return {
         "lr": (min(lr / 10, 1e-4), lr * 5),
         "weight_decay": (min(1e-5, wd) if wd > 0 else 1e-5, max(0.3, wd)),
         "dropout": (0.0, max(0.4, m.dropout)),
         "window": _choices([0.5, 1.0, 2.0, 4.0], float(m.window)),
-        "latent_steps": _choices([4, 8, 16], steps),
+        "latent_steps": [steps] if recurrent else _choices([4, 8, 16], steps),
         "dim": _choices([max(16, 8 * round(m.dim * f / 8)) for f in (0.5, 1.0, 1.5, 2.0)], m.dim),
         "depth": _choices([max(1, m.depth // 2), m.depth + max(1, m.depth // 2), 2 * m.depth], m.depth),
     }
@@ -83,15 +84,17 @@ def current_values(cfg: TrainConfig) -> dict[str, Any]:
 
 def values_of(params: dict[str, Any], base: TrainConfig) -> dict[str, Any]:
     """Optuna parameters -> config values (dotted keys). t_max >= 2 x window (rotary time range);
-    latent_step = window / latent_steps, so the latent count stays latent_steps x num_latents_per_step."""
-    m = base.model.config()
+    latent_step = window / latent_steps, so the latent count stays latent_steps x num_latents_per_step; a
+    recurrent model keeps its chunk length (the base's latent step) whatever the window."""
+    m = base_model(base)
     window = float(params["window"])
+    latent_step = m.latent_step if m.backbone == "recurrent" else window / int(params["latent_steps"])
     return {
         "lr": float(params["lr"]),
         "weight_decay": float(params["weight_decay"]),
         "model.dropout": float(params["dropout"]),
         "model.window": window,
-        "model.latent_step": window / int(params["latent_steps"]),
+        "model.latent_step": latent_step,
         "model.t_max": max(float(m.t_max), 2 * window),
         "model.dim": int(params["dim"]),
         "model.depth": int(params["depth"]),
