@@ -7,15 +7,22 @@ Only full runs reach the page: a smoke run (`--quick`) writes its section to ben
 (gitignored) instead, and keeps its work files apart from a full run's (`smoke_work`). A section whose
 recorded command carries `--quick` is sent there whatever the script asked (`write_section`), and
 tests/test_benchmark_page.py fails when one is on the page.
+
+Beside the page, docs/benchmarks-code.json lists for each section the files of spiketok/ its run imported
+(`provenance.code_read`), with the commit the section records: a later change to other files leaves the
+section current.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 from pathlib import Path
+
+import provenance  # sets $SPIKETOK_MODULE_LOG before a run starts child processes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -25,6 +32,7 @@ UNMEASURED = "**Not measured on this code yet.**"  # how a section that holds no
 MARKER = re.compile(r"<!-- ([\w:-]+):start -->")
 COMMAND = re.compile(r"`(python [^`]*)`")  # a command as a section records it
 IMAGE = re.compile(r"\]\((img/[^)\s]+)\)")
+CODE = "benchmarks-code.json"  # beside the page: section -> {"commit", "tree", "files"} (the code it read)
 
 
 def doc_path() -> Path:
@@ -105,7 +113,27 @@ def write_section(section: str, start: str, end: str, doc: Path | None = None) -
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+    record_code(doc, MARKER.search(start).group(1), section)
     return doc
+
+
+def code_records(doc: Path) -> dict[str, dict]:
+    """Section -> {"commit", "tree", "files"}: the code each section's run read (`CODE` beside the page)."""
+    path = doc.parent / CODE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_code(doc: Path, name: str, section: str) -> None:
+    """Store, beside the page, the spiketok files this run imported under the commit `section` records; a section
+    that records no single commit (unmeasured, or built from runs of several commits) keeps no list."""
+    records = code_records(doc)
+    recorded = provenance.recorded_commit(section)
+    if recorded:
+        commit, tree = recorded
+        records[name] = {"commit": commit, "tree": tree, "files": provenance.code_read()}
+    else:
+        records.pop(name, None)
+    (doc.parent / CODE).write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
 
 
 def unmeasured(heading: str, command: str, writer: str) -> str:

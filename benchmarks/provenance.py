@@ -28,6 +28,9 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MODULE_LOG = "SPIKETOK_MODULE_LOG"  # spiketok/module_log.py: where each process lists the spiketok files it ran
+if not os.environ.get(MODULE_LOG):  # set before any child process starts, so they all write there
+    os.environ[MODULE_LOG] = tempfile.mkdtemp(prefix="spiketok-code-read-")
 LOAD_LIMIT = 1.0
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "neon", "sve")
 
@@ -111,6 +114,23 @@ def start_commit() -> str:
     """`commit_cell()` as it was when this process first asked (a `Load` asks when it is made, as a run starts):
     a commit made while a long run goes on is not recorded as the code it ran."""
     return commit_cell()
+
+
+def code_read() -> list[str]:
+    """The files of spiketok/ this run imported (`spiketok/train/run.py`, sorted): this process's and those every
+    child process it started listed as it exited (spiketok/module_log.py), plus every file of spiketok/ that is
+    not Python (configs, shipped models), which any code may read."""
+    from spiketok.module_log import PACKAGE, loaded_files
+
+    found = set(loaded_files())
+    for listing in Path(os.environ[MODULE_LOG]).glob("*.txt"):
+        found.update(line for line in listing.read_text().splitlines() if line.startswith("spiketok/"))
+    found.update(
+        (Path("spiketok") / f.relative_to(PACKAGE)).as_posix()
+        for f in PACKAGE.rglob("*")
+        if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts
+    )
+    return sorted(found)
 
 
 NOT_RECORDED = "not recorded (a result stored before commits were recorded)"

@@ -1,6 +1,13 @@
 """spiketok: POYO-style spike-token transformers for neural population decoding."""
 
+import os as _os
+
 __version__ = "0.1.0"
+
+if _os.environ.get("SPIKETOK_MODULE_LOG"):  # a benchmark records which code it ran (spiketok/module_log.py)
+    from .module_log import record_at_exit
+
+    record_at_exit()
 
 
 def load(path):

@@ -4,6 +4,7 @@ measures (the last commit that changed spiketok/). A smoke run writes benchmarks
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,26 +59,80 @@ def test_a_measured_section_records_the_commit_it_ran_on(name: str) -> None:
     assert recorded_commit(SECTIONS[name]), f"{name}: no `| commit | <40 hex digits> |` row in its footer"
 
 
+CODE = docsection.code_records(PAGE)
+
+
+def changed_since(commit: str, tree: str | None, last: str) -> list[str] | None:
+    """The files of spiketok/ that differ between the code a section ran (its commit, or the tree of spiketok/ it
+    ran with uncommitted changes) and spiketok/ at `last`; None when git cannot tell."""
+    ran = tree if tree is not None else f"{commit}:spiketok"
+    names = git("diff", "--name-only", ran, f"{last}:spiketok")
+    return None if names is None else [f"spiketok/{n}" for n in names.splitlines() if n]
+
+
+def stale_files(changed: list[str], read: list[str]) -> list[str]:
+    """The changed files that make a section stale: those its run imported, and any file that is not Python
+    (configs and shipped models, which code may read without importing them)."""
+    return [f for f in changed if f in read or not f.endswith(".py")]
+
+
 @pytest.mark.parametrize("name", MEASURED)
 def test_a_section_is_not_older_than_the_code_it_measures(name: str) -> None:
-    """The section's commit is the last commit that changed spiketok/ or a later one; or, when it ran with
-    uncommitted changes to spiketok/, the tree of spiketok/ it ran is the one committed now."""
+    """No file of spiketok/ that the section's run imported (docs/benchmarks-code.json) changed since the commit
+    it records. A section without that list must be as new as the last commit that changed spiketok/, or have
+    run with uncommitted changes whose tree of spiketok/ is the one committed now."""
     last = git("log", "-1", "--format=%H", "--", "spiketok/")
     if not last:
         pytest.skip("not a git checkout (or no git): cannot tell which commit last changed spiketok/")
     recorded = recorded_commit(SECTIONS[name])
     assert recorded, f"{name}: no commit recorded, so nothing shows it measured the code of {last[:12]}"
     commit, tree = recorded
-    if tree is not None:
-        assert tree == git("rev-parse", f"{last}:spiketok"), (
-            f"{name} ran on uncommitted code (tree {tree[:12]}) that differs from spiketok/ at {last[:12]}"
-        )
-        return
-    if git("cat-file", "-e", f"{commit}^{{commit}}") is None:
+    if tree is None and git("cat-file", "-e", f"{commit}^{{commit}}") is None:
         pytest.skip(f"{name}'s commit {commit[:12]} is not in this checkout (a shallow clone?)")
-    assert git("merge-base", "--is-ancestor", last, commit) is not None, (
-        f"{name} ran on {commit[:12]}, older than {last[:12]}, the last commit that changed spiketok/: run it again"
+    changed = changed_since(commit, tree, last)
+    assert changed is not None, f"{name}: git could not compare the code it ran ({commit[:12]}) with {last[:12]}"
+    code = CODE.get(name)
+    if code is not None and (code["commit"], code["tree"]) == (commit, tree):
+        stale = stale_files(changed, code["files"])
+        assert not stale, f"{name} ran on {commit[:12]}; since then code it ran changed: {stale}. Run it again"
+        return
+    assert not changed, (
+        f"{name} ran on {commit[:12]} and lists no code it read; {len(changed)} files of spiketok/ changed since "
+        f"(up to {last[:12]}), e.g. {changed[:3]}: run it again"
     )
+
+
+def test_only_changes_to_code_a_section_read_make_it_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A section written on the page records the spiketok files its run imported (child processes included);
+    a change to a file it imported, or to a file that is not Python, makes it stale, and a change to another
+    file does not. The run is a fresh process that imports only docsection, and a child that imports rotary."""
+    page = tmp_path / "benchmarks.md"
+    page.write_text("<!-- x:start -->\n<!-- x:end -->\n")
+    head = "a" * 40
+    run = f"""import subprocess, sys
+sys.path.insert(0, "benchmarks")
+import docsection
+from pathlib import Path
+subprocess.run([sys.executable, "-c", "import spiketok.model.rotary"], check=True)
+docsection.write_section("## X\\n\\n| commit | `{head}` |", "<!-- x:start -->", "<!-- x:end -->", Path({str(page)!r}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "SPIKETOK_MODULE_LOG"}  # a fresh run: its own list
+    subprocess.run([sys.executable, "-c", run], check=True, cwd=ROOT, env=env)
+    record = docsection.code_records(page)["x"]
+    assert (record["commit"], record["tree"]) == (head, None)
+    assert {"spiketok/__init__.py", "spiketok/model/rotary.py", "spiketok/train/configs/tiny.yaml"} <= set(
+        record["files"]
+    )
+    assert "spiketok/train/tune_space.py" not in record["files"]  # nothing here imported it
+    assert stale_files(["spiketok/model/rotary.py", "spiketok/train/tune_space.py"], record["files"]) == [
+        "spiketok/model/rotary.py"
+    ]
+    assert stale_files(["spiketok/model/weights/primate-reaching.md"], []) == [
+        "spiketok/model/weights/primate-reaching.md"
+    ]
+    gone = docsection.unmeasured("## X", "python b.py", "w")
+    docsection.write_section(gone, "<!-- x:start -->", "<!-- x:end -->", page)
+    assert "x" not in docsection.code_records(page)
 
 
 def test_a_smoke_section_goes_to_the_scratch_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
