@@ -20,7 +20,7 @@ import torch
 from ..model.normalize import unnormalise
 from ..model.precision import with_precision
 from ..model.recurrent import RecurrentPOYO, first_time
-from ..model.recurrent_step import ChunkStep
+from ..model.recurrent_step import ChunkStep, frozen
 from ..model.rotary import rotate
 from ..tokenize import TokenType
 from .chunks import ChunkedStream
@@ -73,7 +73,7 @@ class RecurrentStreamingDecoder(ChunkedStream):
         self._mean, self._std = mean.to(self.device), std.to(self.device)
         self._query = m.session_emb.weight[sess_row].reshape(1, -1)  # (1, dim) the output query
         self._readout = m.readouts[self.target]
-        self._step = ChunkStep(m, self.target, denormalise=False) if self._float32 else None
+        self._step = frozen(ChunkStep(m, self.target, denormalise=False)) if self._float32 else None
         if self._step is not None:
             return
         self._kv_spike = m.pair_kv(m.unit_emb.weight[rows], torch.full_like(rows, int(TokenType.SPIKE)))
