@@ -2,11 +2,12 @@
 
 The stream is cut into chunks of `latent_step` seconds on the session clock (k * step, from the chunk of the
 first spike or decode). A pushed spike is only stored (its unit and time); once a chunk has ended (a decode at or
-after its end, or a spike pushed after it), it is run once: its spikes' keys and values (a row of the unit's kept
-encoder table, rotated by the time from the chunk's start), the chunk's latents reading them, one state update,
-and the readout of the new state, kept. A decode between chunk ends returns the kept prediction: the model reads
-the state of the last chunk that ended at or before t, as `RecurrentPOYO.forward` does offline. Nothing grows
-with the time streamed: the state is one vector, the spikes of finished chunks are dropped.
+after its end, or a spike pushed after it), it is run once by the model's folded step
+(spiketok.model.recurrent_step.ChunkStep, the export's graph too): its spikes' keys and values, the chunk's
+latents reading them, one state update, and the readout of the new state, kept. A decode between chunk ends
+returns the kept prediction: the model reads the state of the last chunk that ended at or before t, as
+`RecurrentPOYO.forward` does offline. Nothing grows with the time streamed: the state is one vector, the spikes
+of finished chunks are dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from ..model.normalize import unnormalise
 from ..model.precision import with_precision
 from ..model.recurrent import RecurrentPOYO, first_time
+from ..model.recurrent_step import ChunkStep, frozen
 from ..model.rotary import rotate
 from ..tokenize import TokenType
 from .chunks import ChunkedStream
@@ -54,8 +56,8 @@ class RecurrentStreamingDecoder(ChunkedStream):
 
     def _load(self, model: RecurrentPOYO, target: str | None, unit_ids: Sequence[str] | None, precision: str) -> None:
         """Bind the model to the session (units, target) and keep what every chunk shares; sets window and step."""
-        model = with_precision(model, precision)  # the model itself for float32; else a copy
-        self.model = model.eval()
+        copy = with_precision(model, precision)  # the model itself for float32; else a copy
+        self.model, self._float32 = copy.eval(), copy is model
         c = model.config
         self.window, self.step = float(c.window), float(c.latent_step)
         sess_row, rows = self._bind_session(model, unit_ids, target)
@@ -64,18 +66,22 @@ class RecurrentStreamingDecoder(ChunkedStream):
             self._precompute(rows.to(self.device), sess_row)
 
     def _precompute(self, rows: torch.Tensor, sess_row: int) -> None:
-        """What every chunk shares: the units' spike keys/values, the latents and their rotated queries."""
+        """The folded step (float32), or what the stages share per chunk (another precision: its copy's layers)."""
         m, L = self.model, self.model.config.num_latents_per_step
+        self._rows, self._session = rows, torch.tensor([sess_row], device=self.device)
+        mean, std = m.normalizer.get(self.session_id, self.target)
+        self._mean, self._std = mean.to(self.device), std.to(self.device)
+        self._query = m.session_emb.weight[sess_row].reshape(1, -1)  # (1, dim) the output query
+        self._readout = m.readouts[self.target]
+        self._step = frozen(ChunkStep(m, self.target, denormalise=False)) if self._float32 else None
+        if self._step is not None:
+            return
         self._kv_spike = m.pair_kv(m.unit_emb.weight[rows], torch.full_like(rows, int(TokenType.SPIKE)))
         self._lat = m.latent_emb(torch.arange(L, device=self.device))[None]  # (1, L, dim)
         centre = torch.full((1, L), self.step / 2, dtype=torch.float64, device=self.device)
         self._rot = m.rotary(centre)  # (1, L, 1, d/2): the latents sit at the chunk's centre
         self._q = rotate(m.encoder.query(self._lat), self._rot)  # (1, L, H, d)
         self._token = m.chunk_token_kv(first_time(self._rot), 1)  # (1, 1, H, d) keys and values of the chunk token
-        self._query = m.session_emb.weight[sess_row].reshape(1, -1)  # (1, dim) the output query
-        mean, std = m.normalizer.get(self.session_id, self.target)
-        self._mean, self._std = mean.to(self.device), std.to(self.device)
-        self._readout = m.readouts[self.target]
 
     def _restart(self) -> None:
         with torch.inference_mode():
@@ -96,6 +102,13 @@ class RecurrentStreamingDecoder(ChunkedStream):
     @torch.inference_mode()
     def _run_chunk(self, units: np.ndarray, times: np.ndarray) -> None:
         """One chunk: its spikes (local units (n,), times (n,) s from its start) -> encoder, state update, readout."""
+        if self._step is not None:
+            units_t = self._rows.index_select(
+                0, torch.from_numpy(units).to(self.device)
+            )  # (n,) rows of the model's vocabulary
+            pred, state = self._step(units_t, torch.from_numpy(times).to(self.device), self._state[0], self._session)
+            self._state, self._pred = state[None], pred[0]  # (1, 1, dim), (D,) normalised
+            return
         m = self.model
         rot = m.rotary(torch.from_numpy(times)[None].to(self.device))  # (1, n, 1, d/2)
         kv = self._kv_spike.index_select(0, torch.from_numpy(units).to(self.device))[None]  # (1, n, 2 * inner)
